@@ -1,0 +1,61 @@
+"""The ``local`` backend: every job runs as a subprocess of the control node, whatever its host.
+
+This is the local-only mode for trying a recipe written for a cluster on one machine: the
+scheduler still queues and limits jobs per host *name*, so ``max_per_node`` behaves as it would
+on the cluster, but every node script runs here. The command is split with :func:`shlex.split`
+by the caller and run as an argv list, never through a shell; the job's token reaches the node
+through its environment, which ``ps`` does not show to other users.
+
+Written exactly as a third-party backend would be, against lofarexec's public API only, and
+registered through the ``lofarexec`` entry-point group in ``pyproject.toml``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from lofarexec import Backend, JobHandle, LaunchRequest, hookimpl
+from lofarexec.backend import Report
+from lofarexec.process import DEFAULT_KILL_GRACE, ProcessLauncher
+from lofarexec.protocol import ENV_HOST, ENV_JOB_ID, ENV_TOKEN
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalSettings:
+    """``[local]`` section of ``pipeline.cfg``."""
+
+    kill_grace: float = dataclasses.field(
+        default=DEFAULT_KILL_GRACE,
+        metadata={"help": "seconds between SIGTERM and SIGKILL when a job is killed"},
+    )
+
+
+class LocalBackend(Backend):
+    """Runs each node script as a local process in a session of its own."""
+
+    name = "local"
+    Settings = LocalSettings
+    local_only = True  # nodes run here: the log receiver need only listen on loopback
+
+    def open(self) -> None:
+        self._launcher = ProcessLauncher(kill_grace=self.settings.kill_grace, name="local-jobs")
+        self._launcher.start()
+
+    def start(self, request: LaunchRequest, report: Report) -> JobHandle:
+        environment = dict(os.environ)
+        environment.update(request.environment)
+        environment[ENV_JOB_ID] = str(request.job_id)
+        environment[ENV_TOKEN] = request.token
+        environment[ENV_HOST] = request.host
+        return self._launcher.launch(request.argv, report, env=environment)
+
+    def close(self) -> None:
+        launcher = getattr(self, "_launcher", None)
+        if launcher is not None:
+            launcher.close()
+
+
+@hookimpl
+def lofarexec_register_backends(registry) -> None:  # type: ignore[no-untyped-def]
+    registry.add(LocalBackend)

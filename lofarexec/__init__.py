@@ -1,0 +1,55 @@
+"""lofarexec: pipeline-native task distribution.
+
+The public surface for recipe writers and plugin authors. Names are imported lazily so that a
+compute node can ``import lofarexec.node`` with nothing but the standard library installed.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS: dict[str, str] = {
+    "AuthenticationError": "lofarexec.errors",
+    "Backend": "lofarexec.backend",
+    "BackendError": "lofarexec.errors",
+    "BackendRegistry": "lofarexec.backend",
+    "BaseRecipe": "lofarexec.recipe",
+    "ComputeJob": "lofarexec.job",
+    "ConfigError": "lofarexec.errors",
+    "ConnectError": "lofarexec.errors",
+    "DataMapError": "lofarexec.errors",
+    "HostKeyError": "lofarexec.errors",
+    "JobFailed": "lofarexec.errors",
+    "JobHandle": "lofarexec.backend",
+    "JobState": "lofarexec.job",
+    "JobTimeout": "lofarexec.errors",
+    "LOFARnode": "lofarexec.node",
+    "LaunchRequest": "lofarexec.backend",
+    "LofarexecError": "lofarexec.errors",
+    "Outcome": "lofarexec.backend",
+    "PipelineQuit": "lofarexec.errors",
+    "PluginError": "lofarexec.errors",
+    "ProcessLauncher": "lofarexec.process",
+    "ProtocolError": "lofarexec.errors",
+    "RemoteCommandRecipeMixIn": "lofarexec.recipe",
+    "hookimpl": "lofarexec.plugin.spec",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _EXPORTS.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'lofarexec' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module_name), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

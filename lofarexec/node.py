@@ -1,0 +1,223 @@
+"""The node side: what a node script subclasses to run on a compute host and log to the master.
+
+A node script is started as ``<command> <loghost> <logport> <args...>`` and does, exactly as in
+the seed::
+
+    sys.exit(MyNode(sys.argv[1], sys.argv[2]).run_with_logging(*sys.argv[3:]))
+
+:meth:`LOFARnode.run_with_logging` connects back to the run's log server, proves which job it is
+with the token it was given (environment or first line of standard input, never the command
+line), and sends every record of ``self.logger`` there. If there is no token (the script was run
+by hand) or the master cannot be reached, the records go to standard error instead: the work is
+never lost for want of a log channel.
+
+This module must import on a bare compute node: standard library, :mod:`lofarexec.protocol` and
+:mod:`lofarexec.errors` only.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+from typing import Any
+
+from lofarexec.errors import ProtocolError
+from lofarexec.protocol import (
+    ENV_HOST,
+    ENV_JOB_ID,
+    ENV_TOKEN,
+    ENV_TOKEN_STDIN,
+    encode_frame,
+    hello,
+    log_record,
+)
+
+CONNECT_TIMEOUT = 10.0
+#: How long one send may block on a stalled master before the node gives up on the channel.
+SEND_TIMEOUT = 60.0
+#: How long closing waits for the master to confirm it has read everything.
+CLOSE_TIMEOUT = 10.0
+STDERR_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+STDERR_DATEFMT = "%Y-%m-%d %H:%M:%S"
+_MAX_TOKEN_LINE = 1024
+
+
+def _stderr_handler() -> logging.Handler:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(STDERR_FORMAT, STDERR_DATEFMT))
+    return handler
+
+
+def _say(text: str) -> None:
+    """One line to standard error, for problems with the log channel itself."""
+    print(f"lofarexec.node: {text}", file=sys.stderr, flush=True)
+
+
+def _read_token_line() -> str:
+    """The first line of standard input, read byte by byte so nothing after it is consumed.
+
+    Whatever follows the token stays on file descriptor 0 for ``run()`` and its children.
+    """
+    if sys.stdin is None:
+        return ""
+    fd = sys.stdin.fileno()
+    line = bytearray()
+    while len(line) < _MAX_TOKEN_LINE:
+        byte = os.read(fd, 1)
+        if not byte or byte == b"\n":
+            break
+        line += byte
+    return line.decode("ascii", "replace").strip()
+
+
+def read_credentials() -> tuple[int, str] | None:
+    """The job id and token this process was given, or None when it was not started by a run.
+
+    The token is removed from the environment so that programs the node starts do not inherit it.
+    """
+    if os.environ.get(ENV_TOKEN_STDIN) == "1":
+        token = _read_token_line()
+    else:
+        token = os.environ.pop(ENV_TOKEN, "")
+    job_id = os.environ.get(ENV_JOB_ID, "")
+    if not token or not job_id:
+        return None
+    try:
+        return int(job_id), token
+    except ValueError:
+        _say(f"{ENV_JOB_ID}={job_id!r} is not a job number; logging to stderr")
+        return None
+
+
+class _ChannelHandler(logging.Handler):
+    """Sends each record as one ``log`` frame; on the first send failure, falls back to stderr.
+
+    ``logging.Handler.handle`` holds the handler lock around :meth:`emit`, so frames from
+    several threads never interleave on the socket.
+    """
+
+    def __init__(self, sock: socket.socket | None, peer: str) -> None:
+        super().__init__()
+        self._sock = sock
+        self._peer = peer
+        self._fallback = _stderr_handler()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            frame = encode_frame(log_record(record))
+        except (ProtocolError, TypeError, ValueError):  # e.g. a bad %-format in the message
+            self.handleError(record)
+            return
+        if self._sock is not None:
+            try:
+                self._sock.sendall(frame)
+                return
+            except OSError as exc:
+                _say(f"lost the log channel to {self._peer} ({exc}); logging to stderr")
+                self._drop_socket()
+        self._fallback.handle(record)
+
+    def close(self) -> None:
+        """Flush and close the channel, waiting until the master has read every record."""
+        self.acquire()
+        try:
+            sock, self._sock = self._sock, None
+            if sock is not None:
+                _close_gracefully(sock)
+            self._fallback.close()
+        finally:
+            self.release()
+        super().close()
+
+    def _drop_socket(self) -> None:
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            sock.close()
+
+
+def _close_gracefully(sock: socket.socket) -> None:
+    """Half-close, then wait for the master's EOF: it closes only after reading all we sent.
+
+    So when the node process exits, its records have already been emitted on the master.
+    """
+    try:
+        sock.shutdown(socket.SHUT_WR)
+        sock.settimeout(CLOSE_TIMEOUT)
+        while sock.recv(4096):
+            pass
+    except OSError:
+        pass
+    finally:
+        sock.close()
+
+
+def _connect(host: str, port: int, job_id: int, token: str) -> socket.socket | None:
+    """Open the log channel and say hello; None (reported once on stderr) when that fails."""
+    try:
+        sock = socket.create_connection((host, port), timeout=CONNECT_TIMEOUT)
+    except OSError as exc:
+        _say(f"cannot reach the log server at {host}:{port} ({exc}); logging to stderr")
+        return None
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.settimeout(SEND_TIMEOUT)
+        sock.sendall(encode_frame(hello(job_id, token)))
+    except OSError as exc:
+        sock.close()
+        _say(f"cannot say hello to the log server at {host}:{port} ({exc}); logging to stderr")
+        return None
+    return sock
+
+
+class LOFARnode:
+    """Base class of node scripts: override :meth:`run`, call :meth:`run_with_logging`.
+
+    ``self.logger`` is named ``node.<host>.<ClassName>`` (``<host>`` as the recipe named it, or
+    this machine's name when run by hand); ``self.outputs`` is a dict a node may fill for the
+    master.
+    """
+
+    def __init__(self, loghost: str, logport: int | str) -> None:
+        self.loghost = loghost
+        self.logport = int(logport)
+        self.outputs: dict[str, Any] = {}
+        host = os.environ.get(ENV_HOST) or socket.gethostname()
+        self.logger = logging.getLogger(f"node.{host}.{type(self).__name__}")
+        # The records go to our own handler only; propagating would print them twice.
+        self.logger.propagate = False
+        self.logger.setLevel(logging.DEBUG)
+
+    def run(self, *args: str) -> int | None:
+        """Do the job's work with the arguments the recipe gave; return the exit code."""
+        raise NotImplementedError(f"{type(self).__name__} must define run()")
+
+    def run_with_logging(self, *args: str) -> int:
+        """Run :meth:`run` with ``self.logger`` sent to the master; return the exit code.
+
+        An exception escaping ``run()`` is logged with its traceback and gives exit code 1. The
+        log channel is flushed and closed before this returns.
+        """
+        credentials = read_credentials()
+        sock = _connect(self.loghost, self.logport, *credentials) if credentials else None
+        handler = _ChannelHandler(sock, f"{self.loghost}:{self.logport}")
+        self.logger.addHandler(handler)
+        try:
+            return self._run_guarded(args)
+        finally:
+            self.logger.removeHandler(handler)
+            handler.close()
+
+    def _run_guarded(self, args: tuple[str, ...]) -> int:
+        try:
+            code = self.run(*args)
+        except Exception:
+            self.logger.exception("%s.run() failed", type(self).__name__)
+            return 1
+        if code is None:
+            return 0
+        if isinstance(code, int):
+            return code
+        self.logger.error("run() returned %r, not an exit code; exiting with 1", code)
+        return 1

@@ -1,0 +1,1 @@
+"""Plugin machinery: the hook specifications and the manager that loads plugins."""

@@ -1,0 +1,275 @@
+"""The wire format of the job channel between a node script and its run's :class:`LogServer`.
+
+A frame is a 4-byte big-endian unsigned length followed by that many bytes of UTF-8 JSON. The JSON
+is always an object carrying ``"v"`` (:data:`PROTOCOL_VERSION`) and ``"type"``::
+
+    +----------------+-------------------------------------------------+
+    | length (>I, 4) | {"v": 1, "type": "log", "name": ..., ...}  UTF-8  |
+    +----------------+-------------------------------------------------+
+
+A connection opens with one ``hello`` frame (job id and the job's secret token), then carries
+``log`` frames. Nothing here pickles or evaluates what it receives: a frame is JSON or it is
+refused with :class:`~lofarexec.errors.ProtocolError`, and a length above the cap is refused from
+its 4-byte header, before any buffer for the body exists.
+
+This module is imported on compute nodes, so it uses the standard library and
+:mod:`lofarexec.errors` only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import socket
+import struct
+from collections.abc import Iterator
+from typing import Any, BinaryIO
+
+from lofarexec.errors import ProtocolError
+
+PROTOCOL_VERSION = 1
+DEFAULT_MAX_FRAME_BYTES = 1 << 20
+#: Longest message or traceback text a ``log`` frame carries; longer text is cut on both sides.
+MAX_TEXT_CHARS = 64 * 1024
+#: Longest logger name a ``log`` frame carries.
+MAX_NAME_CHARS = 200
+
+MSG_HELLO = "hello"
+MSG_LOG = "log"
+
+#: The job's id as the master numbered it (decimal).
+ENV_JOB_ID = "LOFAREXEC_JOB_ID"
+#: The job's secret token, when it travels in the environment.
+ENV_TOKEN = "LOFAREXEC_TOKEN"
+#: When ``"1"``, the token is the first line of the node's standard input (ssh transports use
+#: this so that the token never appears on a command line).
+ENV_TOKEN_STDIN = "LOFAREXEC_TOKEN_STDIN"
+#: The job's host name as the recipe named it; the node logs as ``node.<this>.<ClassName>``.
+ENV_HOST = "LOFAREXEC_HOST"
+
+_HEADER = struct.Struct(">I")
+_TRUNCATED = " [... truncated]"
+
+
+def _short(value: Any) -> str:
+    """A bounded repr of a peer-supplied value, safe to put in a warning."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def encode_frame(message: dict[str, Any], max_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> bytes:
+    """Serialise one message into a frame; adds ``"v"`` when the message lacks it.
+
+    Raises :class:`ProtocolError` for a message without a string ``type``, one that is not
+    JSON-serialisable, or one whose encoding exceeds ``max_bytes`` (the peer would refuse it).
+    """
+    if not isinstance(message.get("type"), str):
+        raise ProtocolError(f"message has no string 'type': {_short(message.get('type'))}")
+    body_obj = {"v": PROTOCOL_VERSION, **message}
+    if body_obj["v"] != PROTOCOL_VERSION:
+        raise ProtocolError(f"cannot encode protocol version {_short(body_obj['v'])}")
+    try:
+        body = json.dumps(body_obj, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise ProtocolError(f"message is not JSON-serialisable: {exc}") from exc
+    data = body.encode("utf-8")
+    if len(data) > max_bytes:
+        raise ProtocolError(f"frame of {len(data)} bytes exceeds the {max_bytes}-byte limit")
+    return _HEADER.pack(len(data)) + data
+
+
+def decode_body(body: bytes) -> dict[str, Any]:
+    """Parse and check one frame body: a UTF-8 JSON object of our version with a ``type``."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ProtocolError(f"frame is not UTF-8 (bad byte at offset {exc.start})") from exc
+    try:
+        message = json.loads(text, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError) as exc:
+        # ValueError covers JSONDecodeError and over-long integers; RecursionError deep nesting.
+        raise ProtocolError(f"frame is not JSON: {str(exc)[:80]}") from exc
+    if not isinstance(message, dict):
+        raise ProtocolError(f"frame is JSON {type(message).__name__}, not an object")
+    version = message.get("v")
+    if type(version) is not int or version != PROTOCOL_VERSION:
+        raise ProtocolError(
+            f"unsupported protocol version {_short(version)} (expected {PROTOCOL_VERSION})"
+        )
+    kind = message.get("type")
+    if not isinstance(kind, str) or not kind:
+        raise ProtocolError(f"frame has no message type: {_short(kind)}")
+    return message
+
+
+def _check_length(length: int, max_bytes: int) -> None:
+    if length > max_bytes:
+        raise ProtocolError(f"frame of {length} bytes exceeds the {max_bytes}-byte limit")
+
+
+def _read_exactly(source: socket.socket | BinaryIO, count: int) -> bytes:
+    """Read ``count`` bytes, fewer only at end of stream."""
+    chunks: list[bytes] = []
+    remaining = count
+    while remaining:
+        if isinstance(source, socket.socket):
+            chunk = source.recv(min(remaining, 1 << 16))
+        else:
+            chunk = source.read(remaining)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
+
+
+def read_frame(
+    source: socket.socket | BinaryIO, max_bytes: int = DEFAULT_MAX_FRAME_BYTES
+) -> dict[str, Any]:
+    """Block until one whole frame has arrived on ``source`` (a socket or binary file); return it.
+
+    For the node side, where one blocking reader is simplest. Raises :class:`EOFError` when the
+    stream ends cleanly before a frame starts, :class:`ProtocolError` for a frame cut short or
+    refused by :func:`decode_body` or the size cap.
+    """
+    header = _read_exactly(source, _HEADER.size)
+    if not header:
+        raise EOFError("channel closed")
+    if len(header) < _HEADER.size:
+        raise ProtocolError("channel closed inside a frame header")
+    (length,) = _HEADER.unpack(header)
+    _check_length(length, max_bytes)
+    body = _read_exactly(source, length)
+    if len(body) < length:
+        raise ProtocolError(f"channel closed after {len(body)} of {length} frame bytes")
+    return decode_body(body)
+
+
+class FrameDecoder:
+    """Turns a byte stream arriving in arbitrary pieces into messages; for non-blocking readers.
+
+    After it has raised once the decoder is spent: every later call raises too, so nothing after
+    a bad frame is ever trusted.
+    """
+
+    def __init__(self, max_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self._buffer = bytearray()
+        self._error: ProtocolError | None = None
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet part of a whole frame (non-zero at EOF: a cut frame)."""
+        return len(self._buffer)
+
+    def feed(self, data: bytes) -> list[dict[str, Any]]:
+        """Add ``data``; return every message it completes. Raises :class:`ProtocolError`."""
+        return list(self.feed_iter(data))
+
+    def feed_iter(self, data: bytes) -> Iterator[dict[str, Any]]:
+        """Like :meth:`feed`, but yields each message as it is decoded.
+
+        So a reader can act on the good frames that precede a bad one in the same chunk before the
+        error is raised.
+        """
+        if self._error is not None:
+            raise ProtocolError(f"data after a protocol error ({self._error})")
+        self._buffer += data
+        try:
+            yield from self._drain()
+        except ProtocolError as exc:
+            self._error = exc
+            self._buffer = bytearray()
+            raise
+
+    def _drain(self) -> Iterator[dict[str, Any]]:
+        start = 0
+        try:
+            while len(self._buffer) - start >= _HEADER.size:
+                (length,) = _HEADER.unpack_from(self._buffer, start)
+                _check_length(length, self.max_bytes)
+                end = start + _HEADER.size + length
+                if len(self._buffer) < end:
+                    break
+                body = bytes(self._buffer[start + _HEADER.size : end])
+                start = end
+                yield decode_body(body)
+        finally:
+            del self._buffer[:start]
+
+
+# --- messages -------------------------------------------------------------------------------
+
+
+def hello(job_id: int, token: str) -> dict[str, Any]:
+    """The first message of every connection: which job this is, and its secret token."""
+    return {"v": PROTOCOL_VERSION, "type": MSG_HELLO, "job_id": job_id, "token": token}
+
+
+def parse_hello(message: dict[str, Any]) -> tuple[int, str]:
+    """Check a decoded ``hello`` message; return ``(job_id, token)``."""
+    if message.get("type") != MSG_HELLO:
+        raise ProtocolError(f"expected a hello frame, got {_short(message.get('type'))}")
+    job_id, token = message.get("job_id"), message.get("token")
+    if type(job_id) is not int:
+        raise ProtocolError(f"hello has a bad job id {_short(job_id)}")
+    if not isinstance(token, str):
+        raise ProtocolError("hello has no token")
+    return job_id, token
+
+
+def _cap(text: str, limit: int = MAX_TEXT_CHARS) -> str:
+    return text if len(text) <= limit else text[: limit - len(_TRUNCATED)] + _TRUNCATED
+
+
+def log_record(record: logging.LogRecord) -> dict[str, Any]:
+    """A ``log`` message for ``record``, with its arguments merged into the message text."""
+    exc_text = record.exc_text
+    if record.exc_info:
+        exc_text = logging.Formatter().formatException(record.exc_info)
+    return {
+        "v": PROTOCOL_VERSION,
+        "type": MSG_LOG,
+        "name": record.name[:MAX_NAME_CHARS],
+        "levelno": record.levelno,
+        "levelname": record.levelname,
+        "msg": _cap(record.getMessage()),
+        "created": record.created,
+        "exc_text": _cap(exc_text) if exc_text else None,
+    }
+
+
+def parse_log_record(message: dict[str, Any]) -> dict[str, Any]:
+    """Check a decoded ``log`` message; return only its validated, bounded fields.
+
+    The result has ``name`` (str), ``levelno`` (int clamped to 1..50), ``msg`` (str, capped),
+    ``created`` (float, clamped to a representable time) and ``exc_text`` (str or None, capped).
+    Anything else the peer sent is dropped.
+    """
+    if message.get("type") != MSG_LOG:
+        raise ProtocolError(f"expected a log frame, got {_short(message.get('type'))}")
+    name, levelno, msg = message.get("name"), message.get("levelno"), message.get("msg")
+    created, exc_text = message.get("created"), message.get("exc_text")
+    if not isinstance(name, str):
+        raise ProtocolError(f"log record has a bad name {_short(name)}")
+    if type(levelno) is not int:
+        raise ProtocolError(f"log record has a bad level {_short(levelno)}")
+    if not isinstance(msg, str):
+        raise ProtocolError(f"log record has a bad message of type {type(msg).__name__}")
+    if type(created) not in (int, float) or not math.isfinite(created):
+        raise ProtocolError(f"log record has a bad time {_short(created)}")
+    if exc_text is not None and not isinstance(exc_text, str):
+        raise ProtocolError(f"log record has a bad traceback of type {type(exc_text).__name__}")
+    return {
+        "name": name[:MAX_NAME_CHARS],
+        "levelno": min(max(levelno, 1), logging.CRITICAL),
+        "msg": _cap(msg),
+        # 1e11 s is year ~5100: still formattable by time.localtime, unlike 1e300.
+        "created": min(max(float(created), 0.0), 1e11),
+        "exc_text": _cap(exc_text) if exc_text else None,
+    }

@@ -1,0 +1,205 @@
+"""The master side: :class:`BaseRecipe` and :class:`RemoteCommandRecipeMixIn`, as in the seed.
+
+A recipe file ends with ``sys.exit(MyRecipe().main())`` and runs as
+``python my_recipe.py -j JOB [-c pipeline.cfg] [-d] [args...]``. ``main`` parses the command
+line, sets up console (and file) logging in the seed's format, calls ``go()``, prints the
+results, and turns errors into one line and a non-zero exit status. Ctrl-C and SIGTERM stop new
+jobs, kill running ones on their hosts and end the recipe with :class:`PipelineQuit`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import inspect
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from lofarexec.config import PipelineConfig, find_config, load_config
+from lofarexec.errors import LofarexecError, PipelineQuit
+from lofarexec.job import ComputeJob
+
+LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+
+class BaseRecipe:
+    """A pipeline step run on the control node. Override :meth:`go` and call ``super().go()``.
+
+    Attributes available in ``go``: ``self.inputs`` (the parsed command line; positional
+    arguments in ``inputs['args']``), ``self.outputs`` (printed as the results), ``self.config``
+    (the :class:`~lofarexec.config.PipelineConfig`), ``self.logger`` (named after the recipe),
+    ``self.error`` (a :class:`threading.Event` set when a job failed) and ``self.__file__``
+    (this recipe's source file, from which node scripts are found by the seed's convention).
+    """
+
+    def __init__(self) -> None:
+        self.name = type(self).__name__
+        self.logger = logging.getLogger(self.name)
+        self.inputs: dict[str, Any] = {}
+        self.outputs: dict[str, Any] = {}
+        self.error = ErrorFlag()
+        self.__file__ = os.path.abspath(inspect.getfile(type(self)))
+
+    # -- to override ---------------------------------------------------------------------------
+    def go(self) -> int | None:
+        """Do the recipe's work; subclasses call this first, for config and log-file set-up."""
+        if not self.inputs.get("job_name"):
+            raise LofarexecError("no job name: pass -j/--job-name")
+        self.inputs.setdefault("start_time", _now())
+        self.logger.debug("Pipeline start time: %s", self.inputs["start_time"])
+        if not hasattr(self, "config"):
+            self.config = self._read_config()
+        _add_log_file(self.config.log_file)
+        return 0
+
+    # -- command line --------------------------------------------------------------------------
+    def option_parser(self) -> argparse.ArgumentParser:
+        """The recipe's options; extend with ``parser.add_argument`` in a subclass."""
+        parser = argparse.ArgumentParser(prog=os.path.basename(self.__file__),
+                                         description=(type(self).__doc__ or "").strip() or None)
+        parser.add_argument("-j", "--job-name", required=True, help="name of this pipeline job")
+        parser.add_argument("-c", "--config", help="pipeline.cfg to use")
+        parser.add_argument("-d", "--debug", action="store_true", help="show debug messages")
+        parser.add_argument("-v", "--verbose", action="store_true", help="show info messages")
+        parser.add_argument("-r", "--runtime-directory", help="override runtime_directory")
+        parser.add_argument("-w", "--working-directory", help="override working_directory")
+        parser.add_argument("-n", "--dry-run", action="store_true",
+                            help="show the jobs that would run; start none")
+        parser.add_argument("--start-time", help="start time of the pipeline run (ISO 8601)")
+        parser.add_argument("args", nargs="*", help="recipe arguments (e.g. a mapfile)")
+        return parser
+
+    def main(self, argv: Sequence[str] | None = None) -> int:
+        """Run the recipe as a program; return its exit status."""
+        options = self.option_parser().parse_args(argv)
+        self.inputs.update({key: value for key, value in vars(options).items()
+                            if value is not None})
+        _set_up_console(debug=options.debug, verbose=options.verbose)
+        with _StopOnSignals(self):
+            try:
+                status = self.go()
+            except PipelineQuit as exc:
+                self.logger.error("recipe %s stopped: %s", self.name, exc)
+                return 1
+            except (LofarexecError, ValueError) as exc:
+                self.logger.error("recipe %s failed: %s", self.name, exc)
+                return 1
+        status = int(status or 0)
+        if status == 0:
+            self.logger.info("recipe %s completed", self.name)
+        else:
+            self.logger.error("recipe %s failed (status %d)", self.name, status)
+        print("Results:")
+        for key, value in self.outputs.items():
+            print(f"{key} = {value}")
+        sys.stdout.flush()
+        return status
+
+    def _read_config(self) -> PipelineConfig:
+        recipe_folder = Path(self.__file__).parent
+        if recipe_folder.name == "master":  # the seed's layout: <recipe dir>/master/<name>.py
+            recipe_folder = recipe_folder.parent
+        working = self.inputs.get("working_directory") or os.getcwd()
+        path = find_config(self.inputs.get("config"), recipe_directory=recipe_folder,
+                           working_directory=working)
+        config = load_config(path, job_name=self.inputs["job_name"],
+                             start_time=self.inputs["start_time"], cwd=os.getcwd())
+        if self.inputs.get("runtime_directory"):
+            config.set("DEFAULT", "runtime_directory", self.inputs["runtime_directory"])
+        if self.inputs.get("working_directory"):
+            config.set("DEFAULT", "working_directory", self.inputs["working_directory"])
+        return config
+
+
+class ErrorFlag(threading.Event):
+    """The recipe's ``error`` event; keeps the seed's ``isSet()`` spelling without a warning."""
+
+    def isSet(self) -> bool:  # noqa: N802 - the seed's name
+        return self.is_set()
+
+
+class RemoteCommandRecipeMixIn:
+    """Gives a recipe :meth:`_schedule_jobs`; mix into a :class:`BaseRecipe` subclass."""
+
+    def _schedule_jobs(
+        self, jobs: Sequence[ComputeJob], max_per_node: int | None = None
+    ) -> dict[int, ComputeJob]:
+        """Run ``jobs`` on their hosts, at most ``max_per_node`` at once on each; block until all
+        have ended. Sets ``self.error`` when any job did not succeed. Returns ``{id: job}``.
+        """
+        from lofarexec.runner import JobRunner  # deferred: keeps recipe import light
+
+        recipe: Any = self
+        runner = JobRunner(recipe.config, recipe_name=recipe.name, error=recipe.error,
+                           logger=recipe.logger, dry_run=bool(recipe.inputs.get("dry_run")))
+        recipe._active_runner = runner
+        try:
+            return runner.schedule(jobs, max_per_node=max_per_node)
+        finally:
+            recipe._active_runner = None
+
+
+class _StopOnSignals:
+    """While a recipe runs: SIGINT/SIGTERM kill the batch in progress, or quit outright."""
+
+    def __init__(self, recipe: BaseRecipe) -> None:
+        self.recipe = recipe
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopOnSignals:
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self.previous[signum] = signal.signal(signum, self.handle)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+    def handle(self, signum: int, frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        runner = getattr(self.recipe, "_active_runner", None)
+        if runner is not None and runner.kill(name):
+            return  # the scheduler kills its jobs, then raises PipelineQuit in the main thread
+        raise PipelineQuit(f"received {name}")
+
+
+def _set_up_console(*, debug: bool, verbose: bool) -> None:
+    root = logging.getLogger()
+    level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
+    if not any(getattr(handler, "_lofarexec_console", False) for handler in root.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(LOG_FORMAT, DATE_FORMAT))
+        handler._lofarexec_console = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+    for handler in root.handlers:
+        if getattr(handler, "_lofarexec_console", False):
+            handler.setLevel(level)
+    root.setLevel(min(level, root.level) if root.level else level)
+
+
+def _add_log_file(path: Path | None) -> None:
+    """Also log everything (debug included) to the configured ``[logging] log_file``."""
+    if path is None:
+        return
+    root = logging.getLogger()
+    if any(getattr(h, "baseFilename", None) == str(path) for h in root.handlers):
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter(LOG_FORMAT, DATE_FORMAT))
+    handler.setLevel(logging.DEBUG)
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+
+
+def _now() -> str:
+    return datetime.datetime.now().replace(microsecond=0).isoformat()

@@ -1,0 +1,211 @@
+"""One ``_schedule_jobs`` call, end to end: backend, log receiver, hooks, scheduler.
+
+The recipe layer owns the CLI and the logging set-up; this module owns what happens between
+"here is a list of jobs" and "every job has a final state": it picks the backend named by
+``[remote] method``, starts the run's :class:`~lofarexec.logserver.LogServer`, builds each job's
+:class:`~lofarexec.backend.LaunchRequest` (argv, node environment, token), hands the batch to
+the :class:`~lofarexec.scheduler.Scheduler` and relays its events to the plugin hooks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import shlex
+import socket
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from lofarexec.backend import Backend, LaunchRequest
+from lofarexec.config import PipelineConfig
+from lofarexec.errors import ConfigError
+from lofarexec.job import ComputeJob, JobState
+from lofarexec.journal import JournalWriter
+from lofarexec.logserver import LogServer
+from lofarexec.plugin.manager import PluginManager, build_plugin_manager
+from lofarexec.scheduler import Limits, Scheduler
+
+#: The backend used when ``[remote] method`` is absent (the seed's default transport is ssh;
+#: until that backend is installed, a config without a method runs locally).
+DEFAULT_METHOD = "local"
+#: Variables the node gets from the control node's environment when they are set there.
+FORWARDED_VARIABLES = ("PATH", "PYTHONPATH", "LD_LIBRARY_PATH", "LOFARROOT")
+
+
+@dataclasses.dataclass
+class RunContext:
+    """What the hooks are told about the run in progress."""
+
+    recipe_name: str
+    backend_name: str
+    job_directory: Path
+    log_address: tuple[str, int]
+    dry_run: bool = False
+
+
+class JobRunner:
+    """Runs batches of jobs for one recipe; ``kill`` stops the batch in progress."""
+
+    def __init__(
+        self,
+        config: PipelineConfig,
+        *,
+        recipe_name: str,
+        error: threading.Event,
+        logger: logging.Logger | None = None,
+        plugin_manager: PluginManager | None = None,
+        dry_run: bool = False,
+    ) -> None:
+        self.config = config
+        self.recipe_name = recipe_name
+        self.error = error
+        self.logger = logger or logging.getLogger(recipe_name)
+        self.plugins = plugin_manager
+        self.dry_run = dry_run
+        self._scheduler: Scheduler | None = None
+        self._kill_lock = threading.Lock()
+
+    def kill(self, reason: str) -> bool:
+        """Stop the batch in progress; False when none is running. Safe in signal handlers."""
+        scheduler = self._scheduler
+        if scheduler is None:
+            return False
+        scheduler.kill(reason)
+        return True
+
+    def schedule(
+        self, jobs: Sequence[ComputeJob], max_per_node: int | None = None
+    ) -> dict[int, ComputeJob]:
+        """Run ``jobs`` and block until each has a final state; ``{job.id: job}`` in input order."""
+        jobs = list(jobs)
+        argv_heads = _split_commands(jobs)
+        if self.plugins is None:
+            self.plugins = build_plugin_manager([JournalWriter()])
+        method = self.config.remote_method or DEFAULT_METHOD
+        backend_class = self.plugins.backends.get(method)
+        settings = self.config.section_settings(method, backend_class.Settings)
+        backend = backend_class(settings)
+        limits = self._limits(max_per_node)
+        bind, advertise = self._log_addresses(backend_class)
+        with LogServer(bind_address=bind, advertise_address=advertise,
+                       recipe_name=self.recipe_name) as log_server:
+            host, port = log_server.address
+            self.logger.debug("Logging to %s:%d", host, port)
+            context = RunContext(self.recipe_name, method, self.config.job_directory,
+                                 (host, port), self.dry_run)
+            environment = node_environment(self.config)
+            hooks = self.plugins.hook
+
+            def prepare(job: ComputeJob) -> LaunchRequest:
+                assert job.id is not None and job.host is not None
+                self.logger.debug("Dispatching command to %s with %s", job.host, method)
+                return LaunchRequest(
+                    job_id=job.id, host=job.host,
+                    argv=(*argv_heads[job.command], host, str(port), *job.arguments),
+                    environment=environment, token=log_server.register_job(job.id, job.host),
+                    recipe_name=self.recipe_name,
+                )
+
+            scheduler = Scheduler(backend, prepare, limits=limits, error=self.error,
+                                  observer=_HookRelay(hooks, context, log_server),
+                                  job_timeout=self.config.job_timeout)
+            hooks.lofarexec_run_started(run=context, jobs=jobs)
+            try:
+                self._run(scheduler, backend, jobs)
+            finally:
+                for job in jobs:
+                    if job.id is not None:
+                        log_server.wait_job_closed(job.id, timeout=5.0)
+                hooks.lofarexec_run_finished(run=context, jobs=jobs, error=self.error.is_set())
+        return {job.id: job for job in jobs if job.id is not None}
+
+    def _run(self, scheduler: Scheduler, backend: Backend, jobs: list[ComputeJob]) -> None:
+        if self.dry_run:
+            for index, job in enumerate(jobs):
+                job.id = index
+                job.results = {"state": JobState.NOT_STARTED.value, "host": job.host,
+                               "reason": "dry run", "returncode": None, "attempts": 0}
+                self.logger.info("dry run: would run %s on %s", job.command, job.host)
+            return
+        self._scheduler = scheduler
+        try:
+            backend.open()
+            scheduler.run(jobs, on_waiting=lambda: self.logger.info("Waiting for compute threads..."))
+        finally:
+            self._scheduler = None
+            backend.close()
+
+    def _limits(self, max_per_node: int | None) -> Limits:
+        per_host = max_per_node if max_per_node is not None else self.config.max_per_node
+        try:
+            return Limits(per_host, self.config.max_per_node_overrides, self.config.max_jobs)
+        except ValueError as exc:
+            raise ConfigError(str(exc), filename=str(self.config.path)) from None
+
+    def _log_addresses(self, backend_class: type[Backend]) -> tuple[str, str | None]:
+        """Where the log receiver listens, and the address nodes are told to use."""
+        local_only = getattr(backend_class, "local_only", False)
+        bind = self.config.get("logging", "bind_address",
+                               fallback="127.0.0.1" if local_only else "0.0.0.0")
+        advertise = self.config.get("logging", "advertise_address", fallback="") or None
+        if advertise is None and bind in ("0.0.0.0", ""):
+            advertise = _this_host_address()
+        return bind, advertise
+
+
+def node_environment(config: PipelineConfig) -> dict[str, str]:
+    """The variables every node gets: search paths from ``[deploy]`` prepended, no ``None``s."""
+    environment = {name: os.environ[name] for name in FORWARDED_VARIABLES if name in os.environ}
+    extra = config.get_list("remote", "forward_environment", fallback=[])
+    environment.update({name: os.environ[name] for name in extra if name in os.environ})
+    for name, prefix in (("PYTHONPATH", config.engine_ppath),
+                         ("LD_LIBRARY_PATH", config.engine_lpath)):
+        parts = [*prefix, *filter(None, environment.get(name, "").split(os.pathsep))]
+        if parts:
+            environment[name] = os.pathsep.join(parts)
+    return environment
+
+
+def _split_commands(jobs: Sequence[ComputeJob]) -> dict[str, tuple[str, ...]]:
+    """Split every distinct command once, so a malformed one fails before any job starts."""
+    heads: dict[str, tuple[str, ...]] = {}
+    for index, job in enumerate(jobs):
+        if job.host is None:
+            raise ValueError(f"job {index} ({job.command!r}) has no host; give ComputeJob a host")
+        if job.command not in heads:
+            try:
+                heads[job.command] = tuple(shlex.split(job.command))
+            except ValueError as exc:
+                raise ValueError(f"job {index}: cannot split command {job.command!r}: {exc}") from None
+            if not heads[job.command]:
+                raise ValueError(f"job {index}: the command is empty")
+    return heads
+
+
+def _this_host_address() -> str:
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return "127.0.0.1"
+
+
+class _HookRelay:
+    """Turns scheduler events into plugin hook calls."""
+
+    def __init__(self, hooks: Any, context: RunContext, log_server: LogServer) -> None:
+        self._started = hooks.lofarexec_job_started
+        self._finished = hooks.lofarexec_job_finished
+        self._context = context
+        self._log_server = log_server
+
+    def job_started(self, job: ComputeJob) -> None:
+        self._started(run=self._context, job=job)
+
+    def job_finished(self, job: ComputeJob) -> None:
+        if job.id is not None:
+            self._log_server.job_exited(job.id)
+        self._finished(run=self._context, job=job)
+

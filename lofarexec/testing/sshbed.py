@@ -1,0 +1,552 @@
+"""Real ssh "hosts" on this machine for tests: one OpenSSH ``sshd`` per loopback address.
+
+A bed of N hosts runs N daemons, ``node1`` on 127.0.0.2, ``node2`` on 127.0.0.3, ... each on
+port 22, or on a free port where 22 is taken on that address. Each daemon is its own process, so
+one host can be failed (:meth:`SshTestBed.stop_host`, which kills its sessions too, as a crash
+would) and restored (:meth:`SshTestBed.start_host`) while the others carry on. Clients use the
+generated config: ``ssh -F DIR/client/ssh_config node1 true`` logs in with no prompt. Nothing
+outside 127.0.0.0/8 is ever addressed. Layout of the bed folder ``DIR``::
+
+    DIR/sshbed.json                 state: address, port, pid of every host (read by ``down``)
+    DIR/authorized_keys             the client key, for every host
+    DIR/home/                       the remote sessions' HOME (see below)
+    DIR/client/id_ed25519           the client key
+    DIR/client/known_hosts          one line per host, checked strictly
+    DIR/client/ssh_config           Host node1 / HostName 127.0.0.2 / Port / User / ...
+    DIR/hosts/nodeN/                host key, sshd_config, sshd.pid, sshd.log (LogLevel VERBOSE)
+
+Which user the hosts log in as
+------------------------------
+The default is the user running the bed (root, when tests run as root), NOT a dedicated account.
+A dedicated user was considered and rejected: the interpreter the hosts must run,
+``sys.executable``, lives under ``/root/.pyenv`` and ``/root`` is mode 0700, so another user
+cannot even reach it; pytest's temporary folders are 0700 too. What a dedicated user would buy -
+a remote shell that does not run root's ``~/.bashrc`` (``pyenv init``: about 75 ms per session,
+and a different ``python3``) - is had without touching root's account: each sshd sets the
+session's ``HOME`` to the empty ``DIR/home`` (``SetEnv HOME=...``, which sshd applies after its
+own ``HOME``), so ``bash -c COMMAND`` finds no ``~/.bashrc`` to run. ``PermitUserRC no`` skips
+``~/.ssh/rc`` as well. The working folder of a session is still root's home: remote commands
+should use absolute paths, and :attr:`SshTestBed.python` to start Python. Another existing
+account can be named with ``user=``; its own home is left as its HOME, and it must be able to
+read ``DIR``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pwd
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = [
+    "SSHD",
+    "SshBedError",
+    "SshTestBed",
+    "ensure_openssh_installed",
+    "running_testbed",
+]
+
+SSHD = Path("/usr/sbin/sshd")
+PRIVSEP_FOLDER = Path("/run/sshd")  # sshd refuses to start without it
+STATE_FILE = "sshbed.json"
+FIRST_OCTET = 2  # node1 is 127.0.0.2: 127.0.0.1 is left to whatever else runs here
+START_TIMEOUT = 10.0  # seconds for one sshd to listen and accept a login
+KILL_TIMEOUT = 5.0  # seconds for killed processes to disappear
+
+ProcId = tuple[int, int]  # (pid, start time in clock ticks): a pid cannot be mistaken after reuse
+
+
+class SshBedError(RuntimeError):
+    """The test bed could not be set up, started or stopped; the message says what to do."""
+
+
+def ensure_openssh_installed() -> None:
+    """Install Debian's ``openssh-server`` if ``/usr/sbin/sshd`` is missing (needs root).
+
+    Runs ``apt-get update`` and tries again when the first install fails (a stale package list).
+    The package's own daemon is not started in a container (policy-rc.d); the bed never uses it.
+    """
+    if SSHD.exists():
+        return
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    install = ["apt-get", "install", "-y", "openssh-server"]
+    if subprocess.run(install, env=env, check=False).returncode != 0:
+        subprocess.run(["apt-get", "update"], env=env, check=True)
+        subprocess.run(install, env=env, check=True)
+    if not SSHD.exists():
+        raise SshBedError(f"openssh-server is installed but {SSHD} is still missing")
+
+
+@dataclass
+class _Host:
+    name: str
+    address: str
+    folder: Path
+    port: int = 0
+    pid: int | None = None
+    start_time: int | None = None
+
+    @property
+    def config(self) -> Path:
+        return self.folder / "sshd_config"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.folder / "sshd.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.folder / "sshd.log"
+
+    @property
+    def key(self) -> Path:
+        return self.folder / "ssh_host_ed25519_key"
+
+    @property
+    def known_hosts_name(self) -> str:
+        return self.address if self.port == 22 else f"[{self.address}]:{self.port}"
+
+
+class SshTestBed:
+    """``hosts`` sshd daemons on 127.0.0.2, 127.0.0.3, ... with their client config in ``directory``.
+
+    ``start()`` and ``stop()`` are idempotent; the bed is also a context manager. The state is
+    kept in ``directory/sshbed.json``, so :meth:`load` can stop a bed another process started.
+    """
+
+    def __init__(self, directory: Path | str, hosts: int = 4, user: str | None = None) -> None:
+        if not 1 <= hosts <= 254 - FIRST_OCTET:
+            raise ValueError(f"hosts must be between 1 and {254 - FIRST_OCTET}, not {hosts}")
+        self.directory = Path(directory).resolve()
+        if any(char in str(self.directory) for char in '"%\n'):
+            raise ValueError(f"{self.directory}: a bed folder may not contain '\"', '%' or newline")
+        self._user = user or pwd.getpwuid(os.getuid()).pw_name
+        self._hosts = {
+            f"node{index}": _Host(
+                name=f"node{index}",
+                address=f"127.0.0.{FIRST_OCTET + index - 1}",
+                folder=self.directory / "hosts" / f"node{index}",
+            )
+            for index in range(1, hosts + 1)
+        }
+
+    # -- what tests and clients use ------------------------------------------------------------
+
+    @property
+    def host_names(self) -> list[str]:
+        return list(self._hosts)
+
+    def address(self, name: str) -> str:
+        return self._host(name).address
+
+    def port(self, name: str) -> int:
+        return self._host(name).port
+
+    @property
+    def ssh_config(self) -> Path:
+        return self.directory / "client" / "ssh_config"
+
+    @property
+    def identity_file(self) -> Path:
+        return self.directory / "client" / "id_ed25519"
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.directory / "client" / "known_hosts"
+
+    @property
+    def user(self) -> str:
+        return self._user
+
+    @property
+    def python(self) -> str:
+        """Absolute path of an interpreter the hosts can run (the one running the bed)."""
+        return sys.executable
+
+    def pid(self, name: str) -> int | None:
+        """The pid of the host's listening sshd, None while the host is stopped."""
+        return self._host(name).pid
+
+    def ssh_command(self, name: str, *command: str) -> list[str]:
+        """``ssh -F CONFIG NAME COMMAND...`` as an argument list."""
+        return ["ssh", "-F", str(self.ssh_config), name, *command]
+
+    def is_running(self, name: str) -> bool:
+        host = self._host(name)
+        return host.pid is not None and _alive((host.pid, host.start_time or 0))
+
+    # -- life cycle ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Generate keys and configs, start every host that is not running, wait until each
+        accepts a login. On failure everything started is stopped again."""
+        if all(self.is_running(name) for name in self._hosts):
+            return
+        self._prepare()
+        try:
+            for host in self._hosts.values():
+                if not self.is_running(host.name):
+                    self._launch(host)
+            for host in self._hosts.values():
+                self._wait_ready(host)
+        except BaseException as error:
+            try:
+                self.stop()
+            except SshBedError as stop_error:
+                error.add_note(f"and stopping the bed failed too: {stop_error}")
+            raise
+        self._save_state()
+
+    def stop(self) -> None:
+        """Kill every host's sshd and its sessions; safe to call twice."""
+        errors = []
+        for name in self._hosts:
+            try:
+                self.stop_host(name)
+            except SshBedError as error:
+                errors.append(str(error))
+        if errors:
+            raise SshBedError("; ".join(errors))
+
+    def stop_host(self, name: str) -> None:
+        """Fail one host as a crash would: its listener and every session on it are killed."""
+        host = self._host(name)
+        if host.pid is not None:
+            _kill_tree((host.pid, host.start_time or 0))
+            host.pid = host.start_time = None
+            host.pid_file.unlink(missing_ok=True)
+            self._save_state()
+
+    def start_host(self, name: str) -> None:
+        """Restore a stopped host on its old address, port and key."""
+        host = self._host(name)
+        if self.is_running(name):
+            return
+        if not host.config.exists():
+            raise SshBedError(f"{name} was never set up: call start() first")
+        self._launch(host)
+        try:
+            self._wait_ready(host)
+        except BaseException as error:
+            try:
+                self.stop_host(name)
+            except SshBedError as stop_error:
+                error.add_note(f"and stopping {name} failed too: {stop_error}")
+            raise
+        self._save_state()
+
+    def __enter__(self) -> SshTestBed:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @classmethod
+    def load(cls, directory: Path | str) -> SshTestBed:
+        """The bed whose state is in ``directory`` (started by this or another process)."""
+        path = Path(directory).resolve() / STATE_FILE
+        try:
+            state = json.loads(path.read_text())
+        except (OSError, ValueError) as error:
+            raise SshBedError(f"{path}: no readable bed state ({error})") from error
+        bed = cls(directory, hosts=len(state["hosts"]), user=state["user"])
+        for saved in state["hosts"]:
+            host = bed._host(saved["name"])
+            host.port, host.pid, host.start_time = saved["port"], saved["pid"], saved["start_time"]
+        return bed
+
+    # -- set-up ----------------------------------------------------------------------------------
+
+    def _host(self, name: str) -> _Host:
+        try:
+            return self._hosts[name]
+        except KeyError:
+            raise KeyError(f"no host {name!r} in this bed; hosts: {', '.join(self._hosts)}") from None
+
+    def _prepare(self) -> None:
+        if not SSHD.exists():
+            raise SshBedError(f"{SSHD} is missing: run `apt-get install -y openssh-server`")
+        try:
+            account = pwd.getpwnam(self._user)
+        except KeyError:
+            raise SshBedError(
+                f"user {self._user!r} does not exist: create it (useradd -m -s /bin/sh "
+                f"{self._user}) or leave user unset"
+            ) from None
+        PRIVSEP_FOLDER.mkdir(mode=0o755, parents=True, exist_ok=True)
+        for folder in (self.directory / "home", self.identity_file.parent):
+            folder.mkdir(parents=True, exist_ok=True)
+        _make_key(self.identity_file)
+        authorized = self.directory / "authorized_keys"
+        authorized.write_text(self.identity_file.with_suffix(".pub").read_text())
+        authorized.chmod(0o644)  # sshd reads it as the logged-in user
+        for host in self._hosts.values():
+            host.folder.mkdir(parents=True, exist_ok=True)
+            _make_key(host.key)
+            if not self.is_running(host.name):
+                host.port = _free_port(host.address, preferred=host.port or 22)
+            host.config.write_text(self._sshd_config(host, clean_home=account.pw_uid == 0))
+        self._write_client_files()
+
+    def _sshd_config(self, host: _Host, clean_home: bool) -> str:
+        lines = [
+            f"# {host.name} of the lofarexec ssh test bed in {self.directory}",
+            f"Port {host.port}",
+            f"ListenAddress {host.address}:{host.port}",
+            "AddressFamily inet",
+            f"HostKey {_quote(host.key)}",
+            f"PidFile {_quote(host.pid_file)}",
+            f"AuthorizedKeysFile {_quote(self.directory / 'authorized_keys')}",
+            "PubkeyAuthentication yes",
+            "PasswordAuthentication no",
+            "KbdInteractiveAuthentication no",
+            "PermitRootLogin prohibit-password",
+            "UsePAM no",
+            "StrictModes no",  # keys under /tmp: sshd rejects that folder's modes otherwise
+            "MaxStartups 200",  # the defaults (10:30:100, 10) drop or refuse a fan-out
+            "MaxSessions 100",
+            "PermitUserRC no",
+            "PrintMotd no",
+            "PrintLastLog no",
+            "X11Forwarding no",
+            "Subsystem sftp internal-sftp",
+            "LogLevel VERBOSE",
+        ]
+        if clean_home:  # root's ~/.bashrc runs pyenv init: see the module docstring
+            home = self.directory / "home"
+            lines.append(f"SetEnv {_quote(f'HOME={home}')}")
+        return "\n".join(lines) + "\n"
+
+    def _write_client_files(self) -> None:
+        known, config = [], []
+        for host in self._hosts.values():
+            key_type, key = host.key.with_suffix(".pub").read_text().split()[:2]
+            known.append(f"{host.known_hosts_name} {key_type} {key}\n")
+            config += [
+                f"Host {host.name}",
+                f"    HostName {host.address}",
+                f"    Port {host.port}",
+                f"    User {self._user}",
+                f"    IdentityFile {_quote(self.identity_file)}",
+                "    IdentitiesOnly yes",
+                f"    UserKnownHostsFile {_quote(self.known_hosts)}",
+                "    GlobalKnownHostsFile /dev/null",
+                "    StrictHostKeyChecking yes",
+                "    UpdateHostKeys no",
+                "    BatchMode yes",
+                "    ConnectTimeout 10",
+                "    LogLevel ERROR",
+                "",
+            ]
+        self.known_hosts.write_text("".join(known))
+        self.ssh_config.write_text("\n".join(config))
+
+    # -- processes -------------------------------------------------------------------------------
+
+    def _launch(self, host: _Host) -> None:
+        """Start one sshd; it daemonizes once it listens and then writes its PidFile.
+
+        Another process may take the probed port before sshd binds it: then probe again, once."""
+        for attempt in range(2):
+            host.pid_file.unlink(missing_ok=True)
+            command = [str(SSHD), "-f", str(host.config), "-E", str(host.log_file)]
+            result = subprocess.run(
+                command, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                timeout=START_TIMEOUT,
+            )
+            if result.returncode == 0:
+                break
+            port = _free_port(host.address, preferred=host.port)
+            if attempt or port == host.port:
+                raise SshBedError(
+                    f"{host.name}: {' '.join(command)} exited {result.returncode}: "
+                    f"{result.stderr.strip()} {_tail(host.log_file)}"
+                )
+            host.port = port
+            account = pwd.getpwnam(self._user)
+            host.config.write_text(self._sshd_config(host, clean_home=account.pw_uid == 0))
+            self._write_client_files()
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError, ValueError):
+                pid = int(host.pid_file.read_text())
+                start_time = _start_time(pid)
+                if start_time is not None and f"-f {host.config} " in _cmdline(pid):
+                    host.pid, host.start_time = pid, start_time
+                    return
+            time.sleep(0.01)
+        raise SshBedError(f"{host.name}: sshd wrote no usable {host.pid_file}: {_tail(host.log_file)}")
+
+    def _wait_ready(self, host: _Host) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            try:
+                socket.create_connection((host.address, host.port), timeout=1.0).close()
+                break
+            except OSError as error:
+                if time.monotonic() > deadline:
+                    raise SshBedError(
+                        f"{host.name}: nothing accepts on {host.address}:{host.port} ({error}); "
+                        f"{_tail(host.log_file)}"
+                    ) from error
+                time.sleep(0.02)
+        login = subprocess.run(
+            self.ssh_command(host.name, "true"),
+            capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=START_TIMEOUT,
+        )
+        if login.returncode != 0:
+            raise SshBedError(
+                f"{host.name}: `ssh -F {self.ssh_config} {host.name} true` exited "
+                f"{login.returncode}: {login.stderr.strip()} {_tail(host.log_file)}"
+            )
+
+    def _save_state(self) -> None:
+        state = {
+            "user": self._user,
+            "ssh_config": str(self.ssh_config),
+            "hosts": [
+                {"name": host.name, "address": host.address, "port": host.port,
+                 "pid": host.pid, "start_time": host.start_time}
+                for host in self._hosts.values()
+            ],
+        }
+        path = self.directory / STATE_FILE
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(state, indent=2) + "\n")
+        temporary.replace(path)
+
+
+@contextlib.contextmanager
+def running_testbed(
+    directory: Path | str, hosts: int = 4, user: str | None = None
+) -> Iterator[SshTestBed]:
+    """A started :class:`SshTestBed`, stopped on the way out whatever happened; wrap it in a
+    fixture: ``with running_testbed(tmp_path_factory.mktemp("ssh")) as bed: yield bed``."""
+    with SshTestBed(directory, hosts=hosts, user=user) as bed:
+        yield bed
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+
+def _quote(value: object) -> str:
+    text = str(value)
+    return f'"{text}"' if any(char.isspace() for char in text) else text
+
+
+def _tail(path: Path, lines: int = 5) -> str:
+    with contextlib.suppress(OSError):
+        last = path.read_text(errors="replace").splitlines()[-lines:]
+        if last:
+            return f"(log {path}: {' | '.join(last)})"
+    return f"(log {path} is empty)"
+
+
+def _make_key(path: Path) -> None:
+    if path.exists() and path.with_suffix(".pub").exists():
+        return
+    path.unlink(missing_ok=True)
+    path.with_suffix(".pub").unlink(missing_ok=True)
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "lofarexec-sshbed", "-f", str(path)],
+        check=True, capture_output=True, stdin=subprocess.DEVNULL, timeout=30,
+    )
+
+
+def _free_port(address: str, preferred: int) -> int:
+    """``preferred`` if it can be bound on ``address`` now, else a free port the kernel picks."""
+    for port in (preferred, 0):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as sshd binds
+            try:
+                probe.bind((address, port))
+            except OSError:
+                continue
+            return int(probe.getsockname()[1])
+    raise SshBedError(f"no free TCP port on {address}")
+
+
+def _stat(pid: int) -> list[str] | None:
+    """Fields of /proc/PID/stat after the command name (index 0 is the state), or None."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text[text.rfind(")") + 2 :].split()
+
+
+def _start_time(pid: int) -> int | None:
+    fields = _stat(pid)
+    return int(fields[19]) if fields else None
+
+
+def _cmdline(pid: int) -> str:
+    """The command line, arguments joined by spaces (sshd rewrites it as one string: its title)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _alive(process: ProcId) -> bool:
+    """True while the process exists and is not a zombie (``kill -0`` says yes to zombies)."""
+    fields = _stat(process[0])
+    if fields is None or fields[0] in ("Z", "X"):
+        return False
+    return process[1] == 0 or int(fields[19]) == process[1]
+
+
+def _descendants(root: int) -> list[ProcId]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = _stat(int(entry.name))
+            if fields:
+                children.setdefault(int(fields[1]), []).append(int(entry.name))
+    found, todo = [], list(children.get(root, []))
+    while todo:
+        pid = todo.pop()
+        start_time = _start_time(pid)
+        if start_time is not None:
+            found.append((pid, start_time))
+            todo += children.get(pid, [])
+    return found
+
+
+def _signal(process: ProcId, signum: int) -> None:
+    if _alive(process):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process[0], signum)
+
+
+def _kill_tree(root: ProcId) -> None:
+    """SIGKILL a listener and all its descendants, frozen first so none escapes by forking;
+    wait until each is gone or a zombie."""
+    if not _alive(root):
+        return
+    _signal(root, signal.SIGSTOP)
+    tree: set[ProcId] = {root}
+    for _ in range(5):  # a child may fork between our scan and its SIGSTOP: scan until stable
+        new = set(_descendants(root[0])) - tree
+        for process in new:
+            _signal(process, signal.SIGSTOP)
+        tree |= new
+        if not new:
+            break
+    for process in tree:
+        _signal(process, signal.SIGKILL)
+    deadline = time.monotonic() + KILL_TIMEOUT
+    while any(_alive(process) for process in tree):
+        if time.monotonic() > deadline:
+            left = sorted(process[0] for process in tree if _alive(process))
+            raise SshBedError(f"sshd processes {left} survived SIGKILL for {KILL_TIMEOUT} s")
+        time.sleep(0.01)

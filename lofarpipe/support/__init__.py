@@ -1,0 +1,1 @@
+"""``lofarpipe.support``: the seed's module names, re-exporting lofarexec."""

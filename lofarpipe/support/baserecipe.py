@@ -1,0 +1,5 @@
+"""``from lofarpipe.support.baserecipe import BaseRecipe`` (the seed's recipe import)."""
+
+from lofarexec.recipe import BaseRecipe
+
+__all__ = ["BaseRecipe"]

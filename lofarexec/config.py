@@ -39,6 +39,7 @@ DEFAULT_SECTION = "DEFAULT"
 # section and every section lists exactly the keys written under it. Comparing values with
 # DEFAULT's would miss a key a section sets to the same value; ``parser._sections`` is private.
 _NO_DEFAULT_SECTION = "\nlofarexec: no default section\n"
+_REPR_NEWLINE = "\\n"
 _PERCENT_HINT = "write %% for a literal percent sign"
 _BOOL_WORDS = {"yes": True, "true": True, "on": True, "1": True}
 _BOOL_WORDS |= {"no": False, "false": False, "off": False, "0": False}
@@ -165,7 +166,9 @@ def _describe_parse_error(exc: configparser.Error) -> str:
     if isinstance(exc, configparser.DuplicateOptionError):
         return f"line {exc.lineno}: the key is set twice in this section; keep one"
     if isinstance(exc, configparser.ParsingError):
-        bad_lines = ", ".join(f"line {lineno}: {line}" for lineno, line in exc.errors)
+        # configparser keeps each bad line as repr(line), its newline included as \n
+        bad = [f"line {lineno}: {line.replace(_REPR_NEWLINE, '')}" for lineno, line in exc.errors]
+        bad_lines = ", ".join(bad)
         return f"cannot parse {bad_lines}; write 'key = value' lines under a [section] header"
     return " ".join(str(exc).split())
 
@@ -515,7 +518,10 @@ def _settings_fields(settings_class: type) -> dict[str, tuple[dataclasses.Field[
     """Map each init field of ``settings_class`` to (field, resolved type); check every type."""
     if not (isinstance(settings_class, type) and dataclasses.is_dataclass(settings_class)):
         raise TypeError(f"settings class {settings_class!r} is not a dataclass")
-    hints = typing.get_type_hints(settings_class)
+    try:
+        hints = typing.get_type_hints(settings_class)
+    except NameError as exc:  # an annotation naming something not importable at module level
+        raise TypeError(f"cannot resolve the field types of {settings_class!r}: {exc}") from exc
     fields: dict[str, tuple[dataclasses.Field[Any], Any]] = {}
     for field in dataclasses.fields(settings_class):
         if field.init:

@@ -102,6 +102,7 @@ class LogServer:
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
         self._stopping = False
+        self._selector: selectors.BaseSelector | None = None  # the serving thread's only
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -172,7 +173,8 @@ class LogServer:
         return token
 
     def forget_job(self, job_id: int) -> None:
-        """Drop a finished job; its token stops working and open connections are closed."""
+        """Drop a finished job: its token stops working, and a connection of it still open is
+        closed (with a warning) at its next frame."""
         with self._lock:
             self._jobs.pop(job_id, None)
             self._changed.notify_all()
@@ -210,7 +212,7 @@ class LogServer:
 
     def _serve(self) -> None:
         assert self._listener is not None and self._wake_r is not None
-        selector = selectors.DefaultSelector()
+        self._selector = selector = selectors.DefaultSelector()
         selector.register(self._listener, selectors.EVENT_READ, None)
         selector.register(self._wake_r, selectors.EVENT_READ, None)
         # Hello deadlines are accept time + a constant, so they expire in accept order.
@@ -220,15 +222,15 @@ class LogServer:
                 timeout = self._expire_hellos(awaiting_hello)
                 for key, _events in selector.select(timeout):
                     if key.fileobj is self._listener:
-                        self._accept(selector, awaiting_hello)
+                        self._accept(awaiting_hello)
                     elif key.fileobj is self._wake_r:
                         self._wake_r.recv(64)
                     else:
-                        self._on_readable(selector, key.data)
+                        self._on_readable(key.data)
         except Exception:  # a bug here must not pass silently: nodes would log to nowhere
             logger.exception("log server stopped by an internal error")
         finally:
-            self._close_all(selector)
+            self._close_all()
 
     def _expire_hellos(self, awaiting: collections.deque[_Connection]) -> float | None:
         """Close connections silent past their deadline; return seconds to the next deadline."""
@@ -244,8 +246,8 @@ class LogServer:
                 return conn.deadline - now
         return None
 
-    def _accept(self, selector: selectors.BaseSelector, awaiting: collections.deque) -> None:
-        assert self._listener is not None
+    def _accept(self, awaiting: collections.deque[_Connection]) -> None:
+        assert self._listener is not None and self._selector is not None
         while True:
             try:
                 sock, peer = self._listener.accept()
@@ -261,10 +263,10 @@ class LogServer:
                 decoder=FrameDecoder(self.max_frame_bytes),
                 deadline=time.monotonic() + self.hello_timeout,
             )
-            selector.register(sock, selectors.EVENT_READ, conn)
+            self._selector.register(sock, selectors.EVENT_READ, conn)
             awaiting.append(conn)
 
-    def _on_readable(self, selector: selectors.BaseSelector, conn: _Connection) -> None:
+    def _on_readable(self, conn: _Connection) -> None:
         try:
             data = conn.sock.recv(_RECV_BYTES)
         except (BlockingIOError, InterruptedError):
@@ -290,9 +292,6 @@ class LogServer:
             self._reject(conn, f"internal error handling its frames: {exc!r}")
         if not data:
             self._close(conn)
-        if conn.closed:
-            selector.unregister(conn.sock)
-            conn.sock.close()
 
     def _on_message(self, conn: _Connection, message: dict[str, Any]) -> None:
         if conn.closed:
@@ -362,7 +361,7 @@ class LogServer:
     # --- closing -----------------------------------------------------------------------------
 
     def _reject(self, conn: _Connection, reason: str) -> None:
-        """Log the one warning for a misbehaving connection and mark it for closing."""
+        """Log the one warning for a misbehaving connection, then close it."""
         if conn.closed:
             return
         who = f" (job {conn.job_id} on {conn.host})" if conn.job_id is not None else ""
@@ -370,18 +369,25 @@ class LogServer:
         self._close(conn)
 
     def _close(self, conn: _Connection) -> None:
-        """Mark closed and drop it from its job's open set (the socket is closed by the loop)."""
+        """Close the socket and drop it from its job's open set; safe to call twice."""
+        if conn.closed:
+            return
         conn.closed = True
+        assert self._selector is not None
+        self._selector.unregister(conn.sock)
+        conn.sock.close()
         if conn.job is not None:
             with self._lock:
                 conn.job.connections.discard(conn)
                 self._changed.notify_all()
 
-    def _close_all(self, selector: selectors.BaseSelector) -> None:
-        for key in list(selector.get_map().values()):
+    def _close_all(self) -> None:
+        assert self._selector is not None and self._wake_w is not None
+        for key in list(self._selector.get_map().values()):
             if isinstance(key.data, _Connection):
                 self._close(key.data)
-            key.fileobj.close()  # type: ignore[union-attr]
-        selector.close()
-        assert self._wake_w is not None
+            else:
+                self._selector.unregister(key.fileobj)
+                key.fileobj.close()  # type: ignore[union-attr]
+        self._selector.close()
         self._wake_w.close()

@@ -103,6 +103,9 @@ class _ChannelHandler(logging.Handler):
         self._sock = sock
         self._peer = peer
         self._fallback = _stderr_handler()
+        # A child forked by run() inherits this handler; its frames would interleave with ours
+        # on the shared socket, so only the process that connected may use it.
+        self._pid = os.getpid()
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -110,7 +113,7 @@ class _ChannelHandler(logging.Handler):
         except (ProtocolError, TypeError, ValueError):  # e.g. a bad %-format in the message
             self.handleError(record)
             return
-        if self._sock is not None:
+        if self._sock is not None and os.getpid() == self._pid:
             try:
                 self._sock.sendall(frame)
                 return
@@ -124,8 +127,10 @@ class _ChannelHandler(logging.Handler):
         self.acquire()
         try:
             sock, self._sock = self._sock, None
-            if sock is not None:
+            if sock is not None and os.getpid() == self._pid:
                 _close_gracefully(sock)
+            elif sock is not None:
+                sock.close()  # a forked child's copy: closing it leaves the parent's open
             self._fallback.close()
         finally:
             self.release()

@@ -71,7 +71,7 @@ def encode_frame(message: dict[str, Any], max_bytes: int = DEFAULT_MAX_FRAME_BYT
     if not isinstance(message.get("type"), str):
         raise ProtocolError(f"message has no string 'type': {_short(message.get('type'))}")
     body_obj = {"v": PROTOCOL_VERSION, **message}
-    if body_obj["v"] != PROTOCOL_VERSION:
+    if type(body_obj["v"]) is not int or body_obj["v"] != PROTOCOL_VERSION:
         raise ProtocolError(f"cannot encode protocol version {_short(body_obj['v'])}")
     try:
         body = json.dumps(body_obj, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
@@ -175,7 +175,7 @@ class FrameDecoder:
         """Like :meth:`feed`, but yields each message as it is decoded.
 
         So a reader can act on the good frames that precede a bad one in the same chunk before the
-        error is raised.
+        error is raised. ``data`` is taken when iteration starts: iterate the result.
         """
         if self._error is not None:
             raise ProtocolError(f"data after a protocol error ({self._error})")
@@ -261,7 +261,9 @@ def parse_log_record(message: dict[str, Any]) -> dict[str, Any]:
         raise ProtocolError(f"log record has a bad level {_short(levelno)}")
     if not isinstance(msg, str):
         raise ProtocolError(f"log record has a bad message of type {type(msg).__name__}")
-    if type(created) not in (int, float) or not math.isfinite(created):
+    if isinstance(created, bool) or not isinstance(created, int | float):
+        raise ProtocolError(f"log record has a bad time {_short(created)}")
+    if not math.isfinite(created):
         raise ProtocolError(f"log record has a bad time {_short(created)}")
     if exc_text is not None and not isinstance(exc_text, str):
         raise ProtocolError(f"log record has a bad traceback of type {type(exc_text).__name__}")

@@ -116,8 +116,8 @@ class JobRunner:
             try:
                 self._run(scheduler, backend, jobs)
             finally:
-                for job in jobs:
-                    if job.id is not None:
+                for job in jobs:  # the nodes' last records come before "completed"
+                    if job.id is not None and job.results.get("attempts"):
                         log_server.wait_job_closed(job.id, timeout=5.0)
                 hooks.lofarexec_run_finished(run=context, jobs=jobs, error=self.error.is_set())
         return {job.id: job for job in jobs if job.id is not None}
@@ -205,7 +205,7 @@ class _HookRelay:
         self._started(run=self._context, job=job)
 
     def job_finished(self, job: ComputeJob) -> None:
-        if job.id is not None:
+        if job.id is not None and job.results.get("attempts"):  # not_started: never registered
             self._log_server.job_exited(job.id)
         self._finished(run=self._context, job=job)
 

@@ -51,7 +51,14 @@ def test_encode_frame_layout() -> None:
 
 
 @pytest.mark.parametrize(
-    "message", [{"x": 1}, {"type": 3}, {"type": "t", "v": 2}, {"type": "t", "o": object()}]
+    "message",
+    [
+        {"x": 1},
+        {"type": 3},
+        {"type": "t", "v": 2},
+        {"type": "t", "v": True},
+        {"type": "t", "o": {1j}},
+    ],
 )
 def test_encode_frame_refuses_bad_messages(message: dict) -> None:
     with pytest.raises(ProtocolError):
@@ -64,7 +71,11 @@ def test_encode_frame_refuses_oversized() -> None:
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
     max_leaves=10,
 )
@@ -152,10 +163,9 @@ def test_decoder_is_spent_after_an_error() -> None:
 
 def test_feed_iter_yields_good_frames_before_the_bad_one() -> None:
     stream = encode_frame({"type": "good"}) + raw_frame(b"junk")
-    received = []
+    received: list[dict] = []
     with pytest.raises(ProtocolError):
-        for message in FrameDecoder().feed_iter(stream):
-            received.append(message)
+        received.extend(FrameDecoder().feed_iter(stream))
     assert received == [{"v": 1, "type": "good"}]
 
 
@@ -206,7 +216,9 @@ def test_parse_hello_refuses(message: dict) -> None:
         parse_hello(message)
 
 
-def make_record(msg: str = "hello %s", args: tuple = ("world",), **extra: object) -> logging.LogRecord:
+def make_record(
+    msg: str = "hello %s", args: tuple = ("world",), **extra: object
+) -> logging.LogRecord:
     record = logging.LogRecord("node.h.X", logging.WARNING, __file__, 1, msg, args, None)
     record.__dict__.update(extra)
     return record
@@ -251,7 +263,14 @@ def test_log_record_caps_long_messages() -> None:
 
 
 def good_log(**override: object) -> dict:
-    fields = {"type": "log", "name": "n", "levelno": 20, "msg": "m", "created": 1.5, "exc_text": None}
+    fields = {
+        "type": "log",
+        "name": "n",
+        "levelno": 20,
+        "msg": "m",
+        "created": 1.5,
+        "exc_text": None,
+    }
     return {**fields, **override}
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from lofarexec.testing.sshbed import SSHD, SshTestBed, running_testbed
+from lofarexec.testing.sshbed import SSHD, SshBedError, SshTestBed, running_testbed
 
 pytestmark = [
     pytest.mark.slow,
@@ -36,7 +36,12 @@ def ssh(
 ) -> subprocess.CompletedProcess[str]:
     argv = ["ssh", "-F", str(bed.ssh_config), *options, name, *command]
     return subprocess.run(
-        argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=SSH_TIMEOUT
+        argv,
+        check=False,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=SSH_TIMEOUT,
     )
 
 
@@ -51,6 +56,18 @@ def proc_state(pid: int) -> str | None:
 
 def gone(pid: int) -> bool:
     return proc_state(pid) in (None, "Z", "X")
+
+
+def listeners_in(directory: Path) -> list[int]:
+    """Live sshd processes started with a config of the bed in ``directory``."""
+    marker = f"sshd -f {directory}/hosts/".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):  # not a process, or one that just ended
+            command_line = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+            if entry.name.isdigit() and marker in command_line:
+                found.append(int(entry.name))
+    return [pid for pid in found if not gone(pid)]
 
 
 def process_tree(pid: int) -> set[int]:
@@ -74,7 +91,10 @@ def long_session(bed: SshTestBed, name: str) -> Iterator[subprocess.Popen[str]]:
     """An ssh session to ``name`` that runs until its host dies; killed on the way out."""
     client = subprocess.Popen(
         bed.ssh_command(name, "echo ready; exec sleep 60"),
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         assert client.stdout is not None
@@ -113,15 +133,24 @@ def test_remote_shell_is_clean_and_runs_the_bed_python(bed: SshTestBed) -> None:
 
 def test_password_login_is_off(bed: SshTestBed) -> None:
     result = ssh(
-        bed, "node1", "true",
-        options=("-o", "PubkeyAuthentication=no",
-                 "-o", "PreferredAuthentications=password,keyboard-interactive"),
+        bed,
+        "node1",
+        "true",
+        options=(
+            "-o",
+            "PubkeyAuthentication=no",
+            "-o",
+            "PreferredAuthentications=password,keyboard-interactive",
+        ),
     )
     assert result.returncode == 255
     assert "Permission denied (publickey)" in result.stderr  # the only method the host offers
     effective = subprocess.run(
         [str(SSHD), "-T", "-f", str(bed.directory / "hosts" / "node1" / "sshd_config")],
-        capture_output=True, text=True, check=True, timeout=SSH_TIMEOUT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=SSH_TIMEOUT,
     ).stdout.splitlines()
     assert "passwordauthentication no" in effective
     assert "kbdinteractiveauthentication no" in effective
@@ -158,8 +187,11 @@ def test_a_stopped_host_refuses_while_the_others_work(bed: SshTestBed) -> None:
 def test_forty_concurrent_sessions_all_succeed(bed: SshTestBed) -> None:
     clients = [
         subprocess.Popen(
-            bed.ssh_command(name, "true"), stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            bed.ssh_command(name, "true"),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for _ in range(10)
         for name in bed.host_names
@@ -179,13 +211,16 @@ def test_stop_leaves_no_process_of_the_bed(bed: SshTestBed, tmp_path: Path) -> N
     try:
         second.start()
         assert [second.port(name) != bed.port(name) for name in second.host_names] == [True] * 2
-        listeners = [second.pid(name) for name in second.host_names]
+        listeners = [pid for pid in map(second.pid, second.host_names) if pid is not None]
+        assert len(listeners) == 2
         with long_session(second, "node1") as session:
-            tree = set().union(*(process_tree(pid) for pid in listeners if pid))
+            tree = set().union(*map(process_tree, listeners))
             assert len(tree) > 2  # the listeners and node1's session processes
+            assert sorted(listeners_in(second.directory)) == sorted(listeners)
             second.stop()
             assert session.wait(timeout=SSH_TIMEOUT) == 255
         assert [pid for pid in tree if not gone(pid)] == []
+        assert listeners_in(second.directory) == []
         second.stop()  # idempotent
         assert ssh(second, "node2", "true").returncode == 255
     finally:
@@ -197,8 +232,12 @@ def test_script_brings_a_bed_up_and_down(bed: SshTestBed, tmp_path: Path) -> Non
 
     def script(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, str(SCRIPT), *args], capture_output=True, text=True,
-            stdin=subprocess.DEVNULL, timeout=60,
+            [sys.executable, str(SCRIPT), *args],
+            check=False,
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            timeout=60,
         )
 
     try:
@@ -215,3 +254,15 @@ def test_script_brings_a_bed_up_and_down(bed: SshTestBed, tmp_path: Path) -> Non
     finally:
         with contextlib.suppress(Exception):
             SshTestBed.load(directory).stop()
+
+
+def test_a_failed_start_leaves_nothing_running(tmp_path: Path) -> None:
+    # nobody's shell, nologin, refuses the readiness check (`ssh node1 true`) after sshd started.
+    failing = SshTestBed(tmp_path / "failing", hosts=1, user="nobody")
+    try:
+        with pytest.raises(SshBedError, match="node1: `ssh -F .* node1 true` exited"):
+            failing.start()
+        assert not failing.is_running("node1")
+        assert listeners_in(failing.directory) == []
+    finally:
+        failing.stop()

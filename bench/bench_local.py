@@ -1,0 +1,341 @@
+#!/usr/bin/env python3
+"""bench_local: many tiny jobs on one host through the local backend, against the usual tools.
+
+2,000 ``/bin/true`` jobs on ONE host with 2 slots, run in the same process run by:
+
+* lofarexec, the way a recipe's ``_schedule_jobs`` runs them: ``JobRunner.schedule`` with a
+  ``PipelineConfig`` read from a temporary pipeline.cfg (``[remote] method = local``,
+  ``max_per_node = 2``), i.e. plugin manager + local backend + log server + scheduler + journal;
+  ``ComputeJob(host="node1", command="/bin/true")`` (the node's argv gets the log host and port
+  appended; ``/bin/true`` ignores them). Timed: building the jobs, the runner and ``schedule``.
+  The config is read once, outside the timing, as a recipe does in ``go()``;
+* GNU parallel: ``parallel --will-cite -j2 /bin/true`` with the arguments 1..N on stdin;
+* xargs: ``xargs -P2 -n1 /bin/true`` with the arguments 1..N on stdin;
+* a bare loop of ``subprocess.run(["/bin/true"])`` in 2 threads (the floor for Python).
+
+Plus, for information only, lofarexec in a fresh interpreter (``python -c`` that imports
+lofarexec, reads the config and runs the batch), so that interpreter start-up is counted as it
+is for parallel and xargs.
+
+Each tool runs ``--rounds`` times (default 3), interleaved (one run of each tool per round, the
+order rotated every round); the best wall time of each is compared.
+
+Usage::
+
+    python bench/bench_local.py [--quick] [--jobs N] [--rounds R]
+
+Exit status: 0 after a complete run (targets met or not: the table says which), 1 if a tool
+it needs is missing, 2 if a run went wrong (a job or a tool failed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+SLOTS = 2
+DEFAULT_JOBS = 2000
+DEFAULT_ROUNDS = 3
+QUICK_JOBS = 200
+QUICK_ROUNDS = 1
+TARGET_VS_PARALLEL = 5.0  # lofarexec at least this many times faster than GNU parallel
+TARGET_VS_BARE = 1.3  # lofarexec at most this many times slower than the bare loop
+TRUE = "/bin/true"
+
+
+class BenchError(Exception):
+    """A run went wrong (not a slow run: a failed job or tool)."""
+
+
+# ----------------------------------------------------------------------------- prerequisites
+
+
+def missing_tools() -> list[str]:
+    """One line per missing prerequisite, each saying how to install it."""
+    problems = []
+    if not os.access(TRUE, os.X_OK):
+        problems.append(f"{TRUE} is missing: apt-get install -y coreutils")
+    if shutil.which("xargs") is None:
+        problems.append("xargs is missing: apt-get install -y findutils")
+    parallel = shutil.which("parallel")
+    if parallel is None:
+        problems.append("GNU parallel is missing: apt-get install -y parallel")
+    else:
+        try:
+            version = subprocess.run([parallel, "--version"], capture_output=True, text=True,
+                                     stdin=subprocess.DEVNULL, timeout=30).stdout
+        except (OSError, subprocess.TimeoutExpired):
+            version = ""
+        if "GNU parallel" not in version:
+            problems.append(f"{parallel} is not GNU parallel (moreutils' parallel?): "
+                            "apt-get install -y parallel")
+    try:
+        import lofarexec.runner  # noqa: F401
+    except ImportError as exc:
+        problems.append(f"lofarexec cannot be imported ({exc}): pip install -e <repo root>")
+    return problems
+
+
+# ----------------------------------------------------------------------------- the contenders
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def write_config(folder: Path) -> Path:
+    path = folder / "pipeline.cfg"
+    path.write_text(
+        "[DEFAULT]\n"
+        f"runtime_directory = {folder}/runtime\n"
+        "[remote]\n"
+        "method = local\n"
+        f"max_per_node = {SLOTS}\n"
+        "[layout]\n"
+        f"job_directory = {folder}/jobs/bench_local\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+def load(config_path: Path):  # -> PipelineConfig
+    from lofarexec.config import load_config
+
+    return load_config(config_path, job_name="bench_local",
+                       start_time=datetime.datetime.now().replace(microsecond=0).isoformat())
+
+
+def run_lofarexec(config, jobs: int) -> tuple[float, float]:
+    """One batch through JobRunner.schedule; (wall seconds, control-process CPU seconds)."""
+    from lofarexec.job import ComputeJob
+    from lofarexec.runner import JobRunner
+
+    cpu = cpu_seconds()
+    start = time.perf_counter()
+    batch = [ComputeJob(host="node1", command=TRUE) for _ in range(jobs)]
+    runner = JobRunner(config, recipe_name="bench_local", error=threading.Event())
+    done = runner.schedule(batch)
+    wall = time.perf_counter() - start
+    cpu = cpu_seconds() - cpu
+    states = {}
+    for job in done.values():
+        states[job.results.get("state")] = states.get(job.results.get("state"), 0) + 1
+    if len(done) != jobs or states != {"succeeded": jobs} or runner.error.is_set():
+        raise BenchError(f"lofarexec: expected {jobs} succeeded jobs, got {states}")
+    return wall, cpu
+
+
+CHILD_CODE = """
+import sys, threading, time
+t0 = time.perf_counter()
+from lofarexec.config import load_config
+from lofarexec.job import ComputeJob
+from lofarexec.runner import JobRunner
+config = load_config(sys.argv[1], job_name="bench_local", start_time="2000-01-01T00:00:00")
+jobs = [ComputeJob(host="node1", command="/bin/true") for _ in range(int(sys.argv[2]))]
+runner = JobRunner(config, recipe_name="bench_local", error=threading.Event())
+done = runner.schedule(jobs)
+bad = [j for j in done.values() if j.results.get("state") != "succeeded"]
+sys.exit(1 if bad or len(done) != len(jobs) or runner.error.is_set() else 0)
+"""
+
+
+def run_lofarexec_process(config_path: Path, jobs: int) -> tuple[float, float]:
+    """The same batch in a fresh ``python -c``: interpreter start and imports counted."""
+    start = time.perf_counter()
+    result = subprocess.run([sys.executable, "-c", CHILD_CODE, str(config_path), str(jobs)],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, timeout=600)
+    wall = time.perf_counter() - start
+    if result.returncode != 0:
+        raise BenchError(f"lofarexec (fresh interpreter) exited {result.returncode}: "
+                         f"{result.stderr.strip()[-500:]}")
+    return wall, float("nan")
+
+
+def run_tool(argv: list[str], jobs: int) -> tuple[float, float]:
+    """``argv`` fed the arguments 1..jobs on stdin, one a line."""
+    arguments = "".join(f"{i}\n" for i in range(1, jobs + 1)).encode()
+    start = time.perf_counter()
+    result = subprocess.run(argv, input=arguments, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, timeout=600)
+    wall = time.perf_counter() - start
+    if result.returncode != 0:
+        raise BenchError(f"{' '.join(argv)} exited {result.returncode}: "
+                         f"{result.stderr.decode(errors='replace').strip()[-500:]}")
+    return wall, float("nan")
+
+
+def run_bare_loop(jobs: int) -> tuple[float, float]:
+    """``subprocess.run([TRUE])`` in SLOTS threads; (wall seconds, CPU seconds of this process)."""
+    failures: list[int] = []
+    shares = [jobs // SLOTS + (1 if i < jobs % SLOTS else 0) for i in range(SLOTS)]
+
+    def worker(count: int) -> None:
+        for _ in range(count):
+            code = subprocess.run([TRUE]).returncode
+            if code != 0:
+                failures.append(code)
+
+    cpu = cpu_seconds()
+    start = time.perf_counter()
+    threads = [threading.Thread(target=worker, args=(share,)) for share in shares]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - start
+    cpu = cpu_seconds() - cpu
+    if failures:
+        raise BenchError(f"bare loop: {len(failures)} runs of {TRUE} failed")
+    return wall, cpu
+
+
+# ----------------------------------------------------------------------------- reporting
+
+
+def machine() -> str:
+    cpus = os.cpu_count()
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cpus
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"nproc {usable} (cpu_count {cpus}), {model or platform.machine()}, "
+            f"Python {platform.python_version()}, {platform.system()} {platform.release()}")
+
+
+def load_text() -> str:
+    try:
+        return " ".join(f"{value:.2f}" for value in os.getloadavg())
+    except OSError:
+        return "unknown"
+
+
+def revision() -> str:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--",
+                                "lofarexec", "backends"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return f"{head or 'unknown'}{' + uncommitted changes in lofarexec/ or backends/' if dirty else ''}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help=f"{QUICK_JOBS} jobs, {QUICK_ROUNDS} round: a smoke test, not a figure")
+    parser.add_argument("--jobs", type=int, help=f"jobs per run (default {DEFAULT_JOBS})")
+    parser.add_argument("--rounds", type=int, help=f"runs of each tool (default {DEFAULT_ROUNDS})")
+    options = parser.parse_args(argv)
+    jobs = options.jobs or (QUICK_JOBS if options.quick else DEFAULT_JOBS)
+    rounds = options.rounds or (QUICK_ROUNDS if options.quick else DEFAULT_ROUNDS)
+    if jobs < 1 or rounds < 1 or rounds > 20:
+        parser.error("--jobs must be >= 1 and --rounds between 1 and 20")
+
+    problems = missing_tools()
+    if problems:
+        for problem in problems:
+            print(f"bench_local: {problem}", file=sys.stderr)
+        return 1
+
+    parallel = shutil.which("parallel")
+    xargs = shutil.which("xargs")
+    assert parallel is not None and xargs is not None
+    folder = Path(tempfile.mkdtemp(prefix="bench_local-"))
+    try:
+        config_path = write_config(folder)
+        config = load(config_path)
+        contenders = {
+            "lofarexec (JobRunner.schedule, local)": lambda n: run_lofarexec(config, n),
+            "GNU parallel -j2": lambda n: run_tool(
+                [parallel, "--will-cite", "-j", str(SLOTS), TRUE], n),
+            "xargs -P2 -n1": lambda n: run_tool([xargs, f"-P{SLOTS}", "-n1", TRUE], n),
+            "bare loop, subprocess.run x 2 threads": run_bare_loop,
+            "lofarexec, fresh interpreter (info)": lambda n: run_lofarexec_process(config_path, n),
+        }
+        names = list(contenders)
+        print(f"bench_local: {jobs} x {TRUE} on 1 host, {SLOTS} slots; "
+              f"best of {rounds} (interleaved)")
+        print(f"machine: {machine()}")
+        print(f"lofarexec revision: {revision()}")
+        print(f"date: {datetime.datetime.now().isoformat(timespec='seconds')}")
+        print(flush=True)
+        load_before = load_text()
+        for name in names:  # warm-up: page cache, imports, perl modules; not timed
+            contenders[name](min(jobs, 20))
+        walls: dict[str, list[float]] = {name: [] for name in names}
+        cpus: dict[str, list[float]] = {name: [] for name in names}
+        for round_number in range(rounds):
+            shift = round_number % len(names)
+            for name in names[shift:] + names[:shift]:
+                wall, cpu = contenders[name](jobs)
+                walls[name].append(wall)
+                cpus[name].append(cpu)
+    except BenchError as exc:
+        print(f"bench_local: run failed: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+    best = {name: min(values) for name, values in walls.items()}
+    width = max(len(name) for name in names)
+    print(f"{'tool':<{width}}  {'best s':>7}  {'median s':>8}  {'ms/job':>7}  "
+          f"{'CPU ms/job':>10}  runs (s)")
+    for name in names:
+        cpu = min(cpus[name])
+        cpu_text = "-" if cpu != cpu else f"{cpu / jobs * 1000:.3f}"
+        runs = " ".join(f"{value:.3f}" for value in walls[name])
+        print(f"{name:<{width}}  {best[name]:7.3f}  {statistics.median(walls[name]):8.3f}  "
+              f"{best[name] / jobs * 1000:7.3f}  {cpu_text:>10}  {runs}")
+    print("(ms/job: best wall / jobs. CPU ms/job: least CPU time of the benchmarking process "
+          "itself, all its threads, children excluded)")
+    print(f"load average before / after: {load_before} / {load_text()}")
+    print()
+    lofar = best[names[0]]
+    vs_parallel = best["GNU parallel -j2"] / lofar
+    vs_xargs = best["xargs -P2 -n1"] / lofar
+    vs_bare = lofar / best["bare loop, subprocess.run x 2 threads"]
+    overhead_ms = (lofar - best["bare loop, subprocess.run x 2 threads"]) / jobs * 1000
+    fresh = best["lofarexec, fresh interpreter (info)"]
+
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "MISSED"
+
+    print(f"lofarexec vs GNU parallel : {vs_parallel:.2f}x faster   "
+          f"(target >= {TARGET_VS_PARALLEL:g}x: {verdict(vs_parallel >= TARGET_VS_PARALLEL)})")
+    print(f"lofarexec vs bare loop    : {vs_bare:.2f}x the bare loop's time   "
+          f"(target <= {TARGET_VS_BARE:g}x: {verdict(vs_bare <= TARGET_VS_BARE)})")
+    print(f"xargs -P2 time / lofarexec time: {vs_xargs:.2f} (info; > 1 means lofarexec is faster)")
+    print(f"GNU parallel time / lofarexec-in-a-fresh-interpreter time: "
+          f"{best['GNU parallel -j2'] / fresh:.2f} (info)")
+    print(f"per-job overhead over the bare loop: {overhead_ms:.3f} ms wall "
+          f"({lofar / jobs * 1000:.3f} ms/job vs "
+          f"{best['bare loop, subprocess.run x 2 threads'] / jobs * 1000:.3f} ms/job)")
+    if options.quick:
+        print("(--quick: a smoke test; quote only full runs)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""Shared fixtures: pipeline.cfg files, node scripts, and process checks."""
+
+from __future__ import annotations
+
+import os
+import sys
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from lofarexec.config import PipelineConfig, load_config
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def write_config(directory: Path, text: str = "", *, method: str = "local") -> Path:
+    """A pipeline.cfg in ``directory`` with a job directory under it, plus ``text``.
+
+    A section that ``text`` defines replaces the base one of that name.
+    """
+    base = {
+        "DEFAULT": f"runtime_directory = {directory}/runtime",
+        "layout": "job_directory = %(runtime_directory)s/jobs/%(job_name)s",
+        "deploy": f"engine_ppath = {REPO}",
+        "remote": f"method = {method}",
+    }
+    extra = textwrap.dedent(text)
+    kept = [f"[{name}]\n{body}\n" for name, body in base.items() if f"[{name}]" not in extra]
+    path = directory / "pipeline.cfg"
+    path.write_text("".join(kept) + extra)
+    return path
+
+
+@pytest.fixture
+def make_config(tmp_path: Path) -> Callable[..., PipelineConfig]:
+    """Build a loaded :class:`PipelineConfig` from extra INI text."""
+
+    def make(text: str = "", *, method: str = "local", job_name: str = "test") -> PipelineConfig:
+        path = write_config(tmp_path, text, method=method)
+        return load_config(path, job_name=job_name, start_time="2026-01-01T00:00:00")
+
+    return make
+
+
+@pytest.fixture
+def node_script(tmp_path: Path) -> Callable[[str], str]:
+    """Write a node script whose ``run`` body is given; returns the command that runs it."""
+
+    def make(body: str, name: str = "testnode") -> str:
+        path = tmp_path / f"{name}.py"
+        path.write_text(
+            "import os, sys, time\n"
+            "from lofarpipe.support.lofarnode import LOFARnode\n\n"
+            f"class {name}(LOFARnode):\n"
+            "    def run(self, *args):\n"
+            + textwrap.indent(textwrap.dedent(body), " " * 8)
+            + "\n\nif __name__ == '__main__':\n"
+            f"    sys.exit({name}(sys.argv[1], sys.argv[2]).run_with_logging(*sys.argv[3:]))\n"
+        )
+        return f"{sys.executable} {path}"
+
+    return make
+
+
+def process_alive(pid: int) -> bool:
+    """True when ``pid`` runs and is not a zombie (``kill -0`` says yes to zombies)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            state = stat.read().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in ("Z", "X")
+
+
+@pytest.fixture(autouse=True)
+def _clean_lofarexec_logging():
+    """Recipes add console/file handlers to the root logger; remove them after each test."""
+    import logging
+
+    root = logging.getLogger()
+    before = list(root.handlers)
+    level = root.level
+    yield
+    for handler in root.handlers[:]:
+        if handler not in before:
+            root.removeHandler(handler)
+            handler.close()
+    root.setLevel(level)
+
+
+os.environ.setdefault("PYTHONDONTWRITEBYTECODE", "1")

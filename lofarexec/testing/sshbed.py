@@ -21,7 +21,7 @@ The default is the user running the bed (root, when tests run as root), NOT a de
 A dedicated user was considered and rejected: the interpreter the hosts must run,
 ``sys.executable``, lives under ``/root/.pyenv`` and ``/root`` is mode 0700, so another user
 cannot even reach it; pytest's temporary folders are 0700 too. What a dedicated user would buy -
-a remote shell that does not run root's ``~/.bashrc`` (``pyenv init``: about 75 ms per session,
+a remote shell that does not run root's ``~/.bashrc`` (``pyenv init``: 70-120 ms per session,
 and a different ``python3``) - is had without touching root's account: each sshd sets the
 session's ``HOME`` to the empty ``DIR/home`` (``SetEnv HOME=...``, which sshd applies after its
 own ``HOME``), so ``bash -c COMMAND`` finds no ``~/.bashrc`` to run. ``PermitUserRC no`` skips
@@ -126,8 +126,8 @@ class SshTestBed:
     """
 
     def __init__(self, directory: Path | str, hosts: int = 4, user: str | None = None) -> None:
-        if not 1 <= hosts <= 254 - FIRST_OCTET:
-            raise ValueError(f"hosts must be between 1 and {254 - FIRST_OCTET}, not {hosts}")
+        if not 1 <= hosts <= 255 - FIRST_OCTET:
+            raise ValueError(f"hosts must be between 1 and {255 - FIRST_OCTET}, not {hosts}")
         self.directory = Path(directory).resolve()
         if any(char in str(self.directory) for char in '"%\n'):
             raise ValueError(f"{self.directory}: a bed folder may not contain '\"', '%' or newline")

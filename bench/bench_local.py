@@ -247,6 +247,9 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"{QUICK_JOBS} jobs, {QUICK_ROUNDS} round: a smoke test, not a figure")
     parser.add_argument("--jobs", type=int, help=f"jobs per run (default {DEFAULT_JOBS})")
     parser.add_argument("--rounds", type=int, help=f"runs of each tool (default {DEFAULT_ROUNDS})")
+    parser.add_argument("--profile", action="store_true",
+                        help="also print cProfile's top functions of one lofarexec run, for the "
+                             "scheduler thread and for the process launcher's thread")
     options = parser.parse_args(argv)
     jobs = options.jobs or (QUICK_JOBS if options.quick else DEFAULT_JOBS)
     rounds = options.rounds or (QUICK_ROUNDS if options.quick else DEFAULT_ROUNDS)
@@ -334,7 +337,54 @@ def main(argv: list[str] | None = None) -> int:
           f"{best['bare loop, subprocess.run x 2 threads'] / jobs * 1000:.3f} ms/job)")
     if options.quick:
         print("(--quick: a smoke test; quote only full runs)")
+    if options.profile:
+        print(flush=True)
+        profile(jobs)
     return 0
+
+
+def profile(jobs: int, top: int = 20) -> None:
+    """cProfile one lofarexec run: the calling (scheduler) thread and the launcher's thread.
+
+    cProfile sees one thread only, so the launcher's loop is wrapped, for this process only, to
+    run under a profiler of its own (a private method: if it is renamed, only the scheduler
+    thread is profiled).
+    """
+    import cProfile
+    import pstats
+
+    from lofarexec import process
+
+    launcher_profile = cProfile.Profile()
+    original = getattr(process.ProcessLauncher, "_loop", None)
+
+    def profiled_loop(self):  # type: ignore[no-untyped-def]
+        launcher_profile.enable()
+        try:
+            return original(self)
+        finally:
+            launcher_profile.disable()
+
+    folder = Path(tempfile.mkdtemp(prefix="bench_local-prof-"))
+    try:
+        config = load(write_config(folder))
+        if original is not None:
+            process.ProcessLauncher._loop = profiled_loop
+        main_profile = cProfile.Profile()
+        main_profile.enable()
+        run_lofarexec(config, jobs)
+        main_profile.disable()
+    finally:
+        if original is not None:
+            process.ProcessLauncher._loop = original
+        shutil.rmtree(folder, ignore_errors=True)
+    for label, stats in (("scheduler thread", main_profile),
+                         ("launcher thread", launcher_profile if original else None)):
+        if stats is None:
+            print(f"--- {label}: not profiled (ProcessLauncher._loop not found) ---")
+            continue
+        print(f"--- cProfile, {label}, {jobs} jobs: top {top} by own time (tottime) ---")
+        pstats.Stats(stats, stream=sys.stdout).sort_stats("tottime").print_stats(top)
 
 
 if __name__ == "__main__":

@@ -91,3 +91,28 @@ def _clean_lofarexec_logging():
 
 
 os.environ.setdefault("PYTHONDONTWRITEBYTECODE", "1")
+
+
+def require_sshd() -> None:
+    """Skip (or, under CI, fail) when the ssh test bed cannot run here."""
+    from lofarexec.testing.sshbed import SSHD
+
+    problem = None
+    if os.geteuid() != 0:
+        problem = "the sshd test hosts need root"
+    elif not SSHD.exists():
+        problem = "no /usr/sbin/sshd: run `bash scripts/test`, which installs openssh-server"
+    if problem:
+        if os.environ.get("CI"):
+            pytest.fail(problem)
+        pytest.skip(problem)
+
+
+@pytest.fixture(scope="session")
+def ssh_testbed(tmp_path_factory):
+    """Four real sshd hosts, node1..node4 on 127.0.0.2-5, shared by the whole session."""
+    from lofarexec.testing.sshbed import running_testbed
+
+    require_sshd()
+    with running_testbed(tmp_path_factory.mktemp("sshbed"), hosts=4) as bed:
+        yield bed

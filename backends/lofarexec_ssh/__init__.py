@@ -1,0 +1,157 @@
+"""The ``ssh`` backend: the OpenSSH client, one ``ssh`` process per job, connections reused.
+
+Each job runs as::
+
+    ssh -T -o BatchMode=yes -o StrictHostKeyChecking=yes ... -- HOST \\
+        'python3 -c <launch wrapper> <node argv, quoted once>'
+
+with the job's environment, token and status marker written to ssh's stdin, which is held open
+for the job's lifetime (see :mod:`lofarexec.launch_wrapper`). Never a tty (it would merge stderr
+into stdout and echo stdin), never a prompt (``BatchMode``). Connections are shared per host
+through an OpenSSH ControlMaster socket in a private folder that ``close()`` tears down, so only
+a host's first job pays for the handshake.
+
+Written exactly as a third-party backend would be, against lofarexec's public API only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shlex
+import shutil
+import subprocess
+import tempfile
+import threading
+
+from lofarexec import Backend, ConfigError, JobHandle, LaunchRequest, Outcome, hookimpl
+from lofarexec.backend import Report
+from lofarexec.process import DEFAULT_KILL_GRACE, ProcessLauncher
+from lofarexec.remote import DEFAULT_REMOTE_PYTHON, remote_launch
+
+_HOST_KEY_POLICIES = ("yes", "accept-new")
+
+
+@dataclasses.dataclass(frozen=True)
+class SshSettings:
+    """``[ssh]`` section of ``pipeline.cfg``."""
+
+    ssh: str = dataclasses.field(default="ssh", metadata={"help": "the ssh client program"})
+    options: str = dataclasses.field(
+        default="", metadata={"help": "extra ssh options, split like a shell would"})
+    user: str | None = dataclasses.field(default=None, metadata={"help": "remote user (-l)"})
+    port: int | None = dataclasses.field(default=None, metadata={"help": "remote port (-p)"})
+    identity_file: str | None = dataclasses.field(
+        default=None, metadata={"help": "private key (-i), offered alone"})
+    config_file: str | None = dataclasses.field(
+        default=None, metadata={"help": "ssh client config file (-F)"})
+    connect_timeout: int = dataclasses.field(
+        default=10, metadata={"help": "seconds to wait for a connection"})
+    alive_interval: int = dataclasses.field(
+        default=5, metadata={"help": "seconds between keepalives; a host silent for three "
+                                     "intervals is a dropped connection (0: off)"})
+    host_key_policy: str = dataclasses.field(
+        default="yes", metadata={"help": "'yes': only known host keys; 'accept-new': also "
+                                         "record keys of hosts never seen"})
+    reuse_connections: bool = dataclasses.field(
+        default=True, metadata={"help": "share one connection per host (ControlMaster)"})
+    remote_python: str = dataclasses.field(
+        default=DEFAULT_REMOTE_PYTHON,
+        metadata={"help": "Python on the hosts that runs the launch wrapper"})
+    kill_grace: float = dataclasses.field(
+        default=DEFAULT_KILL_GRACE,
+        metadata={"help": "seconds between SIGTERM and SIGKILL when a job is killed"})
+
+    def __post_init__(self) -> None:
+        if self.host_key_policy not in _HOST_KEY_POLICIES:
+            raise ValueError(f"host_key_policy must be one of {', '.join(_HOST_KEY_POLICIES)}")
+        shlex.split(self.options)  # fails early on unbalanced quotes
+
+
+class SshBackend(Backend):
+    """Runs each node script through the OpenSSH client, sharing one connection per host."""
+
+    name = "ssh"
+    Settings = SshSettings
+
+    def open(self) -> None:
+        self._control_directory = (
+            tempfile.mkdtemp(prefix="lofarexec-ssh-") if self.settings.reuse_connections else None
+        )
+        self._hosts_used: set[str] = set()
+        self._lock = threading.Lock()
+        self._launcher = ProcessLauncher(kill_grace=self.settings.kill_grace, name="ssh-jobs")
+        self._launcher.start()
+
+    def ssh_argv(self, host: str) -> list[str]:
+        """The ssh command up to and including the destination."""
+        settings = self.settings
+        argv = [settings.ssh, "-T", "-o", "BatchMode=yes",
+                "-o", f"StrictHostKeyChecking={settings.host_key_policy}",
+                "-o", f"ConnectTimeout={settings.connect_timeout}"]
+        if settings.alive_interval:
+            argv += ["-o", f"ServerAliveInterval={settings.alive_interval}",
+                     "-o", "ServerAliveCountMax=3"]
+        if settings.config_file:
+            argv += ["-F", settings.config_file]
+        if settings.user:
+            argv += ["-l", settings.user]
+        if settings.port:
+            argv += ["-p", str(settings.port)]
+        if settings.identity_file:
+            argv += ["-i", settings.identity_file, "-o", "IdentitiesOnly=yes"]
+        if self._control_directory:
+            argv += ["-o", "ControlMaster=auto",
+                     "-o", f"ControlPath={self._control_directory}/%C",
+                     "-o", "ControlPersist=60"]
+        return [*argv, *shlex.split(settings.options), "--", host]
+
+    def start(self, request: LaunchRequest, report: Report) -> JobHandle:
+        if request.host.startswith("-") or not request.host.strip():
+            report(Outcome(None, transport_error=f"{request.host!r} is not a host name"))
+            return _NoJob()
+        launch = remote_launch(request, python=self.settings.remote_python,
+                               kill_grace=self.settings.kill_grace)
+        with self._lock:
+            self._hosts_used.add(request.host)
+
+        def finished(seen: Outcome) -> None:
+            report(launch.outcome(seen.returncode, seen.output, seen.errors))
+
+        return self._launcher.launch([*self.ssh_argv(request.host), launch.command], finished,
+                                     stdin_data=launch.stdin, keep_stdin_open=True)
+
+    def close(self) -> None:
+        launcher = getattr(self, "_launcher", None)
+        if launcher is None:
+            return
+        launcher.close()
+        if self._control_directory:
+            for host in sorted(self._hosts_used):
+                self._stop_master(host)
+            shutil.rmtree(self._control_directory, ignore_errors=True)
+        self._launcher = None  # type: ignore[assignment]
+
+    def _stop_master(self, host: str) -> None:
+        """Tear down the shared connection of ``host`` (nothing happens if there is none)."""
+        argv = self.ssh_argv(host)
+        argv.insert(1, "-O")
+        argv.insert(2, "exit")
+        try:
+            subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, timeout=10, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+
+
+class _NoJob:
+    def kill(self) -> None:
+        pass
+
+
+@hookimpl
+def lofarexec_register_backends(registry) -> None:  # type: ignore[no-untyped-def]
+    registry.add(SshBackend)
+
+
+__all__ = ["SshBackend", "SshSettings", "ConfigError"]

@@ -1,0 +1,95 @@
+"""The control-node half of remote launches: the wrapper command, its stdin, and the verdict.
+
+Transports that reach a host through a remote shell (``ssh``, ``paramiko``, ``cmdline``) all
+build the same remote command: the host's Python running :mod:`lofarexec.launch_wrapper`
+inline, followed by the node's argv, quoted exactly once for the remote shell with
+:func:`shlex.join`. What must not be on a command line (the token, the environment) goes as
+the first line of stdin; see the wrapper's docstring for why each piece is there.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import re
+import secrets
+import shlex
+import zlib
+from functools import lru_cache
+from importlib import resources
+
+from lofarexec.backend import LaunchRequest, Outcome
+from lofarexec.protocol import ENV_HOST, ENV_JOB_ID, ENV_TOKEN
+
+#: The wrapper's interpreter on the host when the backend's settings do not name one.
+DEFAULT_REMOTE_PYTHON = "python3"
+_MARKER_PREFIX = "@lofarexec-status-"
+
+
+@dataclasses.dataclass(frozen=True)
+class RemoteLaunch:
+    """What to run on the host, what to write to its stdin first, and how to read the end."""
+
+    command: str
+    """The remote command line: one string for the remote shell."""
+    argv: tuple[str, ...]
+    """The same, as the argv the remote shell will build from ``command``."""
+    stdin: bytes
+    marker: str
+
+    def outcome(self, returncode: int | None, output: str, errors: str) -> Outcome:
+        """Turn what the local launcher saw into the node's own outcome.
+
+        With the wrapper's status line: the node's status, stderr without that line. Without
+        it: the job's fate is unknown, so it is a transport error carrying the launcher's own
+        words (e.g. ssh's "Connection refused").
+        """
+        found = re.search(rf"\n?{re.escape(self.marker)} (-?\d+)\n?\Z", errors)
+        if found is not None:
+            return Outcome(int(found.group(1)), output=output, errors=errors[: found.start()])
+        reason = _last_lines(errors) or "no output"
+        if returncode is not None and returncode < 0:
+            what = f"the connection was killed by signal {-returncode}"
+        elif returncode == 255:
+            what = "the connection failed"
+        else:
+            what = f"the remote launcher failed (status {returncode})"
+        return Outcome(None, transport_error=f"{what}: {reason}", output=output, errors=errors)
+
+
+def remote_launch(
+    request: LaunchRequest, *, python: str = DEFAULT_REMOTE_PYTHON, kill_grace: float = 1.0
+) -> RemoteLaunch:
+    """The remote command and stdin header for ``request``."""
+    marker = _MARKER_PREFIX + secrets.token_hex(8)
+    environment = dict(request.environment)
+    environment.update({ENV_JOB_ID: str(request.job_id), ENV_TOKEN: request.token,
+                        ENV_HOST: request.host})
+    words = [marker, repr(float(kill_grace))]
+    words += [f"{name}={_b64(value)}" for name, value in environment.items()]
+    argv = (python, "-I", "-S", "-c", _wrapper_code(), *request.argv)
+    return RemoteLaunch(
+        command=shlex.join(argv),
+        argv=argv,
+        stdin=" ".join(words).encode("ascii") + b"\n",
+        marker=marker,
+    )
+
+
+@lru_cache(maxsize=1)
+def _wrapper_code() -> str:
+    """The wrapper as a one-line program (compressed: it shows in ``ps`` on every host)."""
+    source = resources.files("lofarexec").joinpath("launch_wrapper.py").read_bytes()
+    packed = _b64(zlib.compress(source, 9))
+    return (f"import binascii,zlib;exec(compile(zlib.decompress(binascii.a2b_base64("
+            f"'{packed}')),'lofarexec-wrapper','exec'),{{'__name__':'__main__'}})")
+
+
+def _b64(value: str | bytes) -> str:
+    data = value.encode("utf-8", "surrogateescape") if isinstance(value, str) else value
+    return base64.b64encode(data).decode("ascii")
+
+
+def _last_lines(text: str, count: int = 3) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return " | ".join(lines[-count:])

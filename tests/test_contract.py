@@ -1,0 +1,32 @@
+"""The backend contract suite, run against every built-in transport for real."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from lofarexec.testing.contract import BackendContract, ContractSetup
+
+
+class TestLocalContract(BackendContract):
+    @pytest.fixture
+    def contract_setup(self, tmp_path):
+        return ContractSetup(method="local", hosts=["node1", "node2", "node3", "node4"],
+                             directory=tmp_path, python=sys.executable)
+
+
+@pytest.mark.slow
+class TestSshContract(BackendContract):
+    @pytest.fixture
+    def contract_setup(self, tmp_path, ssh_testbed):
+        return ContractSetup(
+            method="ssh", hosts=ssh_testbed.host_names, directory=tmp_path,
+            python=ssh_testbed.python,
+            config=f"""
+                [ssh]
+                config_file = {ssh_testbed.ssh_config}
+                [logging]
+                bind_address = 127.0.0.1
+                """,
+        )

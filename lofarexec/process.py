@@ -2,17 +2,21 @@
 
 Every transport that works by starting a program on the control node (``local`` runs the node
 itself, ``ssh`` runs the OpenSSH client, ``mpirun``, ``srun``, ``cmdline`` their launchers) needs
-the same things: start it in a process group of its own, feed it a secret on stdin, drain its
-stdout and stderr without deadlock however much it writes, see its exit the moment it happens,
-kill its whole group on demand (TERM, then KILL after a grace period), and leave nothing behind.
-:class:`ProcessLauncher` does this for thousands of processes with a single thread::
+the same things: start it in a session of its own, feed it a secret on stdin, drain its stdout
+and stderr without deadlock however much it writes, see its exit the moment it happens, kill
+its whole process group on demand (TERM, then KILL after a grace period), and leave nothing
+behind. :class:`ProcessLauncher` does this for thousands of processes with one thread::
 
-    launch() --Popen--> child (own session)      pidfd ----+
-        |                 stdout/stderr pipes -------------+--> selector loop (one thread)
-        +--> pending registrations --wakeup pipe-----------+        |
-                                                                    v
-    kill() --killpg TERM--> timer --killpg KILL          report(Outcome) exactly once
+    launch() --posix_spawn--> child (own session)
+        |   registers in epoll: pidfd, stdout, stderr ----+
+        v                                                 v
+    kill() --killpg TERM--+                    watcher thread: epoll loop
+                          +--> timer: killpg KILL         |
+                                                          v
+                                               report(Outcome) exactly once
 
+``launch`` spawns in the caller's thread and registers the child's descriptors with the epoll
+object directly (epoll is thread-safe), so starting a job costs no hand-off between threads.
 Waiting is on the kernel's pidfd and pipe readiness, never a polling sleep, so an exit is seen
 at once. When the main process exits, anything it left in its process group is killed: a job's
 processes do not outlive the job.
@@ -21,12 +25,11 @@ processes do not outlive the job.
 from __future__ import annotations
 
 import heapq
-import logging
 import itertools
+import logging
 import os
-import selectors
+import select
 import signal
-import subprocess
 import threading
 import time
 from collections import deque
@@ -41,30 +44,34 @@ DEFAULT_KILL_GRACE = 1.0
 #: Seconds to wait for the pipes to close after the main process has exited.
 DRAIN_GRACE = 2.0
 _READ_CHUNK = 65536
-_log = logging.getLogger("lofarexec.process")
 _MAX_STDIN = 65536
+_log = logging.getLogger("lofarexec.process")
+_EXIT, _OUTPUT, _WAKE = 0, 1, 2
 
 
 class _Child:
-    """One launched process and what the loop knows about it."""
+    """One launched process and what the watcher knows about it."""
 
-    def __init__(self, popen: subprocess.Popen[bytes], report: Report, output_limit: int):
-        self.popen = popen
+    __slots__ = ("pid", "report", "pidfd", "out", "err", "stdin", "tails", "lock",
+                 "exited", "killed", "finished", "returncode", "open_streams")
+
+    # Descriptor numbers are reused as soon as they are closed, so a child tracks which of its
+    # own streams are still open (``open_streams``) rather than asking the shared table.
+
+    def __init__(self, pid: int, report: Report, out: int, err: int, stdin: int | None):
+        self.pid = pid
         self.report = report
-        self.output_limit = output_limit
-        self.pidfd = os.pidfd_open(popen.pid)
-        self.streams: dict[int, bytearray] = {}
+        self.pidfd = os.pidfd_open(pid)
+        self.out = out
+        self.err = err
+        self.stdin = stdin
+        self.tails = {out: bytearray(), err: bytearray()}
+        self.open_streams = {out, err}
         self.lock = threading.Lock()
         self.exited = False
         self.killed = False
         self.finished = False
         self.returncode: int | None = None
-
-    def append(self, fd: int, data: bytes) -> None:
-        tail = self.streams[fd]
-        tail += data
-        if len(tail) > self.output_limit:
-            del tail[: len(tail) - self.output_limit]
 
 
 class ProcessHandle:
@@ -77,7 +84,7 @@ class ProcessHandle:
     @property
     def pid(self) -> int | None:
         """The process id, or ``None`` when the launch failed."""
-        return self._child.popen.pid if self._child is not None else None
+        return self._child.pid if self._child is not None else None
 
     def kill(self) -> None:
         if self._child is not None:
@@ -88,7 +95,7 @@ class ProcessLauncher:
     """Starts processes and reports each one's end through its ``report`` callback.
 
     Create one per backend instance, ``start()`` it in ``Backend.open`` and ``close()`` it in
-    ``Backend.close``. ``launch`` may be called from any thread.
+    ``Backend.close``. ``launch`` and ``kill`` may be called from any thread.
     """
 
     def __init__(
@@ -101,18 +108,16 @@ class ProcessLauncher:
         self.output_limit = output_limit
         self.kill_grace = kill_grace
         self._name = name
-        self._selector = selectors.DefaultSelector()
-        self._wake_read, self._wake_write = os.pipe()
-        os.set_blocking(self._wake_read, False)
-        os.set_blocking(self._wake_write, False)
-        self._selector.register(self._wake_read, selectors.EVENT_READ, None)
+        self._epoll = select.epoll()
+        self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._watched: dict[int, tuple[int, _Child | None]] = {self._wake_read: (_WAKE, None)}
+        self._epoll.register(self._wake_read, select.EPOLLIN)
         self._pending: deque[Callable[[], None]] = deque()
         self._timers: list[tuple[float, int, Callable[[], None]]] = []
         self._timer_ids = itertools.count()
         self._children: set[_Child] = set()
         self._thread: threading.Thread | None = None
         self._closing = False
-        self._clock = time.monotonic
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -126,7 +131,7 @@ class ProcessLauncher:
             return
         self._call_soon(self._begin_close)
         self._thread.join()
-        self._selector.close()
+        self._epoll.close()
         os.close(self._wake_read)
         os.close(self._wake_write)
 
@@ -139,9 +144,8 @@ class ProcessLauncher:
         env: Mapping[str, str] | None = None,
         stdin_data: bytes | None = None,
         keep_stdin_open: bool = False,
-        cwd: str | None = None,
     ) -> ProcessHandle:
-        """Start ``argv`` (no shell) in a new session; ``report`` is called once when it ends.
+        """Start ``argv`` (no shell, ``PATH`` searched) in a new session; ``report`` once at its end.
 
         ``stdin_data`` (at most 64 KiB: secrets, not payloads) is written to its stdin, which is
         then closed, or held open until the process exits when ``keep_stdin_open`` (so a remote
@@ -151,31 +155,34 @@ class ProcessLauncher:
         """
         if stdin_data is not None and len(stdin_data) > _MAX_STDIN:
             raise ValueError(f"stdin_data is limited to {_MAX_STDIN} bytes")
-        wants_stdin = stdin_data is not None or keep_stdin_open
+        pipes: list[int] = []
         try:
-            popen = subprocess.Popen(
-                list(argv),
-                stdin=subprocess.PIPE if wants_stdin else subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                env=dict(env) if env is not None else None,
-                cwd=cwd,
-                start_new_session=True,
-            )
+            out_read, out_write = _pipe(pipes)
+            err_read, err_write = _pipe(pipes)
+            actions = [(os.POSIX_SPAWN_DUP2, out_write, 1), (os.POSIX_SPAWN_DUP2, err_write, 2)]
+            stdin_write = None
+            if stdin_data is not None or keep_stdin_open:
+                stdin_read, stdin_write = _pipe(pipes)
+                actions.append((os.POSIX_SPAWN_DUP2, stdin_read, 0))
+            else:
+                actions.append((os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0))
+            pid = os.posix_spawnp(argv[0], list(argv), env if env is not None else os.environ,
+                                  file_actions=actions, setsid=True)
         except OSError as exc:
+            for fd in pipes:
+                os.close(fd)
             report(Outcome(None, transport_error=f"cannot start {argv[0]!r}: {exc.strerror or exc}"))
             return ProcessHandle(self, None)
-        if popen.stdin is not None:
-            try:
-                if stdin_data:
-                    popen.stdin.write(stdin_data)
-                    popen.stdin.flush()
-                if not keep_stdin_open:
-                    popen.stdin.close()
-            except BrokenPipeError:
-                pass  # it exited before reading: its exit status tells the story
-        child = _Child(popen, report, self.output_limit)
-        self._call_soon(lambda: self._register(child))
+        for fd in pipes:
+            if fd not in (out_read, err_read, stdin_write):
+                os.close(fd)
+        if stdin_write is not None:
+            _feed(stdin_write, stdin_data or b"")
+            if not keep_stdin_open:
+                os.close(stdin_write)
+                stdin_write = None
+        child = _Child(pid, report, out_read, err_read, stdin_write)
+        self._watch(child)
         return ProcessHandle(self, child)
 
     def kill(self, child: _Child) -> None:
@@ -184,10 +191,18 @@ class ProcessLauncher:
             if child.exited or child.killed:
                 return
             child.killed = True
-            _signal_group(child.popen.pid, signal.SIGTERM)
+            _signal_group(child.pid, signal.SIGTERM)
         self._call_soon(lambda: self._add_timer(self.kill_grace, lambda: self._force_kill(child)))
 
-    # -- loop thread -----------------------------------------------------------------------------
+    # -- any thread --------------------------------------------------------------------------------
+    def _watch(self, child: _Child) -> None:
+        self._children.add(child)
+        for fd, kind in ((child.out, _OUTPUT), (child.err, _OUTPUT), (child.pidfd, _EXIT)):
+            self._watched[fd] = (kind, child)
+            self._epoll.register(fd, select.EPOLLIN)
+        if self._closing:
+            self.kill(child)
+
     def _call_soon(self, action: Callable[[], None]) -> None:
         self._pending.append(action)
         try:
@@ -195,43 +210,32 @@ class ProcessLauncher:
         except BlockingIOError:
             pass  # the pipe is full of wake-ups already: the loop will run the action
 
+    # -- watcher thread ----------------------------------------------------------------------------
     def _loop(self) -> None:
         while not (self._closing and not self._children):
-            timeout = None
+            timeout = -1.0
             if self._timers:
-                timeout = max(0.0, self._timers[0][0] - self._clock())
-            for key, _ in self._selector.select(timeout):
-                self._dispatch(key)
+                timeout = max(0.0, self._timers[0][0] - time.monotonic())
+            for fd, _ in self._epoll.poll(timeout):
+                watched = self._watched.get(fd)
+                if watched is None:
+                    continue  # closed by an earlier event of this same batch
+                kind, child = watched
+                if kind == _OUTPUT:
+                    self._on_output(child, fd)  # type: ignore[arg-type]
+                elif kind == _EXIT:
+                    self._on_exit(child)  # type: ignore[arg-type]
+                else:
+                    self._on_wake()
             self._run_due_timers()
-        for child in list(self._children):  # pragma: no cover - only after a loop error
-            self._finish(child)
 
-    def _dispatch(self, key: selectors.SelectorKey) -> None:
-        if key.data is None:
-            try:
-                os.read(self._wake_read, 4096)
-            except BlockingIOError:
-                pass
-            while self._pending:
-                self._pending.popleft()()
-            return
-        child, kind = key.data
-        if kind == "exit":
-            self._on_exit(child)
-        else:
-            self._on_output(child, key.fd)
-
-    def _register(self, child: _Child) -> None:
-        self._children.add(child)
-        self._selector.register(child.pidfd, selectors.EVENT_READ, (child, "exit"))
-        for stream in (child.popen.stdout, child.popen.stderr):
-            assert stream is not None
-            fd = stream.fileno()
-            os.set_blocking(fd, False)
-            child.streams[fd] = bytearray()
-            self._selector.register(fd, selectors.EVENT_READ, (child, "output"))
-        if self._closing:
-            self.kill(child)
+    def _on_wake(self) -> None:
+        try:
+            os.read(self._wake_read, 4096)
+        except BlockingIOError:
+            pass
+        while self._pending:
+            self._pending.popleft()()
 
     def _on_output(self, child: _Child, fd: int) -> None:
         try:
@@ -239,63 +243,69 @@ class ProcessLauncher:
         except BlockingIOError:
             return
         if data:
-            child.append(fd, data)
+            tail = child.tails[fd]
+            tail += data
+            if len(tail) > self.output_limit:
+                del tail[: len(tail) - self.output_limit]
             return
-        self._selector.unregister(fd)
-        if child.exited and self._streams_done(child):
+        self._forget(fd)
+        child.open_streams.discard(fd)
+        if child.exited and not child.open_streams:
             self._finish(child)
 
     def _on_exit(self, child: _Child) -> None:
-        self._selector.unregister(child.pidfd)
+        self._forget(child.pidfd)
         with child.lock:
             # The leader is a zombie now, so its pid (our process group id) cannot be reused
             # yet: kill what it left behind in its group before reaping it.
-            _signal_group(child.popen.pid, signal.SIGKILL)
-            child.returncode = child.popen.wait()
+            _signal_group(child.pid, signal.SIGKILL)
+            _, status = os.waitpid(child.pid, 0)
+            child.returncode = os.waitstatus_to_exitcode(status)
             child.exited = True
-        if self._streams_done(child):
+        if child.stdin is not None:
+            os.close(child.stdin)
+            child.stdin = None
+        if not child.open_streams:
             self._finish(child)
         else:
             self._add_timer(DRAIN_GRACE, lambda: self._finish(child))
 
-    def _streams_done(self, child: _Child) -> bool:
-        registered = self._selector.get_map()
-        return not any(fd in registered for fd in child.streams)
+    def _forget(self, fd: int) -> None:
+        """Stop watching ``fd`` and close it.
+
+        Unregister explicitly: closing alone does not remove it from the epoll set while a
+        child being spawned at that moment still holds a copy, and a stale registration would
+        then report events under a number that a new job may already be using.
+        """
+        del self._watched[fd]
+        self._epoll.unregister(fd)
+        os.close(fd)
 
     def _force_kill(self, child: _Child) -> None:
         with child.lock:
             if not child.exited:
-                _signal_group(child.popen.pid, signal.SIGKILL)
+                _signal_group(child.pid, signal.SIGKILL)
 
     def _finish(self, child: _Child) -> None:
         if child.finished:
             return
         child.finished = True
-        registered = self._selector.get_map()
-        for fd in child.streams:
-            if fd in registered:
-                self._selector.unregister(fd)
-        for stream in (child.popen.stdin, child.popen.stdout, child.popen.stderr):
-            if stream is not None:
-                stream.close()
-        os.close(child.pidfd)
+        for fd in child.open_streams:  # a straggler kept the pipe open past the drain grace
+            self._forget(fd)
+        child.open_streams.clear()
         self._children.discard(child)
-        out_fd, err_fd = child.streams
-        outcome = Outcome(
-            child.returncode,
-            output=_text(child.streams[out_fd]),
-            errors=_text(child.streams[err_fd]),
-        )
+        outcome = Outcome(child.returncode, output=_text(child.tails[child.out]),
+                          errors=_text(child.tails[child.err]))
         try:
             child.report(outcome)
         except Exception:  # a broken callback must not stop the loop that watches every job
-            _log.exception("report callback for pid %d failed", child.popen.pid)
+            _log.exception("report callback for pid %d failed", child.pid)
 
     def _add_timer(self, delay: float, action: Callable[[], None]) -> None:
-        heapq.heappush(self._timers, (self._clock() + delay, next(self._timer_ids), action))
+        heapq.heappush(self._timers, (time.monotonic() + delay, next(self._timer_ids), action))
 
     def _run_due_timers(self) -> None:
-        now = self._clock()
+        now = time.monotonic()
         while self._timers and self._timers[0][0] <= now:
             heapq.heappop(self._timers)[2]()
 
@@ -303,6 +313,24 @@ class ProcessLauncher:
         self._closing = True
         for child in list(self._children):
             self.kill(child)
+
+
+def _pipe(opened: list[int]) -> tuple[int, int]:
+    """A close-on-exec pipe (the child's copy, made by dup2, is not), non-blocking to read."""
+    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    opened += (read_end, write_end)
+    os.set_blocking(read_end, False)
+    return read_end, write_end
+
+
+def _feed(fd: int, data: bytes) -> None:
+    """Write a small payload (under the pipe's capacity, so it never blocks)."""
+    view = memoryview(data)
+    try:
+        while view:
+            view = view[os.write(fd, view):]
+    except BrokenPipeError:
+        pass  # it exited before reading: its exit status tells the story
 
 
 def _signal_group(pgid: int, signum: int) -> None:
@@ -314,4 +342,3 @@ def _signal_group(pgid: int, signum: int) -> None:
 
 def _text(data: bytearray) -> str:
     return bytes(data).decode("utf-8", errors="replace")
-

@@ -5,24 +5,28 @@
     recipe._schedule_jobs(jobs)
         |
         v
-    Scheduler.run(jobs) -- blocks until every job has a final state
+    Scheduler.run(jobs) -- the caller blocks until every job has a final state
         |   queue[host]: FIFO of job indices        (a queued job costs one int in a deque)
         |   running[host] <= limit(host)            (argument > [remote] max_per_node > none,
         |   total running <= max_jobs                per-host overrides from [max_per_node])
         v
     backend.start(request, report) --> node script on its host
         ^                                   |
-        |   events: SimpleQueue             | report(Outcome) from any thread, exactly once
-        +----- (index, Outcome) <-----------+
-               ("kill", reason)  <---------- kill(): Ctrl-C / SIGTERM handler, other threads
-               timeout          <---------- nearest job deadline (the only wait with a timeout)
+        |  events, processed by one thread  | report(Outcome) from any thread, exactly once
+        |  at a time, in arrival order      |
+        +---- (index, Outcome) <------------+
+              ("kill", reason)  <----------- kill(): Ctrl-C / SIGTERM handler, other threads
+              ("deadlines", _)  <----------- the caller's wait times out at the next deadline
 
-One thread (the caller's) does all bookkeeping, so there are no locks on the hot path. It
-blocks on the event queue, never sleeps in a polling loop: a finished job frees its slot and
-the next queued job of that host starts at once. ``kill()`` is safe from a signal handler
-(``SimpleQueue.put`` is re-entrant): it stops new starts, kills every running job on its host,
-marks the queued ones ``not_started``, waits for the backend to confirm the kills, then
-``run`` raises :class:`~lofarexec.errors.PipelineQuit`.
+Whichever thread delivers an event processes it (and any that arrive meanwhile) under the
+scheduler's exclusive "drainer" role, so the thread that sees a job end — a backend's watcher
+thread, usually — frees the slot and starts the host's next queued job itself, with no hand-off
+between threads per job. Nothing sleeps in a polling loop: the caller waits on a queue for
+"all done", a kill, or the nearest job deadline. ``kill()`` is safe from a signal handler (it
+only puts a message on that queue): it stops new starts, kills every running job on its host,
+marks the queued ones ``not_started``, waits for the backend to confirm the kills, then ``run``
+raises :class:`~lofarexec.errors.PipelineQuit`. Backends' ``start`` and the observer's callbacks
+are called by one thread at a time, never concurrently, but not always the same thread.
 """
 
 from __future__ import annotations
@@ -43,6 +47,9 @@ from lofarexec.job import ComputeJob, JobState
 #: After a kill, how long to wait for a backend to report before giving up on a job.
 KILL_REPORT_TIMEOUT = 10.0
 _KILL = "kill"
+_FILL = "fill"
+_DEADLINES = "deadlines"
+_WAKE = "wake"
 _log = logging.getLogger("lofarexec.scheduler")
 
 
@@ -93,13 +100,17 @@ class Scheduler:
         self.error = error if error is not None else threading.Event()
         self.observer = observer
         self.job_timeout = job_timeout
-        self._events: queue.SimpleQueue[tuple[object, object]] = queue.SimpleQueue()
-        self._killed_reason: str | None = None
+        self._wakeups: queue.SimpleQueue[tuple[str, object]] = queue.SimpleQueue()
+        self._inbox: deque[tuple[object, object]] = deque()
+        self._inbox_lock = threading.Lock()
+        self._draining = False
+        self._batch: _Batch | None = None
+        self._failure: BaseException | None = None
 
     # -- public ------------------------------------------------------------------------------
     def kill(self, reason: str = "killed") -> None:
         """Stop the run: no new starts, running jobs killed. Safe from signal handlers."""
-        self._events.put((_KILL, reason))
+        self._wakeups.put((_KILL, reason))
 
     def run(
         self, jobs: Sequence[ComputeJob], on_waiting: Callable[[], None] | None = None
@@ -109,27 +120,65 @@ class Scheduler:
         ``on_waiting`` is called once, when the first jobs have been started and the scheduler
         begins to wait for them (the seed's "Waiting for compute threads..." moment).
         """
-        batch = _Batch(self, jobs)
-        batch.fill_all()
+        batch = self._batch = _Batch(self, jobs)
+        self.deliver(_FILL, None)
         if on_waiting is not None:
             on_waiting()
-        while batch.running:
+        while not batch.finished:
             try:
-                kind, payload = self._events.get(timeout=batch.next_wait())
+                kind, payload = self._wakeups.get(timeout=batch.next_wait())
             except queue.Empty:
-                batch.on_deadlines()
-                continue
-            if kind == _KILL:
-                batch.on_kill(str(payload))
-            else:
-                assert isinstance(kind, int) and isinstance(payload, Outcome)
-                batch.on_report(kind, payload)
+                kind, payload = _DEADLINES, None
+            if kind in (_KILL, _DEADLINES):
+                self.deliver(kind, payload)
+        if self._failure is not None:
+            raise self._failure
         if batch.killed_reason is not None:
             raise PipelineQuit(f"run stopped ({batch.killed_reason}); running jobs were killed")
 
+    # -- event delivery -----------------------------------------------------------------------
+    def deliver(self, kind: object, payload: object) -> None:
+        """Queue an event; process the queue unless another thread is already doing so."""
+        with self._inbox_lock:
+            self._inbox.append((kind, payload))
+            if self._draining:
+                return
+            self._draining = True
+        while True:
+            with self._inbox_lock:
+                if not self._inbox:
+                    self._draining = False
+                    return
+                kind, payload = self._inbox.popleft()
+            self._process(kind, payload)
+
+    def _process(self, kind: object, payload: object) -> None:
+        batch = self._batch
+        assert batch is not None
+        try:
+            if isinstance(kind, int):
+                assert isinstance(payload, Outcome)
+                batch.on_report(kind, payload)
+            elif kind == _FILL:
+                batch.fill_all()
+            elif kind == _KILL:
+                batch.on_kill(str(payload))
+            elif kind == _DEADLINES:
+                batch.on_deadlines()
+        except BaseException as exc:  # a bug: stop the run loudly rather than hang it
+            _log.exception("scheduler failed while handling %r", kind)
+            self._failure = exc
+            batch.finished = True
+        if batch.finished or batch.deadline_moved:
+            batch.deadline_moved = False
+            self._wakeups.put((_WAKE, None))
+
+    def _report_to(self, index: int) -> Callable[[Outcome], None]:
+        return lambda outcome: self.deliver(index, outcome)
+
 
 class _Batch:
-    """The state of one ``Scheduler.run``; all of it is touched by the scheduler thread only."""
+    """The state of one ``Scheduler.run``; touched only by the thread draining the events."""
 
     def __init__(self, scheduler: Scheduler, jobs: Sequence[ComputeJob]) -> None:
         self.scheduler = scheduler
@@ -141,6 +190,8 @@ class _Batch:
         self.deadlines: list[tuple[float, int]] = []
         self.fates: dict[int, JobState] = {}
         self.killed_reason: str | None = None
+        self.finished = not jobs
+        self.deadline_moved = False
         backend_name = scheduler.backend.name
         for index, job in enumerate(jobs):
             job.id = index
@@ -156,6 +207,8 @@ class _Batch:
     def fill_all(self) -> None:
         for host in list(self.queues):
             self.fill(host)
+        if not self.handles:
+            self.finished = True
 
     def fill(self, host: str) -> None:
         """Start queued jobs of ``host`` while it has free slots (and the total allows)."""
@@ -182,20 +235,20 @@ class _Batch:
         self.handles[index] = None  # counted as running before the backend may report
         timeout = job.timeout if job.timeout is not None else scheduler.job_timeout
         if timeout is not None:
-            heapq.heappush(self.deadlines, (time.monotonic() + timeout, index))
-        if scheduler.observer is not None:
-            scheduler.observer.job_started(job)
-        events = scheduler._events
+            deadline = time.monotonic() + timeout
+            self.deadline_moved |= not self.deadlines or deadline < self.deadlines[0][0]
+            heapq.heappush(self.deadlines, (deadline, index))
+        self.notify("job_started", job)
+        report = scheduler._report_to(index)
         try:
-            handle = scheduler.backend.start(
-                scheduler.prepare(job), lambda outcome: events.put((index, outcome))
-            )
+            handle = scheduler.backend.start(scheduler.prepare(job), report)
         except Exception as exc:  # one job's launch failure must not stop the run
             if not isinstance(exc, LofarexecError):
                 _log.exception("starting job %d on %s failed", index, host)
-            events.put((index, Outcome(None, transport_error=f"could not start: {exc}")))
+            report(Outcome(None, transport_error=f"could not start: {exc}"))
             return
-        self.handles[index] = handle
+        if index in self.handles:  # not already reported (a report is processed after us)
+            self.handles[index] = handle
 
     # -- ending ----------------------------------------------------------------------------------
     def on_report(self, index: int, outcome: Outcome) -> None:
@@ -209,6 +262,8 @@ class _Batch:
         if self.killed_reason is None:
             self.fill(host)
             self.fill_waiting_hosts()
+        if not self.handles:
+            self.finished = True
 
     def record(self, job: ComputeJob, outcome: Outcome, fate: JobState | None) -> None:
         results = job.results
@@ -224,8 +279,17 @@ class _Batch:
             results["reason"] = reason
         if state is not JobState.SUCCEEDED:
             self.scheduler.error.set()
-        if self.scheduler.observer is not None:
-            self.scheduler.observer.job_finished(job)
+        self.notify("job_finished", job)
+
+    def notify(self, event: str, job: ComputeJob) -> None:
+        """Tell the observer; a failing observer (a plugin) is logged and never stops the run."""
+        observer = self.scheduler.observer
+        if observer is None:
+            return
+        try:
+            getattr(observer, event)(job)
+        except Exception:
+            _log.exception("a %s observer failed for job %s; the run goes on", event, job.id)
 
     def fill_waiting_hosts(self) -> None:
         total = self.scheduler.limits.total
@@ -260,9 +324,12 @@ class _Batch:
                 self.mark_not_started(self.jobs[pending.popleft()], reason)
         self.deadlines = [(time.monotonic() + KILL_REPORT_TIMEOUT, i) for i in self.handles]
         heapq.heapify(self.deadlines)
+        self.deadline_moved = True
         for index in list(self.handles):
             self.fates.setdefault(index, JobState.KILLED)
             self.kill_one(index)
+        if not self.handles:
+            self.finished = True
 
     def kill_one(self, index: int) -> None:
         handle = self.handles.get(index)
@@ -276,8 +343,7 @@ class _Batch:
     def mark_not_started(self, job: ComputeJob, reason: str) -> None:
         job.results["state"] = JobState.NOT_STARTED.value
         job.results["reason"] = f"not started: run stopped ({reason})"
-        if self.scheduler.observer is not None:
-            self.scheduler.observer.job_finished(job)
+        self.notify("job_finished", job)
 
 
 def _verdict(

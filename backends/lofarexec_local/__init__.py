@@ -43,12 +43,20 @@ class LocalBackend(Backend):
         self._launcher.start()
 
     def start(self, request: LaunchRequest, report: Report) -> JobHandle:
-        environment = dict(os.environ)
-        environment.update(request.environment)
+        environment = self._base_environment(request)
         environment[ENV_JOB_ID] = str(request.job_id)
         environment[ENV_TOKEN] = request.token
         environment[ENV_HOST] = request.host
         return self._launcher.launch(request.argv, report, env=environment)
+
+    def _base_environment(self, request: LaunchRequest) -> dict[str, str]:
+        """This process's environment with the run's node variables on top, built once per run
+        (every request of a run carries the same ``environment`` mapping)."""
+        cached = getattr(self, "_cached_environment", None)
+        if cached is None or cached[0] is not request.environment:
+            merged = {**os.environ, **request.environment}
+            self._cached_environment = cached = (request.environment, merged)
+        return dict(cached[1])
 
     def close(self) -> None:
         launcher = getattr(self, "_launcher", None)

@@ -1,0 +1,117 @@
+"""The process launcher that every subprocess-based transport shares."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pytest
+
+from lofarexec.backend import Outcome
+from lofarexec.process import ProcessLauncher
+from conftest import process_alive
+
+
+@pytest.fixture
+def launcher():
+    started = ProcessLauncher(kill_grace=0.5)
+    started.start()
+    yield started
+    started.close()
+
+
+class Reports:
+    """Collects reports; lets a test wait for a number of them."""
+
+    def __init__(self) -> None:
+        self.outcomes: list[Outcome] = []
+        self.condition = threading.Condition()
+
+    def __call__(self, outcome: Outcome) -> None:
+        with self.condition:
+            self.outcomes.append(outcome)
+            self.condition.notify_all()
+
+    def wait(self, count: int = 1, timeout: float = 30) -> list[Outcome]:
+        with self.condition:
+            assert self.condition.wait_for(lambda: len(self.outcomes) >= count, timeout), (
+                f"{len(self.outcomes)} of {count} reports")
+            return list(self.outcomes)
+
+
+def test_many_concurrent_launches_each_report_once(launcher):
+    # Descriptor numbers are reused while other children run: every report must still come,
+    # once, at once (this found a real bug: a finished child closing a reused number).
+    reports = Reports()
+    for _ in range(500):
+        launcher.launch(["/bin/true"], reports)
+    outcomes = reports.wait(500)
+    assert [outcome.returncode for outcome in outcomes] == [0] * 500
+
+
+def test_output_tails_and_status(launcher):
+    reports = Reports()
+    launcher.launch(["sh", "-c", "head -c 5000000 /dev/zero | tr '\\0' o; echo; echo oops >&2; exit 7"],
+                    reports)
+    outcome = reports.wait()[0]
+    assert outcome.returncode == 7
+    assert len(outcome.output) == 64 * 1024 and outcome.output.endswith("o\n")
+    assert outcome.errors == "oops\n"
+
+
+def test_missing_program_is_a_transport_error_reported_at_once(launcher):
+    reports = Reports()
+    handle = launcher.launch(["/no/such/program", "x"], reports)
+    outcome = reports.wait()[0]
+    assert outcome.returncode is None and "/no/such/program" in outcome.transport_error
+    handle.kill()  # harmless
+
+
+def test_stdin_data_and_closed_stdin(launcher):
+    reports = Reports()
+    launcher.launch(["cat"], reports, stdin_data=b"secret\n")
+    assert reports.wait()[0].output == "secret\n"
+
+
+def test_stdin_held_open_until_exit(launcher):
+    reports = Reports()
+    # `head -n1` exits after one line: the held-open stdin must not keep it alive
+    launcher.launch(["head", "-n1"], reports, stdin_data=b"line\n", keep_stdin_open=True)
+    assert reports.wait()[0].output == "line\n"
+
+
+def test_kill_takes_the_whole_group_even_when_term_is_ignored(launcher):
+    reports = Reports()
+    ready_read, ready_write = os.pipe()
+    os.set_inheritable(ready_write, True)
+    script = f"trap '' TERM; sleep 300 & echo $! ; echo ready >&{ready_write}; wait"
+    handle = launcher.launch(["bash", "-c", script], reports)  # dash: single-digit fds only
+    os.close(ready_write)
+    with os.fdopen(ready_read) as ready:
+        assert ready.readline() == "ready\n"  # the trap is in place
+    started = time.monotonic()
+    handle.kill()
+    outcome = reports.wait()[0]
+    assert time.monotonic() - started < 5
+    assert outcome.returncode == -9  # TERM ignored: KILL after the grace period
+    assert not process_alive(int(outcome.output.split()[0]))
+
+
+def test_leftovers_in_the_group_die_with_the_job(launcher):
+    reports = Reports()
+    launcher.launch(["sh", "-c", "sleep 300 & echo $!"], reports)
+    outcome = reports.wait()[0]
+    assert outcome.returncode == 0
+    assert not process_alive(int(outcome.output.split()[0]))
+
+
+def test_close_kills_what_still_runs_and_is_idempotent():
+    launcher = ProcessLauncher(kill_grace=0.2)
+    launcher.start()
+    reports = Reports()
+    handle = launcher.launch(["sleep", "300"], reports)
+    launcher.close()
+    launcher.close()
+    assert reports.wait()[0].returncode == -15
+    assert not process_alive(handle.pid)

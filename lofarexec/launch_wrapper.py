@@ -78,6 +78,8 @@ def _report(marker, status):
 def main():
     marker, grace, environment = _read_header()
     argv = sys.argv[1:]
+    # posix_spawnp searches the caller's PATH, not the job's: make them the same.
+    os.environ["PATH"] = environment.get("PATH", os.defpath)
     try:
         pid = os.posix_spawnp(argv[0], argv, environment, setsid=True, file_actions=[
             (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0)])

@@ -29,6 +29,7 @@ import itertools
 import logging
 import os
 import select
+import shutil
 import signal
 import threading
 import time
@@ -118,6 +119,7 @@ class ProcessLauncher:
         self._children: set[_Child] = set()
         self._thread: threading.Thread | None = None
         self._closing = False
+        self._found: dict[tuple[str, str], str] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -166,8 +168,9 @@ class ProcessLauncher:
                 actions.append((os.POSIX_SPAWN_DUP2, stdin_read, 0))
             else:
                 actions.append((os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0))
-            pid = os.posix_spawnp(argv[0], list(argv), env if env is not None else os.environ,
-                                  file_actions=actions, setsid=True)
+            environment = env if env is not None else os.environ
+            pid = os.posix_spawn(self._find(argv[0], environment), list(argv), environment,
+                                 file_actions=actions, setsid=True)
         except OSError as exc:
             for fd in pipes:
                 os.close(fd)
@@ -184,6 +187,20 @@ class ProcessLauncher:
         child = _Child(pid, report, out_read, err_read, stdin_write)
         self._watch(child)
         return ProcessHandle(self, child)
+
+    def _find(self, program: str, environment: Mapping[str, str]) -> str:
+        """``program`` as the child's ``PATH`` finds it (posix_spawnp would use ours)."""
+        if "/" in program:
+            return program
+        search_path = environment.get("PATH", os.defpath)
+        key = (program, search_path)
+        found = self._found.get(key)
+        if found is None:
+            found = shutil.which(program, path=search_path)
+            if found is None:
+                raise FileNotFoundError(2, "no such program on the PATH the job gets", program)
+            self._found[key] = found
+        return found
 
     def kill(self, child: _Child) -> None:
         """TERM the child's process group now, KILL it after the grace period."""

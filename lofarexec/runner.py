@@ -28,11 +28,12 @@ from lofarexec.logserver import LogServer
 from lofarexec.plugin.manager import PluginManager, build_plugin_manager
 from lofarexec.scheduler import Limits, Scheduler
 
-#: The backend used when ``[remote] method`` is absent (the seed's default transport is ssh;
-#: until that backend is installed, a config without a method runs locally).
-DEFAULT_METHOD = "local"
+#: The backend used when ``[remote] method`` is absent: ssh, the seed's default transport.
+DEFAULT_METHOD = "ssh"
 #: Variables the node gets from the control node's environment when they are set there.
 FORWARDED_VARIABLES = ("PATH", "PYTHONPATH", "LD_LIBRARY_PATH", "LOFARROOT")
+#: How many of a failed job's last stderr lines are repeated in the master's log.
+_STDERR_LINES = 10
 
 
 @dataclasses.dataclass
@@ -110,7 +111,7 @@ class JobRunner:
                 )
 
             scheduler = Scheduler(backend, prepare, limits=limits, error=self.error,
-                                  observer=_HookRelay(hooks, context, log_server),
+                                  observer=_HookRelay(hooks, context, log_server, self.logger),
                                   job_timeout=self.config.job_timeout)
             hooks.lofarexec_run_started(run=context, jobs=jobs)
             try:
@@ -195,17 +196,31 @@ def _this_host_address() -> str:
 class _HookRelay:
     """Turns scheduler events into plugin hook calls."""
 
-    def __init__(self, hooks: Any, context: RunContext, log_server: LogServer) -> None:
+    def __init__(self, hooks: Any, context: RunContext, log_server: LogServer,
+                 logger: logging.Logger) -> None:
         self._started = hooks.lofarexec_job_started
         self._finished = hooks.lofarexec_job_finished
         self._context = context
         self._log_server = log_server
+        self._logger = logger
 
     def job_started(self, job: ComputeJob) -> None:
         self._started(run=self._context, job=job)
 
     def job_finished(self, job: ComputeJob) -> None:
-        if job.id is not None and job.results.get("attempts"):  # not_started: never registered
+        results = job.results
+        if job.id is not None and results.get("attempts"):  # not_started: never registered
             self._log_server.job_exited(job.id)
+            if results["state"] != JobState.SUCCEEDED.value:
+                _log_failure(self._logger, job)
         self._finished(run=self._context, job=job)
+
+
+def _log_failure(logger: logging.Logger, job: ComputeJob) -> None:
+    """Say why a job did not succeed, with the end of what it wrote to stderr."""
+    results = job.results
+    logger.error("job %s on %s %s: %s", job.id, job.host, results["state"], results.get("reason"))
+    errors = results.get("errors", "").rstrip().splitlines()[-_STDERR_LINES:]
+    for line in errors:
+        logger.error("job %s stderr: %s", job.id, line)
 

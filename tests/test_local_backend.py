@@ -156,3 +156,14 @@ def test_malformed_command_fails_before_any_job_starts(make_config, tmp_path):
     with pytest.raises(ValueError, match="job 1: cannot split command"):
         run_jobs(config, jobs)
     assert not marker.exists()
+
+
+def test_a_failed_job_says_why_in_the_master_log(make_config, node_script, caplog):
+    config = make_config()
+    command = node_script("sys.stderr.write('disk full on /data\\n')\nreturn 3", name="failing")
+    job = ComputeJob("node7", command)
+    with caplog.at_level("ERROR"):
+        run_jobs(config, [job], recipe="myrecipe")
+    messages = [r.getMessage() for r in caplog.records if r.name == "myrecipe"]
+    assert "job 0 on node7 failed: node script exited with status 3" in messages
+    assert "job 0 stderr: disk full on /data" in messages

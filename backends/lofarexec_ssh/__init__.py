@@ -24,12 +24,14 @@ import subprocess
 import tempfile
 import threading
 
-from lofarexec import Backend, ConfigError, JobHandle, LaunchRequest, Outcome, hookimpl
+from lofarexec import Backend, JobHandle, LaunchRequest, Outcome, hookimpl
 from lofarexec.backend import Report
 from lofarexec.process import DEFAULT_KILL_GRACE, ProcessLauncher
 from lofarexec.remote import DEFAULT_REMOTE_PYTHON, remote_launch
 
 _HOST_KEY_POLICIES = ("yes", "accept-new")
+#: Unix socket paths are limited to 107 bytes; leave room for "/<number>".
+_MAX_CONTROL_DIRECTORY = 90
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,9 +78,9 @@ class SshBackend(Backend):
 
     def open(self) -> None:
         self._control_directory = (
-            tempfile.mkdtemp(prefix="lofarexec-ssh-") if self.settings.reuse_connections else None
+            _control_directory() if self.settings.reuse_connections else None
         )
-        self._hosts_used: set[str] = set()
+        self._hosts_used: dict[str, int] = {}
         self._lock = threading.Lock()
         self._launcher = ProcessLauncher(kill_grace=self.settings.kill_grace, name="ssh-jobs")
         self._launcher.start()
@@ -101,8 +103,12 @@ class SshBackend(Backend):
         if settings.identity_file:
             argv += ["-i", settings.identity_file, "-o", "IdentitiesOnly=yes"]
         if self._control_directory:
+            # One socket per host, named by a small number: a socket path must stay under 108
+            # bytes, which OpenSSH's own %C (40 characters) can break under a long TMPDIR.
+            with self._lock:
+                number = self._hosts_used.setdefault(host, len(self._hosts_used))
             argv += ["-o", "ControlMaster=auto",
-                     "-o", f"ControlPath={self._control_directory}/%C",
+                     "-o", f"ControlPath={self._control_directory}/{number}",
                      "-o", "ControlPersist=60"]
         return [*argv, *shlex.split(settings.options), "--", host]
 
@@ -112,8 +118,6 @@ class SshBackend(Backend):
             return _NoJob()
         launch = remote_launch(request, python=self.settings.remote_python,
                                kill_grace=self.settings.kill_grace)
-        with self._lock:
-            self._hosts_used.add(request.host)
 
         def finished(seen: Outcome) -> None:
             report(launch.outcome(seen.returncode, seen.output, seen.errors))
@@ -144,6 +148,15 @@ class SshBackend(Backend):
             pass
 
 
+def _control_directory() -> str:
+    """A private (0700) folder for the ControlMaster sockets, with a short enough path."""
+    directory = tempfile.mkdtemp(prefix="lofarexec-ssh-")
+    if len(directory) > _MAX_CONTROL_DIRECTORY:
+        os.rmdir(directory)
+        directory = tempfile.mkdtemp(prefix="lofarexec-ssh-", dir="/tmp")
+    return directory
+
+
 class _NoJob:
     def kill(self) -> None:
         pass
@@ -154,4 +167,4 @@ def lofarexec_register_backends(registry) -> None:  # type: ignore[no-untyped-de
     registry.add(SshBackend)
 
 
-__all__ = ["SshBackend", "SshSettings", "ConfigError"]
+__all__ = ["SshBackend", "SshSettings"]

@@ -1,0 +1,591 @@
+#!/usr/bin/env python3
+"""bench_ssh: many tiny jobs over 4 real sshd hosts, lofarexec's remote backends against GNU parallel.
+
+400 ``/bin/true`` jobs over the 4 hosts of lofarexec's ssh test bed (node1..node4: one OpenSSH
+``sshd`` each on 127.0.0.2..127.0.0.5, started and stopped by this script in a temporary folder),
+4 slots per host, run in the same process by:
+
+* lofarexec, ssh backend: ``JobRunner.schedule`` with a ``PipelineConfig`` read from a temporary
+  pipeline.cfg (``[remote] method = ssh``, ``max_per_node = 4``, ``[ssh] config_file = <the bed's
+  ssh_config>``, ``[logging] bind_address = 127.0.0.1``); jobs ``ComputeJob(host="nodeN",
+  command="/bin/true")`` dealt round-robin over the hosts. Each run opens the backend afresh, so
+  its ControlMaster connections are set up inside the timing, as in a real recipe step. Per job
+  the host runs the remote shell, then lofarexec's launch wrapper (``python3 -I -S -c ...``, a
+  small inline Python program that watches the link and reports the exact exit status), then
+  ``/bin/true``: the wrapper's start-up is part of lofarexec's figure;
+* lofarexec, paramiko backend (``[remote] method = paramiko``, ``[paramiko] config_file = ...``),
+  only if ``lofarexec backends`` lists ``paramiko``; otherwise "paramiko: not installed";
+* GNU parallel ``--will-cite -S 4/node1,4/node2,4/node3,4/node4 --ssh 'ssh -F <ssh_config>'
+  /bin/true`` with the arguments 1..N on stdin, with ``--controlmaster`` (``-M``) and without
+  (a fresh ssh connection per job);
+* a FLOOR, not a tool: a bare loop of ``ssh -F <ssh_config> -o ControlMaster=auto
+  -o ControlPath=... -o ControlPersist=60 nodeN /bin/true`` in 16 threads (4 per host), run
+  after one master per host has been warmed (untimed). It is the least a per-job OpenSSH
+  client can cost here: no scheduling, no exit-status protocol, no kill guarantee.
+
+The remote shell's start-up cost weighs on every transport alike. The bed gives sessions a clean
+``HOME``, so root's ``~/.bashrc`` (pyenv init, about 75 ms per session) does not run.
+
+Each tool runs ``--rounds`` times (default 3), interleaved (one run of each tool per round, the
+order rotated every round); the best wall time of each is compared.
+
+Usage::
+
+    python bench/bench_ssh.py [--quick] [--jobs N] [--rounds R] [--profile]
+
+Needs root (the bed runs sshd), openssh-server, openssh-client and GNU parallel. Exit status: 0
+after a complete run (targets met or not: the table says which), 1 if a tool it needs is missing
+or it is not run as root, 2 if a run went wrong (a job, a tool or the test bed failed), 130 when
+interrupted. Every process it started (sshd hosts, their sessions, ssh clients and masters) is
+stopped before it exits, on failure and Ctrl-C too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import os
+import platform
+import resource
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+HOSTS = 4
+SLOTS = 4  # per host
+DEFAULT_JOBS = 400
+DEFAULT_ROUNDS = 3
+QUICK_JOBS = 40
+QUICK_ROUNDS = 1
+TARGET_SSH_VS_PARALLEL_M = 2.0  # lofarexec ssh at least this many times faster than parallel -M
+TARGET_PARAMIKO_VS_PARALLEL_M = 5.0  # paramiko at least this many times faster than parallel -M
+TRUE = "/bin/true"
+RUN_TIMEOUT = 900  # seconds for one run of one tool
+
+SSH = "lofarexec, ssh backend"
+PARAMIKO = "lofarexec, paramiko backend"
+PARALLEL_M = "GNU parallel -M (--controlmaster)"
+PARALLEL = "GNU parallel, no -M"
+FLOOR = "FLOOR: ssh ControlMaster loop x 16 thr"
+
+
+class BenchError(Exception):
+    """A run went wrong (not a slow run: a failed job, tool or test bed)."""
+
+
+class Interrupted(BaseException):
+    """SIGTERM or SIGHUP: unwind like Ctrl-C, so that every process gets stopped."""
+
+
+# ----------------------------------------------------------------------------- prerequisites
+
+
+def missing_tools() -> list[str]:
+    """One line per missing prerequisite, each saying how to install it."""
+    problems = []
+    if os.geteuid() != 0:
+        problems.append("must run as root (the test bed starts sshd daemons): "
+                        "sudo python bench/bench_ssh.py")
+    if not os.access(TRUE, os.X_OK):
+        problems.append(f"{TRUE} is missing: apt-get install -y coreutils")
+    if not os.access("/usr/sbin/sshd", os.X_OK):
+        problems.append("sshd is missing: apt-get install -y openssh-server")
+    if shutil.which("ssh") is None or shutil.which("ssh-keygen") is None:
+        problems.append("the OpenSSH client is missing: apt-get install -y openssh-client")
+    parallel = shutil.which("parallel")
+    if parallel is None:
+        problems.append("GNU parallel is missing: apt-get install -y parallel")
+    else:
+        try:
+            version = subprocess.run([parallel, "--version"], capture_output=True, text=True,
+                                     stdin=subprocess.DEVNULL, timeout=30).stdout
+        except (OSError, subprocess.TimeoutExpired):
+            version = ""
+        if "GNU parallel" not in version:
+            problems.append(f"{parallel} is not GNU parallel (moreutils' parallel?): "
+                            "apt-get install -y parallel")
+    try:
+        import lofarexec.runner  # noqa: F401
+        import lofarexec.testing.sshbed  # noqa: F401
+    except ImportError as exc:
+        problems.append(f"lofarexec cannot be imported ({exc}): pip install -e <repo root>")
+    return problems
+
+
+def installed_backends() -> list[str]:
+    """The names ``lofarexec backends`` lists (the first word of each line)."""
+    result = subprocess.run([sys.executable, "-m", "lofarexec.cli", "backends"],
+                            capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60)
+    if result.returncode != 0:
+        raise BenchError(f"`lofarexec backends` exited {result.returncode}: "
+                         f"{result.stderr.strip()[-500:]}")
+    return [line.split()[0] for line in result.stdout.splitlines() if line.strip()]
+
+
+# ----------------------------------------------------------------------------- processes
+
+
+def _start_time(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _alive(pid: int, start: str) -> bool:
+    """Still the same process, and not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return False
+    return fields[19] == start and fields[0] not in ("Z", "X")
+
+
+def sweep(folder: Path) -> list[str]:
+    """Kill every process whose command line names ``folder`` (ours: the folder is fresh):
+    ssh clients and ControlMaster processes left by any tool. TERM, then KILL. Returns what
+    it found, for the report."""
+    marker = str(folder).encode()
+    found: list[tuple[int, str, str]] = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                words = cmdline.read()
+        except OSError:
+            continue
+        if marker in words:
+            start = _start_time(int(entry))
+            if start is not None:
+                found.append((int(entry), start, words.replace(b"\0", b" ").decode(
+                    errors="replace")[:120]))
+    for signum in (signal.SIGTERM, signal.SIGKILL):
+        live = [(pid, start) for pid, start, _ in found if _alive(pid, start)]
+        for pid, start in live:
+            with contextlib.suppress(OSError):
+                if _start_time(pid) == start:
+                    os.kill(pid, signum)
+        deadline = time.monotonic() + 3.0
+        while live and time.monotonic() < deadline:
+            live = [(pid, start) for pid, start in live if _alive(pid, start)]
+            time.sleep(0.02)
+        if not live:
+            break
+    return [text for _, _, text in found]
+
+
+# ----------------------------------------------------------------------------- the contenders
+
+
+def cpu_seconds() -> tuple[float, float]:
+    """(this process, its waited-for children) user + system seconds."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime, children.ru_utime + children.ru_stime
+
+
+def write_config(folder: Path, method: str, ssh_config: Path) -> Path:
+    path = folder / f"pipeline-{method}.cfg"
+    path.write_text(
+        "[DEFAULT]\n"
+        f"runtime_directory = {folder}/runtime\n"
+        "[remote]\n"
+        f"method = {method}\n"
+        f"max_per_node = {SLOTS}\n"
+        "[layout]\n"
+        f"job_directory = {folder}/jobs/bench_ssh\n"
+        f"[{method}]\n"
+        f"config_file = {ssh_config}\n"
+        "[logging]\n"
+        "bind_address = 127.0.0.1\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+def load(config_path: Path):  # -> PipelineConfig
+    from lofarexec.config import load_config
+
+    return load_config(config_path, job_name="bench_ssh",
+                       start_time=datetime.datetime.now().replace(microsecond=0).isoformat())
+
+
+def host_of(index: int) -> str:
+    return f"node{index % HOSTS + 1}"
+
+
+Result = tuple[float, float, float]  # wall s, own CPU s, children CPU s
+
+
+def run_lofarexec(config, jobs: int, label: str) -> Result:
+    """One batch through JobRunner.schedule."""
+    from lofarexec.job import ComputeJob
+    from lofarexec.runner import JobRunner
+
+    own, children = cpu_seconds()
+    start = time.perf_counter()
+    batch = [ComputeJob(host=host_of(i), command=TRUE) for i in range(jobs)]
+    runner = JobRunner(config, recipe_name="bench_ssh", error=threading.Event())
+    done = runner.schedule(batch)
+    wall = time.perf_counter() - start
+    own_after, children_after = cpu_seconds()
+    states: dict[object, int] = {}
+    for job in done.values():
+        states[job.results.get("state")] = states.get(job.results.get("state"), 0) + 1
+    if len(done) != jobs or states != {"succeeded": jobs} or runner.error.is_set():
+        reasons = {str(job.results.get("reason"))[:200] for job in done.values()
+                   if job.results.get("state") != "succeeded"}
+        raise BenchError(f"{label}: expected {jobs} succeeded jobs, got {states}; "
+                         f"reasons: {sorted(reasons)[:3]}")
+    return wall, own_after - own, children_after - children
+
+
+def run_tool(argv: list[str], jobs: int) -> Result:
+    """``argv`` fed the arguments 1..jobs on stdin, one a line."""
+    arguments = "".join(f"{i}\n" for i in range(1, jobs + 1)).encode()
+    own, children = cpu_seconds()
+    start = time.perf_counter()
+    result = subprocess.run(argv, input=arguments, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, timeout=RUN_TIMEOUT)
+    wall = time.perf_counter() - start
+    own_after, children_after = cpu_seconds()
+    if result.returncode != 0:
+        raise BenchError(f"{' '.join(argv)} exited {result.returncode}: "
+                         f"{result.stderr.decode(errors='replace').strip()[-500:]}")
+    return wall, own_after - own, children_after - children
+
+
+class Floor:
+    """The bare ssh loop: 16 threads, 4 per host, each reusing its host's warm master."""
+
+    def __init__(self, ssh_config: Path, folder: Path) -> None:
+        self.options = ["ssh", "-F", str(ssh_config), "-o", "ControlMaster=auto",
+                        "-o", f"ControlPath={folder}/floor-%C", "-o", "ControlPersist=60"]
+
+    def warm(self) -> None:
+        """One master per host (ControlPersist keeps it after this first client exits)."""
+        for index in range(HOSTS):
+            result = subprocess.run([*self.options, host_of(index), TRUE], stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60)
+            if result.returncode != 0:
+                raise BenchError(f"floor: warming the master of {host_of(index)} failed: "
+                                 f"{result.stderr.decode(errors='replace').strip()[-300:]}")
+
+    def stop(self) -> None:
+        for index in range(HOSTS):
+            with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+                subprocess.run([self.options[0], "-O", "exit", *self.options[1:], host_of(index)],
+                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, timeout=10)
+
+    def run(self, jobs: int) -> Result:
+        self.warm()  # untimed: the masters may have timed out since the last round
+        failures: list[str] = []
+        threads = []
+        for host_index in range(HOSTS):
+            host_jobs = len(range(host_index, jobs, HOSTS))
+            for slot in range(SLOTS):
+                share = host_jobs // SLOTS + (1 if slot < host_jobs % SLOTS else 0)
+                threads.append(threading.Thread(target=self._worker,
+                                                args=(host_of(host_index), share, failures)))
+        own, children = cpu_seconds()
+        start = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        wall = time.perf_counter() - start
+        own_after, children_after = cpu_seconds()
+        if failures:
+            raise BenchError(f"floor: {len(failures)} ssh runs failed, e.g. {failures[0]}")
+        return wall, own_after - own, children_after - children
+
+    def _worker(self, host: str, count: int, failures: list[str]) -> None:
+        argv = [*self.options, host, TRUE]
+        for _ in range(count):
+            result = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.PIPE, timeout=RUN_TIMEOUT)
+            if result.returncode != 0:
+                failures.append(f"exit {result.returncode}: "
+                                f"{result.stderr.decode(errors='replace').strip()[-200:]}")
+
+
+# ----------------------------------------------------------------------------- reporting
+
+
+def machine() -> str:
+    cpus = os.cpu_count()
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cpus
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"nproc {usable} (cpu_count {cpus}), {model or platform.machine()}, "
+            f"Python {platform.python_version()}, {platform.system()} {platform.release()}")
+
+
+def versions() -> str:
+    def first_line(argv: list[str]) -> str:
+        try:
+            result = subprocess.run(argv, capture_output=True, text=True,
+                                    stdin=subprocess.DEVNULL, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            return "unknown"
+        return ((result.stdout or result.stderr).strip().splitlines() or ["unknown"])[0]
+
+    return f"{first_line(['ssh', '-V'])}; {first_line(['parallel', '--version'])}"
+
+
+def load_text() -> str:
+    try:
+        return " ".join(f"{value:.2f}" for value in os.getloadavg())
+    except OSError:
+        return "unknown"
+
+
+def revision() -> str:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--",
+                                "lofarexec", "backends"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return f"{head or 'unknown'}{' + uncommitted changes in lofarexec/ or backends/' if dirty else ''}"
+
+
+def remote_facts(bed) -> str:  # bed: SshTestBed
+    """Which python3 the remote shell finds (it runs lofarexec's wrapper) and its start-up."""
+    script = ('command -v python3; s=$(date +%s%N); for i in 1 2 3 4 5 6 7 8 9 10; do '
+              'python3 -I -S -c pass; done; e=$(date +%s%N); echo $(( (e - s) / 100000 ))')
+    result = subprocess.run(bed.ssh_command("node1", script), capture_output=True, text=True,
+                            stdin=subprocess.DEVNULL, timeout=60)
+    lines = result.stdout.split()
+    if result.returncode != 0 or len(lines) != 2:
+        return f"remote python3: unknown ({result.stderr.strip()[-200:]})"
+    return (f"remote shell's python3 (runs lofarexec's launch wrapper): {lines[0]}, "
+            f"`python3 -I -S -c pass` {int(lines[1]) / 100:.1f} ms on an idle core")
+
+
+def _on_signal(signum: int, _frame: object) -> None:
+    raise Interrupted(signum)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help=f"{QUICK_JOBS} jobs, {QUICK_ROUNDS} round: a smoke test, not a figure")
+    parser.add_argument("--jobs", type=int, help=f"jobs per run (default {DEFAULT_JOBS})")
+    parser.add_argument("--rounds", type=int, help=f"runs of each tool (default {DEFAULT_ROUNDS})")
+    parser.add_argument("--profile", action="store_true",
+                        help="also print cProfile's top functions of one lofarexec ssh run, for "
+                             "the scheduler thread and for the process launcher's thread")
+    options = parser.parse_args(argv)
+    jobs = options.jobs or (QUICK_JOBS if options.quick else DEFAULT_JOBS)
+    rounds = options.rounds or (QUICK_ROUNDS if options.quick else DEFAULT_ROUNDS)
+    if jobs < 1 or rounds < 1 or rounds > 20:
+        parser.error("--jobs must be >= 1 and --rounds between 1 and 20")
+
+    problems = missing_tools()
+    if problems:
+        for problem in problems:
+            print(f"bench_ssh: {problem}", file=sys.stderr)
+        return 1
+
+    previous = {signum: signal.signal(signum, _on_signal)
+                for signum in (signal.SIGTERM, signal.SIGHUP)}
+    folder = Path(tempfile.mkdtemp(prefix="bench_ssh-"))
+    try:
+        return _bench(folder, jobs, rounds, options)
+    except BenchError as exc:
+        print(f"bench_ssh: run failed: {exc}", file=sys.stderr)
+        return 2
+    except (KeyboardInterrupt, Interrupted):
+        print("bench_ssh: interrupted; stopping everything", file=sys.stderr)
+        return 130
+    finally:
+        with contextlib.suppress(KeyboardInterrupt, Interrupted):  # a second Ctrl-C: go on
+            _cleanup(folder)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+_CLEANUPS: list = []  # callables run (last first) before the folder is swept and removed
+
+
+def _cleanup(folder: Path) -> None:
+    while _CLEANUPS:
+        action = _CLEANUPS.pop()
+        try:
+            action()
+        except Exception as exc:  # noqa: BLE001 - keep stopping the rest
+            print(f"bench_ssh: while stopping: {exc}", file=sys.stderr)
+    left = sweep(folder)
+    if left:
+        print(f"bench_ssh: killed {len(left)} leftover process(es) of this run, e.g. {left[0]}",
+              file=sys.stderr)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _bench(folder: Path, jobs: int, rounds: int, options: argparse.Namespace) -> int:
+    from lofarexec.testing.sshbed import SshBedError, SshTestBed
+
+    parallel = shutil.which("parallel")
+    assert parallel is not None
+    bed = SshTestBed(folder / "bed", hosts=HOSTS)
+    _CLEANUPS.append(bed.stop)
+    try:
+        bed.start()
+    except SshBedError as exc:
+        raise BenchError(f"the ssh test bed did not start: {exc}") from exc
+    ssh_config = bed.ssh_config
+    floor = Floor(ssh_config, folder)
+    _CLEANUPS.append(floor.stop)
+
+    backends = installed_backends()
+    ssh_run = load(write_config(folder, "ssh", ssh_config))
+    contenders = {SSH: lambda n: run_lofarexec(ssh_run, n, SSH)}
+    if "paramiko" in backends:
+        paramiko_run = load(write_config(folder, "paramiko", ssh_config))
+        contenders[PARAMIKO] = lambda n: run_lofarexec(paramiko_run, n, PARAMIKO)
+    logins = ",".join(f"{SLOTS}/{host_of(i)}" for i in range(HOSTS))
+    parallel_argv = [parallel, "--will-cite", "-S", logins, "--ssh", f"ssh -F {ssh_config}"]
+    contenders[PARALLEL_M] = lambda n: run_tool([*parallel_argv, "--controlmaster", TRUE], n)
+    contenders[PARALLEL] = lambda n: run_tool([*parallel_argv, TRUE], n)
+    contenders[FLOOR] = floor.run
+    names = list(contenders)
+
+    print(f"bench_ssh: {jobs} x {TRUE} over {HOSTS} sshd hosts (lofarexec test bed, loopback), "
+          f"{SLOTS} slots each; best of {rounds} (interleaved)")
+    print(f"machine: {machine()}")
+    print(f"tools: {versions()}")
+    print(f"lofarexec revision: {revision()}")
+    print(f"date: {datetime.datetime.now().isoformat(timespec='seconds')}")
+    print(remote_facts(bed))
+    if PARAMIKO not in contenders:
+        print("paramiko: not installed (`lofarexec backends` lists: "
+              f"{', '.join(backends) or 'nothing'}); skipped")
+    print(flush=True)
+    load_before = load_text()
+    for name in names:  # warm-up: page cache, imports, perl modules, host keys; not timed
+        contenders[name](min(jobs, 20))
+    walls: dict[str, list[float]] = {name: [] for name in names}
+    own_cpu: dict[str, list[float]] = {name: [] for name in names}
+    child_cpu: dict[str, list[float]] = {name: [] for name in names}
+    for round_number in range(rounds):
+        shift = round_number % len(names)
+        for name in names[shift:] + names[:shift]:
+            wall, own, children = contenders[name](jobs)
+            walls[name].append(wall)
+            own_cpu[name].append(own)
+            child_cpu[name].append(children)
+    load_after = load_text()
+
+    best = {name: min(values) for name, values in walls.items()}
+    width = max(len(name) for name in names)
+    print(f"{'tool':<{width}}  {'best s':>7}  {'median s':>8}  {'ms/job':>7}  "
+          f"{'CPU ms/job':>10}  {'child CPU':>9}  runs (s)")
+    for name in names:
+        own = min(own_cpu[name]) / jobs * 1000
+        own_text = f"{own:.3f}" if name in (SSH, PARAMIKO, FLOOR) else "-"
+        children = min(child_cpu[name]) / jobs * 1000
+        runs = " ".join(f"{value:.3f}" for value in walls[name])
+        print(f"{name:<{width}}  {best[name]:7.3f}  {statistics.median(walls[name]):8.3f}  "
+              f"{best[name] / jobs * 1000:7.3f}  {own_text:>10}  {children:9.3f}  {runs}")
+    print("(ms/job: best wall / jobs. CPU ms/job: least CPU time of the benchmarking process "
+          "itself, all its threads. child CPU: least CPU ms/job of the local child processes it "
+          "waited for (ssh clients, parallel and its children; not sshd, not daemonized masters))")
+    print("FLOOR is a reference, not a tool: bare ssh clients on warm masters, nothing else.")
+    print("Every transport pays the remote shell's start-up per job (the bed's clean HOME spares "
+          "it root's pyenv init, ~75 ms); lofarexec also runs its Python launch wrapper on the "
+          "host per job, and that cost is in its figure.")
+    print(f"load average before / after: {load_before} / {load_after}")
+    print()
+
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "MISSED"
+
+    vs_m = best[PARALLEL_M] / best[SSH]
+    print(f"lofarexec ssh vs GNU parallel -M     : {vs_m:.2f}x faster   "
+          f"(target >= {TARGET_SSH_VS_PARALLEL_M:g}x: {verdict(vs_m >= TARGET_SSH_VS_PARALLEL_M)})")
+    if PARAMIKO in best:
+        vs_m = best[PARALLEL_M] / best[PARAMIKO]
+        print(f"lofarexec paramiko vs GNU parallel -M: {vs_m:.2f}x faster   "
+              f"(target >= {TARGET_PARAMIKO_VS_PARALLEL_M:g}x: "
+              f"{verdict(vs_m >= TARGET_PARAMIKO_VS_PARALLEL_M)})")
+    else:
+        print(f"lofarexec paramiko vs GNU parallel -M: not measured (paramiko: not installed; "
+              f"target >= {TARGET_PARAMIKO_VS_PARALLEL_M:g}x)")
+    print(f"lofarexec ssh vs GNU parallel, no -M : {best[PARALLEL] / best[SSH]:.2f}x faster (info)")
+    for name in (SSH, PARAMIKO):
+        if name in best:
+            print(f"{name} time / FLOOR time: {best[name] / best[FLOOR]:.2f}  "
+                  f"(+{(best[name] - best[FLOOR]) / jobs * 1000:.3f} ms/job over the floor; info)")
+    if options.quick:
+        print("(--quick: a smoke test; quote only full runs)")
+    if options.profile:
+        print(flush=True)
+        profile(ssh_run, jobs)
+    return 0
+
+
+def profile(config, jobs: int, top: int = 20) -> None:
+    """cProfile one lofarexec ssh run: the calling (scheduler) thread and the launcher's thread.
+
+    cProfile sees one thread only, so the launcher's loop is wrapped, for this process only, to
+    run under a profiler of its own (a private method: if it is renamed, only the scheduler
+    thread is profiled).
+    """
+    import cProfile
+    import pstats
+
+    from lofarexec import process
+
+    launcher_profile = cProfile.Profile()
+    original = getattr(process.ProcessLauncher, "_loop", None)
+
+    def profiled_loop(self):  # type: ignore[no-untyped-def]
+        launcher_profile.enable()
+        try:
+            return original(self)
+        finally:
+            launcher_profile.disable()
+
+    if original is not None:
+        process.ProcessLauncher._loop = profiled_loop
+    main_profile = cProfile.Profile()
+    try:
+        main_profile.enable()
+        wall, _, _ = run_lofarexec(config, jobs, SSH)
+        main_profile.disable()
+    finally:
+        if original is not None:
+            process.ProcessLauncher._loop = original
+    print(f"(profiled run: {wall:.3f} s wall under cProfile)")
+    for label, stats in (("scheduler thread", main_profile),
+                         ("launcher thread", launcher_profile if original else None)):
+        if stats is None:
+            print(f"--- {label}: not profiled (ProcessLauncher._loop not found) ---")
+            continue
+        print(f"--- cProfile, {label}, {jobs} jobs: top {top} by own time (tottime) ---")
+        pstats.Stats(stats, stream=sys.stdout).sort_stats("tottime").print_stats(top)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

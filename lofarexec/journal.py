@@ -15,6 +15,7 @@ from lofarexec.job import ComputeJob
 from lofarexec.plugin.spec import hookimpl
 
 JOURNAL_NAME = "journal.jsonl"
+_encode = json.JSONEncoder(ensure_ascii=False).encode  # built once: json.dumps(**kw) is not
 _FIELDS = ("host", "backend", "attempts", "start_time", "end_time", "job_duration",
            "returncode", "state", "reason")
 
@@ -39,7 +40,7 @@ class JournalWriter:
             return
         entry = {"id": job.id, "recipe": self._recipe, "command": job.command}
         entry.update({name: job.results.get(name) for name in _FIELDS})
-        self._file.write(json.dumps(entry, ensure_ascii=False) + "\n")
+        self._file.write(_encode(entry) + "\n")
         self._file.flush()
 
     @hookimpl

@@ -23,6 +23,7 @@ from lofarexec.backend import Backend, LaunchRequest
 from lofarexec.config import PipelineConfig
 from lofarexec.errors import ConfigError
 from lofarexec.job import ComputeJob, JobState
+from lofarexec.hostlist import allocation_hosts
 from lofarexec.journal import JournalWriter
 from lofarexec.logserver import LogServer
 from lofarexec.plugin.manager import PluginManager, build_plugin_manager
@@ -90,6 +91,8 @@ class JobRunner:
         settings = self.config.section_settings(method, backend_class.Settings)
         backend = backend_class(settings)
         limits = self._limits(max_per_node)
+        pool = allocation_hosts(self.config.get("cluster", "hosts", fallback=None),
+                                source=str(self.config.path))
         bind, advertise = self._log_addresses(backend_class)
         with LogServer(bind_address=bind, advertise_address=advertise,
                        recipe_name=self.recipe_name) as log_server:
@@ -101,7 +104,7 @@ class JobRunner:
             hooks = self.plugins.hook
 
             def prepare(job: ComputeJob) -> LaunchRequest:
-                assert job.id is not None and job.host is not None
+                assert job.id is not None and job.host is not None  # placed by now
                 self.logger.debug("Dispatching command to %s with %s", job.host, method)
                 return LaunchRequest(
                     job_id=job.id, host=job.host,
@@ -112,7 +115,7 @@ class JobRunner:
 
             scheduler = Scheduler(backend, prepare, limits=limits, error=self.error,
                                   observer=_HookRelay(hooks, context, log_server, self.logger),
-                                  job_timeout=self.config.job_timeout)
+                                  job_timeout=self.config.job_timeout, pool=pool)
             hooks.lofarexec_run_started(run=context, jobs=jobs)
             try:
                 self._run(scheduler, backend, jobs)
@@ -174,8 +177,6 @@ def _split_commands(jobs: Sequence[ComputeJob]) -> dict[str, tuple[str, ...]]:
     """Split every distinct command once, so a malformed one fails before any job starts."""
     heads: dict[str, tuple[str, ...]] = {}
     for index, job in enumerate(jobs):
-        if job.host is None:
-            raise ValueError(f"job {index} ({job.command!r}) has no host; give ComputeJob a host")
         if job.command not in heads:
             try:
                 heads[job.command] = tuple(shlex.split(job.command))
@@ -198,14 +199,16 @@ class _HookRelay:
 
     def __init__(self, hooks: Any, context: RunContext, log_server: LogServer,
                  logger: logging.Logger) -> None:
-        self._started = hooks.lofarexec_job_started
-        self._finished = hooks.lofarexec_job_finished
+        # A hook no plugin implements is not called at all (one call per job adds up).
+        self._started = _implemented(hooks.lofarexec_job_started)
+        self._finished = _implemented(hooks.lofarexec_job_finished)
         self._context = context
         self._log_server = log_server
         self._logger = logger
 
     def job_started(self, job: ComputeJob) -> None:
-        self._started(run=self._context, job=job)
+        if self._started is not None:
+            self._started(run=self._context, job=job)
 
     def job_finished(self, job: ComputeJob) -> None:
         results = job.results
@@ -213,7 +216,12 @@ class _HookRelay:
             self._log_server.job_exited(job.id)
             if results["state"] != JobState.SUCCEEDED.value:
                 _log_failure(self._logger, job)
-        self._finished(run=self._context, job=job)
+        if self._finished is not None:
+            self._finished(run=self._context, job=job)
+
+
+def _implemented(hook: Any) -> Any:
+    return hook if hook.get_hookimpls() else None
 
 
 def _log_failure(logger: logging.Logger, job: ComputeJob) -> None:

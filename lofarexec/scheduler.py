@@ -32,6 +32,7 @@ are called by one thread at a time, never concurrently, but not always the same 
 from __future__ import annotations
 
 import heapq
+import itertools
 import logging
 import queue
 import threading
@@ -93,8 +94,11 @@ class Scheduler:
         error: threading.Event | None = None,
         observer: SchedulerObserver | None = None,
         job_timeout: float | None = None,
+        pool: Sequence[str] = (),
     ) -> None:
         self.backend = backend
+        self.pool = list(pool)
+        """Hosts for jobs created without one (``host=None``): the least-loaded gets each."""
         self.prepare = prepare
         self.limits = limits or Limits()
         self.error = error if error is not None else threading.Event()
@@ -193,11 +197,20 @@ class _Batch:
         self.finished = not jobs
         self.deadline_moved = False
         backend_name = scheduler.backend.name
+        self.open_jobs: deque[int] = deque()
+        self.pool = _Pool(scheduler.pool, self)
         for index, job in enumerate(jobs):
             job.id = index
             job.results = {"state": JobState.PENDING.value, "host": job.host,
                            "backend": backend_name, "attempts": 0, "returncode": None}
-            self.queues.setdefault(str(job.host), deque()).append(index)
+            if job.host is None:
+                self.open_jobs.append(index)
+            else:
+                self.queues.setdefault(job.host, deque()).append(index)
+        if self.open_jobs and not scheduler.pool:
+            raise ValueError(f"job {self.open_jobs[0]} has no host and the run has no host list: "
+                             "give each job a host, set [cluster] hosts, or run inside an "
+                             "allocation ($SLURM_JOB_NODELIST, $PBS_NODEFILE)")
 
     @property
     def running(self) -> int:
@@ -207,6 +220,7 @@ class _Batch:
     def fill_all(self) -> None:
         for host in list(self.queues):
             self.fill(host)
+        self.place_open_jobs()
         if not self.handles:
             self.finished = True
 
@@ -223,6 +237,30 @@ class _Batch:
                     self.waiting_for_total.append(host)
                 return
             self.start(pending.popleft(), host)
+
+    def has_room(self, host: str) -> bool:
+        """Whether ``host`` may start one more job now (its own limit; the total apart)."""
+        limit = self.scheduler.limits.for_host(host)
+        return limit is None or self.running_on.get(host, 0) < limit
+
+    def place_open_jobs(self) -> None:
+        """Start jobs without a host on the least-loaded pool hosts that have room.
+
+        A host's own queue goes first: jobs placed by data locality are never pushed back.
+        """
+        total = self.scheduler.limits.total
+        while self.open_jobs and self.killed_reason is None:
+            if total is not None and self.running >= total:
+                return
+            host = self.pool.least_loaded()
+            if host is None:
+                return
+            index = self.open_jobs.popleft()
+            job = self.jobs[index]
+            job.host = host
+            job.results["host"] = host
+            self.start(index, host)
+            self.pool.update(host)
 
     def start(self, index: int, host: str) -> None:
         scheduler = self.scheduler
@@ -262,6 +300,9 @@ class _Batch:
         if self.killed_reason is None:
             self.fill(host)
             self.fill_waiting_hosts()
+            if self.open_jobs:
+                self.pool.update(host)
+                self.place_open_jobs()
         if not self.handles:
             self.finished = True
 
@@ -319,7 +360,7 @@ class _Batch:
             return
         self.killed_reason = reason
         self.scheduler.error.set()
-        for pending in self.queues.values():
+        for pending in (*self.queues.values(), self.open_jobs):
             while pending:
                 self.mark_not_started(self.jobs[pending.popleft()], reason)
         self.deadlines = [(time.monotonic() + KILL_REPORT_TIMEOUT, i) for i in self.handles]
@@ -344,6 +385,44 @@ class _Batch:
         job.results["state"] = JobState.NOT_STARTED.value
         job.results["reason"] = f"not started: run stopped ({reason})"
         self.notify("job_finished", job)
+
+
+class _Pool:
+    """The host list for jobs without a host, as a heap ordered by running jobs.
+
+    Entries are refreshed lazily: a popped entry whose load is stale is pushed back with the
+    current load, so picking the least-loaded of 1,000 hosts costs a few heap operations, not a
+    scan.
+    """
+
+    def __init__(self, hosts: Sequence[str], batch: _Batch) -> None:
+        self.batch = batch
+        self.order = itertools.count()
+        self.heap = [(0, next(self.order), host) for host in dict.fromkeys(hosts)]
+
+    def update(self, host: str) -> None:
+        heapq.heappush(self.heap, (self.batch.running_on.get(host, 0), next(self.order), host))
+
+    def least_loaded(self) -> str | None:
+        """The least-loaded host with room and an empty own queue, or None if there is none."""
+        batch, full, chosen = self.batch, [], None
+        seen: set[str] = set()
+        while self.heap:
+            load, order, host = heapq.heappop(self.heap)
+            if host in seen:
+                continue  # an older entry of a host already considered
+            current = batch.running_on.get(host, 0)
+            if load != current:
+                heapq.heappush(self.heap, (current, next(self.order), host))
+                continue
+            seen.add(host)
+            if batch.has_room(host) and not batch.queues.get(host):
+                chosen = host
+                break
+            full.append((load, order, host))
+        for entry in full:
+            heapq.heappush(self.heap, entry)
+        return chosen
 
 
 def _verdict(

@@ -164,7 +164,7 @@ class ProcessLauncher:
             actions = [(os.POSIX_SPAWN_DUP2, out_write, 1), (os.POSIX_SPAWN_DUP2, err_write, 2)]
             stdin_write = None
             if stdin_data is not None or keep_stdin_open:
-                stdin_read, stdin_write = _pipe(pipes)
+                stdin_read, stdin_write = _pipe(pipes, reader_blocks=True)
                 actions.append((os.POSIX_SPAWN_DUP2, stdin_read, 0))
             else:
                 actions.append((os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0))
@@ -332,11 +332,16 @@ class ProcessLauncher:
             self.kill(child)
 
 
-def _pipe(opened: list[int]) -> tuple[int, int]:
-    """A close-on-exec pipe (the child's copy, made by dup2, is not), non-blocking to read."""
+def _pipe(opened: list[int], reader_blocks: bool = False) -> tuple[int, int]:
+    """A close-on-exec pipe (the child's copy, made by dup2, is not).
+
+    Our end of an output pipe is made non-blocking. Never the child's end: the flag belongs to
+    the shared open file, and a program handed a non-blocking stdin fails its reads (EAGAIN).
+    """
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
     opened += (read_end, write_end)
-    os.set_blocking(read_end, False)
+    if not reader_blocks:
+        os.set_blocking(read_end, False)
     return read_end, write_end
 
 

@@ -74,6 +74,22 @@ def process_alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
+def gone_within(pid: int, timeout: float) -> bool:
+    """Wait until ``pid`` has exited (a zombie counts), on its pidfd: a sent SIGKILL takes
+    effect when the process is next scheduled, which on a loaded machine is not at once."""
+    import select
+
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        select.select([pidfd], [], [], timeout)
+    finally:
+        os.close(pidfd)
+    return not process_alive(pid)
+
+
 @pytest.fixture(autouse=True)
 def _clean_lofarexec_logging():
     """Recipes add console/file handlers to the root logger; remove them after each test."""

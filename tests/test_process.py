@@ -10,7 +10,7 @@ import pytest
 
 from lofarexec.backend import Outcome
 from lofarexec.process import ProcessLauncher
-from conftest import process_alive
+from conftest import gone_within
 
 
 @pytest.fixture
@@ -95,7 +95,7 @@ def test_kill_takes_the_whole_group_even_when_term_is_ignored(launcher):
     outcome = reports.wait()[0]
     assert time.monotonic() - started < 5
     assert outcome.returncode == -9  # TERM ignored: KILL after the grace period
-    assert not process_alive(int(outcome.output.split()[0]))
+    assert gone_within(int(outcome.output.split()[0]), 5)
 
 
 def test_leftovers_in_the_group_die_with_the_job(launcher):
@@ -103,7 +103,7 @@ def test_leftovers_in_the_group_die_with_the_job(launcher):
     launcher.launch(["sh", "-c", "sleep 300 & echo $!"], reports)
     outcome = reports.wait()[0]
     assert outcome.returncode == 0
-    assert not process_alive(int(outcome.output.split()[0]))
+    assert gone_within(int(outcome.output.split()[0]), 5)
 
 
 def test_close_kills_what_still_runs_and_is_idempotent():
@@ -114,4 +114,4 @@ def test_close_kills_what_still_runs_and_is_idempotent():
     launcher.close()
     launcher.close()
     assert reports.wait()[0].returncode == -15
-    assert not process_alive(handle.pid)
+    assert gone_within(handle.pid, 5)

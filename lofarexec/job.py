@@ -45,7 +45,12 @@ class ComputeJob:
     After the run ``results`` holds: ``returncode`` (the real exit status, minus the signal number
     when killed by a signal, ``None`` when it never ran), ``state`` (a :class:`JobState` value),
     ``host``, ``start_time`` and ``end_time`` (epoch seconds), ``job_duration`` (seconds),
-    ``attempts``, ``reason`` (why it did not succeed) and ``backend``.
+    ``attempts``, ``reason`` (why it did not succeed) and ``backend``, plus whatever the node
+    put in its ``self.outputs`` (never replacing those keys).
+
+    With ``store_arguments=True`` the arguments may be any JSON values (None, bool, numbers,
+    strings, lists, dicts) of any size: the node (a ``LOFARnodeTCP``) fetches them over the
+    authenticated job channel, and is started as ``<command> <job id> <log host> <log port>``.
     """
 
     def __init__(
@@ -55,6 +60,7 @@ class ComputeJob:
         arguments: Iterable[Any] = (),
         *,
         timeout: float | None = None,
+        store_arguments: bool = False,
     ) -> None:
         if host is not None and not isinstance(host, str):
             raise TypeError(f"ComputeJob host must be a string, not {type(host).__name__}")
@@ -62,7 +68,12 @@ class ComputeJob:
             raise ValueError("ComputeJob command must be a non-empty string")
         self.host = host
         self.command = command
-        self.arguments = [_argument_text(argument) for argument in arguments]
+        self.store_arguments = store_arguments
+        # Stored arguments travel as JSON over the job channel, so any JSON value will do;
+        # argv arguments are text, as the seed has them.
+        self.arguments: list[Any] = (
+            list(arguments) if store_arguments else [_argument_text(a) for a in arguments]
+        )
         self.timeout = timeout
         self.results: dict[str, Any] = {}
         self.id: int | None = None

@@ -34,10 +34,13 @@ from types import TracebackType
 from typing import Any, Self
 
 from lofarexec.errors import ProtocolError
+from lofarexec.exchange import JobExchange
 from lofarexec.protocol import (
     DEFAULT_MAX_FRAME_BYTES,
     MSG_HELLO,
+    MSG_LOG,
     FrameDecoder,
+    encode_frame,
     parse_hello,
     parse_log_record,
 )
@@ -45,6 +48,8 @@ from lofarexec.protocol import (
 logger = logging.getLogger("lofarexec.logserver")
 
 _RECV_BYTES = 1 << 16
+#: Frame size allowed after authentication: a node's outputs may be large; a stranger's not.
+DEFAULT_MAX_MESSAGE_BYTES = 1 << 30
 _WILDCARD_HOSTS = ("", "0.0.0.0", "::")
 # The part of a node's logger name kept after node.<host>.: dotted identifiers only.
 _NAME_TAIL = re.compile(r"[A-Za-z0-9_\-]+(?:\.[A-Za-z0-9_\-]+)*\Z")
@@ -70,6 +75,7 @@ class _Connection:
     job: _Job | None = None
     host: str = ""
     closed: bool = False
+    outbox: bytearray = field(default_factory=bytearray)
 
 
 class LogServer:
@@ -88,7 +94,14 @@ class LogServer:
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         hello_timeout: float = 10.0,
         recipe_name: str = "pipeline",
+        exchange: JobExchange | None = None,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
+        self.exchange = exchange if exchange is not None else JobExchange()
+        """Answers the frames that are not log records (arguments, outputs, values)."""
+        self.max_message_bytes = max_message_bytes
+        """The frame size allowed once a connection has authenticated (outputs can be big)."""
+        self._outbound: collections.deque[tuple[_Connection, bytes]] = collections.deque()
         self.bind_address = bind_address
         self.advertise_address = advertise_address
         self.max_frame_bytes = max_frame_bytes
@@ -220,13 +233,17 @@ class LogServer:
         try:
             while not self._stopping:
                 timeout = self._expire_hellos(awaiting_hello)
-                for key, _events in selector.select(timeout):
+                for key, events in selector.select(timeout):
                     if key.fileobj is self._listener:
                         self._accept(awaiting_hello)
                     elif key.fileobj is self._wake_r:
                         self._wake_r.recv(64)
+                        self._send_queued()
                     else:
-                        self._on_readable(key.data)
+                        if events & selectors.EVENT_WRITE:
+                            self._flush(key.data)
+                        if events & selectors.EVENT_READ:
+                            self._on_readable(key.data)
         except Exception:  # a bug here must not pass silently: nodes would log to nowhere
             logger.exception("log server stopped by an internal error")
         finally:
@@ -300,8 +317,11 @@ class LogServer:
             self._authenticate(conn, message)
         elif message.get("type") == MSG_HELLO:
             raise ProtocolError("second hello on one connection")
-        else:
+        elif message.get("type") == MSG_LOG:
             self._emit(conn, parse_log_record(message))
+        else:
+            assert conn.job_id is not None
+            self.exchange.handle(conn.job_id, message, lambda reply: self._send(conn, reply))
 
     def _authenticate(self, conn: _Connection, message: dict[str, Any]) -> None:
         if message.get("type") != MSG_HELLO:
@@ -315,6 +335,7 @@ class LogServer:
                 raise ProtocolError(f"wrong token for job {job_id} on {job.host}")
             job.connections.add(conn)
             conn.job_id, conn.job, conn.host = job_id, job, job.host
+        conn.decoder.max_bytes = self.max_message_bytes
         logger.debug("log connection from %s is job %d on %s", conn.peer, job_id, conn.host)
 
     def _emit(self, conn: _Connection, fields: dict[str, Any]) -> None:
@@ -357,6 +378,46 @@ class LogServer:
         if not _NAME_TAIL.match(tail):
             tail = self.recipe_name
         return f"node.{host}.{tail}"
+
+    # --- replies -----------------------------------------------------------------------------
+
+    def _send(self, conn: _Connection, message: dict[str, Any]) -> None:
+        """Send a reply; from another thread (a deferred reply) it is queued for the server's."""
+        data = encode_frame(message, max_bytes=self.max_message_bytes)
+        if threading.current_thread() is self._thread:
+            self._write(conn, data)
+        else:
+            self._outbound.append((conn, data))
+            assert self._wake_w is not None
+            try:
+                self._wake_w.send(b"r")
+            except OSError:  # stopping: the connection is being closed anyway
+                pass
+
+    def _send_queued(self) -> None:
+        while self._outbound:
+            self._write(*self._outbound.popleft())
+
+    def _write(self, conn: _Connection, data: bytes) -> None:
+        if conn.closed:
+            return
+        conn.outbox += data
+        self._flush(conn)
+
+    def _flush(self, conn: _Connection) -> None:
+        """Send what the socket takes now; watch for writability while anything is left."""
+        assert self._selector is not None
+        try:
+            sent = conn.sock.send(conn.outbox) if conn.outbox else 0
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError as exc:
+            self._reject(conn, f"cannot send a reply: {exc}")
+            return
+        del conn.outbox[:sent]
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if conn.outbox else 0)
+        if self._selector.get_key(conn.sock).events != events:
+            self._selector.modify(conn.sock, events, conn)
 
     # --- closing -----------------------------------------------------------------------------
 

@@ -19,8 +19,11 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import socket
 import sys
+import threading
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from lofarexec.errors import ProtocolError
@@ -32,6 +35,7 @@ from lofarexec.protocol import (
     encode_frame,
     hello,
     log_record,
+    read_frame,
 )
 
 CONNECT_TIMEOUT = 10.0
@@ -42,6 +46,10 @@ CLOSE_TIMEOUT = 10.0
 STDERR_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 STDERR_DATEFMT = "%Y-%m-%d %H:%M:%S"
 _MAX_TOKEN_LINE = 1024
+#: Replies come from the master we authenticated against: they may be large (arguments).
+_MAX_REPLY_BYTES = 1 << 30
+#: Environment variable naming the run's job directory; a job's own folder is jobs/<id> in it.
+ENV_JOB_DIRECTORY = "LOFAREXEC_JOB_DIRECTORY"
 
 
 def _stderr_handler() -> logging.Handler:
@@ -102,6 +110,7 @@ class _ChannelHandler(logging.Handler):
         super().__init__()
         self._sock = sock
         self._peer = peer
+        self._reply_lock = threading.Lock()  # one request awaiting its reply at a time
         self._fallback = _stderr_handler()
         # A child forked by run() inherits this handler; its frames would interleave with ours
         # on the shared socket, so only the process that connected may use it.
@@ -121,6 +130,36 @@ class _ChannelHandler(logging.Handler):
                 _say(f"lost the log channel to {self._peer} ({exc}); logging to stderr")
                 self._drop_socket()
         self._fallback.handle(record)
+
+    def request(self, message: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
+        """Send a request on the channel and wait for the master's reply.
+
+        Log records from other threads keep flowing meanwhile (only the send takes the handler
+        lock). Raises :class:`ProtocolError` without a channel, on a lost one, or on an error
+        reply; TimeoutError when no reply comes within ``timeout`` seconds.
+        """
+        with self._reply_lock:
+            sock = self._sock
+            if sock is None or os.getpid() != self._pid:
+                raise ProtocolError("no channel to the master (the script was not started by a "
+                                    "run, or the channel was lost)")
+            frame = encode_frame(message, max_bytes=_MAX_REPLY_BYTES)
+            self.acquire()
+            try:
+                sock.sendall(frame)
+            except OSError as exc:
+                raise ProtocolError(f"lost the channel to {self._peer}: {exc}") from None
+            finally:
+                self.release()
+            if timeout is not None and not select.select([sock], [], [], timeout)[0]:
+                raise TimeoutError(f"no reply from the master within {timeout} s")
+            try:
+                reply = read_frame(sock, max_bytes=_MAX_REPLY_BYTES)
+            except (OSError, EOFError) as exc:
+                raise ProtocolError(f"lost the channel to {self._peer}: {exc}") from None
+        if reply.get("type") == "error":
+            raise ProtocolError(str(reply.get("message")))
+        return reply
 
     def close(self) -> None:
         """Flush and close the channel, waiting until the master has read every record."""
@@ -201,18 +240,58 @@ class LOFARnode:
     def run_with_logging(self, *args: str) -> int:
         """Run :meth:`run` with ``self.logger`` sent to the master; return the exit code.
 
-        An exception escaping ``run()`` is logged with its traceback and gives exit code 1. The
-        log channel is flushed and closed before this returns.
+        An exception escaping ``run()`` is logged with its traceback and gives exit code 1. If
+        ``run()`` filled ``self.outputs``, they are delivered to the master and acknowledged
+        before this returns; a delivery that fails turns success into exit code 1. The channel
+        is flushed and closed before this returns.
         """
+        return self._session(lambda: args)
+
+    def _session(self, arguments: Callable[[], Sequence[Any]]) -> int:
         credentials = read_credentials()
         sock = _connect(self.loghost, self.logport, *credentials) if credentials else None
-        handler = _ChannelHandler(sock, f"{self.loghost}:{self.logport}")
+        self._channel = handler = _ChannelHandler(sock, f"{self.loghost}:{self.logport}")
         self.logger.addHandler(handler)
         try:
-            return self._run_guarded(args)
+            try:
+                args = arguments()
+            except (ProtocolError, TimeoutError) as exc:
+                self.logger.error("cannot get this job's arguments: %s", exc)
+                return 1
+            code = self._run_guarded(tuple(args))
+            return self._deliver_outputs(code) if self.outputs else code
         finally:
             self.logger.removeHandler(handler)
             handler.close()
+
+    def _deliver_outputs(self, code: int) -> int:
+        """Send ``self.outputs`` and wait for the master's acknowledgement."""
+        try:
+            self._channel.request({"type": "outputs", "outputs": self.outputs})
+        except (ProtocolError, TimeoutError) as exc:
+            self.logger.error("the outputs did not reach the master: %s", exc)
+            return code or 1
+        return code
+
+    # -- the channel, for nodes that exchange more than logs ------------------------------------
+    def publish(self, key: str, value: Any) -> None:
+        """Put a JSON value on the run's board under ``key`` (other nodes and the master read it)."""
+        self._channel.request({"type": "put", "key": key, "value": value})
+
+    def wait_for(self, key: str, timeout: float | None = None) -> Any:
+        """The value under ``key`` on the run's board, waiting until someone publishes it."""
+        return self._channel.request({"type": "get", "key": key}, timeout=timeout)["value"]
+
+    @property
+    def job_folder(self) -> str:
+        """This job's own folder under the run's job directory (created on first use)."""
+        directory, job_id = os.environ.get(ENV_JOB_DIRECTORY), os.environ.get(ENV_JOB_ID)
+        if not directory or not job_id:
+            raise ProtocolError(f"{ENV_JOB_DIRECTORY} is not set: the script was not started "
+                                "by a run")
+        folder = os.path.join(directory, "jobs", job_id)
+        os.makedirs(folder, exist_ok=True)
+        return folder
 
     def _run_guarded(self, args: tuple[str, ...]) -> int:
         try:
@@ -226,3 +305,31 @@ class LOFARnode:
             return code
         self.logger.error("run() returned %r, not an exit code; exiting with 1", code)
         return 1
+
+
+class LOFARnodeTCP(LOFARnode):
+    """A node whose arguments are typed JSON values fetched from the master, not argv.
+
+    The original framework's shape: the recipe creates the job with
+    ``ComputeJob(host, command, arguments, store_arguments=True)``, the node is started as
+    ``<command> <job id> <log host> <log port>`` and does::
+
+        sys.exit(MyNode(sys.argv[1], sys.argv[2], sys.argv[3]).run_with_stored_arguments())
+
+    so arguments of any size or structure never touch a command line.
+    """
+
+    def __init__(self, job_id: int | str, loghost: str, logport: int | str) -> None:
+        super().__init__(loghost, logport)
+        self.job_id = int(job_id)
+
+    def run_with_stored_arguments(self) -> int:
+        """Fetch the arguments over the channel, then run as :meth:`run_with_logging` does."""
+        return self._session(self._fetch_arguments)
+
+    def _fetch_arguments(self) -> list[Any]:
+        reply = self._channel.request({"type": "get_arguments", "job_id": self.job_id})
+        arguments = reply.get("arguments")
+        if not isinstance(arguments, list):
+            raise ProtocolError("the master's arguments are not a list")
+        return arguments

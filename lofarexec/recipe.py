@@ -28,6 +28,8 @@ from lofarexec.job import ComputeJob
 
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
+#: Outputs ``_schedule_jobs`` sets, kept off the console's "Results:" list.
+REPORT_OUTPUTS = frozenset({"return_xml", "return_json"})
 
 
 class BaseRecipe:
@@ -99,7 +101,8 @@ class BaseRecipe:
             self.logger.error("recipe %s failed (status %d)", self.name, status)
         print("Results:")
         for key, value in self.outputs.items():
-            print(f"{key} = {value}")
+            if key not in REPORT_OUTPUTS:  # the per-job reports are for programs, not the console
+                print(f"{key} = {value}")
         sys.stdout.flush()
         return status
 
@@ -130,21 +133,28 @@ class RemoteCommandRecipeMixIn:
     """Gives a recipe :meth:`_schedule_jobs`; mix into a :class:`BaseRecipe` subclass."""
 
     def _schedule_jobs(
-        self, jobs: Sequence[ComputeJob], max_per_node: int | None = None
+        self, jobs: Sequence[ComputeJob], max_per_node: int | None = None,
+        fail_fast: bool = False,
     ) -> dict[int, ComputeJob]:
         """Run ``jobs`` on their hosts, at most ``max_per_node`` at once on each; block until all
         have ended. Sets ``self.error`` when any job did not succeed. Returns ``{id: job}``.
+
+        With ``fail_fast`` one job that does not succeed kills all the others at once. Afterwards
+        ``self.outputs['return_xml']`` and ``['return_json']`` report every job.
         """
-        from lofarexec.runner import JobRunner  # deferred: keeps recipe import light
+        from lofarexec.report import return_json, return_xml  # deferred: light recipe import
+        from lofarexec.runner import JobRunner
 
         recipe: Any = self
         runner = JobRunner(recipe.config, recipe_name=recipe.name, error=recipe.error,
                            logger=recipe.logger, dry_run=bool(recipe.inputs.get("dry_run")))
         recipe._active_runner = runner
         try:
-            return runner.schedule(jobs, max_per_node=max_per_node)
+            return runner.schedule(jobs, max_per_node=max_per_node, fail_fast=fail_fast)
         finally:
             recipe._active_runner = None
+            recipe.outputs["return_xml"] = return_xml(jobs)
+            recipe.outputs["return_json"] = return_json(jobs)
 
 
 class _StopOnSignals:

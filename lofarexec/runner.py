@@ -10,6 +10,7 @@ the :class:`~lofarexec.scheduler.Scheduler` and relays its events to the plugin 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import shlex
@@ -22,10 +23,12 @@ from typing import Any
 from lofarexec.backend import Backend, LaunchRequest
 from lofarexec.config import PipelineConfig
 from lofarexec.errors import ConfigError
+from lofarexec.exchange import JobExchange
 from lofarexec.job import ComputeJob, JobState
 from lofarexec.hostlist import allocation_hosts
 from lofarexec.journal import JournalWriter
 from lofarexec.logserver import LogServer
+from lofarexec.node import ENV_JOB_DIRECTORY
 from lofarexec.plugin.manager import PluginManager, build_plugin_manager
 from lofarexec.scheduler import Limits, Scheduler
 
@@ -33,6 +36,9 @@ from lofarexec.scheduler import Limits, Scheduler
 DEFAULT_METHOD = "ssh"
 #: Variables the node gets from the control node's environment when they are set there.
 FORWARDED_VARIABLES = ("PATH", "PYTHONPATH", "LD_LIBRARY_PATH", "LOFARROOT")
+#: The results keys the scheduler owns: a node's outputs never replace them.
+RESERVED_RESULTS = frozenset({"returncode", "state", "host", "start_time", "end_time",
+                              "job_duration", "attempts", "reason", "backend", "output", "errors"})
 #: How many of a failed job's last stderr lines are repeated in the master's log.
 _STDERR_LINES = 10
 
@@ -68,7 +74,15 @@ class JobRunner:
         self.plugins = plugin_manager
         self.dry_run = dry_run
         self._scheduler: Scheduler | None = None
-        self._kill_lock = threading.Lock()
+        self._exchange: JobExchange | None = None
+        self._exchange_ready = threading.Event()
+
+    def exchange_when_running(self, timeout: float | None = None) -> JobExchange:
+        """The job channel's board of the batch in progress (for a recipe's controller thread:
+        ``put`` values for nodes, ``get`` theirs); waits until a batch has started."""
+        if not self._exchange_ready.wait(timeout) or self._exchange is None:
+            raise TimeoutError("no batch of jobs started")
+        return self._exchange
 
     def kill(self, reason: str) -> bool:
         """Stop the batch in progress; False when none is running. Safe in signal handlers."""
@@ -79,11 +93,18 @@ class JobRunner:
         return True
 
     def schedule(
-        self, jobs: Sequence[ComputeJob], max_per_node: int | None = None
+        self, jobs: Sequence[ComputeJob], max_per_node: int | None = None,
+        fail_fast: bool = False,
     ) -> dict[int, ComputeJob]:
-        """Run ``jobs`` and block until each has a final state; ``{job.id: job}`` in input order."""
+        """Run ``jobs`` and block until each has a final state; ``{job.id: job}`` in input order.
+
+        With ``fail_fast`` the first job that does not succeed stops the others at once
+        (running ones are killed, queued ones not started), as processes that work together
+        need.
+        """
         jobs = list(jobs)
         argv_heads = _split_commands(jobs)
+        _check_stored_arguments(jobs)
         if self.plugins is None:
             self.plugins = build_plugin_manager([JournalWriter()])
         method = self.config.remote_method or DEFAULT_METHOD
@@ -98,28 +119,37 @@ class JobRunner:
                        recipe_name=self.recipe_name) as log_server:
             host, port = log_server.address
             self.logger.debug("Logging to %s:%d", host, port)
+            self._exchange = log_server.exchange
+            self._exchange_ready.set()
             context = RunContext(self.recipe_name, method, self.config.job_directory,
                                  (host, port), self.dry_run)
             environment = node_environment(self.config)
+            environment[ENV_JOB_DIRECTORY] = str(context.job_directory)
             hooks = self.plugins.hook
 
             def prepare(job: ComputeJob) -> LaunchRequest:
                 assert job.id is not None and job.host is not None  # placed by now
                 self.logger.debug("Dispatching command to %s with %s", job.host, method)
+                if job.store_arguments:
+                    log_server.exchange.store_arguments(job.id, job.arguments)
+                    argv = (*argv_heads[job.command], str(job.id), host, str(port))
+                else:
+                    argv = (*argv_heads[job.command], host, str(port), *job.arguments)
                 return LaunchRequest(
-                    job_id=job.id, host=job.host,
-                    argv=(*argv_heads[job.command], host, str(port), *job.arguments),
-                    environment=environment, token=log_server.register_job(job.id, job.host),
+                    job_id=job.id, host=job.host, argv=argv, environment=environment,
+                    token=log_server.register_job(job.id, job.host),
                     recipe_name=self.recipe_name,
                 )
 
             scheduler = Scheduler(backend, prepare, limits=limits, error=self.error,
                                   observer=_HookRelay(hooks, context, log_server, self.logger),
-                                  job_timeout=self.config.job_timeout, pool=pool)
+                                  job_timeout=self.config.job_timeout, pool=pool,
+                                  fail_fast=fail_fast)
             hooks.lofarexec_run_started(run=context, jobs=jobs)
             try:
                 self._run(scheduler, backend, jobs)
             finally:
+                self._exchange_ready.clear()
                 for job in jobs:  # the nodes' last records come before "completed"
                     if job.id is not None and job.results.get("attempts"):
                         log_server.wait_job_closed(job.id, timeout=5.0)
@@ -214,6 +244,9 @@ class _HookRelay:
         results = job.results
         if job.id is not None and results.get("attempts"):  # not_started: never registered
             self._log_server.job_exited(job.id)
+            outputs = self._log_server.exchange.take_outputs(job.id)
+            if outputs:
+                _merge_outputs(self._logger, job, outputs)
             if results["state"] != JobState.SUCCEEDED.value:
                 _log_failure(self._logger, job)
         if self._finished is not None:
@@ -222,6 +255,26 @@ class _HookRelay:
 
 def _implemented(hook: Any) -> Any:
     return hook if hook.get_hookimpls() else None
+
+
+def _merge_outputs(logger: logging.Logger, job: ComputeJob, outputs: dict[str, Any]) -> None:
+    """Put a node's outputs into ``job.results``; the scheduler's own keys are never replaced."""
+    clashing = sorted(RESERVED_RESULTS.intersection(outputs))
+    if clashing:
+        logger.warning("job %s: outputs %s not taken: those results keys are lofarexec's",
+                       job.id, ", ".join(clashing))
+    job.results.update((k, v) for k, v in outputs.items() if k not in RESERVED_RESULTS)
+
+
+def _check_stored_arguments(jobs: Sequence[ComputeJob]) -> None:
+    """Stored arguments must be JSON; find out before any job starts."""
+    for index, job in enumerate(jobs):
+        if job.store_arguments:
+            try:
+                json.dumps(job.arguments, allow_nan=False)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"job {index}: its stored arguments are not JSON ({exc}); "
+                                 "use None, bool, numbers, strings, lists and dicts") from None
 
 
 def _log_failure(logger: logging.Logger, job: ComputeJob) -> None:

@@ -95,8 +95,11 @@ class Scheduler:
         observer: SchedulerObserver | None = None,
         job_timeout: float | None = None,
         pool: Sequence[str] = (),
+        fail_fast: bool = False,
     ) -> None:
         self.backend = backend
+        self.fail_fast = fail_fast
+        """Stop the whole batch (kill running, skip queued) when one job does not succeed."""
         self.pool = list(pool)
         """Hosts for jobs created without one (``host=None``): the least-loaded gets each."""
         self.prepare = prepare
@@ -137,7 +140,7 @@ class Scheduler:
                 self.deliver(kind, payload)
         if self._failure is not None:
             raise self._failure
-        if batch.killed_reason is not None:
+        if batch.quit:
             raise PipelineQuit(f"run stopped ({batch.killed_reason}); running jobs were killed")
 
     # -- event delivery -----------------------------------------------------------------------
@@ -196,6 +199,7 @@ class _Batch:
         self.killed_reason: str | None = None
         self.finished = not jobs
         self.deadline_moved = False
+        self.quit = False
         backend_name = scheduler.backend.name
         self.open_jobs: deque[int] = deque()
         self.pool = _Pool(scheduler.pool, self)
@@ -321,6 +325,9 @@ class _Batch:
         if state is not JobState.SUCCEEDED:
             self.scheduler.error.set()
         self.notify("job_finished", job)
+        if (state is not JobState.SUCCEEDED and self.scheduler.fail_fast
+                and self.killed_reason is None):
+            self.on_kill(f"job {job.id} on {job.host} {state.value}", external=False)
 
     def notify(self, event: str, job: ComputeJob) -> None:
         """Tell the observer; a failing observer (a plugin) is logged and never stops the run."""
@@ -355,10 +362,12 @@ class _Batch:
             self.fates[index] = JobState.TIMED_OUT
             self.kill_one(index)
 
-    def on_kill(self, reason: str) -> None:
+    def on_kill(self, reason: str, external: bool = True) -> None:
+        """Stop the batch; ``external`` (a signal, the kill switch) makes ``run`` raise."""
         if self.killed_reason is not None:
             return
         self.killed_reason = reason
+        self.quit = external
         self.scheduler.error.set()
         for pending in (*self.queues.values(), self.open_jobs):
             while pending:

@@ -40,6 +40,13 @@ class JobExchange:
         self._outputs: dict[int, dict[str, Any]] = {}
         self._board: dict[str, Any] = {}
         self._waiting: dict[str, list[Reply]] = {}
+        self._closed = False
+
+    def close(self) -> None:
+        """The batch is over: master-side ``get`` calls waiting now or later raise at once."""
+        with self._lock:
+            self._closed = True
+            self._changed.notify_all()
 
     # -- master side ------------------------------------------------------------------------
     def store_arguments(self, job_id: int, arguments: list[Any]) -> None:
@@ -63,10 +70,13 @@ class JobExchange:
             reply({"type": "value", "key": key, "value": value})
 
     def get(self, key: str, timeout: float | None = None) -> Any:
-        """Wait for a value under ``key``; raise TimeoutError after ``timeout`` seconds."""
+        """Wait for a value under ``key``; raise TimeoutError after ``timeout`` seconds, and
+        EOFError when the batch ends first (its nodes can no longer publish anything)."""
         with self._lock:
-            if not self._changed.wait_for(lambda: key in self._board, timeout):
+            if not self._changed.wait_for(lambda: key in self._board or self._closed, timeout):
                 raise TimeoutError(f"no value for {key!r} within {timeout} s")
+            if key not in self._board:
+                raise EOFError(f"the batch ended before anything was published under {key!r}")
             return self._board[key]
 
     # -- node side (called by the log server's thread) ----------------------------------------

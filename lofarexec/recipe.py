@@ -17,19 +17,24 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lofarexec.config import PipelineConfig, find_config, load_config
 from lofarexec.errors import LofarexecError, PipelineQuit
 from lofarexec.job import ComputeJob
 
+if TYPE_CHECKING:
+    from lofarexec.exchange import JobExchange
+
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
 #: Outputs ``_schedule_jobs`` sets, kept off the console's "Results:" list.
 REPORT_OUTPUTS = frozenset({"return_xml", "return_json"})
+_READY_LOCK = threading.Lock()
 
 
 class BaseRecipe:
@@ -149,12 +154,41 @@ class RemoteCommandRecipeMixIn:
         runner = JobRunner(recipe.config, recipe_name=recipe.name, error=recipe.error,
                            logger=recipe.logger, dry_run=bool(recipe.inputs.get("dry_run")))
         recipe._active_runner = runner
+        self._runner_ready().set()
         try:
             return runner.schedule(jobs, max_per_node=max_per_node, fail_fast=fail_fast)
         finally:
+            self._runner_ready().clear()
             recipe._active_runner = None
             recipe.outputs["return_xml"] = return_xml(jobs)
             recipe.outputs["return_json"] = return_json(jobs)
+
+
+    def _board(self, timeout: float | None = None) -> JobExchange:
+        """The value board of the batch ``_schedule_jobs`` is running, for a controller thread
+        of the recipe: ``put(key, value)`` for the nodes' ``wait_for``, ``get(key)`` for what
+        they ``publish``. Waits until a batch runs; TimeoutError if none does in time."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not self._runner_ready().wait(timeout):
+            raise TimeoutError("no batch of jobs started")
+        runner = getattr(self, "_active_runner", None)
+        if runner is None:
+            raise TimeoutError("the batch of jobs already ended")
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        return runner.exchange_when_running(remaining)
+
+    def _stop_jobs(self, reason: str) -> None:
+        """Kill the batch in progress (``_schedule_jobs`` then raises PipelineQuit)."""
+        runner = getattr(self, "_active_runner", None)
+        if runner is not None:
+            runner.kill(reason)
+
+    def _runner_ready(self) -> threading.Event:
+        with _READY_LOCK:  # a controller thread may ask before _schedule_jobs has begun
+            ready = getattr(self, "_runner_ready_event", None)
+            if ready is None:
+                ready = self._runner_ready_event = threading.Event()
+            return ready
 
 
 class _StopOnSignals:

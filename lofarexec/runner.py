@@ -150,6 +150,7 @@ class JobRunner:
                 self._run(scheduler, backend, jobs)
             finally:
                 self._exchange_ready.clear()
+                log_server.exchange.close()
                 for job in jobs:  # the nodes' last records come before "completed"
                     if job.id is not None and job.results.get("attempts"):
                         log_server.wait_job_closed(job.id, timeout=5.0)

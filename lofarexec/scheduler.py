@@ -392,7 +392,7 @@ class _Batch:
 
     def mark_not_started(self, job: ComputeJob, reason: str) -> None:
         job.results["state"] = JobState.NOT_STARTED.value
-        job.results["reason"] = f"not started: run stopped ({reason})"
+        job.results["reason"] = f"run stopped ({reason}) before it started"
         self.notify("job_finished", job)
 
 
@@ -441,7 +441,7 @@ def _verdict(
     if fate is JobState.TIMED_OUT:
         return JobState.TIMED_OUT, "killed after exceeding its time limit"
     if fate is JobState.KILLED:
-        return JobState.KILLED, f"killed: run stopped ({killed_reason})"
+        return JobState.KILLED, f"run stopped ({killed_reason})"
     if outcome.transport_error is not None:
         return JobState.TRANSPORT_ERROR, outcome.transport_error
     if outcome.returncode == 0:

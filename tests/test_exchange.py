@@ -189,7 +189,7 @@ def test_report_lists_every_job_also_those_never_started():
                                 "state": "succeeded"}
     skipped = ComputeJob("h2", "x")
     skipped.id, skipped.results = 1, {"host": "h2", "returncode": None, "state": "not_started",
-                                      "reason": "not started: run stopped (SIGTERM)"}
+                                      "reason": "run stopped (SIGTERM) before it started"}
     root = ElementTree.fromstring(return_xml([done, skipped]))
     assert root.tag == "nodes"
     assert [dict(e.attrib) for e in root] == [

@@ -114,7 +114,7 @@ class BackendRegistry:
         """Set by the plugin manager while a plugin registers, so each backend knows its source."""
 
     def add(self, backend_class: type[Backend]) -> None:
-        """Register ``backend_class`` under its ``name``; a second backend of the same name fails."""
+        """Register ``backend_class`` under its ``name``; a second one of that name fails."""
         name = getattr(backend_class, "name", None)
         if not isinstance(name, str) or not name.isidentifier():
             raise PluginError(
@@ -130,7 +130,7 @@ class BackendRegistry:
         self._providers[name] = self.current_provider
 
     def get(self, name: str) -> type[Backend]:
-        """The backend class called ``name``; a one-line error listing the installed ones if none."""
+        """The backend class called ``name``; else a one-line error listing the installed ones."""
         try:
             return self._backends[name]
         except KeyError:

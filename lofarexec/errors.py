@@ -112,4 +112,4 @@ class JobTimeout(JobFailed):
 
 
 class PipelineQuit(LofarexecError):
-    """The run was stopped on purpose (Ctrl-C, SIGTERM or the kill switch); running jobs were killed."""
+    """The run was stopped on purpose (Ctrl-C, SIGTERM, kill switch); running jobs were killed."""

@@ -23,7 +23,6 @@ from __future__ import annotations
 import collections
 import hmac
 import logging
-import re
 import secrets
 import selectors
 import socket
@@ -35,6 +34,7 @@ from typing import Any, Self
 
 from lofarexec.errors import ProtocolError
 from lofarexec.exchange import JobExchange
+from lofarexec.noderecords import reemit
 from lofarexec.protocol import (
     DEFAULT_MAX_FRAME_BYTES,
     MSG_HELLO,
@@ -52,7 +52,6 @@ _RECV_BYTES = 1 << 16
 DEFAULT_MAX_MESSAGE_BYTES = 1 << 30
 _WILDCARD_HOSTS = ("", "0.0.0.0", "::")
 # The part of a node's logger name kept after node.<host>.: dotted identifiers only.
-_NAME_TAIL = re.compile(r"[A-Za-z0-9_\-]+(?:\.[A-Za-z0-9_\-]+)*\Z")
 
 
 @dataclass
@@ -344,40 +343,7 @@ class LogServer:
             if job is None or job_id is None or self._jobs.get(job_id) is not job:
                 raise ProtocolError(f"job {conn.job_id} is no longer registered")
             job.records += 1
-        name = self._forced_name(fields["name"], conn.host)
-        target = logging.getLogger(name)
-        # Respect the master's configured level, as a local logger call would.
-        if not target.isEnabledFor(fields["levelno"]):
-            return
-        created = fields["created"]
-        record = logging.makeLogRecord(
-            {
-                "name": name,
-                "levelno": fields["levelno"],
-                "levelname": logging.getLevelName(fields["levelno"]),
-                "msg": fields["msg"],
-                "args": None,
-                "created": created,
-                "msecs": int((created - int(created)) * 1000) + 0.0,
-                "exc_text": fields["exc_text"],
-                "lofarexec_job_id": conn.job_id,
-                "lofarexec_host": conn.host,
-            }
-        )
-        target.handle(record)
-
-    def _forced_name(self, name: str, host: str) -> str:
-        """``node.<host>.<rest>`` for the job's registered host, whatever host the node claims."""
-        exact = f"node.{host}."
-        if name.startswith(exact):
-            tail = name[len(exact) :]
-        elif name.startswith("node."):
-            tail = name.split(".", 2)[2] if name.count(".") >= 2 else ""
-        else:
-            tail = ""
-        if not _NAME_TAIL.match(tail):
-            tail = self.recipe_name
-        return f"node.{host}.{tail}"
+        reemit(fields, host=conn.host, job_id=job_id, recipe_name=self.recipe_name)
 
     # --- replies -----------------------------------------------------------------------------
 

@@ -275,7 +275,7 @@ class LOFARnode:
 
     # -- the channel, for nodes that exchange more than logs ------------------------------------
     def publish(self, key: str, value: Any) -> None:
-        """Put a JSON value on the run's board under ``key`` (other nodes and the master read it)."""
+        """Put a JSON value on the run's board under ``key``, for other nodes and the master."""
         self._channel.request({"type": "put", "key": key, "value": value})
 
     def wait_for(self, key: str, timeout: float | None = None) -> Any:

@@ -147,7 +147,7 @@ class ProcessLauncher:
         stdin_data: bytes | None = None,
         keep_stdin_open: bool = False,
     ) -> ProcessHandle:
-        """Start ``argv`` (no shell, ``PATH`` searched) in a new session; ``report`` once at its end.
+        """Start ``argv`` (no shell, ``PATH`` searched) in a new session; ``report`` at its end.
 
         ``stdin_data`` (at most 64 KiB: secrets, not payloads) is written to its stdin, which is
         then closed, or held open until the process exits when ``keep_stdin_open`` (so a remote
@@ -174,7 +174,8 @@ class ProcessLauncher:
         except OSError as exc:
             for fd in pipes:
                 os.close(fd)
-            report(Outcome(None, transport_error=f"cannot start {argv[0]!r}: {exc.strerror or exc}"))
+            reason = f"cannot start {argv[0]!r}: {exc.strerror or exc}"
+            report(Outcome(None, transport_error=reason))
             return ProcessHandle(self, None)
         for fd in pipes:
             if fd not in (out_read, err_read, stdin_write):

@@ -24,8 +24,8 @@ from lofarexec.backend import Backend, LaunchRequest
 from lofarexec.config import PipelineConfig
 from lofarexec.errors import ConfigError
 from lofarexec.exchange import JobExchange
-from lofarexec.job import ComputeJob, JobState
 from lofarexec.hostlist import allocation_hosts
+from lofarexec.job import ComputeJob, JobState
 from lofarexec.journal import JournalWriter
 from lofarexec.logserver import LogServer
 from lofarexec.node import ENV_JOB_DIRECTORY
@@ -168,7 +168,9 @@ class JobRunner:
         self._scheduler = scheduler
         try:
             backend.open()
-            scheduler.run(jobs, on_waiting=lambda: self.logger.info("Waiting for compute threads..."))
+            scheduler.run(
+                jobs, on_waiting=lambda: self.logger.info("Waiting for compute threads...")
+            )
         finally:
             self._scheduler = None
             backend.close()
@@ -212,7 +214,9 @@ def _split_commands(jobs: Sequence[ComputeJob]) -> dict[str, tuple[str, ...]]:
             try:
                 heads[job.command] = tuple(shlex.split(job.command))
             except ValueError as exc:
-                raise ValueError(f"job {index}: cannot split command {job.command!r}: {exc}") from None
+                raise ValueError(
+                    f"job {index}: cannot split command {job.command!r}: {exc}"
+                ) from None
             if not heads[job.command]:
                 raise ValueError(f"job {index}: the command is empty")
     return heads

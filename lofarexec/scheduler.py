@@ -388,7 +388,8 @@ class _Batch:
 
     def abandon(self, index: int) -> None:
         """The backend did not confirm a kill in time: record the job as killed and move on."""
-        self.on_report(index, Outcome(None, transport_error="no report from the backend after kill"))
+        lost = Outcome(None, transport_error="no report from the backend after kill")
+        self.on_report(index, lost)
 
     def mark_not_started(self, job: ComputeJob, reason: str) -> None:
         job.results["state"] = JobState.NOT_STARTED.value

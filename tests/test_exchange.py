@@ -86,7 +86,8 @@ def test_a_node_that_cannot_deliver_its_outputs_fails_loudly(tmp_path):
     script = tmp_path / "lonely.py"
     script.write_text(
         "import sys\nfrom lofarexec.node import LOFARnode\n"
-        "class lonely(LOFARnode):\n    def run(self):\n        self.outputs['x'] = 1\n        return 0\n"
+        "class lonely(LOFARnode):\n    def run(self):\n"
+        "        self.outputs['x'] = 1\n        return 0\n"
         "sys.exit(lonely('127.0.0.1', 1).run_with_logging())\n")
     import os
     import subprocess
@@ -206,6 +207,7 @@ def test_stored_arguments_must_be_json(make_config):
 @pytest.mark.slow
 def test_outputs_arrive_for_500_jobs_on_4_hosts_over_ssh(ssh_testbed, tmp_path):
     from conftest import REPO
+
     from lofarexec.config import load_config
 
     command = tcp_node(tmp_path, 'self.outputs["square"] = args[0] ** 2\nreturn 0')
@@ -218,5 +220,6 @@ def test_outputs_arrive_for_500_jobs_on_4_hosts_over_ssh(ssh_testbed, tmp_path):
     jobs = [ComputeJob(f"node{i % 4 + 1}", command, [i], store_arguments=True)
             for i in range(500)]
     error = run(config, jobs, max_per_node=4)
-    assert not error.is_set(), [j.results.get("reason") for j in jobs if j.results["state"] != "succeeded"][:3]
+    failed = [job.results.get("reason") for job in jobs if job.results["state"] != "succeeded"]
+    assert not error.is_set(), failed[:3]
     assert [job.results["square"] for job in jobs] == [i * i for i in range(500)]

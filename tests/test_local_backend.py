@@ -72,7 +72,8 @@ def test_fifo_per_host_with_one_slot(make_config, node_script, tmp_path):
     record = tmp_path / "order.log"
     jobs = [ComputeJob("node1", command, [str(record), f"j{i}", "0", "0"]) for i in range(8)]
     run_jobs(config, jobs)
-    starts = [line.split()[1] for line in record.read_text().splitlines() if line.startswith("start")]
+    lines = record.read_text().splitlines()
+    starts = [line.split()[1] for line in lines if line.startswith("start")]
     assert starts == [f"j{i}" for i in range(8)]
 
 
@@ -128,7 +129,8 @@ def test_environment_prepends_engine_paths_and_drops_unset(make_config, node_scr
     monkeypatch.delenv("LOFARROOT", raising=False)
     monkeypatch.setenv("MY_SETTING", "forwarded")
     config = make_config("[deploy]\nengine_ppath = /engine/a:/engine/b\nengine_lpath = /lib/x\n"
-                         "[remote]\nmethod = local\nforward_environment = MY_SETTING, NOT_SET_ANYWHERE\n")
+                         "[remote]\nmethod = local\n"
+                         "forward_environment = MY_SETTING, NOT_SET_ANYWHERE\n")
     from lofarexec.runner import node_environment
 
     environment = node_environment(config)
@@ -141,7 +143,8 @@ def test_environment_prepends_engine_paths_and_drops_unset(make_config, node_scr
 
 def test_large_output_does_not_deadlock_and_tail_is_kept(make_config, node_script):
     config = make_config()
-    command = node_script("sys.stdout.write('o' * 10_000_000)\nsys.stderr.write('e' * 10_000_000 + 'END')\nreturn 0")
+    command = node_script("sys.stdout.write('o' * 10_000_000)\n"
+                          "sys.stderr.write('e' * 10_000_000 + 'END')\nreturn 0")
     job = ComputeJob("h", command)
     run_jobs(config, [job])
     assert job.results["state"] == "succeeded"

@@ -6,6 +6,7 @@ import threading
 from collections import Counter
 
 import pytest
+from test_scheduler import Recorder, _finish_in_background, prepare
 
 from lofarexec.errors import ConfigError
 from lofarexec.hostlist import allocation_hosts, expand_hostlist
@@ -13,7 +14,6 @@ from lofarexec.job import ComputeJob
 from lofarexec.runner import JobRunner
 from lofarexec.scheduler import Limits, Scheduler
 from lofarexec.testing.mock import MockBackend
-from test_scheduler import Recorder, _finish_in_background, prepare
 
 
 @pytest.mark.parametrize("text, hosts", [

@@ -73,7 +73,8 @@ def installed_plugin(tmp_path_factory) -> Path:
 
 
 def with_plugin(target: Path) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(target), os.environ.get("PYTHONPATH", "")])}
+    path = os.pathsep.join([str(target), os.environ.get("PYTHONPATH", "")])
+    return {**os.environ, "PYTHONPATH": path}
 
 
 def test_cli_lists_installed_backends_with_their_package(installed_plugin):

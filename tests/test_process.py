@@ -7,10 +7,10 @@ import threading
 import time
 
 import pytest
+from conftest import gone_within
 
 from lofarexec.backend import Outcome
 from lofarexec.process import ProcessLauncher
-from conftest import gone_within
 
 
 @pytest.fixture
@@ -52,8 +52,8 @@ def test_many_concurrent_launches_each_report_once(launcher):
 
 def test_output_tails_and_status(launcher):
     reports = Reports()
-    launcher.launch(["sh", "-c", "head -c 5000000 /dev/zero | tr '\\0' o; echo; echo oops >&2; exit 7"],
-                    reports)
+    script = "head -c 5000000 /dev/zero | tr '\\0' o; echo; echo oops >&2; exit 7"
+    launcher.launch(["sh", "-c", script], reports)
     outcome = reports.wait()[0]
     assert outcome.returncode == 7
     assert len(outcome.output) == 64 * 1024 and outcome.output.endswith("o\n")

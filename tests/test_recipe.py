@@ -8,10 +8,8 @@ import signal
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
-
 from conftest import REPO, gone_within, write_config
 
 SEED_RECIPE = REPO / "recipes" / "master" / "example_parallel.py"

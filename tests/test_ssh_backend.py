@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, gone_within, write_config
+
 from lofarexec.backend import LaunchRequest
 from lofarexec.config import load_config
 from lofarexec.job import ComputeJob
@@ -66,7 +66,8 @@ def test_seed_example_over_ssh(ssh_testbed, tmp_path):
     assert result.returncode == 0, result.stderr
     assert re.search(r"DEBUG   example_parallel: Logging to 127\.0\.0\.1:\d+\n", result.stderr)
     assert "Dispatching command to node3 with ssh" in result.stderr
-    assert "INFO    node.node3.example_parallel: Received example_argument as argument" in result.stderr
+    received = "INFO    node.node3.example_parallel: Received example_argument as argument"
+    assert received in result.stderr
     assert "recipe example_parallel completed" in result.stderr
 
 
@@ -148,6 +149,7 @@ def test_no_reuse_means_a_login_per_job(ssh_testbed, tmp_path):
 
 def test_the_token_never_reaches_a_command_line(ssh_testbed):
     from lofarexec_ssh import SshBackend
+
     from lofarexec.remote import remote_launch
 
     backend = SshBackend()

@@ -228,7 +228,8 @@ class BackendContract:
         with caplog.at_level(logging.DEBUG):
             self.run(contract_setup, jobs)
         got = {(r.name, r.getMessage()) for r in caplog.records if r.name.startswith("node.")}
-        assert got == {(f"node.{host}.contract", f"hello {host}") for host in contract_setup.hosts[:4]}
+        hosts = contract_setup.hosts[:4]
+        assert got == {(f"node.{host}.contract", f"hello {host}") for host in hosts}
 
     def test_kill_leaves_no_process_behind(self, contract_setup: ContractSetup) -> None:
         command = self.node(contract_setup, "stubborn_node", textwrap.dedent("""\

@@ -119,7 +119,7 @@ class _Host:
 
 
 class SshTestBed:
-    """``hosts`` sshd daemons on 127.0.0.2, 127.0.0.3, ... with their client config in ``directory``.
+    """``hosts`` sshd daemons on 127.0.0.2, 127.0.0.3, ..., client config in ``directory``.
 
     ``start()`` and ``stop()`` are idempotent; the bed is also a context manager. The state is
     kept in ``directory/sshbed.json``, so :meth:`load` can stop a bed another process started.

@@ -34,11 +34,9 @@ class bbs(BaseRecipe, RemoteCommandRecipeMixIn):
         hosts = self.inputs["args"] or ["localhost"]
         steps = self.inputs["steps"]
         node = "%s %s" % (self.inputs["python"], self.__file__.replace("master", "nodes"))
-        jobs = [
-            ComputeJob(host, node, [index, steps, 1 if host == self.inputs.get("fail_host") else -1],
-                       store_arguments=True)
-            for index, host in enumerate(hosts)
-        ]
+        fail_at = {self.inputs.get("fail_host"): 1}  # testing: that host's worker fails
+        jobs = [ComputeJob(host, node, [index, steps, fail_at.get(host, -1)], store_arguments=True)
+                for index, host in enumerate(hosts)]
         controller = threading.Thread(target=self._control, args=(len(jobs), steps), daemon=True)
         controller.start()
         self._schedule_jobs(jobs, fail_fast=True)

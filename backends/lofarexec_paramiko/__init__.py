@@ -1,0 +1,122 @@
+"""The ``paramiko`` backend: SSH in-process, one shared connection per host, a channel per job.
+
+For sites without an OpenSSH client, or with thousands of jobs per host: no process is started
+on the control node per job, and a host's jobs share its connection as SSH channels::
+
+    scheduler --start(request)--> ParamikoBackend --> HostPool[host] (its own lock)
+                                                        |  first live connection with fewer
+                                                        |  than [paramiko] sessions jobs,
+                                                        v  else a new connection beside it
+                                       Connection: a thread (+ paramiko's transport thread)
+                                         connect: TCP (TCP_NODELAY) -> host key -> auth
+                                         per job: channel -> exec wrapper -> stdin header
+                                         select() over its channels -> report(Outcome)
+
+Each job runs the same remote command as the ``ssh`` backend (:func:`lofarexec.remote.
+remote_launch`: the launch wrapper, the node's argv quoted once; environment, token and status
+marker on stdin, which stays open for the job's life). ``start()`` never blocks: connecting and
+all channel I/O happen in the connection's thread. Killing a job closes its stdin
+(``shutdown_write``), and the wrapper kills the job's process group on the host; a channel
+closed, or a connection dropped, ends the wrapper's stdin as well, so nothing outlives its
+connection. Host names are resolved through the OpenSSH client config (``config_file``) like
+``ssh`` does; host keys are checked against the system and user ``known_hosts`` files
+(``host_key_policy``), and nothing is ever prompted for. Every failure reaches the scheduler as
+an ``Outcome`` whose ``transport_error`` is one line naming the host; paramiko's exceptions are
+translated into :mod:`lofarexec.errors` where they occur (:func:`.connect.translate`).
+
+Written exactly as a third-party backend would be, against lofarexec's public API only.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from lofarexec import (
+    Backend,
+    BackendRegistry,
+    JobHandle,
+    LaunchRequest,
+    LofarexecError,
+    Outcome,
+    hookimpl,
+)
+from lofarexec.backend import Report
+from lofarexec.remote import remote_launch
+
+from .connect import KeyCache
+from .hosts import KnownHosts, load_ssh_config, resolve_target
+from .jobs import Job
+from .pool import ChannelJobHandle, HostPool
+from .settings import ParamikoSettings
+
+
+class ParamikoBackend(Backend):
+    """Runs each node script in an SSH channel of a connection shared by its host's jobs."""
+
+    name = "paramiko"
+    Settings = ParamikoSettings
+
+    def open(self) -> None:
+        """Read the ssh config once for the run; connections are opened by the first job of
+        each host, in their own threads."""
+        self._lock = threading.Lock()
+        self._pools: dict[str, HostPool] = {}
+        self._closed = False
+        self._known_hosts = KnownHosts(self.settings.host_key_policy)
+        self._keys = KeyCache()
+        self._ssh_config = load_ssh_config(self.settings)
+
+    def start(self, request: LaunchRequest, report: Report) -> JobHandle:
+        if not request.host.strip():
+            report(Outcome(None, transport_error=f"{request.host!r} is not a host name"))
+            return _NoJob()
+        try:
+            pool = self._pool(request.host)
+        except LofarexecError as exc:  # the host's config cannot be used: this job fails alone
+            report(Outcome(None, transport_error=" ".join(str(exc).split())))
+            return _NoJob()
+        launch = remote_launch(request, python=self.settings.remote_python,
+                               kill_grace=self.settings.kill_grace)
+        job = Job(request.host, launch, report)
+        pool.submit(job)
+        return ChannelJobHandle(pool, job)
+
+    def close(self) -> None:
+        """Kill what still runs, close every connection and join every thread; safe twice."""
+        lock = getattr(self, "_lock", None)
+        if lock is None:
+            return
+        with lock:
+            pools, self._pools = list(self._pools.values()), {}
+            self._closed = True
+        for pool in pools:
+            pool.close()
+
+    def connection_counts(self) -> dict[str, int]:
+        """How many connections each host was given so far (a host's reconnects included)."""
+        with self._lock:
+            return {host: pool.connection_count() for host, pool in self._pools.items()}
+
+    def _pool(self, host: str) -> HostPool:
+        with self._lock:
+            if self._closed:
+                raise LofarexecError(f"{host}: the paramiko backend is closed")
+            pool = self._pools.get(host)
+            if pool is None:
+                target = resolve_target(host, self.settings, self._ssh_config)
+                pool = self._pools[host] = HostPool(target, self.settings, self._known_hosts,
+                                                    self._keys)
+            return pool
+
+
+class _NoJob:
+    def kill(self) -> None:
+        pass
+
+
+@hookimpl
+def lofarexec_register_backends(registry: BackendRegistry) -> None:
+    registry.add(ParamikoBackend)
+
+
+__all__ = ["ParamikoBackend", "ParamikoSettings"]

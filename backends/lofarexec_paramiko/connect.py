@@ -1,0 +1,212 @@
+"""Opening one authenticated SSH connection, and the one edge where paramiko's errors stop.
+
+:func:`connect` runs in a connection's own thread (it blocks for a handshake's worth of round
+trips) and gives back a ready :class:`paramiko.Transport` or raises a
+:class:`~lofarexec.errors.BackendError` subclass naming the host. :func:`translate` turns any
+exception met while talking to a host into that tree, so no paramiko or socket type reaches the
+scheduler (errors.py: foreign exceptions are translated where they occur).
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Callable
+
+import paramiko
+
+from lofarexec.errors import AuthenticationError, BackendError, ConnectError, HostKeyError
+
+from .hosts import KnownHosts, Target
+from .settings import ParamikoSettings
+
+#: Keepalive probes before the kernel calls a silent peer gone (OpenSSH's ServerAliveCountMax).
+ALIVE_COUNT = 3
+
+
+def connect(target: Target, settings: ParamikoSettings, known_hosts: KnownHosts,
+            keys: KeyCache, on_transport: Callable[[paramiko.Transport], None]
+            ) -> paramiko.Transport:
+    """An authenticated transport to ``target``; ``on_transport`` gets it before the handshake
+    (so that another thread can abort a slow handshake by closing it)."""
+    sock = open_socket(target, settings)
+    try:
+        transport = paramiko.Transport(sock)
+    except BaseException:
+        sock.close()
+        raise
+    on_transport(transport)
+    try:
+        transport.banner_timeout = settings.banner_timeout
+        transport.auth_timeout = settings.auth_timeout
+        transport.channel_timeout = settings.channel_timeout
+        _prefer_known_key_types(transport, known_hosts.key_types(target))
+        transport.start_client(timeout=settings.connect_timeout)
+        known_hosts.check(target, transport.get_remote_server_key())
+        authenticate(transport, target, keys)
+        transport.get_exception()  # clear what a refused key left: from now on, it means "lost"
+    except BaseException:
+        close_transport(transport)
+        raise
+    return transport
+
+
+def open_socket(target: Target, settings: ParamikoSettings) -> socket.socket:
+    """A TCP connection to the target with Nagle off (≈40 ms per SSH exchange otherwise) and,
+    when ``alive_interval`` is set, kernel keepalives that notice a silent peer."""
+    sock = socket.create_connection((target.hostname, target.port),
+                                    timeout=settings.connect_timeout)
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if settings.alive_interval:
+            _set_keepalive(sock, settings.alive_interval)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _set_keepalive(sock: socket.socket, interval: int) -> None:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for option, value in (("TCP_KEEPIDLE", interval), ("TCP_KEEPINTVL", interval),
+                          ("TCP_KEEPCNT", ALIVE_COUNT),
+                          ("TCP_USER_TIMEOUT", interval * (ALIVE_COUNT + 1) * 1000)):
+        if hasattr(socket, option):  # Linux names; elsewhere the system defaults apply
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
+
+
+def _prefer_known_key_types(transport: paramiko.Transport, known: list[str]) -> None:
+    """Ask for a key type already on record first, as OpenSSH does, so that a host with several
+    host keys shows the one we can check rather than an unknown one."""
+    if not known:
+        return
+    options = transport.get_security_options()
+    wanted = []
+    for kind in known:
+        wanted += ["rsa-sha2-512", "rsa-sha2-256", kind] if kind == "ssh-rsa" else [kind]
+    first = [kind for kind in wanted if kind in options.key_types]
+    options.key_types = first + [kind for kind in options.key_types if kind not in first]
+
+
+def authenticate(transport: paramiko.Transport, target: Target, keys: KeyCache) -> None:
+    """Offer the target's key files, then (if allowed) the agent's keys, until one is taken."""
+    tried, problems = [], []
+    for path in target.key_files:
+        try:
+            key = keys.load(path, required=target.keys_required)
+        except BackendError as exc:
+            if target.keys_required:
+                raise AuthenticationError(str(exc), host=target.name) from exc
+            problems.append(str(exc))
+            continue
+        if key is not None and _offer(transport, target, key):
+            return
+        if key is not None:
+            tried.append(path)
+    if target.use_agent and _offer_agent_keys(transport, target, tried):
+        return
+    offered = ", ".join(tried) or "none"
+    note = f" ({'; '.join(problems)})" if problems else ""
+    raise AuthenticationError(
+        f"user {target.user!r} was refused with every key offered ({offered}){note}; check "
+        "[paramiko] key_files or the IdentityFile and User lines of the ssh config",
+        host=target.name)
+
+
+def _offer(transport: paramiko.Transport, target: Target, key: paramiko.PKey) -> bool:
+    try:
+        transport.auth_publickey(target.user, key)
+    except paramiko.BadAuthenticationType as exc:
+        raise AuthenticationError(f"the server takes no public keys (only {exc.allowed_types})",
+                                  host=target.name) from exc
+    except paramiko.AuthenticationException:
+        return False
+    return transport.is_authenticated()
+
+
+def _offer_agent_keys(transport: paramiko.Transport, target: Target, tried: list[str]) -> bool:
+    """Offer each agent key; the agent connection is this thread's own (its socket is not safe
+    to share between threads) and closed at once."""
+    try:
+        agent = paramiko.Agent()
+    except (paramiko.SSHException, OSError):  # no usable agent: as if it had no keys
+        return False
+    try:
+        for key in agent.get_keys():
+            if _offer(transport, target, key):
+                return True
+            tried.append(f"agent key {key.fingerprint}")
+    finally:
+        agent.close()
+    return False
+
+
+class KeyCache:
+    """Private keys read once per backend, however many connections use them."""
+
+    def __init__(self) -> None:
+        self._keys: dict[str, paramiko.PKey | None] = {}
+        self._lock = threading.Lock()
+
+    def load(self, path: str, *, required: bool) -> paramiko.PKey | None:
+        """The key in ``path``; None if an optional one is absent; BackendError if unusable."""
+        with self._lock:
+            if path in self._keys:
+                return self._keys[path]
+            try:
+                key: paramiko.PKey | None = paramiko.PKey.from_path(path)
+            except FileNotFoundError as exc:
+                if required:
+                    raise BackendError(f"key file {path} does not exist") from exc
+                key = None
+            except paramiko.PasswordRequiredException as exc:
+                raise BackendError(f"key file {path} needs a passphrase: load it into the ssh "
+                                   "agent instead") from exc
+            except (OSError, paramiko.SSHException, ValueError) as exc:
+                raise BackendError(f"key file {path} cannot be read: {exc}") from exc
+            self._keys[path] = key
+            return key
+
+
+def close_transport(transport: paramiko.Transport) -> None:
+    """Close a transport, its socket and its thread, whatever state it is in."""
+    transport.close()
+    transport.sock.close()  # close() skips this when the transport died by itself first
+    if transport.is_alive() and transport is not threading.current_thread():
+        transport.join()
+
+
+def translate(exc: BaseException, target: Target, doing: str) -> BackendError:
+    """``exc``, met while ``doing`` something with ``target``, as one of lofarexec's errors."""
+    if isinstance(exc, BackendError):
+        return exc if exc.host else type(exc)(str(exc), host=target.name)
+    where = f"{target.hostname}:{target.port}"
+    if isinstance(exc, paramiko.BadHostKeyException):
+        return HostKeyError(f"its key differs from the one on record: {exc}", host=target.name)
+    if isinstance(exc, paramiko.AuthenticationException):
+        return AuthenticationError(f"authentication failed: {_words(exc)}", host=target.name)
+    if isinstance(exc, (TimeoutError, socket.timeout)):
+        return ConnectError(f"{doing} {where}: timed out", host=target.name)
+    if isinstance(exc, socket.gaierror):
+        return ConnectError(f"cannot resolve {target.hostname}: {exc.strerror or exc}",
+                            host=target.name)
+    if isinstance(exc, OSError):
+        return ConnectError(f"{doing} {where}: {exc.strerror or _words(exc)}", host=target.name)
+    if isinstance(exc, EOFError):
+        return ConnectError(f"{doing} {where}: the host closed the connection", host=target.name)
+    if isinstance(exc, paramiko.SSHException):
+        return ConnectError(f"{doing} {where}: {_words(exc)}", host=target.name)
+    return BackendError(f"{doing} {where}: unexpected {type(exc).__name__}: {_words(exc)}",
+                        host=target.name)
+
+
+def describe(exc: BaseException) -> str:
+    """What went wrong, in a few words, without the host (the caller names it)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return _words(exc)
+
+
+def _words(exc: BaseException) -> str:
+    """An exception as one line (some carry newlines, some carry nothing)."""
+    return " ".join(str(exc).split()) or type(exc).__name__

@@ -1,0 +1,381 @@
+"""One SSH connection to a host, and the thread that serves every job on it.
+
+::
+
+    HostPool.assign_locked(job) --> pending --+
+    handle.kill() --------------->  kills ----+--> wake pipe --+
+    paramiko's thread: exit status, close --> notified --------+
+                                                               v
+    connection thread: connect() once, then loop:
+        open a channel per pending job: exec the wrapper, write its stdin header (kept open)
+        select() on the channels' fds and the wake pipe
+        drain stdout/stderr into 64 KiB tails; at EOF stop watching the channel's fd
+        when the server closes the channel: the wrapper's status line -> report(Outcome)
+        kill: shutdown_write() = EOF on the wrapper's stdin, and it kills the job's group
+    connection lost: running jobs are transport errors; jobs not started yet move (once) to
+    another connection of the host, so a dropped idle connection costs no job
+
+paramiko runs its own thread per transport that reads the socket and fills each channel's
+buffers; this thread only moves bytes out of those buffers, so a job that writes a lot cannot
+stall the others. A channel's fd stays readable for ever once EOF has arrived, and neither the
+exit status nor the server's close touches it, so the channel's ``status_event`` (which paramiko
+sets for both) is replaced by one that also wakes this thread.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import os
+import selectors
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import paramiko
+
+from lofarexec.backend import Outcome
+
+from .connect import close_transport, connect, describe, translate
+from .jobs import Job, State, one_line
+
+if TYPE_CHECKING:
+    from .pool import HostPool
+
+#: Seconds past ``kill_grace`` before a killed job's channel is closed without its answer.
+KILL_CONFIRM = 2.0
+_log = logging.getLogger("lofarexec.paramiko")
+#: What paramiko raises when a channel cannot be opened or used (the connection may be gone).
+_CHANNEL_ERRORS = (paramiko.SSHException, OSError, EOFError)
+
+
+class _StatusEvent(threading.Event):
+    """A channel's ``status_event`` that also calls ``notify`` when paramiko sets it (called in
+    paramiko's thread, under the channel's lock: ``notify`` must not block or take locks)."""
+
+    def __init__(self, notify: Callable[[], None]) -> None:
+        super().__init__()
+        self._notify = notify
+
+    def set(self) -> None:
+        super().set()
+        self._notify()
+
+
+class Connection:
+    """One transport to ``pool.target`` carrying up to ``sessions`` jobs, served by a thread.
+
+    Methods ending in ``_locked`` are called with ``pool.lock`` held; ``load`` is the number of
+    jobs given to this connection and not yet reported, counted by the pool.
+    """
+
+    def __init__(self, pool: HostPool, number: int) -> None:
+        self.pool = pool
+        self.target = pool.target
+        self.settings = pool.settings
+        self.load = 0
+        self._lock = pool.lock
+        self._pending: deque[Job] = deque()
+        self._kills: list[Job] = []
+        self._notified: deque[Job] = deque()  # appended by paramiko's thread, without a lock
+        self._running: set[Job] = set()  # this thread's own
+        self._timers: list[tuple[float, int, Job]] = []
+        self._timer_ids = itertools.count()
+        self._dead = self._closing = self._established = False
+        self._transport: paramiko.Transport | None = None
+        self._selector = selectors.DefaultSelector()
+        self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._wake_lock = threading.Lock()
+        self._selector.register(self._wake_read, selectors.EVENT_READ, None)
+        self._thread = threading.Thread(target=self._main, daemon=True,
+                                        name=f"paramiko-{self.target.name}-{number}")
+
+    # -- any thread ------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def usable(self) -> bool:
+        """Whether new jobs may go here (not dead, not closing, transport not known dead)."""
+        transport = self._transport
+        alive = transport is None or not self._established or not lost(transport)
+        return alive and not (self._dead or self._closing)
+
+    def enqueue_locked(self, job: Job) -> None:
+        self._pending.append(job)
+        self._wake()
+
+    def request_kill_locked(self, job: Job) -> None:
+        if not job.kill_requested:
+            job.kill_requested = True
+            self._kills.append(job)
+            self._wake()
+
+    def forget_pending_locked(self, job: Job) -> None:
+        self._pending.remove(job)
+        self.load -= 1
+
+    def shutdown(self) -> None:
+        """Begin closing: refuse new jobs, kill running ones; abort a handshake in progress."""
+        with self._lock:
+            self._closing = True
+            aborting = self._transport if not self._established else None
+            self._wake()
+        if aborting is not None:
+            aborting.close()  # the thread's connect() fails at once and cleans up
+
+    def join(self) -> None:
+        """Wait for the thread, then release the wake pipe; safe twice."""
+        if self._thread.ident is not None:
+            self._thread.join()
+        with self._wake_lock:
+            if self._wake_write >= 0:
+                os.close(self._wake_read)
+                os.close(self._wake_write)
+                self._wake_read = self._wake_write = -1
+
+    def finished(self) -> bool:
+        return self._thread.ident is not None and not self._thread.is_alive()
+
+    def _wake(self) -> None:
+        with self._wake_lock:
+            if self._wake_write >= 0:
+                try:
+                    os.write(self._wake_write, b"\0")
+                except BlockingIOError:
+                    pass  # full of wake-ups already
+
+    def _notify(self, job: Job) -> None:
+        self._notified.append(job)
+        self._wake()
+
+    # -- the connection's thread -----------------------------------------------------------
+    def _main(self) -> None:
+        try:
+            transport = connect(self.target, self.settings, self.pool.known_hosts,
+                                self.pool.keys, self._adopt)
+        except Exception as exc:  # noqa: BLE001 - the edge: anything becomes a BackendError
+            error = translate(exc, self.target, "cannot connect to")
+            _log.debug("%s", error)
+            self._end(str(error), established=False)
+            return
+        with self._lock:
+            self._established = True
+        reason = None
+        try:
+            self._serve(transport)
+        except Exception as exc:  # noqa: BLE001 - a bug: fail this host's jobs loudly, not silently
+            _log.exception("%s: the paramiko connection thread failed", self.target.name)
+            reason = str(translate(exc, self.target, "serving jobs on"))
+        self._end(reason or self._lost_reason(transport), established=True)
+
+    def _adopt(self, transport: paramiko.Transport) -> None:
+        with self._lock:
+            self._transport = transport
+            if self._closing:
+                raise ConnectionAbortedError("the backend was closed while connecting")
+
+    def _serve(self, transport: paramiko.Transport) -> None:
+        while True:
+            starting, kills, closing = self._take_work()
+            for index, job in enumerate(starting):
+                if not self._launch(transport, job):
+                    self._return_unstarted(starting[index:])
+                    return
+            for job in kills + (list(self._running) if closing else []):
+                self._send_kill(job)
+            while self._notified:
+                self._service(self._notified.popleft())
+            if lost(transport) or (closing and not self._running):
+                return
+            for key, _ in self._selector.select(self._next_timeout()):
+                if key.data is None:
+                    self._drain_wake()
+                else:
+                    self._service(key.data)
+            self._run_timers()
+
+    def _take_work(self) -> tuple[list[Job], list[Job], bool]:
+        """Jobs to start and to kill, and whether the backend is closing (which refuses the
+        jobs not started yet)."""
+        refused: list[Job] = []
+        with self._lock:
+            starting = list(self._pending)
+            self._pending.clear()
+            kills, self._kills = self._kills, []
+            for job in starting:
+                job.state = State.DONE if self._closing else State.STARTING
+            if self._closing:
+                refused, starting = starting, []
+                self.load -= len(refused)
+            closing = self._closing
+        for job in refused:
+            job.finish(Outcome(None, transport_error=f"{job.host}: the backend was closed "
+                                                     "before the job started"))
+        return starting, kills, closing
+
+    def _launch(self, transport: paramiko.Transport, job: Job) -> bool:
+        """Start ``job`` in a new channel; False when the connection turned out to be dead
+        (then nothing was started and the job can go to another connection)."""
+        try:
+            channel = transport.open_session(timeout=self.settings.channel_timeout)
+        except _CHANNEL_ERRORS as exc:
+            if lost(transport):
+                return False
+            error = translate(exc, self.target, "cannot open a session on")
+            hint = ("; the server may allow fewer sessions per connection (MaxSessions) than "
+                    "[paramiko] sessions" if isinstance(exc, paramiko.ChannelException) else "")
+            self._done(job, Outcome(None, transport_error=f"{error}{hint}"))
+            return True
+        channel.status_event = _StatusEvent(lambda: self._notify(job))
+        try:
+            channel.exec_command(job.launch.command)
+            channel.sendall(job.launch.stdin)  # stdin then stays open: its EOF means "kill"
+        except _CHANNEL_ERRORS as exc:
+            channel.close()
+            error = translate(exc, self.target, "cannot start the job on")
+            self._done(job, Outcome(None, transport_error=str(error)))
+            return True
+        with self._lock:
+            job.channel = channel
+            job.state = State.RUNNING
+        self._running.add(job)
+        self._selector.register(channel.fileno(), selectors.EVENT_READ, job)
+        self._notified.append(job)  # whatever happened before we watched its fd
+        return True
+
+    def _service(self, job: Job) -> None:
+        """Move a running job's output into its tails; report it once its channel is closed."""
+        if job.state is not State.RUNNING or job.channel is None:
+            return
+        channel = job.channel
+        closed = channel.closed  # before draining: all its data was buffered before the close
+        ended = closed or channel.eof_received
+        if not job.drain(channel):
+            return  # more to read: its fd is still readable, so select() brings us back
+        if ended and not job.eof:
+            job.eof = True
+            self._selector.unregister(channel.fileno())  # readable for ever from now on
+        if closed:
+            channel.close()
+            status = channel.exit_status if channel.exit_status >= 0 else None
+            self._done(job, self._outcome(job, status))
+
+    def _outcome(self, job: Job, status: int | None) -> Outcome:
+        """The node's outcome from the wrapper's status line, or a one-line transport error."""
+        transport = self._transport
+        if transport is not None and lost(transport):
+            why = f"the connection was lost while the job ran ({self._lost_reason(transport)})"
+            return job.outcome(status, why)
+        return job.outcome(status)
+
+    def _send_kill(self, job: Job) -> None:
+        """EOF on the job's stdin: the wrapper kills its process group (TERM, then KILL)."""
+        if job.state is not State.RUNNING or job.kill_sent or job.channel is None:
+            return
+        job.kill_sent = True
+        try:
+            job.channel.shutdown_write()
+        except _CHANNEL_ERRORS as exc:  # the channel or connection is gone: its close tells
+            _log.debug("%s: cannot send EOF to a killed job: %s", job.host, exc)
+        deadline = time.monotonic() + self.settings.kill_grace + KILL_CONFIRM
+        heapq.heappush(self._timers, (deadline, next(self._timer_ids), job))
+
+    def _run_timers(self) -> None:
+        now = time.monotonic()
+        while self._timers and self._timers[0][0] <= now:
+            job = heapq.heappop(self._timers)[2]
+            if job.state is State.RUNNING and job.channel is not None:
+                self._close_channel(job)
+                waited = self.settings.kill_grace + KILL_CONFIRM
+                self._done(job, Outcome(None, transport_error=(
+                    f"{job.host}: no answer within {waited:g} s of its kill; channel closed")))
+
+    def _next_timeout(self) -> float | None:
+        if not self._timers:
+            return None
+        return max(0.0, self._timers[0][0] - time.monotonic())
+
+    def _drain_wake(self) -> None:
+        try:
+            while os.read(self._wake_read, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _close_channel(self, job: Job) -> None:
+        channel = job.channel
+        if channel is None:
+            return
+        if not job.eof:
+            job.eof = True
+            try:
+                self._selector.unregister(channel.fileno())
+            except (KeyError, ValueError):
+                pass
+        channel.close()
+
+    def _done(self, job: Job, outcome: Outcome) -> None:
+        """Free the job's session, then report (a report may start the next job at once)."""
+        self._running.discard(job)
+        with self._lock:
+            job.state = State.DONE
+            self.pool.release_locked(self)
+        job.finish(outcome)
+
+    def _return_unstarted(self, jobs: list[Job]) -> None:
+        with self._lock:
+            for job in reversed(jobs):
+                job.state = State.PENDING
+                self._pending.appendleft(job)
+
+    def _end(self, reason: str, *, established: bool) -> None:
+        """The connection is over: report or move its jobs, close everything it holds."""
+        moved, failed = [], []
+        with self._lock:
+            self._dead = True
+            self.pool.retire_locked(self)
+            running = [job for job in self._running if job.state is State.RUNNING]
+            for job in running:
+                job.state = State.DONE
+                self.pool.release_locked(self)
+            while self._pending:
+                job = self._pending.popleft()
+                self.load -= 1
+                if established and not job.requeued and self.pool.accepting_locked():
+                    job.requeued = True
+                    moved.append(job)
+                    self.pool.assign_locked(job)
+                else:
+                    job.state = State.DONE
+                    failed.append(job)
+            transport = self._transport
+        self._running.clear()
+        for job in running:
+            self._close_channel(job)
+        if transport is not None:
+            close_transport(transport)
+        self._selector.close()
+        if moved:
+            _log.info("%s: %s; %d job(s) not started yet moved to a new connection",
+                      self.target.name, reason, len(moved))
+        for job in running:
+            job.finish(job.outcome(None, f"the connection was lost while the job ran ({reason})"))
+        unstarted = reason if not self._closing else (
+            f"{self.target.name}: the backend was closed before the job started")
+        for job in failed:
+            job.finish(Outcome(None, transport_error=one_line(unstarted)))
+
+    def _lost_reason(self, transport: paramiko.Transport) -> str:
+        cause = transport.saved_exception
+        if cause is None or isinstance(cause, EOFError):
+            return f"{self.target.hostname}:{self.target.port} closed the connection"
+        return f"{self.target.hostname}:{self.target.port}: {describe(cause)}"
+
+
+def lost(transport: paramiko.Transport) -> bool:
+    """Whether the transport is dead or dying (its thread records why before it stops, and
+    unlinks the channels before it marks itself inactive)."""
+    return not transport.is_active() or transport.saved_exception is not None

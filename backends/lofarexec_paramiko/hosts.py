@@ -1,0 +1,192 @@
+"""Where a host name leads, and which host keys it may show: OpenSSH's rules, read by paramiko.
+
+:func:`resolve_target` looks a job's host up in the client config file with
+:class:`paramiko.SSHConfig` (the same ``Host`` blocks ``ssh`` reads, so both ssh backends agree
+on HostName, User, Port, IdentityFile and UserKnownHostsFile), then lets the ``[paramiko]``
+settings override it. :class:`KnownHosts` checks a server's key against the system and user
+``known_hosts`` files under the configured policy, and records new keys for ``accept-new``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import getpass
+import logging
+import os
+import threading
+
+import paramiko
+
+from lofarexec.errors import BackendError, HostKeyError
+
+from .settings import DEFAULT_CONFIG_FILE, ParamikoSettings
+
+SSH_PORT = 22
+DEFAULT_KEY_FILES = ("~/.ssh/id_ed25519", "~/.ssh/id_ecdsa", "~/.ssh/id_rsa")
+DEFAULT_USER_KNOWN_HOSTS = ("~/.ssh/known_hosts", "~/.ssh/known_hosts2")
+DEFAULT_GLOBAL_KNOWN_HOSTS = ("/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2")
+_log = logging.getLogger("lofarexec.paramiko")
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """One host as the config resolves it: where to connect, as whom, with which keys."""
+
+    name: str
+    """The job's host name, as the user wrote it (used in every message)."""
+    hostname: str
+    port: int
+    user: str
+    key_files: tuple[str, ...]
+    keys_required: bool
+    """True when ``key_files`` were named explicitly: a missing one is an error, not a skip."""
+    use_agent: bool
+    user_known_hosts: tuple[str, ...]
+    global_known_hosts: tuple[str, ...]
+    host_key_alias: str | None = None
+
+    @property
+    def known_hosts_name(self) -> str:
+        """The name its key is recorded under: ``HOST`` on port 22, else ``[HOST]:PORT``."""
+        name = self.host_key_alias or self.hostname
+        return name if self.port == SSH_PORT or self.host_key_alias else f"[{name}]:{self.port}"
+
+
+def load_ssh_config(settings: ParamikoSettings) -> paramiko.SSHConfig:
+    """The client config named by the settings; an empty one when the default file is absent."""
+    path = os.path.expanduser(settings.config_file)
+    if settings.config_file == DEFAULT_CONFIG_FILE and not os.path.isfile(path):
+        return paramiko.SSHConfig()
+    try:
+        return paramiko.SSHConfig.from_path(path)
+    except (OSError, paramiko.SSHException, ValueError) as exc:
+        raise BackendError(f"cannot read the ssh config file {path}: {exc}") from exc
+
+
+def resolve_target(host: str, settings: ParamikoSettings, config: paramiko.SSHConfig) -> Target:
+    """``host`` looked up in ``config``, with the settings' explicit values on top."""
+    try:
+        found = config.lookup(host)
+    except Exception as exc:  # paramiko raises bare exceptions for bad Match/canonical lines
+        raise BackendError(f"cannot resolve it in {settings.config_file}: {exc}",
+                           host=host) from exc
+    for unsupported in ("proxycommand", "proxyjump"):
+        if found.get(unsupported, "none").lower() != "none":
+            raise BackendError(f"{settings.config_file} sets {unsupported}, which the paramiko "
+                               "backend does not support; use [remote] method = ssh", host=host)
+    try:
+        port = settings.port or int(found.get("port", SSH_PORT))
+    except ValueError:
+        raise BackendError(f"{settings.config_file} gives it a bad Port {found.get('port')!r}",
+                           host=host) from None
+    identities_only = found.get("identitiesonly", "no").lower() == "yes"
+    if settings.key_files:
+        key_files, required = settings.key_files, True
+    elif found.get("identityfile"):
+        key_files, required = tuple(found["identityfile"]), False
+    else:
+        key_files, required = DEFAULT_KEY_FILES, False
+    return Target(
+        name=host,
+        hostname=found.get("hostname", host),
+        port=port,
+        user=settings.user or found.get("user") or getpass.getuser(),
+        key_files=tuple(os.path.expanduser(path) for path in key_files),
+        keys_required=required,
+        use_agent=settings.agent and not (identities_only or settings.key_files),
+        user_known_hosts=_paths(settings.known_hosts_files
+                                or _split(found.get("userknownhostsfile"))
+                                or DEFAULT_USER_KNOWN_HOSTS),
+        global_known_hosts=_paths(_split(found.get("globalknownhostsfile"))
+                                  or DEFAULT_GLOBAL_KNOWN_HOSTS),
+        host_key_alias=found.get("hostkeyalias"),
+    )
+
+
+class KnownHosts:
+    """The known_hosts files of a run, read once each, and the host-key policy applied to them.
+
+    Shared by every connection of a backend (a lock guards it), so a key that ``accept-new``
+    records for one connection is known to the next one at once.
+    """
+
+    def __init__(self, policy: str) -> None:
+        self.policy = policy
+        self._files: dict[str, paramiko.HostKeys] = {}
+        self._lock = threading.Lock()
+
+    def key_types(self, target: Target) -> list[str]:
+        """Key types on record for ``target``: the ones to ask the server for first."""
+        with self._lock:
+            return sorted({kind for kind, _ in self._recorded(target)})
+
+    def check(self, target: Target, key: paramiko.PKey) -> None:
+        """Accept ``key`` for ``target`` or raise :class:`HostKeyError` (the policy decides)."""
+        with self._lock:
+            recorded = self._recorded(target)
+            if any(kind == key.get_name() and known == key for kind, known in recorded):
+                return
+            if recorded:
+                files = ", ".join(target.user_known_hosts + target.global_known_hosts)
+                raise HostKeyError(
+                    f"its {key.get_name()} key ({key.fingerprint}) differs from the one on "
+                    f"record for {target.known_hosts_name} in {files}: refused (the host may be "
+                    "impersonated); if it was reinstalled, remove its old line",
+                    host=target.name)
+            self._unknown(target, key)
+
+    def _unknown(self, target: Target, key: paramiko.PKey) -> None:
+        where = target.user_known_hosts[0] if target.user_known_hosts else "known_hosts"
+        if self.policy == "reject":
+            raise HostKeyError(
+                f"its key ({key.get_name()} {key.fingerprint}) is not in {where}: refused; "
+                f"add it there (ssh-keyscan -p {target.port} {target.hostname}) or set "
+                "[paramiko] host_key_policy = accept-new", host=target.name)
+        if self.policy == "warn":
+            _log.warning("%s: accepting its unknown %s key %s without recording it",
+                         target.name, key.get_name(), key.fingerprint)
+            return
+        self._record(target, key, where)
+
+    def _record(self, target: Target, key: paramiko.PKey, path: str) -> None:
+        line = f"{target.known_hosts_name} {key.get_name()} {key.get_base64()}\n"
+        try:
+            os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
+            descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            with os.fdopen(descriptor, "a") as known_hosts:
+                known_hosts.write(line)
+        except OSError as exc:
+            raise HostKeyError(f"cannot record its new key in {path}: {exc}",
+                               host=target.name) from exc
+        self._file(path, target.name).add(target.known_hosts_name, key.get_name(), key)
+        _log.warning("%s: recorded its new %s key %s in %s", target.name, key.get_name(),
+                     key.fingerprint, path)
+
+    def _recorded(self, target: Target) -> list[tuple[str, paramiko.PKey]]:
+        found = []
+        for path in target.user_known_hosts + target.global_known_hosts:
+            entry = self._file(path, target.name).lookup(target.known_hosts_name)
+            if entry is not None:
+                found += [(kind, entry[kind]) for kind in entry]
+        return found
+
+    def _file(self, path: str, host: str) -> paramiko.HostKeys:
+        host_keys = self._files.get(path)
+        if host_keys is None:
+            host_keys = paramiko.HostKeys()
+            if os.path.isfile(path):
+                try:
+                    host_keys.load(path)
+                except (OSError, paramiko.SSHException, ValueError) as exc:
+                    raise HostKeyError(f"cannot read the known_hosts file {path}: {exc}",
+                                       host=host) from exc
+            self._files[path] = host_keys
+        return host_keys
+
+
+def _split(value: str | None) -> tuple[str, ...]:
+    return tuple(value.split()) if value else ()
+
+
+def _paths(paths: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(os.path.expanduser(path) for path in paths if path != "/dev/null")

@@ -1,0 +1,108 @@
+"""A started job as the paramiko backend tracks it, and the states it goes through.
+
+Only started jobs exist here (the scheduler keeps queued ones); each is touched under its host
+pool's lock when its state changes, and reported exactly once by whoever makes it DONE.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from typing import TYPE_CHECKING
+
+from lofarexec.backend import Outcome, Report
+from lofarexec.remote import RemoteLaunch
+
+if TYPE_CHECKING:
+    import paramiko
+
+    from .connection import Connection
+
+#: How much of each of stdout and stderr is kept per job (the tail), as lofarexec.process does.
+OUTPUT_LIMIT = 64 * 1024
+_CHUNK = 65536
+_READS_PER_TURN = 16  # then the connection's other channels get a turn
+_log = logging.getLogger("lofarexec.paramiko")
+
+
+class State(enum.Enum):
+    PENDING = "pending"  # given to a connection, no channel yet
+    STARTING = "starting"  # its connection's thread is opening its channel
+    RUNNING = "running"  # its command runs in a channel
+    DONE = "done"  # reported, or about to be by whoever set this state
+
+
+class Job:
+    """One started job: its launch, its report callback, and where it runs."""
+
+    __slots__ = ("channel", "connection", "eof", "errors", "host", "kill_requested", "kill_sent",
+                 "launch", "output", "report", "requeued", "state")
+
+    def __init__(self, host: str, launch: RemoteLaunch, report: Report) -> None:
+        self.host = host
+        self.launch = launch
+        self.report = report
+        self.state = State.PENDING
+        self.connection: Connection | None = None
+        self.channel: paramiko.Channel | None = None
+        self.requeued = False
+        self.kill_requested = False
+        self.kill_sent = False
+        self.eof = False
+        self.output = bytearray()
+        self.errors = bytearray()
+
+    def finish(self, outcome: Outcome) -> None:
+        """Report once (the caller made the job DONE under the lock); a failing callback must
+        not kill the connection thread that serves the host's other jobs."""
+        try:
+            self.report(outcome)
+        except Exception:  # noqa: BLE001 - logged with its traceback
+            _log.exception("%s: the report callback of a job failed", self.host)
+
+    def drain(self, channel: paramiko.Channel) -> bool:
+        """Move what the channel holds into the tails, a bounded amount per call; True when
+        nothing is left (a channel's buffers are filled by paramiko's thread)."""
+        for _ in range(_READS_PER_TURN):
+            took = False
+            if channel.recv_ready():
+                _keep(self.output, channel.recv(_CHUNK))
+                took = True
+            if channel.recv_stderr_ready():
+                _keep(self.errors, channel.recv_stderr(_CHUNK))
+                took = True
+            if not took:
+                return True
+        return False
+
+    def outcome(self, status: int | None, failure: str | None = None) -> Outcome:
+        """The node's outcome from the wrapper's status line; else a one-line transport error
+        naming the host: ``failure`` if given, else what the remote side said."""
+        output, errors = _text(self.output), _text(self.errors)
+        if failure is None:
+            seen = self.launch.outcome(status, output, errors)
+            if seen.transport_error is None:
+                return seen
+            failure = seen.transport_error if status is not None else (
+                f"the remote command ended without an exit status: {_last_line(errors)}")
+        return Outcome(None, transport_error=one_line(f"{self.host}: {failure}"), output=output,
+                       errors=errors)
+
+
+def one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _keep(tail: bytearray, data: bytes) -> None:
+    tail += data
+    if len(tail) > OUTPUT_LIMIT:
+        del tail[: len(tail) - OUTPUT_LIMIT]
+
+
+def _text(data: bytearray) -> str:
+    return bytes(data).decode("utf-8", errors="replace")
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else "no output"

@@ -1,0 +1,129 @@
+"""Jobs and the connections of one host: which connection runs a job, and how a kill reaches it.
+
+A :class:`HostPool` holds a host's connections. A job goes to the first live connection with
+fewer than ``sessions`` jobs; when none has room, a new connection is opened next to the
+others, so the server's MaxSessions is never exceeded. Queued jobs never reach the pool (the
+scheduler holds them, a few bytes each): only started ones do, and the scheduler bounds those
+by ``max_per_node``. One lock per host guards the pool, its connections' job lists and every
+job's state; nothing calls paramiko or a report callback while holding it (paramiko calls back
+into us under its own channel locks, and a report may start the next job at once).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING
+
+from lofarexec.backend import Outcome
+
+from .connection import Connection
+from .jobs import Job, State
+
+if TYPE_CHECKING:
+    from .connect import KeyCache
+    from .hosts import KnownHosts, Target
+    from .settings import ParamikoSettings
+
+class ChannelJobHandle:
+    """What :meth:`ParamikoBackend.start` returns: ``kill()`` reaches the job's connection."""
+
+    __slots__ = ("_job", "_pool")
+
+    def __init__(self, pool: HostPool, job: Job) -> None:
+        self._pool = pool
+        self._job = job
+
+    def kill(self) -> None:
+        self._pool.kill(self._job)
+
+
+class HostPool:
+    """The connections to one host, and the jobs each carries."""
+
+    def __init__(self, target: Target, settings: ParamikoSettings, known_hosts: KnownHosts,
+                 keys: KeyCache) -> None:
+        self.target = target
+        self.settings = settings
+        self.known_hosts = known_hosts
+        self.keys = keys
+        self.lock = threading.Lock()
+        self.connections: list[Connection] = []
+        self._every_connection: list[Connection] = []
+        self._opened = 0
+        self._closed = False
+
+    def submit(self, job: Job) -> None:
+        """Give ``job`` to a connection with room (opening one if need be); never blocks."""
+        with self.lock:
+            if not self._closed:
+                self.assign_locked(job)
+                return
+            job.state = State.DONE
+        job.finish(Outcome(None, transport_error=f"{job.host}: the backend is closed"))
+
+    def assign_locked(self, job: Job) -> None:
+        """Put ``job`` on the first live connection with room, or on a new one (only while
+        :meth:`accepting_locked`)."""
+        for connection in self.connections:
+            if connection.usable() and connection.load < self.settings.sessions:
+                break
+        else:
+            self._opened += 1
+            connection = Connection(self, self._opened)
+            self.connections.append(connection)
+            self._prune_finished_locked()
+            self._every_connection.append(connection)
+            connection.start()
+        connection.load += 1
+        job.connection = connection
+        job.state = State.PENDING
+        connection.enqueue_locked(job)
+
+    def kill(self, job: Job) -> None:
+        """A job not started yet ends here and now; a running one is killed by its thread."""
+        with self.lock:
+            connection = job.connection
+            if connection is None or job.state is State.DONE:
+                return
+            if job.state is not State.PENDING:
+                connection.request_kill_locked(job)
+                return
+            connection.forget_pending_locked(job)
+            job.state = State.DONE
+        job.finish(Outcome(None, transport_error=f"{job.host}: killed before it started"))
+
+    def accepting_locked(self) -> bool:
+        """Whether jobs may still be given to connections (not after :meth:`close` began, so
+        that the connections it stops are all there are)."""
+        return not self._closed
+
+    def release_locked(self, connection: Connection) -> None:
+        """A job of ``connection`` ended: its session is free for the next job."""
+        connection.load -= 1
+
+    def retire_locked(self, connection: Connection) -> None:
+        """``connection`` is dead: new jobs go elsewhere (its thread is joined at close)."""
+        if connection in self.connections:
+            self.connections.remove(connection)
+
+    def close(self) -> None:
+        """Stop every connection (they kill their jobs first), then join their threads."""
+        with self.lock:
+            self._closed = True
+            connections = list(self._every_connection)
+        for connection in connections:
+            connection.shutdown()
+        for connection in connections:
+            connection.join()
+
+    def connection_count(self) -> int:
+        """How many connections were ever opened to this host (for tests and reports)."""
+        with self.lock:
+            return self._opened
+
+    def _prune_finished_locked(self) -> None:
+        """Join and drop the threads of dead connections, so a host that reconnects all run
+        long keeps no list that grows with it."""
+        for connection in [c for c in self._every_connection if c.finished()]:
+            connection.join()
+            self._every_connection.remove(connection)

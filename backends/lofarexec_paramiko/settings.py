@@ -1,0 +1,92 @@
+"""The ``[paramiko]`` section of ``pipeline.cfg``: one frozen dataclass, checked when loaded.
+
+Values left unset here come from the OpenSSH client config file (``config_file``) for each
+host, as ``ssh`` itself would resolve them, so both ssh backends agree on where a host name
+leads; a value set here wins over the config file, as ``ssh -l``/``-p``/``-i`` do.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from lofarexec.process import DEFAULT_KILL_GRACE
+from lofarexec.remote import DEFAULT_REMOTE_PYTHON
+
+#: The client config file read when ``config_file`` is not set; a missing one is no error.
+DEFAULT_CONFIG_FILE = "~/.ssh/config"
+#: What to do with a host whose key is not on record (a changed key is always refused).
+HOST_KEY_POLICIES = ("reject", "warn", "accept-new")
+
+
+@dataclasses.dataclass(frozen=True)
+class ParamikoSettings:
+    """``[paramiko]`` section of ``pipeline.cfg``."""
+
+    user: str | None = dataclasses.field(
+        default=None, metadata={"help": "remote user; default: the config file's User, else "
+                                        "the local user"})
+    port: int | None = dataclasses.field(
+        default=None, metadata={"help": "remote port; default: the config file's Port, else 22"})
+    key_files: tuple[str, ...] = dataclasses.field(
+        default=(), metadata={"help": "private keys to offer, comma separated, tried in order "
+                                      "(only these); default: the config file's IdentityFile "
+                                      "lines, else ~/.ssh/id_ed25519, id_ecdsa, id_rsa"})
+    agent: bool = dataclasses.field(
+        default=True, metadata={"help": "also offer the keys of the ssh agent (SSH_AUTH_SOCK), "
+                                        "unless the config file says IdentitiesOnly yes"})
+    config_file: str = dataclasses.field(
+        default=DEFAULT_CONFIG_FILE,
+        metadata={"help": "OpenSSH client config read for HostName, User, Port, IdentityFile, "
+                          "UserKnownHostsFile, GlobalKnownHostsFile, HostKeyAlias"})
+    known_hosts_files: tuple[str, ...] = dataclasses.field(
+        default=(), metadata={"help": "known_hosts files, comma separated, replacing the config "
+                                      "file's UserKnownHostsFile (default ~/.ssh/known_hosts); "
+                                      "new keys are written to the first"})
+    host_key_policy: str = dataclasses.field(
+        default="reject", metadata={"help": "a host whose key is not on record: 'reject' (the "
+                                            "job is a transport error), 'warn' (log and go on), "
+                                            "'accept-new' (record the key); a changed key is "
+                                            "always rejected"})
+    connect_timeout: float = dataclasses.field(
+        default=10.0, metadata={"help": "seconds for the TCP connection and the key exchange"})
+    banner_timeout: float = dataclasses.field(
+        default=15.0, metadata={"help": "seconds to wait for the server's SSH banner"})
+    auth_timeout: float = dataclasses.field(
+        default=15.0, metadata={"help": "seconds to wait for each authentication answer"})
+    channel_timeout: float = dataclasses.field(
+        default=10.0, metadata={"help": "seconds to wait for the server to open a session"})
+    sessions: int = dataclasses.field(
+        default=10, metadata={"help": "most jobs at once on one connection (sshd's MaxSessions, "
+                                      "default 10); more jobs on a host open more connections"})
+    alive_interval: int = dataclasses.field(
+        default=5, metadata={"help": "TCP keepalive seconds; a host silent for about four "
+                                     "intervals is a dropped connection (0: off)"})
+    remote_python: str = dataclasses.field(
+        default=DEFAULT_REMOTE_PYTHON,
+        metadata={"help": "Python on the hosts that runs the launch wrapper"})
+    kill_grace: float = dataclasses.field(
+        default=DEFAULT_KILL_GRACE,
+        metadata={"help": "seconds between SIGTERM and SIGKILL when a job is killed"})
+
+    def __post_init__(self) -> None:
+        if self.host_key_policy not in HOST_KEY_POLICIES:
+            raise ValueError(f"host_key_policy must be one of {', '.join(HOST_KEY_POLICIES)}, "
+                             f"not {self.host_key_policy!r}")
+        if self.port is not None and not 0 < self.port < 65536:
+            raise ValueError(f"port must be between 1 and 65535, not {self.port}")
+        if self.sessions < 1:
+            raise ValueError(f"sessions must be at least 1, not {self.sessions}")
+        for name in ("connect_timeout", "banner_timeout", "auth_timeout", "channel_timeout"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be a positive number of seconds")
+        if self.alive_interval < 0 or self.kill_grace < 0:
+            raise ValueError("alive_interval and kill_grace may not be negative")
+        if self.user is not None and not self.user.strip():
+            raise ValueError("user may not be empty; leave it unset for the config file's User")
+        config_file = os.path.expanduser(self.config_file)
+        if self.config_file != DEFAULT_CONFIG_FILE and not os.path.isfile(config_file):
+            raise ValueError(f"config_file {self.config_file} does not exist")
+        for path in self.key_files:
+            if not os.path.isfile(os.path.expanduser(path)):
+                raise ValueError(f"key file {path} does not exist")

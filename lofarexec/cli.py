@@ -1,4 +1,10 @@
-"""The ``lofarexec`` command: what is installed, and (later) tools around runs and mapfiles."""
+"""The ``lofarexec`` command: what is installed, and tools around runs and mapfiles.
+
+``lofarexec backends`` lists the installed backends; ``lofarexec mapfile show FILE`` prints the
+files per host of a mapfile and ``lofarexec mapfile validate FILE...`` checks mapfiles, printing
+one ``file:line: what is wrong`` line per bad file and exiting 1 when any is bad. Both read the
+seed's parset mapfiles and the JSON or Python-literal DataMap files, told apart by content.
+"""
 
 from __future__ import annotations
 
@@ -23,6 +29,61 @@ def _list_backends(_: argparse.Namespace) -> int:
     return 0
 
 
+def _show_mapfile(options: argparse.Namespace) -> int:
+    """Print a table of hosts and their file counts, and the totals."""
+    from lofarexec.datamaps import count_per_host
+
+    kind, counts = count_per_host(options.file)
+    with_skips = kind != "parset mapfile"  # a parset mapfile has no skip flags
+    width = max([len("host"), len("total"), *(len(count.host) for count in counts)])
+    header = f"{'host':<{width}}  {'files':>7}" + (f"  {'skipped':>7}" if with_skips else "")
+    print(f"{options.file}: {kind}")
+    print(header)
+    for count in counts:
+        print(f"{count.host:<{width}}  {count.files:>7}"
+              + (f"  {count.skipped:>7}" if with_skips else ""))
+    files = sum(count.files for count in counts)
+    skipped = sum(count.skipped for count in counts)
+    print(f"{'total':<{width}}  {files:>7}" + (f"  {skipped:>7}" if with_skips else "")
+          + f"  ({_count(len(counts), 'host')})")
+    return 0
+
+
+def _validate_mapfiles(options: argparse.Namespace) -> int:
+    """Check each file; one ``file:line: what`` line on stderr per bad file, exit 1 if any."""
+    from lofarexec.datamaps import count_per_host
+    from lofarexec.errors import DataMapError
+
+    status = 0
+    for filename in options.files:
+        try:
+            kind, counts = count_per_host(filename)
+        except DataMapError as exc:
+            print(exc, file=sys.stderr)
+            status = 1
+            continue
+        files = sum(count.files for count in counts)
+        print(f"{filename}: valid {kind}, {_count(len(counts), 'host')}, {_count(files, 'file')}")
+    return status
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" + ("" if number == 1 else "s")
+
+
+def _add_mapfile_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    mapfile = commands.add_parser(
+        "mapfile", help="inspect and check mapfiles (parset, or JSON/literal DataMap)")
+    actions = mapfile.add_subparsers(dest="mapfile_command", metavar="ACTION", required=True)
+    show = actions.add_parser("show", help="print the files per host, and the totals")
+    show.add_argument("file", help="the mapfile")
+    show.set_defaults(action=_show_mapfile)
+    validate = actions.add_parser(
+        "validate", help="check mapfiles; exit 1 with 'file:line: what' for each bad one")
+    validate.add_argument("files", nargs="+", metavar="file", help="the mapfile(s)")
+    validate.set_defaults(action=_validate_mapfiles)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lofarexec",
@@ -36,6 +97,7 @@ def _parser() -> argparse.ArgumentParser:
         "backends", help="list the installed backends and the package providing each"
     )
     backends.set_defaults(action=_list_backends)
+    _add_mapfile_commands(commands)
     return parser
 
 

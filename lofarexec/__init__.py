@@ -24,10 +24,14 @@ _EXPORTS: dict[str, str] = {
     "DataMapError": "lofarexec.errors",
     "HostKeyError": "lofarexec.errors",
     "JobFailed": "lofarexec.errors",
+    "JobExchange": "lofarexec.exchange",
     "JobHandle": "lofarexec.backend",
     "JobState": "lofarexec.job",
     "JobTimeout": "lofarexec.errors",
+    "DataMap": "lofarexec.datamaps",
     "LOFARnode": "lofarexec.node",
+    "LOFARnodeTCP": "lofarexec.node",
+    "MultiDataMap": "lofarexec.datamaps",
     "LaunchRequest": "lofarexec.backend",
     "LofarexecError": "lofarexec.errors",
     "Outcome": "lofarexec.backend",
@@ -36,7 +40,12 @@ _EXPORTS: dict[str, str] = {
     "ProcessLauncher": "lofarexec.process",
     "ProtocolError": "lofarexec.errors",
     "RemoteCommandRecipeMixIn": "lofarexec.recipe",
+    "RemoteLaunch": "lofarexec.remote",
+    "Report": "lofarexec.backend",
+    "remote_launch": "lofarexec.remote",
     "hookimpl": "lofarexec.plugin.spec",
+    "load_data_map": "lofarexec.datamap",
+    "store_data_map": "lofarexec.datamap",
 }
 
 __all__ = sorted(_EXPORTS)

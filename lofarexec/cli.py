@@ -24,8 +24,8 @@ def _list_backends(_: argparse.Namespace) -> int:
     width = max((len(name) for name in names), default=0)
     for name in names:
         backend = registry.get(name)
-        summary = (backend.__doc__ or "").strip().splitlines()
-        print(f"{name:<{width}}  {registry.provider(name):<24}  {summary[0] if summary else ''}")
+        summary = (backend.__doc__ or "").strip().split("\n\n")[0].replace("``", "")
+        print(f"{name:<{width}}  {registry.provider(name):<24}  {' '.join(summary.split())}")
     return 0
 
 

@@ -14,7 +14,7 @@ what went wrong, where, and what to do::
      |    +-- AuthenticationError the host refused our credentials
      |    +-- HostKeyError        the host's key is unknown or changed
      +-- JobFailed            a job ended unsuccessfully (raised only when a caller asks for it)
-     +-- JobTimeout           a job ran past its time limit
+     |    +-- JobTimeout          a job ran past its time limit
      +-- PipelineQuit         the run was stopped (Ctrl-C, SIGTERM, kill switch)
 
 Foreign exceptions (paramiko's, OSError from a transport) are translated into this tree at the

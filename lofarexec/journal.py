@@ -26,6 +26,7 @@ class JournalWriter:
     def __init__(self) -> None:
         self._file: IO[str] | None = None
         self._recipe = ""
+        self._run = ""
 
     @hookimpl
     def lofarexec_run_started(self, run: Any) -> None:
@@ -33,12 +34,13 @@ class JournalWriter:
         directory.mkdir(parents=True, exist_ok=True)
         self._file = open(directory / JOURNAL_NAME, "a", encoding="utf-8")
         self._recipe = run.recipe_name
+        self._run = run.started
 
     @hookimpl
     def lofarexec_job_finished(self, job: ComputeJob) -> None:
         if self._file is None:
             return
-        entry = {"id": job.id, "recipe": self._recipe, "command": job.command}
+        entry = {"run": self._run, "id": job.id, "recipe": self._recipe, "command": job.command}
         entry.update({name: job.results.get(name) for name in _FIELDS})
         self._file.write(_encode(entry) + "\n")
         self._file.flush()

@@ -13,20 +13,21 @@ It exists because a remote shell alone cannot give three guarantees:
 * **Secrets stay off command lines.** The job's environment and token arrive as the first line
   of stdin (JSON), not as ``env VAR=...`` words that ``ps`` on the host would show.
 * **The exit status is the node's, exactly.** The wrapper writes ``<marker> <status>`` as the
-  last line of stderr (a negative status: killed by that signal). ``ssh`` exiting 255 without
-  that line is a transport failure; a node exiting 255 is reported as 255. The marker is a
-  per-job random string sent on stdin, so the node cannot forge it.
+  last line of stderr (a negative status: killed by that signal; ``start-failed`` when the node
+  program could not be started at all). ``ssh`` exiting 255 without that line is a transport
+  failure; a node exiting 255 is reported as 255. The marker is a per-job random string sent on
+  stdin, so the node cannot forge it.
 
 The job's stdout and stderr are the wrapper's own (passed through, never copied), and whatever
 the job leaves in its process group when it exits is killed.
 """
 
+import _thread
 import binascii
 import os
 import signal
 import sys
 import time
-import _thread
 
 # Start-up cost is paid by every job, so only cheap built-in modules are imported (json alone
 # would add ~7 ms here, subprocess ~10 ms).
@@ -84,8 +85,8 @@ def main():
         pid = os.posix_spawnp(argv[0], argv, environment, setsid=True, file_actions=[
             (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0)])
     except OSError as exc:
-        os.write(2, ("lofarexec: cannot start %r on this host: %s\n" % (argv[0], exc)).encode())
-        _report(marker, 127)
+        os.write(2, ("cannot start %r: %s\n" % (argv[0], exc.strerror or exc)).encode())
+        os.write(2, ("\n%s start-failed\n" % marker).encode("ascii"))
         return
     for signum in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: _kill_group(pid, grace))

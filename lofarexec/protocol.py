@@ -42,8 +42,9 @@ MSG_LOG = "log"
 ENV_JOB_ID = "LOFAREXEC_JOB_ID"
 #: The job's secret token, when it travels in the environment.
 ENV_TOKEN = "LOFAREXEC_TOKEN"
-#: When ``"1"``, the token is the first line of the node's standard input (ssh transports use
-#: this so that the token never appears on a command line).
+#: When ``"1"``, the token is the first line of the node's standard input: for a transport
+#: that can hand a node a stdin but no environment of its own. (The built-in remote transports
+#: set the environment through the launch wrapper instead, which reads it from stdin.)
 ENV_TOKEN_STDIN = "LOFAREXEC_TOKEN_STDIN"
 #: The job's host name as the recipe named it; the node logs as ``node.<this>.<ClassName>``.
 ENV_HOST = "LOFAREXEC_HOST"

@@ -64,7 +64,11 @@ class BaseRecipe:
         self.logger.debug("Pipeline start time: %s", self.inputs["start_time"])
         if not hasattr(self, "config"):
             self.config = self._read_config()
-        _add_log_file(self.config.log_file)
+        formatter = _log_formatter(self.config)
+        for handler in logging.getLogger().handlers:
+            if getattr(handler, "_lofarexec_console", False):
+                handler.setFormatter(formatter)
+        _add_log_file(self.config.log_file, formatter)
         return 0
 
     # -- command line --------------------------------------------------------------------------
@@ -93,7 +97,7 @@ class BaseRecipe:
         with _StopOnSignals(self):
             try:
                 status = self.go()
-            except PipelineQuit as exc:
+            except (PipelineQuit, _Stopped) as exc:
                 self.logger.error("recipe %s stopped: %s", self.name, exc)
                 return 1
             except (LofarexecError, ValueError) as exc:
@@ -211,9 +215,16 @@ class _StopOnSignals:
     def handle(self, signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
         runner = getattr(self.recipe, "_active_runner", None)
-        if runner is not None and runner.kill(name):
-            return  # the scheduler kills its jobs, then raises PipelineQuit in the main thread
-        raise PipelineQuit(f"received {name}")
+        if runner is not None:
+            runner.kill(name)  # its jobs are killed (or never started), then PipelineQuit
+            return
+        # No batch: unwind the recipe's own code. A BaseException, so that no `except
+        # Exception` on the way (a plugin import, a recipe's own handler) can swallow it.
+        raise _Stopped(f"received {name}")
+
+
+class _Stopped(KeyboardInterrupt):
+    """A signal arrived while no batch of jobs was running."""
 
 
 def _set_up_console(*, debug: bool, verbose: bool) -> None:
@@ -230,7 +241,15 @@ def _set_up_console(*, debug: bool, verbose: bool) -> None:
     root.setLevel(min(level, root.level) if root.level else level)
 
 
-def _add_log_file(path: Path | None) -> None:
+def _log_formatter(config: PipelineConfig) -> logging.Formatter:
+    """``[logging] format`` and ``datefmt`` when the config sets them; the seed's otherwise."""
+    return logging.Formatter(
+        config.get("logging", "format", fallback=LOG_FORMAT, raw=True),
+        config.get("logging", "datefmt", fallback=DATE_FORMAT, raw=True),
+    )
+
+
+def _add_log_file(path: Path | None, formatter: logging.Formatter) -> None:
     """Also log everything (debug included) to the configured ``[logging] log_file``."""
     if path is None:
         return
@@ -239,7 +258,7 @@ def _add_log_file(path: Path | None) -> None:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setFormatter(logging.Formatter(LOG_FORMAT, DATE_FORMAT))
+    handler.setFormatter(formatter)
     handler.setLevel(logging.DEBUG)
     root.addHandler(handler)
     root.setLevel(logging.DEBUG)

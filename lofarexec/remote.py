@@ -44,9 +44,13 @@ class RemoteLaunch:
         it: the job's fate is unknown, so it is a transport error carrying the launcher's own
         words (e.g. ssh's "Connection refused").
         """
-        found = re.search(rf"\n?{re.escape(self.marker)} (-?\d+)\n?\Z", errors)
+        found = re.search(rf"\n?{re.escape(self.marker)} (-?\d+|start-failed)\n?\Z", errors)
         if found is not None:
-            return Outcome(int(found.group(1)), output=output, errors=errors[: found.start()])
+            errors = errors[: found.start()]
+            if found.group(1) == "start-failed":  # as the local launcher says it
+                return Outcome(None, transport_error=_last_lines(errors, 1), output=output,
+                               errors=errors)
+            return Outcome(int(found.group(1)), output=output, errors=errors)
         reason = _last_lines(errors) or "no output"
         if returncode is not None and returncode < 0:
             what = f"the connection was killed by signal {-returncode}"

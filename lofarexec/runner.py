@@ -10,6 +10,7 @@ the :class:`~lofarexec.scheduler.Scheduler` and relays its events to the plugin 
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import logging
 import os
@@ -22,7 +23,7 @@ from typing import Any
 
 from lofarexec.backend import Backend, LaunchRequest
 from lofarexec.config import PipelineConfig
-from lofarexec.errors import ConfigError
+from lofarexec.errors import ConfigError, PipelineQuit
 from lofarexec.exchange import JobExchange
 from lofarexec.hostlist import allocation_hosts
 from lofarexec.job import ComputeJob, JobState
@@ -52,6 +53,9 @@ class RunContext:
     job_directory: Path
     log_address: tuple[str, int]
     dry_run: bool = False
+    started: str = dataclasses.field(
+        default_factory=lambda: datetime.datetime.now().isoformat(timespec="milliseconds"))
+    """When this batch began: tells apart the journal lines of successive batches."""
 
 
 class JobRunner:
@@ -74,6 +78,7 @@ class JobRunner:
         self.plugins = plugin_manager
         self.dry_run = dry_run
         self._scheduler: Scheduler | None = None
+        self._kill_reason: str | None = None
         self._exchange: JobExchange | None = None
         self._exchange_ready = threading.Event()
 
@@ -84,13 +89,13 @@ class JobRunner:
             raise TimeoutError("no batch of jobs started")
         return self._exchange
 
-    def kill(self, reason: str) -> bool:
-        """Stop the batch in progress; False when none is running. Safe in signal handlers."""
+    def kill(self, reason: str) -> None:
+        """Stop the batch in progress, or the one being set up (it then starts no job and
+        ends in PipelineQuit). Safe in signal handlers: it only records or forwards."""
+        self._kill_reason = reason
         scheduler = self._scheduler
-        if scheduler is None:
-            return False
-        scheduler.kill(reason)
-        return True
+        if scheduler is not None:
+            scheduler.kill(reason)
 
     def schedule(
         self, jobs: Sequence[ComputeJob], max_per_node: int | None = None,
@@ -103,6 +108,8 @@ class JobRunner:
         need.
         """
         jobs = list(jobs)
+        for index, job in enumerate(jobs):
+            job.id = index  # the ids the hooks and the report use (the scheduler's too)
         argv_heads = _split_commands(jobs)
         _check_stored_arguments(jobs)
         if self.plugins is None:
@@ -155,6 +162,8 @@ class JobRunner:
                     if job.id is not None and job.results.get("attempts"):
                         log_server.wait_job_closed(job.id, timeout=5.0)
                 hooks.lofarexec_run_finished(run=context, jobs=jobs, error=self.error.is_set())
+        if self._kill_reason is not None:  # a stop that came as the batch was ending
+            raise PipelineQuit(f"run stopped ({self._kill_reason})")
         return {job.id: job for job in jobs if job.id is not None}
 
     def _run(self, scheduler: Scheduler, backend: Backend, jobs: list[ComputeJob]) -> None:
@@ -166,6 +175,8 @@ class JobRunner:
                 self.logger.info("dry run: would run %s on %s", job.command, job.host)
             return
         self._scheduler = scheduler
+        if self._kill_reason is not None:  # stopped while the batch was being set up
+            scheduler.kill(self._kill_reason)
         try:
             backend.open()
             scheduler.run(

@@ -75,11 +75,12 @@ class Limits:
             if value is not None and value < 1:
                 raise ValueError(f"a job limit must be a positive number, not {value}")
         self.per_host = per_host
-        self.overrides = dict(overrides or {})
+        # Host names compare without case, as DNS does (and pipeline.cfg lower-cases its keys).
+        self.overrides = {host.lower(): limit for host, limit in (overrides or {}).items()}
         self.total = total
 
     def for_host(self, host: str) -> int | None:
-        return self.overrides.get(host, self.per_host)
+        return self.overrides.get(host.lower(), self.per_host) if self.overrides else self.per_host
 
 
 class Scheduler:
@@ -113,10 +114,12 @@ class Scheduler:
         self._draining = False
         self._batch: _Batch | None = None
         self._failure: BaseException | None = None
+        self._stop_reason: str | None = None
 
     # -- public ------------------------------------------------------------------------------
     def kill(self, reason: str = "killed") -> None:
         """Stop the run: no new starts, running jobs killed. Safe from signal handlers."""
+        self._stop_reason = reason  # seen by a run that has not started any job yet
         self._wakeups.put((_KILL, reason))
 
     def run(
@@ -128,6 +131,8 @@ class Scheduler:
         begins to wait for them (the seed's "Waiting for compute threads..." moment).
         """
         batch = self._batch = _Batch(self, jobs)
+        if self._stop_reason is not None:
+            self.deliver(_KILL, self._stop_reason)
         self.deliver(_FILL, None)
         if on_waiting is not None:
             on_waiting()

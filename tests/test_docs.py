@@ -40,6 +40,8 @@ CONFIG_KEYS = {
     ("logging", "log_file"),
     ("logging", "bind_address"),
     ("logging", "advertise_address"),
+    ("logging", "format"),
+    ("logging", "datefmt"),
 }
 #: Sections whose keys are data (host names), not fixed names.
 CONFIG_SECTIONS_OF_DATA = {"max_per_node"}

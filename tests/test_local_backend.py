@@ -170,3 +170,27 @@ def test_a_failed_job_says_why_in_the_master_log(make_config, node_script, caplo
     messages = [r.getMessage() for r in caplog.records if r.name == "myrecipe"]
     assert "job 0 on node7 failed: node script exited with status 3" in messages
     assert "job 0 stderr: disk full on /data" in messages
+
+
+def test_a_stop_before_the_batch_starts_starts_nothing(make_config, tmp_path):
+    from lofarexec.errors import PipelineQuit
+
+    marker = tmp_path / "ran"
+    error = threading.Event()
+    runner = JobRunner(make_config(), recipe_name="t", error=error)
+    runner.kill("SIGINT")  # as a signal handler does while plugins are still loading
+    jobs = [ComputeJob("h", f"touch {marker}") for _ in range(3)]
+    with pytest.raises(PipelineQuit, match="SIGINT"):
+        runner.schedule(jobs)
+    assert not marker.exists()
+    assert [job.results["state"] for job in jobs] == ["not_started"] * 3
+
+
+def test_host_overrides_ignore_case(make_config, node_script, tmp_path):
+    config = make_config("[max_per_node]\nLCE001 = 1\n")
+    command = node_script(TIMING_NODE)
+    record = tmp_path / "case.log"
+    jobs = [ComputeJob("LCE001", command, [str(record), f"j{i}", "0.2", "0"]) for i in range(3)]
+    run_jobs(config, jobs)
+    spans = [tuple(pair) for pair in intervals(record).values()]
+    assert peak_overlap(spans) == 1

@@ -184,3 +184,10 @@ def test_signal_kills_running_jobs_and_leaves_no_process(tmp_path, signum):
     journal = (tmp_path / "runtime" / "jobs" / "stop" / "journal.jsonl").read_text()
     assert journal.count('"state": "killed"') == 4
     assert journal.count('"state": "not_started"') == 2
+
+
+def test_log_format_from_the_config(tmp_path):
+    config = write_config(tmp_path, "[logging]\nformat = <%(levelname)s> %(message)s\n")
+    result = run_recipe([SEED_RECIPE, "-j", "fmt", "-v", "-c", config, "nodeF"], cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    assert "<INFO> Received example_argument as argument" in result.stderr

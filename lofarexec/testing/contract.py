@@ -173,6 +173,13 @@ class BackendContract:
         assert job.results["state"] == ("succeeded" if code == 0 else "failed")
         assert error.is_set() == (code != 0)
 
+    def test_missing_node_program_is_a_transport_error(self, contract_setup: ContractSetup) -> None:
+        job = ComputeJob(contract_setup.hosts[0], "/no/such/node-program")
+        self.run(contract_setup, [job])
+        assert job.results["state"] == "transport_error", job.results
+        assert "/no/such/node-program" in job.results["reason"]
+        assert job.results["returncode"] is None
+
     def test_death_by_signal(self, contract_setup: ContractSetup) -> None:
         command = self.node(contract_setup, "signal_node", "os.kill(os.getpid(), signal.SIGKILL)")
         job = ComputeJob(contract_setup.hosts[0], command)

@@ -33,8 +33,11 @@ class _MockHandle:
 
 
 class MockBackend(Backend):
-    """Finishes each job at once with ``behaviour(request)`` (default: the configured status),
-    or holds it until :meth:`finish` when ``hold`` is true. Records every request it saw."""
+    """In-process jobs that end at once, or when a test says (no process, no socket).
+
+    Each job ends with ``behaviour(request)`` (default: the configured status), or, when
+    ``hold`` is true, is held (and its request recorded) until :meth:`finish`.
+    """
 
     name = "mock"
     Settings = MockSettings

@@ -29,6 +29,7 @@ Written exactly as a third-party backend would be, against lofarexec's public AP
 
 from __future__ import annotations
 
+import logging
 import threading
 
 from lofarexec import (
@@ -59,6 +60,9 @@ class ParamikoBackend(Backend):
     def open(self) -> None:
         """Read the ssh config once for the run; connections are opened by the first job of
         each host, in their own threads."""
+        # paramiko logs transport failures itself (at ERROR, with tracebacks); this backend
+        # reports each one as the job's one-line reason instead, so keep paramiko's quiet.
+        logging.getLogger("paramiko").setLevel(logging.CRITICAL)
         self._lock = threading.Lock()
         self._pools: dict[str, HostPool] = {}
         self._closed = False

@@ -194,6 +194,8 @@ def translate(exc: BaseException, target: Target, doing: str) -> BackendError:
         return ConnectError(f"{doing} {where}: {exc.strerror or _words(exc)}", host=target.name)
     if isinstance(exc, EOFError):
         return ConnectError(f"{doing} {where}: the host closed the connection", host=target.name)
+    if isinstance(exc, paramiko.ChannelException):
+        return BackendError(f"{doing} {where}: the server refused ({exc.text})", host=target.name)
     if isinstance(exc, paramiko.SSHException):
         return ConnectError(f"{doing} {where}: {_words(exc)}", host=target.name)
     return BackendError(f"{doing} {where}: unexpected {type(exc).__name__}: {_words(exc)}",

@@ -76,13 +76,14 @@ class Job:
         return False
 
     def outcome(self, status: int | None, failure: str | None = None) -> Outcome:
-        """The node's outcome from the wrapper's status line; else a one-line transport error
-        naming the host: ``failure`` if given, else what the remote side said."""
+        """The node's outcome from the wrapper's status line when it came (the truth, even if
+        the connection broke right after); else a one-line transport error naming the host:
+        ``failure`` if given, else what the remote side said."""
         output, errors = _text(self.output), _text(self.errors)
+        seen = self.launch.outcome(status, output, errors)
+        if seen.transport_error is None:
+            return seen
         if failure is None:
-            seen = self.launch.outcome(status, output, errors)
-            if seen.transport_error is None:
-                return seen
             failure = seen.transport_error if status is not None else (
                 f"the remote command ended without an exit status: {_last_line(errors)}")
         return Outcome(None, transport_error=one_line(f"{self.host}: {failure}"), output=output,

@@ -60,3 +60,44 @@ def test_bbs_over_ssh(ssh_testbed, tmp_path):
     assert result.returncode == 0, result.stderr
     for host in ssh_testbed.host_names:
         assert f"node.{host}.bbs: worker" in result.stderr
+
+
+EXECUTABLE_ARGS = REPO / "recipes" / "master" / "executable_args.py"
+UPPER = """\
+#!/bin/sh
+# upper INPUT OUTPUT: the input upper-cased; fails on files whose name contains "bad"
+case "$1" in *bad*) echo "cannot read $1" >&2; exit 4;; esac
+tr a-z A-Z < "$1" > "$2"
+"""
+
+
+def test_executable_args_runs_on_each_file_and_skips_failures(tmp_path):
+    from lofarexec.datamaps import DataMap, DataProduct, load_map
+
+    program = tmp_path / "upper"
+    program.write_text(UPPER)
+    program.chmod(0o755)
+    files = {}
+    for host, name in [("h1", "a.txt"), ("h2", "b bad.txt"), ("h1", "c.txt"), ("h2", "d.txt")]:
+        path = tmp_path / host / name
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(f"data of {name}")
+        files[name] = (host, str(path))
+    inputs = DataMap([DataProduct(h, f) for h, f in files.values()])
+    inputs.data[3].skip = True  # skipped by an earlier step: no job
+    inputs.save(tmp_path / "in.mapfile")
+    config = write_config(tmp_path)
+    out = tmp_path / "out.mapfile"
+    result = subprocess.run(
+        [sys.executable, str(EXECUTABLE_ARGS), "-j", "ea", "-v", "-c", str(config),
+         "--python", sys.executable, "--executable", str(program), "--max-per-node", "1",
+         "--mapfile-out", str(out), str(tmp_path / "in.mapfile")],
+        capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert result.returncode == 1, result.stderr  # one job failed
+    products = list(load_map(out))
+    assert [(p.host, p.skip) for p in products] == [
+        ("h1", False), ("h2", True), ("h1", False), ("h2", True)]
+    assert products[0].file == files["a.txt"][1] + ".out"
+    assert (tmp_path / "h1" / "a.txt.out").read_text() == "DATA OF A.TXT"
+    assert "cannot read" in result.stderr and "1 of 3 jobs failed" in result.stderr
+    assert not (tmp_path / "h2" / "d.txt.out").exists()

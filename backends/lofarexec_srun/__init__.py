@@ -37,7 +37,15 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
-from lofarexec import Backend, BackendError, JobHandle, LaunchRequest, Outcome, hookimpl
+from lofarexec import (
+    Backend,
+    BackendError,
+    BackendRegistry,
+    JobHandle,
+    LaunchRequest,
+    Outcome,
+    hookimpl,
+)
 from lofarexec.backend import Report
 from lofarexec.process import ProcessLauncher
 from lofarexec.remote import RemoteLaunch, remote_launch
@@ -48,6 +56,9 @@ from lofarexec_srun.settings import SrunSettings
 FALLBACK_MARGIN = 3.0
 #: Seconds ``close()`` gives running jobs to end after their input was closed.
 CLOSE_TIMEOUT = 10.0
+#: Seconds between SIGTERM and SIGKILL for srun itself: on TERM it cancels the job or step
+#: and waits for Slurm to confirm; killed sooner, it can leave the allocation behind.
+SRUN_KILL_GRACE = 10.0
 
 
 class SrunBackend(Backend):
@@ -70,7 +81,7 @@ class SrunBackend(Backend):
         self.fifo_directory = tempfile.mkdtemp(prefix="lofarexec-srun-")  # 0700: the headers
         self.fallback_delay = settings.kill_grace + FALLBACK_MARGIN
         self.alarms = Alarms()
-        self.launcher = ProcessLauncher(kill_grace=settings.kill_grace, name="srun-jobs")
+        self.launcher = ProcessLauncher(kill_grace=SRUN_KILL_GRACE, name="srun-jobs")
         self.launcher.start()
         self._pool = ThreadPoolExecutor(settings.max_concurrent_launches,
                                         thread_name_prefix="srun-launch")
@@ -158,7 +169,7 @@ def _srun_environment(*, steps: bool) -> dict[str, str]:
 
 
 @hookimpl
-def lofarexec_register_backends(registry) -> None:  # type: ignore[no-untyped-def]
+def lofarexec_register_backends(registry: BackendRegistry) -> None:
     registry.add(SrunBackend)
 
 

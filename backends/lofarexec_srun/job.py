@@ -21,6 +21,10 @@ would work as well, but only the FIFO can be closed by the backend while srun ru
 also tells when the launch is complete: srun opens its input only once the allocation exists
 and the step is being launched, which is what the launch cap counts.
 
+A job killed while it launches gets no header at all, only EOF, so its wrapper starts nothing
+and srun ends by itself. srun is signalled (TERM, which revokes a pending allocation cleanly)
+only when it has not ended ``kill_grace`` + 3 s after the EOF, e.g. while it waits in the queue.
+
 Retries: a launch is retried only when srun ended before taking the header from the FIFO: then
 no task can have started the node (the wrapper starts nothing without a header), so running it
 again cannot run a node twice. Anything after that is final.
@@ -30,6 +34,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import logging
 import os
 import re
 import threading
@@ -46,6 +51,7 @@ if TYPE_CHECKING:
 
 QUEUED, LAUNCHING, BACKOFF, RUNNING, DONE = "queued", "launching", "backoff", "running", "done"
 _MAX_HEADER = 65536  # the pipe's capacity: the header is written without ever blocking
+_log = logging.getLogger("lofarexec.srun")
 
 
 class SrunJob:
@@ -67,6 +73,7 @@ class SrunJob:
         self.process: ProcessHandle | None = None
         self.srun_done = threading.Event()
         self.srun_outcome: Outcome | None = None
+        self.stale_file: str | None = None  # the empty file left in F's place by a kill
 
     # -- any thread ------------------------------------------------------------------------------
     def kill(self) -> None:
@@ -97,7 +104,17 @@ class SrunJob:
 
     # -- the launch worker -----------------------------------------------------------------------
     def run_launches(self) -> None:
-        """In a launch worker: launch, retry failed launches with backoff, until running or done."""
+        """In a launch worker: launch, retry failed launches with backoff, until running or done.
+
+        A bug here must not lose the job's report (the pool would keep the exception silently).
+        """
+        try:
+            self._run_launches()
+        except Exception as exc:
+            _log.exception("srun launch of job %d failed", self.request.job_id)
+            self.finish(Outcome(None, transport_error=f"srun backend error: {exc!r}"))
+
+    def _run_launches(self) -> None:
         settings = self.backend.settings
         for attempt in range(settings.launch_retries + 1):
             with self.lock:
@@ -138,30 +155,44 @@ class SrunJob:
             started = self._hand_over(writer, path)
         if started:
             return None
-        if not self.srun_done.is_set() and self.process is not None:
-            self.process.kill()  # F is gone, so srun can start no task any more: TERM is safe
         self.srun_done.wait()
         assert self.srun_outcome is not None
         return self.srun_outcome
 
     def _hand_over(self, writer: int, path: str) -> bool:
-        """Give srun the header; True when srun took it (the job runs), False if srun is gone."""
+        """Give srun the header; True when the job is under way, False when srun ended first.
+
+        Killed while launching, srun gets no header at all: F is swapped for an empty file
+        (should srun open it later: it reads EOF at once) and our end is closed (should srun
+        have it open: EOF too), so the wrapper starts nothing and srun ends as usual. srun is
+        not signalled: after its step exists, a TERM or a missing input file can leave the
+        allocation behind (seen with Slurm 22.05).
+        """
         with self.lock:
             if self.unblocker is not None:
                 os.close(self.unblocker)
                 self.unblocker = None
-            os.unlink(path)  # from now on srun either has F open or can never open it
             self.fifo = None
-            try:
-                os.write(writer, self.launch.stdin)
-            except BrokenPipeError:  # no reader left: srun ended, or never opened F
+            # Once srun has ended, a reader can only be a copy of our unblocker that a process
+            # being spawned by another thread holds until its exec: not srun.
+            if self.srun_done.is_set():
+                os.unlink(path)
+                os.close(writer)
+                return False
+            if self.kill_requested:
+                _swap_for_empty_file(path)
+                self.stale_file = path
+            elif _write(writer, self.launch.stdin):
+                os.unlink(path)  # srun has it open
+                self.phase = RUNNING
+                self.writer = writer
+                return True
+            else:  # srun closed F again: it is ending, and its exit is reported soon
+                os.unlink(path)
                 os.close(writer)
                 return False
             self.phase = RUNNING
-            if not self.kill_requested:
-                self.writer = writer
-                return True
-        os.close(writer)  # killed while launching: EOF right after the header
+        os.close(writer)
         self.backend.alarms.call_later(self.backend.fallback_delay, self._force_kill)
         return True
 
@@ -176,6 +207,8 @@ class SrunJob:
             writer, self.writer = self.writer, None
         if writer is not None:
             os.close(writer)
+        if self.stale_file is not None:
+            os.unlink(self.stale_file)
         self.finish(node_outcome(self.launch, seen))
 
     def _unblock(self) -> None:
@@ -190,6 +223,22 @@ class SrunJob:
         """The step did not end after EOF: TERM srun, which makes Slurm cancel the step."""
         if self.phase != DONE and self.process is not None:
             self.process.kill()
+
+
+def _swap_for_empty_file(path: str) -> None:
+    """Atomically replace the FIFO at ``path`` by an empty regular file."""
+    empty = path + ".empty"
+    os.close(os.open(empty, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+    os.rename(empty, path)
+
+
+def _write(fd: int, data: bytes) -> bool:
+    """Write ``data`` (within the pipe's capacity); False when no reader has the pipe open."""
+    try:
+        os.write(fd, data)
+    except BrokenPipeError:
+        return False
+    return True
 
 
 def node_outcome(launch: RemoteLaunch, seen: Outcome) -> Outcome:

@@ -24,9 +24,9 @@ Every process the bed starts carries ``LOFAREXEC_SLURMBED=DIR`` in its environme
 ``slurmstepd`` processes the slurmd daemons fork. :meth:`SlurmTestBed.stop` cancels every job,
 stops each daemon by its recorded pid (checked against its start time, so a reused pid is never
 hit), then kills whatever still carries the mark: nothing of the bed is left running, also after
-a start that failed half-way. The daemons are told to use 127.0.0.1 only: the controller and
-every node are addressed there and ``CommunicationParameters=NoInAddrAny,NoCtldInAddrAny`` keeps them from
-binding the wildcard address.
+a start that failed half-way. Everything listens on 127.0.0.1 only: the controller and every
+node are addressed there, and ``CommunicationParameters=NoInAddrAny,NoCtldInAddrAny`` keeps the
+daemons and srun from binding the wildcard address.
 """
 
 from __future__ import annotations
@@ -40,7 +40,6 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Self
 
@@ -48,7 +47,6 @@ __all__ = [
     "SlurmBedError",
     "SlurmTestBed",
     "ensure_slurm_installed",
-    "running_slurmbed",
     "slurm_missing",
 ]
 
@@ -183,6 +181,8 @@ class SlurmTestBed:
         _terminate(_marked_processes(str(self.directory)), signal.SIGKILL)
         self.processes.clear()
         shutil.rmtree(self.munge_folder, ignore_errors=True)
+        with contextlib.suppress(OSError):  # the last bed gone: leave /run as found
+            MUNGE_ROOT.rmdir()
         with contextlib.suppress(OSError):
             self._save_state()
 
@@ -340,7 +340,7 @@ class SlurmTestBed:
 
     def _cancel_all_jobs(self) -> None:
         """Cancel the bed's jobs and wait until none is left, so no step outlives the bed."""
-        self.client("scancel", "--full", "--user", "root", timeout=STOP_TIMEOUT)
+        self.client("scancel", "--user", "root", timeout=STOP_TIMEOUT)
         deadline = time.monotonic() + STOP_TIMEOUT
         while time.monotonic() < deadline:
             listed = self.client("squeue", "-h", "-t", "all", "-o", "%i %T", timeout=STOP_TIMEOUT)
@@ -366,13 +366,6 @@ class SlurmTestBed:
         temporary = path.with_suffix(".tmp")
         temporary.write_text(json.dumps(state, indent=2) + "\n")
         temporary.replace(path)
-
-
-@contextlib.contextmanager
-def running_slurmbed(directory: Path | str, nodes: int = 4) -> Iterator[SlurmTestBed]:
-    """A started :class:`SlurmTestBed`, stopped on the way out whatever happened."""
-    with SlurmTestBed(directory, nodes=nodes) as bed:
-        yield bed
 
 
 # -- helpers -------------------------------------------------------------------------------------

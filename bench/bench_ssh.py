@@ -56,6 +56,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 from pathlib import Path
 
 HOSTS = 4
@@ -68,6 +69,7 @@ TARGET_SSH_VS_PARALLEL_M = 2.0  # lofarexec ssh at least this many times faster 
 TARGET_PARAMIKO_VS_PARALLEL_M = 5.0  # paramiko at least this many times faster than parallel -M
 TRUE = "/bin/true"
 RUN_TIMEOUT = 900  # seconds for one run of one tool
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")  # /proc/stat's unit
 
 SSH = "lofarexec, ssh backend"
 PARAMIKO = "lofarexec, paramiko backend"
@@ -194,6 +196,19 @@ def cpu_seconds() -> tuple[float, float]:
     return own.ru_utime + own.ru_stime, children.ru_utime + children.ru_stime
 
 
+def machine_ticks() -> tuple[int, int]:
+    """(busy, total) clock ticks of all CPUs since boot, from /proc/stat (all processes: ours,
+    the hosts' sshd sessions, and whatever else runs on the machine)."""
+    try:
+        with open("/proc/stat", encoding="ascii") as stat:
+            fields = [int(value) for value in stat.readline().split()[1:]]
+    except (OSError, ValueError):
+        return 0, 0
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    total = sum(fields[:8])  # guest time is already counted in user
+    return total - idle, total
+
+
 def write_config(folder: Path, method: str, ssh_config: Path) -> Path:
     path = folder / f"pipeline-{method}.cfg"
     path.write_text(
@@ -229,6 +244,7 @@ Result = tuple[float, float, float]  # wall s, own CPU s, children CPU s
 
 def run_lofarexec(config, jobs: int, label: str) -> Result:
     """One batch through JobRunner.schedule."""
+    from lofarexec.errors import PipelineQuit
     from lofarexec.job import ComputeJob
     from lofarexec.runner import JobRunner
 
@@ -236,7 +252,15 @@ def run_lofarexec(config, jobs: int, label: str) -> Result:
     start = time.perf_counter()
     batch = [ComputeJob(host=host_of(i), command=TRUE) for i in range(jobs)]
     runner = JobRunner(config, recipe_name="bench_ssh", error=threading.Event())
-    done = runner.schedule(batch)
+    _ACTIVE_RUNNER.append(runner)
+    try:
+        done = runner.schedule(batch)
+    except PipelineQuit as exc:
+        if _INTERRUPTED:
+            raise Interrupted(_INTERRUPTED[0]) from exc
+        raise BenchError(f"{label}: the run was stopped: {exc}") from exc
+    finally:
+        _ACTIVE_RUNNER.clear()
     wall = time.perf_counter() - start
     own_after, children_after = cpu_seconds()
     states: dict[object, int] = {}
@@ -383,7 +407,20 @@ def remote_facts(bed) -> str:  # bed: SshTestBed
             f"`python3 -I -S -c pass` {int(lines[1]) / 100:.1f} ms on an idle core")
 
 
+_ACTIVE_RUNNER: list = []  # the JobRunner whose schedule() is running, if any
+_INTERRUPTED: list[int] = []  # the signals received
+
+
 def _on_signal(signum: int, _frame: object) -> None:
+    """As a recipe does: a running batch is killed through ``JobRunner.kill`` (its jobs are
+    stopped and reported, then ``schedule`` raises PipelineQuit); otherwise unwind at once.
+    (An exception raised inside ``schedule`` instead would leave it waiting up to 5 s for each
+    started job's log connection in its ``finally``.)"""
+    _INTERRUPTED.append(signum)
+    if len(_INTERRUPTED) == 1 and _ACTIVE_RUNNER and _ACTIVE_RUNNER[0].kill(f"bench_ssh: {signal.Signals(signum).name}"):
+        return
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
     raise Interrupted(signum)
 
 
@@ -395,7 +432,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, help=f"runs of each tool (default {DEFAULT_ROUNDS})")
     parser.add_argument("--profile", action="store_true",
                         help="also print cProfile's top functions of one lofarexec ssh run, for "
-                             "the scheduler thread and for the process launcher's thread")
+                             "the scheduler thread and for the process launcher's thread (wall "
+                             "time), and of one paramiko run if installed (all threads, CPU time)")
     options = parser.parse_args(argv)
     jobs = options.jobs or (QUICK_JOBS if options.quick else DEFAULT_JOBS)
     rounds = options.rounds or (QUICK_ROUNDS if options.quick else DEFAULT_ROUNDS)
@@ -408,8 +446,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"bench_ssh: {problem}", file=sys.stderr)
         return 1
 
-    previous = {signum: signal.signal(signum, _on_signal)
-                for signum in (signal.SIGTERM, signal.SIGHUP)}
+    handled = [signal.SIGTERM, signal.SIGHUP]
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # e.g. started with nohup ... &
+        handled.append(signal.SIGINT)
+    previous = {signum: signal.signal(signum, _on_signal) for signum in handled}
     folder = Path(tempfile.mkdtemp(prefix="bench_ssh-"))
     try:
         return _bench(folder, jobs, rounds, options)
@@ -419,9 +459,14 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, Interrupted):
         print("bench_ssh: interrupted; stopping everything", file=sys.stderr)
         return 130
+    except Exception:  # noqa: BLE001 - e.g. lofarexec's own errors: a run that went wrong
+        traceback.print_exc()
+        print("bench_ssh: run failed (see the traceback above)", file=sys.stderr)
+        return 2
     finally:
-        with contextlib.suppress(KeyboardInterrupt, Interrupted):  # a second Ctrl-C: go on
-            _cleanup(folder)
+        for signum in previous:  # stopping everything must not be cut short by another signal
+            signal.signal(signum, signal.SIG_IGN)
+        _cleanup(folder)
         for signum, handler in previous.items():
             signal.signal(signum, handler)
 
@@ -488,10 +533,17 @@ def _bench(folder: Path, jobs: int, rounds: int, options: argparse.Namespace) ->
     walls: dict[str, list[float]] = {name: [] for name in names}
     own_cpu: dict[str, list[float]] = {name: [] for name in names}
     child_cpu: dict[str, list[float]] = {name: [] for name in names}
+    machine_busy: dict[str, list[float]] = {name: [] for name in names}
+    machine_cpu: dict[str, list[float]] = {name: [] for name in names}
     for round_number in range(rounds):
         shift = round_number % len(names)
         for name in names[shift:] + names[:shift]:
+            busy, total = machine_ticks()
             wall, own, children = contenders[name](jobs)
+            busy_after, total_after = machine_ticks()
+            if total_after > total:
+                machine_busy[name].append((busy_after - busy) / (total_after - total))
+                machine_cpu[name].append((busy_after - busy) / CLOCK_TICKS / jobs * 1000)
             walls[name].append(wall)
             own_cpu[name].append(own)
             child_cpu[name].append(children)
@@ -500,17 +552,25 @@ def _bench(folder: Path, jobs: int, rounds: int, options: argparse.Namespace) ->
     best = {name: min(values) for name, values in walls.items()}
     width = max(len(name) for name in names)
     print(f"{'tool':<{width}}  {'best s':>7}  {'median s':>8}  {'ms/job':>7}  "
-          f"{'CPU ms/job':>10}  {'child CPU':>9}  runs (s)")
+          f"{'CPU ms/job':>10}  {'child CPU':>9}  {'busy %':>6}  {'all CPU':>7}  runs (s)")
     for name in names:
         own = min(own_cpu[name]) / jobs * 1000
         own_text = f"{own:.3f}" if name in (SSH, PARAMIKO, FLOOR) else "-"
         children = min(child_cpu[name]) / jobs * 1000
+        busy = (f"{statistics.median(machine_busy[name]) * 100:.0f}"
+                if machine_busy[name] else "?")
+        all_cpu = f"{min(machine_cpu[name]):.1f}" if machine_cpu[name] else "?"
         runs = " ".join(f"{value:.3f}" for value in walls[name])
         print(f"{name:<{width}}  {best[name]:7.3f}  {statistics.median(walls[name]):8.3f}  "
-              f"{best[name] / jobs * 1000:7.3f}  {own_text:>10}  {children:9.3f}  {runs}")
+              f"{best[name] / jobs * 1000:7.3f}  {own_text:>10}  {children:9.3f}  {busy:>6}  "
+              f"{all_cpu:>7}  {runs}")
     print("(ms/job: best wall / jobs. CPU ms/job: least CPU time of the benchmarking process "
           "itself, all its threads. child CPU: least CPU ms/job of the local child processes it "
-          "waited for (ssh clients, parallel and its children; not sshd, not daemonized masters))")
+          "waited for (ssh clients, parallel and its children; not sshd, not daemonized masters). "
+          "busy %: median share of all CPUs busy during its runs, whoever used them (100: the "
+          "machine was saturated). all CPU: least CPU ms/job of the whole machine during its runs "
+          "(both sides of every job, as the hosts share this machine's CPUs; other users' load "
+          "included))")
     print("FLOOR is a reference, not a tool: bare ssh clients on warm masters, nothing else.")
     print("Every transport pays the remote shell's start-up per job (the bed's clean HOME spares "
           "it root's pyenv init, ~75 ms); lofarexec also runs its Python launch wrapper on the "
@@ -542,6 +602,9 @@ def _bench(folder: Path, jobs: int, rounds: int, options: argparse.Namespace) ->
     if options.profile:
         print(flush=True)
         profile(ssh_run, jobs)
+        if PARAMIKO in contenders:
+            print(flush=True)
+            profile_all_threads(paramiko_run, jobs, PARAMIKO)
     return 0
 
 
@@ -585,6 +648,41 @@ def profile(config, jobs: int, top: int = 20) -> None:
             continue
         print(f"--- cProfile, {label}, {jobs} jobs: top {top} by own time (tottime) ---")
         pstats.Stats(stats, stream=sys.stdout).sort_stats("tottime").print_stats(top)
+
+
+def profile_all_threads(config, jobs: int, label: str, top: int = 25) -> None:
+    """cProfile one run in EVERY thread (the calling one and each thread started during the
+    run: paramiko's transport and connection threads, the log server...), timed by each
+    thread's own CPU time (``time.thread_time``), so waiting is left out; merged into one
+    table. Each new thread gets its profiler through ``threading.setprofile``."""
+    import cProfile
+    import pstats
+
+    profiles: list[cProfile.Profile] = []
+
+    def start_profiler(*_: object) -> None:  # first profile event of a new thread
+        profiler = cProfile.Profile(time.thread_time)
+        profiles.append(profiler)
+        profiler.enable()  # replaces this hook for the rest of the thread
+
+    before = set(threading.enumerate())
+    main_profile = cProfile.Profile(time.thread_time)
+    threading.setprofile(start_profiler)
+    try:
+        main_profile.enable()
+        wall, _, _ = run_lofarexec(config, jobs, label)
+        main_profile.disable()
+    finally:
+        threading.setprofile(None)  # type: ignore[arg-type]
+    for thread in set(threading.enumerate()) - before:  # read each profile once it is finished
+        thread.join(timeout=5.0)
+    print(f"(profiled run: {wall:.3f} s wall; {len(profiles)} threads started during it)")
+    print(f"--- cProfile, {label}, {jobs} jobs, all threads merged, CPU time per thread: "
+          f"top {top} by own time (tottime) ---")
+    stats = pstats.Stats(main_profile, stream=sys.stdout)
+    for profiler in profiles:
+        stats.add(profiler)
+    stats.sort_stats("tottime").print_stats(top)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ and stderr without deadlock however much it writes, see its exit the moment it h
 its whole process group on demand (TERM, then KILL after a grace period), and leave nothing
 behind. :class:`ProcessLauncher` does this for thousands of processes with one thread::
 
-    launch() --posix_spawn--> child (own session)
+    launch() --Popen--> child (own session)
         |   registers in epoll: pidfd, stdout, stderr ----+
         v                                                 v
     kill() --killpg TERM--+                    watcher thread: epoll loop
@@ -29,8 +29,8 @@ import itertools
 import logging
 import os
 import select
-import shutil
 import signal
+import subprocess
 import threading
 import time
 from collections import deque
@@ -53,14 +53,16 @@ _EXIT, _OUTPUT, _WAKE = 0, 1, 2
 class _Child:
     """One launched process and what the watcher knows about it."""
 
-    __slots__ = ("pid", "report", "pidfd", "out", "err", "stdin", "tails", "lock",
+    __slots__ = ("popen", "pid", "report", "pidfd", "out", "err", "stdin", "tails", "lock",
                  "exited", "killed", "finished", "returncode", "open_streams")
 
     # Descriptor numbers are reused as soon as they are closed, so a child tracks which of its
     # own streams are still open (``open_streams``) rather than asking the shared table.
 
-    def __init__(self, pid: int, report: Report, out: int, err: int, stdin: int | None):
-        self.pid = pid
+    def __init__(self, popen: subprocess.Popen[bytes], report: Report, out: int, err: int,
+                 stdin: int | None):
+        self.popen = popen  # kept so that its returncode can be set once we have reaped it
+        self.pid = pid = popen.pid
         self.report = report
         self.pidfd = os.pidfd_open(pid)
         self.out = out
@@ -119,7 +121,6 @@ class ProcessLauncher:
         self._children: set[_Child] = set()
         self._thread: threading.Thread | None = None
         self._closing = False
-        self._found: dict[tuple[str, str], str] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -161,16 +162,17 @@ class ProcessLauncher:
         try:
             out_read, out_write = _pipe(pipes)
             err_read, err_write = _pipe(pipes)
-            actions = [(os.POSIX_SPAWN_DUP2, out_write, 1), (os.POSIX_SPAWN_DUP2, err_write, 2)]
             stdin_write = None
+            stdin: int = subprocess.DEVNULL
             if stdin_data is not None or keep_stdin_open:
-                stdin_read, stdin_write = _pipe(pipes, reader_blocks=True)
-                actions.append((os.POSIX_SPAWN_DUP2, stdin_read, 0))
-            else:
-                actions.append((os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0))
+                stdin, stdin_write = _pipe(pipes, reader_blocks=True)
             environment = env if env is not None else os.environ
-            pid = os.posix_spawn(self._find(argv[0], environment), list(argv), environment,
-                                 file_actions=actions, setsid=True)
+            # Popen, not os.posix_spawn: Popen lets go of the interpreter lock while the child
+            # is being created, posix_spawn holds it until the child has exec'd - under load
+            # that froze every thread of the control node for milliseconds per launch.
+            # It also searches the PATH the child gets, not ours.
+            popen = subprocess.Popen(list(argv), stdin=stdin, stdout=out_write, stderr=err_write,
+                                     env=environment, start_new_session=True)
         except OSError as exc:
             for fd in pipes:
                 os.close(fd)
@@ -185,23 +187,9 @@ class ProcessLauncher:
             if not keep_stdin_open:
                 os.close(stdin_write)
                 stdin_write = None
-        child = _Child(pid, report, out_read, err_read, stdin_write)
+        child = _Child(popen, report, out_read, err_read, stdin_write)
         self._watch(child)
         return ProcessHandle(self, child)
-
-    def _find(self, program: str, environment: Mapping[str, str]) -> str:
-        """``program`` as the child's ``PATH`` finds it (posix_spawnp would use ours)."""
-        if "/" in program:
-            return program
-        search_path = environment.get("PATH", os.defpath)
-        key = (program, search_path)
-        found = self._found.get(key)
-        if found is None:
-            found = shutil.which(program, path=search_path)
-            if found is None:
-                raise FileNotFoundError(2, "no such program on the PATH the job gets", program)
-            self._found[key] = found
-        return found
 
     def kill(self, child: _Child) -> None:
         """TERM the child's process group now, KILL it after the grace period."""
@@ -278,7 +266,7 @@ class ProcessLauncher:
             # yet: kill what it left behind in its group before reaping it.
             _signal_group(child.pid, signal.SIGKILL)
             _, status = os.waitpid(child.pid, 0)
-            child.returncode = os.waitstatus_to_exitcode(status)
+            child.returncode = child.popen.returncode = os.waitstatus_to_exitcode(status)
             child.exited = True
         if child.stdin is not None:
             os.close(child.stdin)

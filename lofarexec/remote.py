@@ -24,6 +24,9 @@ from lofarexec.protocol import ENV_HOST, ENV_JOB_ID, ENV_TOKEN
 #: The wrapper's interpreter on the host when the backend's settings do not name one.
 DEFAULT_REMOTE_PYTHON = "python3"
 _MARKER_PREFIX = "@lofarexec-status-"
+_STATUS_LINE = re.compile(
+    rf"\n?(?P<marker>{re.escape(_MARKER_PREFIX)}[0-9a-f]+) (?P<status>-?\d+|start-failed)\n?\Z"
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,13 +47,13 @@ class RemoteLaunch:
         it: the job's fate is unknown, so it is a transport error carrying the launcher's own
         words (e.g. ssh's "Connection refused").
         """
-        found = re.search(rf"\n?{re.escape(self.marker)} (-?\d+|start-failed)\n?\Z", errors)
-        if found is not None:
+        found = _STATUS_LINE.search(errors)
+        if found is not None and found.group("marker") == self.marker:
             errors = errors[: found.start()]
-            if found.group(1) == "start-failed":  # as the local launcher says it
+            if found.group("status") == "start-failed":  # as the local launcher says it
                 return Outcome(None, transport_error=_last_lines(errors, 1), output=output,
                                errors=errors)
-            return Outcome(int(found.group(1)), output=output, errors=errors)
+            return Outcome(int(found.group("status")), output=output, errors=errors)
         reason = _last_lines(errors) or "no output"
         if returncode is not None and returncode < 0:
             what = f"the connection was killed by signal {-returncode}"

@@ -17,6 +17,7 @@ import os
 import shlex
 import socket
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,8 @@ FORWARDED_VARIABLES = ("PATH", "PYTHONPATH", "LD_LIBRARY_PATH", "LOFARROOT")
 #: The results keys the scheduler owns: a node's outputs never replace them.
 RESERVED_RESULTS = frozenset({"returncode", "state", "host", "start_time", "end_time",
                               "job_duration", "attempts", "reason", "backend", "output", "errors"})
+#: Seconds the end of a batch waits, in all, for the nodes' log channels to close.
+LOG_DRAIN_TIMEOUT = 5.0
 #: How many of a failed job's last stderr lines are repeated in the master's log.
 _STDERR_LINES = 10
 
@@ -158,9 +161,14 @@ class JobRunner:
             finally:
                 self._exchange_ready.clear()
                 log_server.exchange.close()
-                for job in jobs:  # the nodes' last records come before "completed"
+                # The nodes' last records come before "completed": wait for their channels to
+                # close, at most LOG_DRAIN_TIMEOUT in all (a stuck node must not stall a stop).
+                deadline = time.monotonic() + LOG_DRAIN_TIMEOUT
+                for job in jobs:
                     if job.id is not None and job.results.get("attempts"):
-                        log_server.wait_job_closed(job.id, timeout=5.0)
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0 or not log_server.wait_job_closed(job.id, remaining):
+                            break
                 hooks.lofarexec_run_finished(run=context, jobs=jobs, error=self.error.is_set())
         if self._kill_reason is not None:  # a stop that came as the batch was ending
             raise PipelineQuit(f"run stopped ({self._kill_reason})")

@@ -81,15 +81,14 @@ def test_stdin_held_open_until_exit(launcher):
     assert reports.wait()[0].output == "line\n"
 
 
-def test_kill_takes_the_whole_group_even_when_term_is_ignored(launcher):
+def test_kill_takes_the_whole_group_even_when_term_is_ignored(launcher, tmp_path):
     reports = Reports()
-    ready_read, ready_write = os.pipe()
-    os.set_inheritable(ready_write, True)
-    script = f"trap '' TERM; sleep 300 & echo $! ; echo ready >&{ready_write}; wait"
-    handle = launcher.launch(["bash", "-c", script], reports)  # dash: single-digit fds only
-    os.close(ready_write)
-    with os.fdopen(ready_read) as ready:
-        assert ready.readline() == "ready\n"  # the trap is in place
+    ready = tmp_path / "ready"
+    os.mkfifo(ready)
+    script = f"trap '' TERM; sleep 300 & echo $! ; echo ready > {ready}; wait"
+    handle = launcher.launch(["sh", "-c", script], reports)
+    with open(ready) as fifo:  # blocks until the script has its trap in place
+        assert fifo.readline() == "ready\n"
     started = time.monotonic()
     handle.kill()
     outcome = reports.wait()[0]

@@ -234,3 +234,10 @@ def test_control_sockets_stay_short_under_a_long_tmpdir(tmp_path, monkeypatch):
         assert len(directory) <= 90 and oct(os.stat(directory).st_mode)[-3:] == "700"
     finally:
         os.rmdir(directory)
+
+
+def test_a_missing_ssh_client_is_named(ssh_testbed, tmp_path):
+    job = ComputeJob("node1", "/bin/true")
+    run(tmp_path, ssh_config_text(ssh_testbed, "ssh = /no/such/ssh\n"), [job])
+    assert job.results["state"] == "transport_error"
+    assert "cannot start '/no/such/ssh'" in job.results["reason"]

@@ -12,9 +12,10 @@ when the settings are read, and each word is then filled in on its own, so a val
 stays one argument and is never re-split (the seed split after substituting). Placeholders:
 
 ==================  ===========================================================================
-``{command}``       the node's command as one shell command line: the launch wrapper, then the
-                    node's argv, each quoted once (:func:`shlex.join`). Hand it to a shell:
-                    ``sh -c {command}``, ``ssh HOST {command}``, ``docker exec -i C sh -c ...``
+``{command}``       the node's command as one shell command line: ``exec``, the launch
+                    wrapper, then the node's argv, each quoted once (:func:`shlex.join`). Hand
+                    it to a shell: ``sh -c {command}``, ``ssh HOST {command}``,
+                    ``docker exec -i C sh -c {command}``, ``sh -c 'cd /data && {command}'``
 ``{host}``          the job's host
 ``{uid}``           the effective uid of the control-node process
 ``{slurm_job_id}``  ``SLURM_JOB_ID`` of the control node (the run fails at start if unset)
@@ -40,7 +41,11 @@ stdin ends. So the launcher must pass its stdin through to ``{command}`` (``dock
 
 Kill: the launcher's process group gets SIGTERM, and SIGKILL ``kill_grace`` +
 ``KILL_MARGIN`` seconds later; a wrapper in that group (``sh -c {command}``) kills the node
-``kill_grace`` seconds after the SIGTERM, one outside it (``ssh``) when its stdin ends.
+``kill_grace`` seconds after the SIGTERM, one outside it (``ssh``) when its stdin ends. The
+``exec`` in ``{command}`` is what makes the first case work: Debian's ``dash`` does not replace
+itself with the last command of ``sh -c``, so without it the shell would die of the SIGTERM at
+once, and the process launcher, which SIGKILLs whatever a finished job leaves in its process
+group, would kill the wrapper before it could SIGKILL a node that ignores SIGTERM.
 
 Written exactly as a third-party backend would be, against lofarexec's public API only.
 """
@@ -53,7 +58,15 @@ import shlex
 import string
 from collections.abc import Mapping, Sequence
 
-from lofarexec import Backend, BackendError, JobHandle, LaunchRequest, Outcome, hookimpl
+from lofarexec import (
+    Backend,
+    BackendError,
+    BackendRegistry,
+    JobHandle,
+    LaunchRequest,
+    Outcome,
+    hookimpl,
+)
 from lofarexec.backend import Report
 from lofarexec.process import DEFAULT_KILL_GRACE, ProcessLauncher
 from lofarexec.remote import DEFAULT_REMOTE_PYTHON, remote_launch
@@ -191,9 +204,13 @@ class CmdlineBackend(Backend):
                                kill_grace=self.settings.kill_grace)
 
         def finished(seen: Outcome) -> None:
-            report(launch.outcome(seen.returncode, seen.output, seen.errors))
+            if seen.transport_error is not None:  # the launcher itself could not be started
+                report(seen)
+            else:
+                report(launch.outcome(seen.returncode, seen.output, seen.errors))
 
-        return self._launcher.launch(self.command_line(request, launch.command), finished,
+        argv = self.command_line(request, f"exec {launch.command}")
+        return self._launcher.launch(argv, finished,
                                      stdin_data=launch.stdin, keep_stdin_open=True)
 
     def close(self) -> None:
@@ -227,7 +244,7 @@ class _NoJob:
 
 
 @hookimpl
-def lofarexec_register_backends(registry) -> None:  # type: ignore[no-untyped-def]
+def lofarexec_register_backends(registry: BackendRegistry) -> None:
     registry.add(CmdlineBackend)
 
 

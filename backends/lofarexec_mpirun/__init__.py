@@ -34,17 +34,29 @@ ignores. Open MPI must not SIGKILL the wrapper before that, so the backend sets
 about one second after that timeout (measured with Open MPI 4.1), and only if it has not done so
 ``KILL_MARGIN`` seconds later is mpirun itself SIGKILLed by the local process launcher.
 
+Session folders. Each mpirun keeps its Open MPI session folder in a folder of its own under a
+private (0700) folder that the backend makes in ``open`` and removes in ``close``
+(``orte_local_tmpdir_base``). Concurrent mpiruns sharing the default ``/tmp/ompi.HOST.UID``
+race: one that exits removes the empty folder while another is creating its own inside it, and
+the second fails with "A call to mkdir was unable to create the desired directory" (seen here
+once in a few hundred launches; Open MPI issue #8510). The ``orted`` daemons on other hosts
+still share their host's default folder: there the race remains possible, rarely, and shows as a
+transport error.
+
 Written exactly as a third-party backend would be, against lofarexec's public API only.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import os
 import shlex
+import shutil
+import tempfile
 
-from lofarexec import Backend, JobHandle, LaunchRequest, Outcome, hookimpl
+from lofarexec import Backend, BackendRegistry, JobHandle, LaunchRequest, Outcome, hookimpl
 from lofarexec.backend import Report
 from lofarexec.process import DEFAULT_KILL_GRACE, ProcessLauncher
 from lofarexec.remote import DEFAULT_REMOTE_PYTHON, RemoteLaunch, remote_launch
@@ -53,6 +65,8 @@ from lofarexec.remote import DEFAULT_REMOTE_PYTHON, RemoteLaunch, remote_launch
 KILL_MARGIN = 2.0
 #: Characters that Open MPI's ``--host`` gives a meaning of its own (lists, slot counts).
 _HOST_SYNTAX = frozenset(",: \t\n")
+#: Open MPI puts Unix sockets in the session folder, whose paths are limited to 107 bytes.
+_MAX_SESSION_ROOT = 48
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,10 +127,12 @@ class MpirunBackend(Backend):
     Settings = MpirunSettings
 
     def open(self) -> None:
+        self._session_root = _session_root()
+        self._session_numbers = itertools.count()
+        self._options = self.mpirun_options()
         self._launcher = ProcessLauncher(kill_grace=self.settings.launcher_grace,
                                          name="mpirun-jobs")
         self._launcher.start()
-        self._options = self.mpirun_options()
 
     def mpirun_options(self) -> list[str]:
         """The mpirun command up to (not including) ``-np 1 --host HOST``."""
@@ -141,10 +157,14 @@ class MpirunBackend(Backend):
         launch = remote_launch(request, python=self.settings.remote_python,
                                kill_grace=self.settings.kill_grace)
 
+        session = os.path.join(self._session_root, str(next(self._session_numbers)))
+
         def finished(seen: Outcome) -> None:
+            shutil.rmtree(session, ignore_errors=True)  # left behind by a SIGKILLed mpirun
             report(_verdict(launch, seen))
 
-        argv = [*self._options, "-np", "1", "--host", request.host, "--", *launch.argv]
+        argv = [*self._options, "--mca", "orte_local_tmpdir_base", session,
+                "-np", "1", "--host", request.host, "--", *launch.argv]
         return self._launcher.launch(argv, finished, stdin_data=launch.stdin,
                                      keep_stdin_open=True)
 
@@ -152,7 +172,17 @@ class MpirunBackend(Backend):
         launcher = getattr(self, "_launcher", None)
         if launcher is not None:
             launcher.close()
+            shutil.rmtree(self._session_root, ignore_errors=True)
             self._launcher = None  # type: ignore[assignment]
+
+
+def _session_root() -> str:
+    """A private (0700) folder for the jobs' session folders, with a short enough path."""
+    directory = tempfile.mkdtemp(prefix="lofarexec-mpirun-")
+    if len(directory) > _MAX_SESSION_ROOT:
+        os.rmdir(directory)
+        directory = tempfile.mkdtemp(prefix="lofarexec-mpirun-", dir="/tmp")
+    return directory
 
 
 def _host_problem(host: str) -> str | None:
@@ -164,9 +194,11 @@ def _host_problem(host: str) -> str | None:
 
 def _verdict(launch: RemoteLaunch, seen: Outcome) -> Outcome:
     """The node's outcome; for a launch failure, mpirun's own words without its banners."""
+    if seen.transport_error is not None:  # mpirun itself could not be started
+        return seen
     outcome = launch.outcome(seen.returncode, seen.output, seen.errors)
-    if outcome.transport_error is None:
-        return outcome
+    if outcome.transport_error is None or launch.marker in seen.errors:
+        return outcome  # the node's status, or the wrapper's word that it could not start it
     lines = [line.strip() for line in seen.errors.splitlines()]
     words = [line for line in lines if line and line.strip("-")]
     reason = " | ".join(words[:3]) or "no output"
@@ -181,7 +213,7 @@ class _NoJob:
 
 
 @hookimpl
-def lofarexec_register_backends(registry) -> None:  # type: ignore[no-untyped-def]
+def lofarexec_register_backends(registry: BackendRegistry) -> None:
     registry.add(MpirunBackend)
 
 

@@ -120,7 +120,10 @@ class SshBackend(Backend):
                                kill_grace=self.settings.kill_grace)
 
         def finished(seen: Outcome) -> None:
-            report(launch.outcome(seen.returncode, seen.output, seen.errors))
+            if seen.transport_error is not None:  # the ssh client itself could not start
+                report(seen)
+            else:
+                report(launch.outcome(seen.returncode, seen.output, seen.errors))
 
         return self._launcher.launch([*self.ssh_argv(request.host), launch.command], finished,
                                      stdin_data=launch.stdin, keep_stdin_open=True)

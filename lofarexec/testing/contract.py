@@ -211,7 +211,7 @@ class BackendContract:
             with open(path, "a") as out:
                 fcntl.flock(out, fcntl.LOCK_EX)
                 out.write("%s %f\\n" % (args[1], time.time()))
-            time.sleep(0.25)
+            time.sleep(0.8)  # long enough that slow launchers still overlap
             with open(path, "a") as out:
                 fcntl.flock(out, fcntl.LOCK_EX)
                 out.write("%s %f\\n" % (args[1], time.time()))

@@ -284,16 +284,24 @@ class PipelineConfig:
         absent section gives all defaults. Field types: ``str``, ``int``, ``float``, ``bool``,
         ``list[str]``, ``tuple[str, ...]``, or one of those ``| None`` (an empty value is None);
         any other type is a ``TypeError``, raised even when the key is not set.
+
+        A settings class may name, in a ``config_fallbacks`` class attribute, where else a field
+        is read when ``[section]`` does not set it: ``{"template": ("remote", "cmdline")}``
+        (read raw: templates hold braces and percent signs, not interpolations).
         """
         fields = _settings_fields(settings_class)
         values: dict[str, Any] = {}
+        fallbacks: dict[str, tuple[str, str]] = getattr(settings_class, "config_fallbacks", {})
+        for name, (other_section, other_key) in fallbacks.items():
+            if self.has_option_raw(other_section, other_key):
+                values[name] = self.get(other_section, other_key, raw=True)
         for key in self.section_keys(section):
             name = key.replace("-", "_")
             if name not in fields:
                 known = ", ".join(sorted(fields)) or "none"
                 message = f"unknown key for {settings_class.__name__}; known keys: {known}"
                 raise self._error(message, section, key)
-            if name in values:
+            if name in values and name not in fallbacks:
                 raise self._error(f"'{name}' is set twice (with - and _); keep one", section, key)
             values[name] = self._field_value(section, key, *fields[name])
         for name, (field, _kind) in fields.items():
@@ -304,6 +312,10 @@ class PipelineConfig:
             return settings_class(**values)
         except ValueError as exc:  # the dataclass's own __post_init__ checks
             raise self._error(" ".join(str(exc).split()), section) from exc
+
+    def has_option_raw(self, section: str, key: str) -> bool:
+        """Whether ``[section]`` itself sets ``key`` (DEFAULT's keys do not count)."""
+        return key in self.section_keys(section) if self.has_section(section) else False
 
     # ---- well-known settings
 

@@ -67,6 +67,23 @@ def test_a_bad_template_is_a_config_error_naming_the_section(tmp_path, template,
     assert "[cmdline]" in str(caught.value) and "pipeline.cfg" in str(caught.value)
 
 
+def test_the_original_remote_cmdline_and_docker_image_keys_work(tmp_path):
+    path = write_config(tmp_path, "[remote]\nmethod = cmdline\n"
+                        "cmdline = docker run -i {docker_image} sh -c {command}\n"
+                        "[docker]\nimage = lofar:latest\n")
+    config = load_config(path, job_name="t", start_time="now")
+    settings = config.section_settings("cmdline", CmdlineSettings)
+    assert settings.template == "docker run -i {docker_image} sh -c {command}"
+    assert settings.docker_image == "lofar:latest"
+
+
+def test_cmdline_section_wins_over_the_remote_key(tmp_path):
+    path = write_config(tmp_path, "[remote]\nmethod = cmdline\ncmdline = ssh {host} {command}\n"
+                        "[cmdline]\ntemplate = nice {command}\n")
+    config = load_config(path, job_name="t", start_time="now")
+    assert config.section_settings("cmdline", CmdlineSettings).template == "nice {command}"
+
+
 def test_a_missing_template_says_where_to_put_it(tmp_path):
     path = write_config(tmp_path, "[cmdline]\nnr_cores = 2\n", method="cmdline")
     config = load_config(path, job_name="t", start_time="now")

@@ -57,6 +57,7 @@ import os
 import shlex
 import string
 from collections.abc import Mapping, Sequence
+from typing import ClassVar
 
 from lofarexec import (
     Backend,
@@ -86,6 +87,12 @@ Word = list[tuple[str, str | None]]
 @dataclasses.dataclass(frozen=True)
 class CmdlineSettings:
     """``[cmdline]`` section of ``pipeline.cfg``."""
+
+    config_fallbacks: ClassVar[dict[str, tuple[str, str]]] = {
+        "template": ("remote", "cmdline"),  # the original framework's custom_cmdline
+        "docker_image": ("docker", "image"),
+    }
+    """Read when [cmdline] does not set them (``[cmdline]`` wins)."""
 
     template: str = dataclasses.field(metadata={
         "help": "the launch command line, e.g. 'ssh {host} {command}'; placeholders: "

@@ -34,6 +34,7 @@ _EXPORTS: dict[str, str] = {
     "MultiDataMap": "lofarexec.datamaps",
     "LaunchRequest": "lofarexec.backend",
     "LofarexecError": "lofarexec.errors",
+    "NothingToKill": "lofarexec.backend",
     "Outcome": "lofarexec.backend",
     "PipelineQuit": "lofarexec.errors",
     "PluginError": "lofarexec.errors",

@@ -66,6 +66,13 @@ class JobHandle(Protocol):
         """Make the job's whole process tree on its host go away; safe to call twice or late."""
 
 
+class NothingToKill:
+    """The handle of a job reported at once (it never started): there is nothing to kill."""
+
+    def kill(self) -> None:
+        pass
+
+
 @dataclasses.dataclass(frozen=True)
 class NoSettings:
     """Settings of a backend that has none; its config section must be empty or absent."""

@@ -40,6 +40,13 @@ class RemoteLaunch:
     stdin: bytes
     marker: str
 
+    def verdict(self, seen: Outcome) -> Outcome:
+        """The node's outcome from what the local launcher reported about the launcher process
+        (ssh, mpirun, a template's program); its own start failure passes through as it is."""
+        if seen.transport_error is not None:
+            return seen
+        return self.outcome(seen.returncode, seen.output, seen.errors)
+
     def outcome(self, returncode: int | None, output: str, errors: str) -> Outcome:
         """Turn what the local launcher saw into the node's own outcome.
 

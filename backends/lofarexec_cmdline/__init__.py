@@ -65,6 +65,7 @@ from lofarexec import (
     BackendRegistry,
     JobHandle,
     LaunchRequest,
+    NothingToKill,
     Outcome,
     hookimpl,
 )
@@ -206,15 +207,12 @@ class CmdlineBackend(Backend):
     def start(self, request: LaunchRequest, report: Report) -> JobHandle:
         if request.host.startswith("-") or not request.host.strip():
             report(Outcome(None, transport_error=f"{request.host!r} is not a host name"))
-            return _NoJob()
+            return NothingToKill()
         launch = remote_launch(request, python=self.settings.remote_python,
                                kill_grace=self.settings.kill_grace)
 
         def finished(seen: Outcome) -> None:
-            if seen.transport_error is not None:  # the launcher itself could not be started
-                report(seen)
-            else:
-                report(launch.outcome(seen.returncode, seen.output, seen.errors))
+            report(launch.verdict(seen))
 
         argv = self.command_line(request, f"exec {launch.command}")
         return self._launcher.launch(argv, finished,
@@ -244,10 +242,6 @@ def job_name(argv: Sequence[str]) -> str:
                 return os.path.basename(word)
     return first
 
-
-class _NoJob:
-    def kill(self) -> None:
-        pass
 
 
 @hookimpl

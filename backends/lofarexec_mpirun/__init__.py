@@ -56,7 +56,15 @@ import shlex
 import shutil
 import tempfile
 
-from lofarexec import Backend, BackendRegistry, JobHandle, LaunchRequest, Outcome, hookimpl
+from lofarexec import (
+    Backend,
+    BackendRegistry,
+    JobHandle,
+    LaunchRequest,
+    NothingToKill,
+    Outcome,
+    hookimpl,
+)
 from lofarexec.backend import Report
 from lofarexec.process import DEFAULT_KILL_GRACE, ProcessLauncher
 from lofarexec.remote import DEFAULT_REMOTE_PYTHON, RemoteLaunch, remote_launch
@@ -153,7 +161,7 @@ class MpirunBackend(Backend):
         problem = _host_problem(request.host)
         if problem:
             report(Outcome(None, transport_error=problem))
-            return _NoJob()
+            return NothingToKill()
         launch = remote_launch(request, python=self.settings.remote_python,
                                kill_grace=self.settings.kill_grace)
 
@@ -194,9 +202,7 @@ def _host_problem(host: str) -> str | None:
 
 def _verdict(launch: RemoteLaunch, seen: Outcome) -> Outcome:
     """The node's outcome; for a launch failure, mpirun's own words without its banners."""
-    if seen.transport_error is not None:  # mpirun itself could not be started
-        return seen
-    outcome = launch.outcome(seen.returncode, seen.output, seen.errors)
+    outcome = launch.verdict(seen)  # mpirun's own start failure passes through
     if outcome.transport_error is None or launch.marker in seen.errors:
         return outcome  # the node's status, or the wrapper's word that it could not start it
     lines = [line.strip() for line in seen.errors.splitlines()]
@@ -206,10 +212,6 @@ def _verdict(launch: RemoteLaunch, seen: Outcome) -> Outcome:
               else f"status {seen.returncode}")
     return dataclasses.replace(outcome, transport_error=f"mpirun failed ({status}): {reason}")
 
-
-class _NoJob:
-    def kill(self) -> None:
-        pass
 
 
 @hookimpl

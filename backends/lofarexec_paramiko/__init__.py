@@ -38,6 +38,7 @@ from lofarexec import (
     JobHandle,
     LaunchRequest,
     LofarexecError,
+    NothingToKill,
     Outcome,
     hookimpl,
 )
@@ -73,12 +74,12 @@ class ParamikoBackend(Backend):
     def start(self, request: LaunchRequest, report: Report) -> JobHandle:
         if not request.host.strip():
             report(Outcome(None, transport_error=f"{request.host!r} is not a host name"))
-            return _NoJob()
+            return NothingToKill()
         try:
             pool = self._pool(request.host)
         except LofarexecError as exc:  # the host's config cannot be used: this job fails alone
             report(Outcome(None, transport_error=" ".join(str(exc).split())))
-            return _NoJob()
+            return NothingToKill()
         launch = remote_launch(request, python=self.settings.remote_python,
                                kill_grace=self.settings.kill_grace)
         job = Job(request.host, launch, report)
@@ -112,10 +113,6 @@ class ParamikoBackend(Backend):
                                                     self._keys)
             return pool
 
-
-class _NoJob:
-    def kill(self) -> None:
-        pass
 
 
 @hookimpl

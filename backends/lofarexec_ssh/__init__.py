@@ -24,7 +24,7 @@ import subprocess
 import tempfile
 import threading
 
-from lofarexec import Backend, JobHandle, LaunchRequest, Outcome, hookimpl
+from lofarexec import Backend, JobHandle, LaunchRequest, NothingToKill, Outcome, hookimpl
 from lofarexec.backend import Report
 from lofarexec.process import DEFAULT_KILL_GRACE, ProcessLauncher
 from lofarexec.remote import DEFAULT_REMOTE_PYTHON, remote_launch
@@ -115,15 +115,12 @@ class SshBackend(Backend):
     def start(self, request: LaunchRequest, report: Report) -> JobHandle:
         if request.host.startswith("-") or not request.host.strip():
             report(Outcome(None, transport_error=f"{request.host!r} is not a host name"))
-            return _NoJob()
+            return NothingToKill()
         launch = remote_launch(request, python=self.settings.remote_python,
                                kill_grace=self.settings.kill_grace)
 
         def finished(seen: Outcome) -> None:
-            if seen.transport_error is not None:  # the ssh client itself could not start
-                report(seen)
-            else:
-                report(launch.outcome(seen.returncode, seen.output, seen.errors))
+            report(launch.verdict(seen))
 
         return self._launcher.launch([*self.ssh_argv(request.host), launch.command], finished,
                                      stdin_data=launch.stdin, keep_stdin_open=True)
@@ -159,10 +156,6 @@ def _control_directory() -> str:
         directory = tempfile.mkdtemp(prefix="lofarexec-ssh-", dir="/tmp")
     return directory
 
-
-class _NoJob:
-    def kill(self) -> None:
-        pass
 
 
 @hookimpl

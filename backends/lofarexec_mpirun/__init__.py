@@ -202,7 +202,9 @@ def _host_problem(host: str) -> str | None:
 
 def _verdict(launch: RemoteLaunch, seen: Outcome) -> Outcome:
     """The node's outcome; for a launch failure, mpirun's own words without its banners."""
-    outcome = launch.verdict(seen)  # mpirun's own start failure passes through
+    if seen.transport_error is not None:  # mpirun itself could not be started
+        return seen
+    outcome = launch.outcome(seen.returncode, seen.output, seen.errors)
     if outcome.transport_error is None or launch.marker in seen.errors:
         return outcome  # the node's status, or the wrapper's word that it could not start it
     lines = [line.strip() for line in seen.errors.splitlines()]

@@ -30,19 +30,21 @@ it needs is missing, 2 if a run went wrong (a job or a tool failed).
 
 from __future__ import annotations
 
-import argparse
-import datetime
-import os
-import platform
 import resource
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
+
+if __package__:
+    from . import _common as common
+else:  # run as a script: its folder is on sys.path
+    import _common as common
+
+BenchError = common.BenchError
 
 SLOTS = 2
 DEFAULT_JOBS = 2000
@@ -54,32 +56,15 @@ TARGET_VS_BARE = 1.3  # lofarexec at most this many times slower than the bare l
 TRUE = "/bin/true"
 
 
-class BenchError(Exception):
-    """A run went wrong (not a slow run: a failed job or tool)."""
-
-
 # ----------------------------------------------------------------------------- prerequisites
 
 
 def missing_tools() -> list[str]:
     """One line per missing prerequisite, each saying how to install it."""
-    problems = []
-    if not os.access(TRUE, os.X_OK):
-        problems.append(f"{TRUE} is missing: apt-get install -y coreutils")
+    problems = common.true_problems(TRUE)
     if shutil.which("xargs") is None:
         problems.append("xargs is missing: apt-get install -y findutils")
-    parallel = shutil.which("parallel")
-    if parallel is None:
-        problems.append("GNU parallel is missing: apt-get install -y parallel")
-    else:
-        try:
-            version = subprocess.run([parallel, "--version"], capture_output=True, text=True,
-                                     stdin=subprocess.DEVNULL, timeout=30).stdout
-        except (OSError, subprocess.TimeoutExpired):
-            version = ""
-        if "GNU parallel" not in version:
-            problems.append(f"{parallel} is not GNU parallel (moreutils' parallel?): "
-                            "apt-get install -y parallel")
+    problems += common.parallel_problems()
     try:
         import lofarexec.runner  # noqa: F401
     except ImportError as exc:
@@ -96,25 +81,12 @@ def cpu_seconds() -> float:
 
 
 def write_config(folder: Path) -> Path:
-    path = folder / "pipeline.cfg"
-    path.write_text(
-        "[DEFAULT]\n"
-        f"runtime_directory = {folder}/runtime\n"
-        "[remote]\n"
-        "method = local\n"
-        f"max_per_node = {SLOTS}\n"
-        "[layout]\n"
-        f"job_directory = {folder}/jobs/bench_local\n",
-        encoding="utf-8",
-    )
-    return path
+    return common.write_pipeline_cfg(folder / "pipeline.cfg", folder, "local", SLOTS,
+                                     "bench_local")
 
 
 def load(config_path: Path):  # -> PipelineConfig
-    from lofarexec.config import load_config
-
-    return load_config(config_path, job_name="bench_local",
-                       start_time=datetime.datetime.now().replace(microsecond=0).isoformat())
+    return common.load_pipeline_config(config_path, "bench_local")
 
 
 def run_lofarexec(config, jobs: int) -> tuple[float, float]:
@@ -129,9 +101,7 @@ def run_lofarexec(config, jobs: int) -> tuple[float, float]:
     done = runner.schedule(batch)
     wall = time.perf_counter() - start
     cpu = cpu_seconds() - cpu
-    states = {}
-    for job in done.values():
-        states[job.results.get("state")] = states.get(job.results.get("state"), 0) + 1
+    states = common.count_states(done)
     if len(done) != jobs or states != {"succeeded": jobs} or runner.error.is_set():
         raise BenchError(f"lofarexec: expected {jobs} succeeded jobs, got {states}")
     return wall, cpu
@@ -167,14 +137,7 @@ def run_lofarexec_process(config_path: Path, jobs: int) -> tuple[float, float]:
 
 def run_tool(argv: list[str], jobs: int) -> tuple[float, float]:
     """``argv`` fed the arguments 1..jobs on stdin, one a line."""
-    arguments = "".join(f"{i}\n" for i in range(1, jobs + 1)).encode()
-    start = time.perf_counter()
-    result = subprocess.run(argv, input=arguments, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, timeout=600)
-    wall = time.perf_counter() - start
-    if result.returncode != 0:
-        raise BenchError(f"{' '.join(argv)} exited {result.returncode}: "
-                         f"{result.stderr.decode(errors='replace').strip()[-500:]}")
+    wall, _, _ = common.run_fed(argv, jobs, 600)
     return wall, float("nan")
 
 
@@ -192,10 +155,7 @@ def run_bare_loop(jobs: int) -> tuple[float, float]:
     cpu = cpu_seconds()
     start = time.perf_counter()
     threads = [threading.Thread(target=worker, args=(share,)) for share in shares]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    common.start_and_join(threads)
     wall = time.perf_counter() - start
     cpu = cpu_seconds() - cpu
     if failures:
@@ -206,60 +166,14 @@ def run_bare_loop(jobs: int) -> tuple[float, float]:
 # ----------------------------------------------------------------------------- reporting
 
 
-def machine() -> str:
-    cpus = os.cpu_count()
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cpus
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"nproc {usable} (cpu_count {cpus}), {model or platform.machine()}, "
-            f"Python {platform.python_version()}, {platform.system()} {platform.release()}")
-
-
-def load_text() -> str:
-    try:
-        return " ".join(f"{value:.2f}" for value in os.getloadavg())
-    except OSError:
-        return "unknown"
-
-
-def revision() -> str:
-    root = Path(__file__).resolve().parent.parent
-    try:
-        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-                              capture_output=True, text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--",
-                                "lofarexec", "backends"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-    return f"{head or 'unknown'}{' + uncommitted changes in lofarexec/ or backends/' if dirty else ''}"
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true",
-                        help=f"{QUICK_JOBS} jobs, {QUICK_ROUNDS} round: a smoke test, not a figure")
-    parser.add_argument("--jobs", type=int, help=f"jobs per run (default {DEFAULT_JOBS})")
-    parser.add_argument("--rounds", type=int, help=f"runs of each tool (default {DEFAULT_ROUNDS})")
-    parser.add_argument("--profile", action="store_true",
-                        help="also print cProfile's top functions of one lofarexec run, for the "
-                             "scheduler thread and for the process launcher's thread")
-    options = parser.parse_args(argv)
-    jobs = options.jobs or (QUICK_JOBS if options.quick else DEFAULT_JOBS)
-    rounds = options.rounds or (QUICK_ROUNDS if options.quick else DEFAULT_ROUNDS)
-    if jobs < 1 or rounds < 1 or rounds > 20:
-        parser.error("--jobs must be >= 1 and --rounds between 1 and 20")
+    options, jobs, rounds = common.parse_jobs_rounds(
+        __doc__.split("\n\n")[0], argv, quick_jobs=QUICK_JOBS, quick_rounds=QUICK_ROUNDS,
+        default_jobs=DEFAULT_JOBS, default_rounds=DEFAULT_ROUNDS,
+        profile_help="also print cProfile's top functions of one lofarexec run, for the "
+                     "scheduler thread and for the process launcher's thread")
 
-    problems = missing_tools()
-    if problems:
-        for problem in problems:
-            print(f"bench_local: {problem}", file=sys.stderr)
+    if common.report_problems("bench_local", missing_tools()):
         return 1
 
     parallel = shutil.which("parallel")
@@ -278,23 +192,18 @@ def main(argv: list[str] | None = None) -> int:
             "lofarexec, fresh interpreter (info)": lambda n: run_lofarexec_process(config_path, n),
         }
         names = list(contenders)
-        print(f"bench_local: {jobs} x {TRUE} on 1 host, {SLOTS} slots; "
-              f"best of {rounds} (interleaved)")
-        print(f"machine: {machine()}")
-        print(f"lofarexec revision: {revision()}")
-        print(f"date: {datetime.datetime.now().isoformat(timespec='seconds')}")
+        common.print_header(f"bench_local: {jobs} x {TRUE} on 1 host, {SLOTS} slots; "
+                            f"best of {rounds} (interleaved)")
         print(flush=True)
-        load_before = load_text()
+        load_before = common.load_text()
         for name in names:  # warm-up: page cache, imports, perl modules; not timed
             contenders[name](min(jobs, 20))
         walls: dict[str, list[float]] = {name: [] for name in names}
         cpus: dict[str, list[float]] = {name: [] for name in names}
-        for round_number in range(rounds):
-            shift = round_number % len(names)
-            for name in names[shift:] + names[:shift]:
-                wall, cpu = contenders[name](jobs)
-                walls[name].append(wall)
-                cpus[name].append(cpu)
+        for name in common.interleaved(names, rounds):
+            wall, cpu = contenders[name](jobs)
+            walls[name].append(wall)
+            cpus[name].append(cpu)
     except BenchError as exc:
         print(f"bench_local: run failed: {exc}", file=sys.stderr)
         return 2
@@ -303,17 +212,15 @@ def main(argv: list[str] | None = None) -> int:
 
     best = {name: min(values) for name, values in walls.items()}
     width = max(len(name) for name in names)
-    print(f"{'tool':<{width}}  {'best s':>7}  {'median s':>8}  {'ms/job':>7}  "
-          f"{'CPU ms/job':>10}  runs (s)")
+    print(f"{common.wall_head(width)}  {'CPU ms/job':>10}  runs (s)")
     for name in names:
         cpu = min(cpus[name])
         cpu_text = "-" if cpu != cpu else f"{cpu / jobs * 1000:.3f}"
-        runs = " ".join(f"{value:.3f}" for value in walls[name])
-        print(f"{name:<{width}}  {best[name]:7.3f}  {statistics.median(walls[name]):8.3f}  "
-              f"{best[name] / jobs * 1000:7.3f}  {cpu_text:>10}  {runs}")
+        print(f"{common.wall_columns(name, width, walls[name], jobs)}  {cpu_text:>10}  "
+              f"{common.runs_text(walls[name])}")
     print("(ms/job: best wall / jobs. CPU ms/job: least CPU time of the benchmarking process "
           "itself, all its threads, children excluded)")
-    print(f"load average before / after: {load_before} / {load_text()}")
+    common.print_load(load_before)
     print()
     lofar = best[names[0]]
     vs_parallel = best["GNU parallel -j2"] / lofar
@@ -321,9 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     vs_bare = lofar / best["bare loop, subprocess.run x 2 threads"]
     overhead_ms = (lofar - best["bare loop, subprocess.run x 2 threads"]) / jobs * 1000
     fresh = best["lofarexec, fresh interpreter (info)"]
-
-    def verdict(ok: bool) -> str:
-        return "met" if ok else "MISSED"
+    verdict = common.verdict
 
     print(f"lofarexec vs GNU parallel : {vs_parallel:.2f}x faster   "
           f"(target >= {TARGET_VS_PARALLEL:g}x: {verdict(vs_parallel >= TARGET_VS_PARALLEL)})")
@@ -336,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
           f"({lofar / jobs * 1000:.3f} ms/job vs "
           f"{best['bare loop, subprocess.run x 2 threads'] / jobs * 1000:.3f} ms/job)")
     if options.quick:
-        print("(--quick: a smoke test; quote only full runs)")
+        print(common.QUICK_NOTE)
     if options.profile:
         print(flush=True)
         profile(jobs)
@@ -344,47 +249,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def profile(jobs: int, top: int = 20) -> None:
-    """cProfile one lofarexec run: the calling (scheduler) thread and the launcher's thread.
-
-    cProfile sees one thread only, so the launcher's loop is wrapped, for this process only, to
-    run under a profiler of its own (a private method: if it is renamed, only the scheduler
-    thread is profiled).
-    """
-    import cProfile
-    import pstats
-
-    from lofarexec import process
-
-    launcher_profile = cProfile.Profile()
-    original = getattr(process.ProcessLauncher, "_loop", None)
-
-    def profiled_loop(self):  # type: ignore[no-untyped-def]
-        launcher_profile.enable()
-        try:
-            return original(self)
-        finally:
-            launcher_profile.disable()
-
+    """cProfile one lofarexec run: the calling (scheduler) thread and the launcher's thread."""
     folder = Path(tempfile.mkdtemp(prefix="bench_local-prof-"))
     try:
         config = load(write_config(folder))
-        if original is not None:
-            process.ProcessLauncher._loop = profiled_loop
-        main_profile = cProfile.Profile()
-        main_profile.enable()
-        run_lofarexec(config, jobs)
-        main_profile.disable()
+        _, main_profile, launcher_profile = common.profile_with_launcher(
+            lambda: run_lofarexec(config, jobs))
     finally:
-        if original is not None:
-            process.ProcessLauncher._loop = original
         shutil.rmtree(folder, ignore_errors=True)
-    for label, stats in (("scheduler thread", main_profile),
-                         ("launcher thread", launcher_profile if original else None)):
-        if stats is None:
-            print(f"--- {label}: not profiled (ProcessLauncher._loop not found) ---")
-            continue
-        print(f"--- cProfile, {label}, {jobs} jobs: top {top} by own time (tottime) ---")
-        pstats.Stats(stats, stream=sys.stdout).sort_stats("tottime").print_stats(top)
+    common.print_thread_profiles(main_profile, launcher_profile, jobs, top)
 
 
 if __name__ == "__main__":

@@ -36,10 +36,8 @@ it needs is missing, 2 if a run went wrong (a job did not succeed, a worker fail
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import resource
 import shutil
 import statistics
@@ -49,6 +47,13 @@ import tempfile
 import time
 from collections import deque
 from pathlib import Path
+
+if __package__:
+    from . import _common as common
+else:  # run as a script: its folder is on sys.path
+    import _common as common
+
+BenchError = common.BenchError
 
 JOBS = 100_000
 HOSTS = 1_000
@@ -60,10 +65,6 @@ TARGET_US_PER_JOB = 20.0
 TARGET_PEAK_MB = 300.0
 KINDS = ("scheduler", "runner", "ref-deque")
 MB = 1024 * 1024
-
-
-class BenchError(Exception):
-    """A run went wrong (not a slow run)."""
 
 
 # ----------------------------------------------------------------------------- the workloads
@@ -111,17 +112,8 @@ def prepare_runner(folder: Path):
     from lofarexec.config import load_config
     from lofarexec.runner import JobRunner
 
-    path = folder / "pipeline.cfg"
-    path.write_text(
-        "[DEFAULT]\n"
-        f"runtime_directory = {folder}/runtime\n"
-        "[remote]\n"
-        "method = mock\n"
-        f"max_per_node = {SLOTS}\n"
-        "[layout]\n"
-        f"job_directory = {folder}/jobs/bench_scheduler\n",
-        encoding="utf-8",
-    )
+    path = common.write_pipeline_cfg(folder / "pipeline.cfg", folder, "mock", SLOTS,
+                                     "bench_scheduler")
     config = load_config(path, job_name="bench_scheduler", start_time="2000-01-01T00:00:00")
 
     def run(jobs: list) -> None:
@@ -218,46 +210,11 @@ def profile(jobs: int, hosts: int, top: int = 18) -> None:
 # ----------------------------------------------------------------------------- reporting
 
 
-def machine() -> str:
-    cpus = os.cpu_count()
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cpus
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"nproc {usable} (cpu_count {cpus}), {model or platform.machine()}, "
-            f"Python {platform.python_version()}, {platform.system()} {platform.release()}")
-
-
-def load_text() -> str:
-    try:
-        return " ".join(f"{value:.2f}" for value in os.getloadavg())
-    except OSError:
-        return "unknown"
-
-
-def revision() -> str:
-    root = Path(__file__).resolve().parent.parent
-    try:
-        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-                              capture_output=True, text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--",
-                                "lofarexec", "backends"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-    return f"{head or 'unknown'}{' + uncommitted changes in lofarexec/ or backends/' if dirty else ''}"
-
-
 def missing() -> list[str]:
     try:
+        import lofarexec.runner  # noqa: F401
         import lofarexec.scheduler  # noqa: F401
         import lofarexec.testing.mock  # noqa: F401
-        import lofarexec.runner  # noqa: F401
     except ImportError as exc:
         return [f"lofarexec cannot be imported ({exc}): pip install -e <repo root>"]
     from lofarexec.plugin.manager import build_plugin_manager
@@ -278,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
                         help=f"{QUICK_JOBS} jobs over {QUICK_HOSTS} hosts, 1 round: a smoke test")
-    parser.add_argument("--rounds", type=int, help=f"timing runs per kind (default {DEFAULT_ROUNDS})")
+    parser.add_argument("--rounds", type=int,
+                        help=f"timing runs per kind (default {DEFAULT_ROUNDS})")
     parser.add_argument("--profile", action="store_true",
                         help="also print cProfile's top functions for scheduler and runner")
     options = parser.parse_args(args)
@@ -286,27 +244,19 @@ def main(argv: list[str] | None = None) -> int:
     rounds = options.rounds or (1 if options.quick else DEFAULT_ROUNDS)
     if not 1 <= rounds <= 20:
         parser.error("--rounds must be between 1 and 20")
-    problems = missing()
-    if problems:
-        for problem in problems:
-            print(f"bench_scheduler: {problem}", file=sys.stderr)
+    if common.report_problems("bench_scheduler", missing()):
         return 1
 
-    print(f"bench_scheduler: {jobs} jobs over {hosts} hosts, {SLOTS} slots each, mock backend; "
-          f"best of {rounds} (interleaved, a fresh process each)")
-    print(f"machine: {machine()}")
-    print(f"lofarexec revision: {revision()}")
-    print(f"date: {datetime.datetime.now().isoformat(timespec='seconds')}")
+    common.print_header(f"bench_scheduler: {jobs} jobs over {hosts} hosts, {SLOTS} slots each, "
+                        f"mock backend; best of {rounds} (interleaved, a fresh process each)")
     print(flush=True)
     timings: dict[str, list[dict]] = {kind: [] for kind in KINDS}
     traces: dict[str, dict] = {}
-    load_before = load_text()
+    load_before = common.load_text()
     try:
         baseline = spawn("baseline", "time", 0, 1)
-        for round_number in range(rounds):
-            shift = round_number % len(KINDS)
-            for kind in KINDS[shift:] + KINDS[:shift]:
-                timings[kind].append(spawn(kind, "time", jobs, hosts))
+        for kind in common.interleaved(KINDS, rounds):
+            timings[kind].append(spawn(kind, "time", jobs, hosts))
         for kind in KINDS:
             traces[kind] = spawn(kind, "trace", jobs, hosts)
     except BenchError as exc:
@@ -317,14 +267,14 @@ def main(argv: list[str] | None = None) -> int:
               "runner": "JobRunner.schedule, method=mock",
               "ref-deque": "reference: deque append+pop"}
     width = max(len(label) for label in labels.values())
-    print(f"load average before / after: {load_before} / {load_text()}")
+    common.print_load(load_before)
     print(f"{'what':<{width}}  {'best s':>7}  {'us/job':>7}  {'x ref':>6}  "
           f"{'tracemalloc peak MB':>19}  {'peak RSS MB':>11}  runs (s)")
     best = {kind: min(t["wall"] for t in timings[kind]) for kind in KINDS}
     rss = {kind: max(t["maxrss_kb"] for t in timings[kind]) / 1024 for kind in KINDS}
     peak = {kind: traces[kind]["trace_peak"] / MB for kind in KINDS}
     for kind in KINDS:
-        runs = " ".join(f"{t['wall']:.3f}" for t in timings[kind])
+        runs = common.runs_text([t["wall"] for t in timings[kind]])
         print(f"{labels[kind]:<{width}}  {best[kind]:7.3f}  {best[kind] / jobs * 1e6:7.2f}  "
               f"{best[kind] / best['ref-deque']:6.0f}  {peak[kind]:19.1f}  {rss[kind]:11.1f}  "
               f"{runs}")
@@ -334,9 +284,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{traces['ref-deque']['trace_after_build'] / MB:.1f} MB; RSS of an interpreter that "
           f"only imported lofarexec: {baseline['maxrss_kb'] / 1024:.1f} MB)")
     print()
-
-    def verdict(ok: bool) -> str:
-        return "met" if ok else "MISSED"
+    verdict = common.verdict
 
     for kind in ("scheduler", "runner"):
         us = best[kind] / jobs * 1e6
@@ -353,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
                         for kind in KINDS)
     print(f"median walls: {medians}")
     if options.quick:
-        print("(--quick: a smoke test; quote only full runs)")
+        print(common.QUICK_NOTE)
     if options.profile:
         print(flush=True)
         profile(jobs, hosts)

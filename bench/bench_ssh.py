@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""bench_ssh: many tiny jobs over 4 real sshd hosts, lofarexec's remote backends against GNU parallel.
+"""bench_ssh: many tiny jobs over 4 real sshd hosts, lofarexec's remote backends against GNU
+parallel.
 
 400 ``/bin/true`` jobs over the 4 hosts of lofarexec's ssh test bed (node1..node4: one OpenSSH
 ``sshd`` each on 127.0.0.2..127.0.0.5, started and stopped by this script in a temporary folder),
@@ -44,9 +45,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import os
-import platform
 import resource
 import shutil
 import signal
@@ -58,6 +57,13 @@ import threading
 import time
 import traceback
 from pathlib import Path
+
+if __package__:
+    from . import _common as common
+else:  # run as a script: its folder is on sys.path
+    import _common as common
+
+BenchError = common.BenchError
 
 HOSTS = 4
 SLOTS = 4  # per host
@@ -78,10 +84,6 @@ PARALLEL = "GNU parallel, no -M"
 FLOOR = "FLOOR: ssh ControlMaster loop x 16 thr"
 
 
-class BenchError(Exception):
-    """A run went wrong (not a slow run: a failed job, tool or test bed)."""
-
-
 class Interrupted(BaseException):
     """SIGTERM or SIGHUP: unwind like Ctrl-C, so that every process gets stopped."""
 
@@ -95,24 +97,12 @@ def missing_tools() -> list[str]:
     if os.geteuid() != 0:
         problems.append("must run as root (the test bed starts sshd daemons): "
                         "sudo python bench/bench_ssh.py")
-    if not os.access(TRUE, os.X_OK):
-        problems.append(f"{TRUE} is missing: apt-get install -y coreutils")
+    problems += common.true_problems(TRUE)
     if not os.access("/usr/sbin/sshd", os.X_OK):
         problems.append("sshd is missing: apt-get install -y openssh-server")
     if shutil.which("ssh") is None or shutil.which("ssh-keygen") is None:
         problems.append("the OpenSSH client is missing: apt-get install -y openssh-client")
-    parallel = shutil.which("parallel")
-    if parallel is None:
-        problems.append("GNU parallel is missing: apt-get install -y parallel")
-    else:
-        try:
-            version = subprocess.run([parallel, "--version"], capture_output=True, text=True,
-                                     stdin=subprocess.DEVNULL, timeout=30).stdout
-        except (OSError, subprocess.TimeoutExpired):
-            version = ""
-        if "GNU parallel" not in version:
-            problems.append(f"{parallel} is not GNU parallel (moreutils' parallel?): "
-                            "apt-get install -y parallel")
+    problems += common.parallel_problems()
     try:
         import lofarexec.runner  # noqa: F401
         import lofarexec.testing.sshbed  # noqa: F401
@@ -210,29 +200,16 @@ def machine_ticks() -> tuple[int, int]:
 
 
 def write_config(folder: Path, method: str, ssh_config: Path) -> Path:
-    path = folder / f"pipeline-{method}.cfg"
-    path.write_text(
-        "[DEFAULT]\n"
-        f"runtime_directory = {folder}/runtime\n"
-        "[remote]\n"
-        f"method = {method}\n"
-        f"max_per_node = {SLOTS}\n"
-        "[layout]\n"
-        f"job_directory = {folder}/jobs/bench_ssh\n"
+    return common.write_pipeline_cfg(
+        folder / f"pipeline-{method}.cfg", folder, method, SLOTS, "bench_ssh",
         f"[{method}]\n"
         f"config_file = {ssh_config}\n"
         "[logging]\n"
-        "bind_address = 127.0.0.1\n",
-        encoding="utf-8",
-    )
-    return path
+        "bind_address = 127.0.0.1\n")
 
 
 def load(config_path: Path):  # -> PipelineConfig
-    from lofarexec.config import load_config
-
-    return load_config(config_path, job_name="bench_ssh",
-                       start_time=datetime.datetime.now().replace(microsecond=0).isoformat())
+    return common.load_pipeline_config(config_path, "bench_ssh")
 
 
 def host_of(index: int) -> str:
@@ -263,9 +240,7 @@ def run_lofarexec(config, jobs: int, label: str) -> Result:
         _ACTIVE_RUNNER.clear()
     wall = time.perf_counter() - start
     own_after, children_after = cpu_seconds()
-    states: dict[object, int] = {}
-    for job in done.values():
-        states[job.results.get("state")] = states.get(job.results.get("state"), 0) + 1
+    states = common.count_states(done)
     if len(done) != jobs or states != {"succeeded": jobs} or runner.error.is_set():
         reasons = {str(job.results.get("reason"))[:200] for job in done.values()
                    if job.results.get("state") != "succeeded"}
@@ -276,16 +251,8 @@ def run_lofarexec(config, jobs: int, label: str) -> Result:
 
 def run_tool(argv: list[str], jobs: int) -> Result:
     """``argv`` fed the arguments 1..jobs on stdin, one a line."""
-    arguments = "".join(f"{i}\n" for i in range(1, jobs + 1)).encode()
-    own, children = cpu_seconds()
-    start = time.perf_counter()
-    result = subprocess.run(argv, input=arguments, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, timeout=RUN_TIMEOUT)
-    wall = time.perf_counter() - start
-    own_after, children_after = cpu_seconds()
-    if result.returncode != 0:
-        raise BenchError(f"{' '.join(argv)} exited {result.returncode}: "
-                         f"{result.stderr.decode(errors='replace').strip()[-500:]}")
+    wall, (own, children), (own_after, children_after) = common.run_fed(
+        argv, jobs, RUN_TIMEOUT, cpu_seconds)
     return wall, own_after - own, children_after - children
 
 
@@ -324,10 +291,7 @@ class Floor:
                                                 args=(host_of(host_index), share, failures)))
         own, children = cpu_seconds()
         start = time.perf_counter()
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        common.start_and_join(threads)
         wall = time.perf_counter() - start
         own_after, children_after = cpu_seconds()
         if failures:
@@ -347,21 +311,6 @@ class Floor:
 # ----------------------------------------------------------------------------- reporting
 
 
-def machine() -> str:
-    cpus = os.cpu_count()
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cpus
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"nproc {usable} (cpu_count {cpus}), {model or platform.machine()}, "
-            f"Python {platform.python_version()}, {platform.system()} {platform.release()}")
-
-
 def versions() -> str:
     def first_line(argv: list[str]) -> str:
         try:
@@ -372,26 +321,6 @@ def versions() -> str:
         return ((result.stdout or result.stderr).strip().splitlines() or ["unknown"])[0]
 
     return f"{first_line(['ssh', '-V'])}; {first_line(['parallel', '--version'])}"
-
-
-def load_text() -> str:
-    try:
-        return " ".join(f"{value:.2f}" for value in os.getloadavg())
-    except OSError:
-        return "unknown"
-
-
-def revision() -> str:
-    root = Path(__file__).resolve().parent.parent
-    try:
-        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-                              capture_output=True, text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--",
-                                "lofarexec", "backends"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-    return f"{head or 'unknown'}{' + uncommitted changes in lofarexec/ or backends/' if dirty else ''}"
 
 
 def remote_facts(bed) -> str:  # bed: SshTestBed
@@ -417,7 +346,8 @@ def _on_signal(signum: int, _frame: object) -> None:
     (An exception raised inside ``schedule`` instead would leave it waiting up to 5 s for each
     started job's log connection in its ``finally``.)"""
     _INTERRUPTED.append(signum)
-    if len(_INTERRUPTED) == 1 and _ACTIVE_RUNNER and _ACTIVE_RUNNER[0].kill(f"bench_ssh: {signal.Signals(signum).name}"):
+    if len(_INTERRUPTED) == 1 and _ACTIVE_RUNNER and _ACTIVE_RUNNER[0].kill(
+            f"bench_ssh: {signal.Signals(signum).name}"):
         return
     if signum == signal.SIGINT:
         raise KeyboardInterrupt
@@ -425,25 +355,14 @@ def _on_signal(signum: int, _frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true",
-                        help=f"{QUICK_JOBS} jobs, {QUICK_ROUNDS} round: a smoke test, not a figure")
-    parser.add_argument("--jobs", type=int, help=f"jobs per run (default {DEFAULT_JOBS})")
-    parser.add_argument("--rounds", type=int, help=f"runs of each tool (default {DEFAULT_ROUNDS})")
-    parser.add_argument("--profile", action="store_true",
-                        help="also print cProfile's top functions of one lofarexec ssh run, for "
-                             "the scheduler thread and for the process launcher's thread (wall "
-                             "time), and of one paramiko run if installed (all threads, CPU time)")
-    options = parser.parse_args(argv)
-    jobs = options.jobs or (QUICK_JOBS if options.quick else DEFAULT_JOBS)
-    rounds = options.rounds or (QUICK_ROUNDS if options.quick else DEFAULT_ROUNDS)
-    if jobs < 1 or rounds < 1 or rounds > 20:
-        parser.error("--jobs must be >= 1 and --rounds between 1 and 20")
+    options, jobs, rounds = common.parse_jobs_rounds(
+        __doc__.split("\n\n")[0], argv, quick_jobs=QUICK_JOBS, quick_rounds=QUICK_ROUNDS,
+        default_jobs=DEFAULT_JOBS, default_rounds=DEFAULT_ROUNDS,
+        profile_help="also print cProfile's top functions of one lofarexec ssh run, for "
+                     "the scheduler thread and for the process launcher's thread (wall "
+                     "time), and of one paramiko run if installed (all threads, CPU time)")
 
-    problems = missing_tools()
-    if problems:
-        for problem in problems:
-            print(f"bench_ssh: {problem}", file=sys.stderr)
+    if common.report_problems("bench_ssh", missing_tools()):
         return 1
 
     handled = [signal.SIGTERM, signal.SIGHUP]
@@ -516,18 +435,15 @@ def _bench(folder: Path, jobs: int, rounds: int, options: argparse.Namespace) ->
     contenders[FLOOR] = floor.run
     names = list(contenders)
 
-    print(f"bench_ssh: {jobs} x {TRUE} over {HOSTS} sshd hosts (lofarexec test bed, loopback), "
-          f"{SLOTS} slots each; best of {rounds} (interleaved)")
-    print(f"machine: {machine()}")
-    print(f"tools: {versions()}")
-    print(f"lofarexec revision: {revision()}")
-    print(f"date: {datetime.datetime.now().isoformat(timespec='seconds')}")
+    common.print_header(f"bench_ssh: {jobs} x {TRUE} over {HOSTS} sshd hosts (lofarexec test "
+                        f"bed, loopback), {SLOTS} slots each; best of {rounds} (interleaved)",
+                        tools=versions())
     print(remote_facts(bed))
     if PARAMIKO not in contenders:
         print("paramiko: not installed (`lofarexec backends` lists: "
               f"{', '.join(backends) or 'nothing'}); skipped")
     print(flush=True)
-    load_before = load_text()
+    load_before = common.load_text()
     for name in names:  # warm-up: page cache, imports, perl modules, host keys; not timed
         contenders[name](min(jobs, 20))
     walls: dict[str, list[float]] = {name: [] for name in names}
@@ -535,23 +451,21 @@ def _bench(folder: Path, jobs: int, rounds: int, options: argparse.Namespace) ->
     child_cpu: dict[str, list[float]] = {name: [] for name in names}
     machine_busy: dict[str, list[float]] = {name: [] for name in names}
     machine_cpu: dict[str, list[float]] = {name: [] for name in names}
-    for round_number in range(rounds):
-        shift = round_number % len(names)
-        for name in names[shift:] + names[:shift]:
-            busy, total = machine_ticks()
-            wall, own, children = contenders[name](jobs)
-            busy_after, total_after = machine_ticks()
-            if total_after > total:
-                machine_busy[name].append((busy_after - busy) / (total_after - total))
-                machine_cpu[name].append((busy_after - busy) / CLOCK_TICKS / jobs * 1000)
-            walls[name].append(wall)
-            own_cpu[name].append(own)
-            child_cpu[name].append(children)
-    load_after = load_text()
+    for name in common.interleaved(names, rounds):
+        busy, total = machine_ticks()
+        wall, own, children = contenders[name](jobs)
+        busy_after, total_after = machine_ticks()
+        if total_after > total:
+            machine_busy[name].append((busy_after - busy) / (total_after - total))
+            machine_cpu[name].append((busy_after - busy) / CLOCK_TICKS / jobs * 1000)
+        walls[name].append(wall)
+        own_cpu[name].append(own)
+        child_cpu[name].append(children)
+    load_after = common.load_text()
 
     best = {name: min(values) for name, values in walls.items()}
     width = max(len(name) for name in names)
-    print(f"{'tool':<{width}}  {'best s':>7}  {'median s':>8}  {'ms/job':>7}  "
+    print(f"{common.wall_head(width)}  "
           f"{'CPU ms/job':>10}  {'child CPU':>9}  {'busy %':>6}  {'all CPU':>7}  runs (s)")
     for name in names:
         own = min(own_cpu[name]) / jobs * 1000
@@ -560,10 +474,8 @@ def _bench(folder: Path, jobs: int, rounds: int, options: argparse.Namespace) ->
         busy = (f"{statistics.median(machine_busy[name]) * 100:.0f}"
                 if machine_busy[name] else "?")
         all_cpu = f"{min(machine_cpu[name]):.1f}" if machine_cpu[name] else "?"
-        runs = " ".join(f"{value:.3f}" for value in walls[name])
-        print(f"{name:<{width}}  {best[name]:7.3f}  {statistics.median(walls[name]):8.3f}  "
-              f"{best[name] / jobs * 1000:7.3f}  {own_text:>10}  {children:9.3f}  {busy:>6}  "
-              f"{all_cpu:>7}  {runs}")
+        print(f"{common.wall_columns(name, width, walls[name], jobs)}  {own_text:>10}  "
+              f"{children:9.3f}  {busy:>6}  {all_cpu:>7}  {common.runs_text(walls[name])}")
     print("(ms/job: best wall / jobs. CPU ms/job: least CPU time of the benchmarking process "
           "itself, all its threads. child CPU: least CPU ms/job of the local child processes it "
           "waited for (ssh clients, parallel and its children; not sshd, not daemonized masters). "
@@ -575,11 +487,9 @@ def _bench(folder: Path, jobs: int, rounds: int, options: argparse.Namespace) ->
     print("Every transport pays the remote shell's start-up per job (the bed's clean HOME spares "
           "it root's pyenv init, ~75 ms); lofarexec also runs its Python launch wrapper on the "
           "host per job, and that cost is in its figure.")
-    print(f"load average before / after: {load_before} / {load_after}")
+    common.print_load(load_before, load_after)
     print()
-
-    def verdict(ok: bool) -> str:
-        return "met" if ok else "MISSED"
+    verdict = common.verdict
 
     vs_m = best[PARALLEL_M] / best[SSH]
     print(f"lofarexec ssh vs GNU parallel -M     : {vs_m:.2f}x faster   "
@@ -598,7 +508,7 @@ def _bench(folder: Path, jobs: int, rounds: int, options: argparse.Namespace) ->
             print(f"{name} time / FLOOR time: {best[name] / best[FLOOR]:.2f}  "
                   f"(+{(best[name] - best[FLOOR]) / jobs * 1000:.3f} ms/job over the floor; info)")
     if options.quick:
-        print("(--quick: a smoke test; quote only full runs)")
+        print(common.QUICK_NOTE)
     if options.profile:
         print(flush=True)
         profile(ssh_run, jobs)
@@ -609,45 +519,11 @@ def _bench(folder: Path, jobs: int, rounds: int, options: argparse.Namespace) ->
 
 
 def profile(config, jobs: int, top: int = 20) -> None:
-    """cProfile one lofarexec ssh run: the calling (scheduler) thread and the launcher's thread.
-
-    cProfile sees one thread only, so the launcher's loop is wrapped, for this process only, to
-    run under a profiler of its own (a private method: if it is renamed, only the scheduler
-    thread is profiled).
-    """
-    import cProfile
-    import pstats
-
-    from lofarexec import process
-
-    launcher_profile = cProfile.Profile()
-    original = getattr(process.ProcessLauncher, "_loop", None)
-
-    def profiled_loop(self):  # type: ignore[no-untyped-def]
-        launcher_profile.enable()
-        try:
-            return original(self)
-        finally:
-            launcher_profile.disable()
-
-    if original is not None:
-        process.ProcessLauncher._loop = profiled_loop
-    main_profile = cProfile.Profile()
-    try:
-        main_profile.enable()
-        wall, _, _ = run_lofarexec(config, jobs, SSH)
-        main_profile.disable()
-    finally:
-        if original is not None:
-            process.ProcessLauncher._loop = original
+    """cProfile one lofarexec ssh run: the calling (scheduler) thread and the launcher's thread."""
+    (wall, _, _), main_profile, launcher_profile = common.profile_with_launcher(
+        lambda: run_lofarexec(config, jobs, SSH))
     print(f"(profiled run: {wall:.3f} s wall under cProfile)")
-    for label, stats in (("scheduler thread", main_profile),
-                         ("launcher thread", launcher_profile if original else None)):
-        if stats is None:
-            print(f"--- {label}: not profiled (ProcessLauncher._loop not found) ---")
-            continue
-        print(f"--- cProfile, {label}, {jobs} jobs: top {top} by own time (tottime) ---")
-        pstats.Stats(stats, stream=sys.stdout).sort_stats("tottime").print_stats(top)
+    common.print_thread_profiles(main_profile, launcher_profile, jobs, top)
 
 
 def profile_all_threads(config, jobs: int, label: str, top: int = 25) -> None:

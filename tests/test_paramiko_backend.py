@@ -86,6 +86,12 @@ def gone_within(pids: list[int], seconds: float) -> bool:
     return all(BackendContract().wait_gone("", pid, seconds) for pid in pids)
 
 
+def known_hosts_name(bed, host: str) -> str:
+    """How known_hosts names a bed host: plain on port 22 (as on a fresh machine), else [a]:p."""
+    address, port = bed.address(host), bed.port(host)
+    return address if port == 22 else f"[{address}]:{port}"
+
+
 @pytest.fixture
 def open_backends(tmp_path: Path) -> Iterator[Callable[..., ParamikoBackend]]:
     """Opened backends (an empty ssh config unless given); all closed after, twice, and no
@@ -242,7 +248,7 @@ def test_unknown_host_key_is_rejected_without_prompt(backends, ssh_testbed, tmp_
 
 @pytest.mark.slow
 def test_changed_host_key_is_rejected_even_by_accept_new(backends, ssh_testbed, tmp_path) -> None:
-    name = f"[{ssh_testbed.address('node1')}]:{ssh_testbed.port('node1')}"
+    name = known_hosts_name(ssh_testbed, "node1")
     impostor = paramiko.Ed25519Key.from_private_key_file(str(ssh_testbed.identity_file))
     path = known_hosts_file(tmp_path / "kh", f"{name} ssh-ed25519 {impostor.get_base64()}\n")
     backend = backends(known_hosts_files=(path,), host_key_policy="accept-new")
@@ -260,7 +266,7 @@ def test_accept_new_records_the_key_for_the_next_run(backends, ssh_testbed, tmp_
     assert outcomes.wait(1) == Outcome(0)
     recorded = Path(path).read_text().split()
     expected = (Path(ssh_testbed.directory) / "hosts/node1/ssh_host_ed25519_key.pub").read_text()
-    assert recorded == [f"[{ssh_testbed.address('node1')}]:{ssh_testbed.port('node1')}",
+    assert recorded == [known_hosts_name(ssh_testbed, "node1"),
                         *expected.split()[:2]]
     strict = backends(known_hosts_files=(path,))
     strict.start(request(2, "node1", "/bin/true"), outcomes.report(2))

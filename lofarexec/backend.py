@@ -82,13 +82,16 @@ class Backend(ABC):
     """Base of every transport. Subclass, set ``name`` (and ``Settings``), implement ``start``.
 
     The scheduler calls :meth:`open` once before the first job of a run, :meth:`start` for each
-    job (from one thread, never concurrently) and :meth:`close` once at the end (also after a
+    job (never concurrently, unless the class sets ``parallel_start``) and :meth:`close` once at the end (also after a
     kill, also after an error in ``open``); ``close`` must be safe to call twice.
     """
 
     name: ClassVar[str]
     Settings: ClassVar[type] = NoSettings
     """A dataclass; the ``pipeline.cfg`` section named after the backend is checked against it."""
+    parallel_start: ClassVar[bool] = False
+    """True when ``start`` may be called from several threads at once; the scheduler then
+    starts jobs outside its processing role, so that two threads can start processes together."""
     local_only: ClassVar[bool] = False
     """True when every node runs on the control node, so the log receiver binds to loopback."""
 

@@ -51,6 +51,7 @@ _KILL = "kill"
 _FILL = "fill"
 _DEADLINES = "deadlines"
 _WAKE = "wake"
+_LAUNCHED = "launched"
 _log = logging.getLogger("lofarexec.scheduler")
 
 
@@ -150,17 +151,39 @@ class Scheduler:
 
     # -- event delivery -----------------------------------------------------------------------
     def deliver(self, kind: object, payload: object) -> None:
-        """Queue an event; process the queue unless another thread is already doing so."""
+        """Queue an event; process the queue unless another thread is already doing so.
+
+        For a backend that allows it (``parallel_start``), the starts decided while processing
+        are made after this thread has given up the processing role, so that another thread
+        can process (and start jobs) meanwhile; their handles come back as events.
+        """
         with self._inbox_lock:
             self._inbox.append((kind, payload))
             if self._draining:
                 return
             self._draining = True
         while True:
+            launches = self._drain()
+            if not launches:
+                return
+            started = [(index, self._batch.launch(index, request, report))  # type: ignore[union-attr]
+                       for index, request, report in launches]
+            with self._inbox_lock:
+                self._inbox.extend((_LAUNCHED, item) for item in started)
+                if self._draining:
+                    return  # the thread processing now takes the handles too
+                self._draining = True
+
+    def _drain(self) -> list[tuple[int, LaunchRequest, Callable[[Outcome], None]]]:
+        """Process events until none is left; give up the role; return the starts to make."""
+        batch = self._batch
+        assert batch is not None
+        while True:
             with self._inbox_lock:
                 if not self._inbox:
+                    launches, batch.to_launch = batch.to_launch, []
                     self._draining = False
-                    return
+                    return launches
                 kind, payload = self._inbox.popleft()
             self._process(kind, payload)
 
@@ -177,6 +200,8 @@ class Scheduler:
                 batch.on_kill(str(payload))
             elif kind == _DEADLINES:
                 batch.on_deadlines()
+            elif kind == _LAUNCHED:
+                batch.on_launched(*payload)  # type: ignore[misc]
         except BaseException as exc:  # a bug: stop the run loudly rather than hang it
             _log.exception("scheduler failed while handling %r", kind)
             self._failure = exc
@@ -203,6 +228,7 @@ class _Batch:
         self.fates: dict[int, JobState] = {}
         self.killed_reason: str | None = None
         self.finished = not jobs
+        self.to_launch: list[tuple[int, LaunchRequest, Callable[[Outcome], None]]] = []
         self.deadline_moved = False
         self.quit = False
         backend_name = scheduler.backend.name
@@ -288,14 +314,37 @@ class _Batch:
         self.notify("job_started", job)
         report = scheduler._report_to(index)
         try:
-            handle = scheduler.backend.start(scheduler.prepare(job), report)
-        except Exception as exc:  # one job's launch failure must not stop the run
-            if not isinstance(exc, LofarexecError):
-                _log.exception("starting job %d on %s failed", index, host)
+            request = scheduler.prepare(job)
+        except Exception as exc:  # one job's failure to prepare must not stop the run
+            _log.exception("preparing job %d on %s failed", index, host)
             report(Outcome(None, transport_error=f"could not start: {exc}"))
             return
+        if scheduler.backend.parallel_start:
+            self.to_launch.append((index, request, report))  # started once the role is given up
+            return
+        handle = self.launch(index, request, report)
         if index in self.handles:  # not already reported (a report is processed after us)
             self.handles[index] = handle
+
+    def launch(self, index: int, request: LaunchRequest,
+               report: Callable[[Outcome], None]) -> JobHandle | None:
+        """Ask the backend to start a job; a failure becomes the job's transport error."""
+        try:
+            return self.scheduler.backend.start(request, report)
+        except Exception as exc:  # one job's launch failure must not stop the run
+            if not isinstance(exc, LofarexecError):
+                _log.exception("starting job %d on %s failed", index, request.host)
+            report(Outcome(None, transport_error=f"could not start: {exc}"))
+            return None
+
+    def on_launched(self, index: int, handle: JobHandle | None) -> None:
+        """A start made outside the processing role has its handle: keep it, or use it at once
+        if the job was killed (or timed out) in the meantime."""
+        if handle is None or index not in self.handles:
+            return  # it could not start, or it has ended already
+        self.handles[index] = handle
+        if index in self.fates:
+            handle.kill()
 
     # -- ending ----------------------------------------------------------------------------------
     def on_report(self, index: int, outcome: Outcome) -> None:

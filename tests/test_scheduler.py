@@ -14,6 +14,13 @@ from lofarexec.scheduler import Limits, Scheduler
 from lofarexec.testing.mock import MockBackend
 
 
+@pytest.fixture(autouse=True, params=[False, True], ids=["starts-in-role", "parallel-starts"])
+def start_mode(request, monkeypatch):
+    """Every test twice: backends started while processing, and started outside that role."""
+    monkeypatch.setattr(MockBackend, "parallel_start", request.param)
+    return request.param
+
+
 def prepare(job: ComputeJob) -> LaunchRequest:
     assert job.id is not None and job.host is not None
     return LaunchRequest(job.id, job.host, ("node",), {}, "token")
@@ -208,3 +215,40 @@ def test_a_backend_that_raises_gives_a_transport_error_not_a_crash():
 def test_limits_must_be_positive():
     with pytest.raises(ValueError, match="positive"):
         Limits(per_host=0)
+
+
+def test_a_kill_while_a_start_is_under_way_reaches_the_job(start_mode):
+    if not start_mode:
+        pytest.skip("only parallel starts happen outside the processing role")
+    entered, release = threading.Event(), threading.Event()
+    killed: list[int] = []
+
+    class SlowStart(MockBackend):
+        hold = True
+
+        def start(self, request, report):
+            entered.set()
+            release.wait(10)  # the kill arrives while we are still starting
+            handle = super().start(request, report)
+            original = handle.kill
+            handle.kill = lambda: (killed.append(request.job_id), original())
+            return handle
+
+    scheduler = Scheduler(SlowStart(), prepare)
+    outcome: list[BaseException] = []
+
+    def run():
+        try:
+            scheduler.run([ComputeJob("h", "node")])
+        except PipelineQuit as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    assert entered.wait(10)
+    # Processed at once by this thread (the starting one has given up the processing role),
+    # so the kill is decided while the job's start is still under way.
+    scheduler.deliver("kill", "SIGTERM")
+    release.set()
+    thread.join(10)
+    assert killed == [0] and outcome

@@ -21,6 +21,9 @@ from lofarexec.process import DEFAULT_KILL_GRACE, ProcessLauncher
 from lofarexec.protocol import ENV_HOST, ENV_JOB_ID, ENV_TOKEN
 
 
+_LAUNCHERS = 2
+
+
 @dataclasses.dataclass(frozen=True)
 class LocalSettings:
     """``[local]`` section of ``pipeline.cfg``."""
@@ -38,16 +41,26 @@ class LocalBackend(Backend):
     Settings = LocalSettings
     local_only = True  # nodes run here: the log receiver need only listen on loopback
 
+    # Two launchers, each with its own watcher thread, and starts from several threads: the
+    # thread that sees one job end starts the next while the other does the same (process
+    # creation lets go of the interpreter lock), as two workers of a plain loop would.
+    parallel_start = True
+
     def open(self) -> None:
-        self._launcher = ProcessLauncher(kill_grace=self.settings.kill_grace, name="local-jobs")
-        self._launcher.start()
+        self._launchers = [
+            ProcessLauncher(kill_grace=self.settings.kill_grace, name=f"local-jobs-{number}")
+            for number in range(_LAUNCHERS)
+        ]
+        for launcher in self._launchers:
+            launcher.start()
 
     def start(self, request: LaunchRequest, report: Report) -> JobHandle:
         environment = self._base_environment(request)
         environment[ENV_JOB_ID] = str(request.job_id)
         environment[ENV_TOKEN] = request.token
         environment[ENV_HOST] = request.host
-        return self._launcher.launch(request.argv, report, env=environment)
+        launcher = self._launchers[request.job_id % len(self._launchers)]
+        return launcher.launch(request.argv, report, env=environment)
 
     def _base_environment(self, request: LaunchRequest) -> dict[str, str]:
         """This process's environment with the run's node variables on top, built once per run
@@ -59,8 +72,7 @@ class LocalBackend(Backend):
         return dict(cached[1])
 
     def close(self) -> None:
-        launcher = getattr(self, "_launcher", None)
-        if launcher is not None:
+        for launcher in getattr(self, "_launchers", ()):
             launcher.close()
 
 

@@ -20,7 +20,6 @@ from lofarexec.backend import Report
 from lofarexec.process import DEFAULT_KILL_GRACE, ProcessLauncher
 from lofarexec.protocol import ENV_HOST, ENV_JOB_ID, ENV_TOKEN
 
-
 _LAUNCHERS = 2
 
 

@@ -217,14 +217,13 @@ def test_limits_must_be_positive():
         Limits(per_host=0)
 
 
-def test_a_kill_while_a_start_is_under_way_reaches_the_job(start_mode):
-    if not start_mode:
-        pytest.skip("only parallel starts happen outside the processing role")
+def test_a_kill_while_a_start_is_under_way_reaches_the_job():
     entered, release = threading.Event(), threading.Event()
     killed: list[int] = []
 
     class SlowStart(MockBackend):
         hold = True
+        parallel_start = True  # only such starts happen outside the processing role
 
         def start(self, request, report):
             entered.set()

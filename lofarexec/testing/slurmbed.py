@@ -43,6 +43,11 @@ import time
 from pathlib import Path
 from typing import Self
 
+from lofarexec.testing.procs import ProcId
+from lofarexec.testing.procs import alive as _alive
+from lofarexec.testing.procs import send_signal as _signal
+from lofarexec.testing.procs import start_time as _start_time
+
 __all__ = [
     "SlurmBedError",
     "SlurmTestBed",
@@ -60,7 +65,6 @@ START_TIMEOUT = 30.0  # seconds for the daemons to start and every node to be id
 STOP_TIMEOUT = 10.0  # seconds for jobs to be cancelled and daemons to exit
 MAX_DIRECTORY = 70  # slurmd's step sockets live in DIR/spool/nK/: a socket path has 107 bytes
 
-ProcId = tuple[int, int]  # (pid, start time in clock ticks): a reused pid is never mistaken
 
 
 class SlurmBedError(RuntimeError):
@@ -380,24 +384,10 @@ def _free_ports(count: int) -> list[int]:
         return [int(probe.getsockname()[1]) for probe in probes]
 
 
-def _stat(pid: int) -> list[str] | None:
-    """Fields of /proc/PID/stat after the command name (index 0 is the state), or None."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return text[text.rfind(")") + 2:].split()
 
 
-def _start_time(pid: int) -> int | None:
-    fields = _stat(pid)
-    return int(fields[19]) if fields else None
 
 
-def _alive(process: ProcId) -> bool:
-    """True while the process exists, is not a zombie and is the one recorded."""
-    fields = _stat(process[0])
-    return fields is not None and fields[0] not in ("Z", "X") and int(fields[19]) == process[1]
 
 
 def _has_mark(pid: int, directory: str) -> bool:
@@ -434,8 +424,3 @@ def _terminate(processes: list[ProcId], signum: int = signal.SIGTERM) -> None:
             return
         time.sleep(0.01)  # no pidfd for another session's daemon reaped by init: poll /proc
 
-
-def _signal(process: ProcId, signum: int) -> None:
-    if _alive(process):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(process[0], signum)

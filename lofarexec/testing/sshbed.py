@@ -49,6 +49,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
 
+from lofarexec.testing.procs import ProcId
+from lofarexec.testing.procs import alive as _alive
+from lofarexec.testing.procs import send_signal as _signal
+from lofarexec.testing.procs import start_time as _start_time
+from lofarexec.testing.procs import stat_fields as _stat
+
 __all__ = [
     "SSHD",
     "SshBedError",
@@ -64,7 +70,6 @@ FIRST_OCTET = 2  # node1 is 127.0.0.2: 127.0.0.1 is left to whatever else runs h
 START_TIMEOUT = 10.0  # seconds for one sshd to listen and accept a login
 KILL_TIMEOUT = 5.0  # seconds for killed processes to disappear
 
-ProcId = tuple[int, int]  # (pid, start time in clock ticks): a pid cannot be mistaken after reuse
 
 
 class SshBedError(RuntimeError):
@@ -515,18 +520,8 @@ def _free_port(address: str, preferred: int) -> int:
     raise SshBedError(f"no free TCP port on {address}")
 
 
-def _stat(pid: int) -> list[str] | None:
-    """Fields of /proc/PID/stat after the command name (index 0 is the state), or None."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return text[text.rfind(")") + 2 :].split()
 
 
-def _start_time(pid: int) -> int | None:
-    fields = _stat(pid)
-    return int(fields[19]) if fields else None
 
 
 def _cmdline(pid: int) -> str:
@@ -548,12 +543,6 @@ def _pids_with_cmdline(text: str) -> list[int]:
     ]
 
 
-def _alive(process: ProcId) -> bool:
-    """True while the process exists and is not a zombie (``kill -0`` says yes to zombies)."""
-    fields = _stat(process[0])
-    if fields is None or fields[0] in ("Z", "X"):
-        return False
-    return process[1] == 0 or int(fields[19]) == process[1]
 
 
 def _descendants(root: int) -> list[ProcId]:
@@ -573,10 +562,6 @@ def _descendants(root: int) -> list[ProcId]:
     return found
 
 
-def _signal(process: ProcId, signum: int) -> None:
-    if _alive(process):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(process[0], signum)
 
 
 def _kill_tree(root: ProcId) -> None:

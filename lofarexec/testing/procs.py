@@ -1,0 +1,45 @@
+"""Processes of the test beds, named by (pid, start time) so a reused pid is never mistaken.
+
+The sshd and Slurm test beds start daemons that outlive the call that started them (they
+daemonize, or are recorded in a state file for ``scripts/*bed down``); these helpers read
+``/proc`` to tell whether one of them still runs and to signal it safely.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+ProcId = tuple[int, int]
+"""(pid, start time in clock ticks since boot); start time 0: not recorded."""
+
+
+def stat_fields(pid: int) -> list[str] | None:
+    """Fields of /proc/PID/stat after the command name (index 0 is the state), or None."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text[text.rfind(")") + 2:].split()
+
+
+def start_time(pid: int) -> int | None:
+    fields = stat_fields(pid)
+    return int(fields[19]) if fields else None
+
+
+def alive(process: ProcId) -> bool:
+    """True while the process exists, is not a zombie (``kill -0`` says yes to zombies) and is
+    the one recorded."""
+    fields = stat_fields(process[0])
+    if fields is None or fields[0] in ("Z", "X"):
+        return False
+    return process[1] == 0 or int(fields[19]) == process[1]
+
+
+def send_signal(process: ProcId, signum: int) -> None:
+    """Signal the recorded process, and nothing if it is gone (its pid may be another's now)."""
+    if alive(process):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process[0], signum)

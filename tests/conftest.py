@@ -90,6 +90,73 @@ def gone_within(pid: int, timeout: float) -> bool:
     return not process_alive(pid)
 
 
+STUBBORN_NODE = """\
+import os, signal, subprocess, sys, time
+from lofarexec.node import LOFARnode
+
+class stubborn(LOFARnode):
+    def run(self, *args):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        child = subprocess.Popen(["sleep", "300"])
+        self.logger.warning("started %d %d", os.getpid(), child.pid)
+        time.sleep(300)
+        return 0
+
+if __name__ == "__main__":
+    sys.exit(stubborn(sys.argv[1], sys.argv[2]).run_with_logging(*sys.argv[3:]))
+"""
+
+DYING_MASTER = """\
+import sys
+from lofarexec import BaseRecipe, ComputeJob, RemoteCommandRecipeMixIn
+
+class dies(BaseRecipe, RemoteCommandRecipeMixIn):
+    def go(self):
+        super().go()
+        self._schedule_jobs([ComputeJob(h, "{python} {node}") for h in {hosts!r}])
+        return 0
+
+if __name__ == "__main__":
+    sys.exit(dies().main())
+"""
+
+
+def kill_control_node_outright(directory: Path, hosts: list[str], python: str) -> list[int]:
+    """Run a recipe (pipeline.cfg already in ``directory``) whose nodes on two ``hosts`` ignore
+    SIGTERM and start a child each; SIGKILL the recipe once all four have started, so that no
+    handler of ours runs. Returns the node and child pids, for the test to see them gone."""
+    import re
+    import signal
+    import subprocess
+
+    node = directory / "stubborn.py"
+    node.write_text(STUBBORN_NODE)
+    master = directory / "dies.py"
+    master.write_text(DYING_MASTER.replace("{python}", python).replace("{node}", str(node))
+                      .replace("{hosts!r}", repr(tuple(hosts))))
+    process = subprocess.Popen([sys.executable, str(master), "-j", "dies", "-v"],
+                               stderr=subprocess.PIPE, text=True, cwd=directory)
+    pids: list[int] = []
+    try:
+        assert process.stderr is not None
+        for line in process.stderr:
+            found = re.search(r"started (\d+) (\d+)", line)
+            if found:
+                pids += [int(found[1]), int(found[2])]
+                if len(pids) == 4:
+                    break
+        assert len(pids) == 4
+        process.send_signal(signal.SIGKILL)
+        process.wait(10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        assert process.stderr is not None
+        process.stderr.close()
+    return pids
+
+
 @pytest.fixture(autouse=True)
 def _clean_lofarexec_logging():
     """Recipes add console/file handlers to the root logger; remove them after each test."""

@@ -7,9 +7,6 @@ allocation, and the test bed's own start and stop.
 
 from __future__ import annotations
 
-import re
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -17,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import process_alive, write_config
+from conftest import gone_within, kill_control_node_outright, write_config
 
 from lofarexec.backend import LaunchRequest, Outcome
 from lofarexec.config import load_config
@@ -268,64 +265,9 @@ def test_killing_queued_launching_and_running_jobs(slurm_bed: SlurmTestBed) -> N
     assert backend.launching == 0
 
 
-STUBBORN_NODE = """\
-import os, signal, subprocess, sys, time
-from lofarexec.node import LOFARnode
-
-class stubborn(LOFARnode):
-    def run(self, *args):
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        child = subprocess.Popen(["sleep", "300"])
-        self.logger.warning("started %d %d", os.getpid(), child.pid)
-        time.sleep(300)
-        return 0
-
-if __name__ == "__main__":
-    sys.exit(stubborn(sys.argv[1], sys.argv[2]).run_with_logging(*sys.argv[3:]))
-"""
-
-MASTER = """\
-import sys
-from lofarexec import BaseRecipe, ComputeJob, RemoteCommandRecipeMixIn
-
-class dies(BaseRecipe, RemoteCommandRecipeMixIn):
-    def go(self):
-        super().go()
-        self._schedule_jobs([ComputeJob(h, "{python} {node}") for h in ("n1", "n2")])
-        return 0
-
-if __name__ == "__main__":
-    sys.exit(dies().main())
-"""
-
-
 def test_jobs_die_when_the_control_node_is_killed_outright(slurm_bed, tmp_path):
     """SIGKILL runs no handler: the closed FIFO (EOF to the wrappers) is what ends the nodes."""
-    node = tmp_path / "stubborn.py"
-    node.write_text(STUBBORN_NODE)
-    master = tmp_path / "dies.py"
-    master.write_text(MASTER.replace("{python}", sys.executable).replace("{node}", str(node)))
     write_config(tmp_path, srun_config())
-    process = subprocess.Popen([sys.executable, str(master), "-j", "dies", "-v"],
-                               stderr=subprocess.PIPE, text=True, cwd=tmp_path)
-    pids: list[int] = []
-    try:
-        for line in process.stderr:
-            found = re.search(r"started (\d+) (\d+)", line)
-            if found:
-                pids += [int(found[1]), int(found[2])]
-                if len(pids) == 4:
-                    break
-        assert len(pids) == 4
-        process.send_signal(signal.SIGKILL)
-        process.wait(10)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        process.stderr.close()
-    deadline = time.monotonic() + 5
-    while any(process_alive(pid) for pid in pids) and time.monotonic() < deadline:
-        time.sleep(0.05)  # no event to wait on: orphans of a dead process
-    assert [pid for pid in pids if process_alive(pid)] == []
+    pids = kill_control_node_outright(tmp_path, ["n1", "n2"], sys.executable)
+    assert [pid for pid in pids if not gone_within(pid, 5)] == []
     assert steps_left(slurm_bed) == ""

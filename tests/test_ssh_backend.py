@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -18,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, gone_within, write_config
+from conftest import REPO, gone_within, kill_control_node_outright, write_config
 
 from lofarexec.backend import LaunchRequest
 from lofarexec.config import load_config
@@ -164,61 +163,10 @@ def test_the_token_never_reaches_a_command_line(ssh_testbed):
     assert argv[argv.index("--") + 1] == "node1"
 
 
-STUBBORN_NODE = """\
-import os, signal, subprocess, sys, time
-from lofarexec.node import LOFARnode
-
-class stubborn(LOFARnode):
-    def run(self, *args):
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        child = subprocess.Popen(["sleep", "300"])
-        self.logger.warning("started %d %d", os.getpid(), child.pid)
-        time.sleep(300)
-        return 0
-
-if __name__ == "__main__":
-    sys.exit(stubborn(sys.argv[1], sys.argv[2]).run_with_logging(*sys.argv[3:]))
-"""
-
-MASTER = """\
-import sys
-from lofarexec import BaseRecipe, ComputeJob, RemoteCommandRecipeMixIn
-
-class dies(BaseRecipe, RemoteCommandRecipeMixIn):
-    def go(self):
-        super().go()
-        self._schedule_jobs([ComputeJob(h, "{python} {node}") for h in ("node1", "node2")])
-        return 0
-
-if __name__ == "__main__":
-    sys.exit(dies().main())
-"""
-
-
 def test_remote_jobs_die_when_the_control_node_is_killed_outright(ssh_testbed, tmp_path):
-    node = tmp_path / "stubborn.py"
-    node.write_text(STUBBORN_NODE)
-    master = tmp_path / "dies.py"
-    master.write_text(MASTER.replace("{python}", ssh_testbed.python).replace("{node}", str(node)))
     write_config(tmp_path, ssh_config_text(ssh_testbed))
-    process = subprocess.Popen([sys.executable, str(master), "-j", "dies", "-v"],
-                               stderr=subprocess.PIPE, text=True, cwd=tmp_path)
-    pids: list[int] = []
-    try:
-        for line in process.stderr:
-            found = re.search(r"started (\d+) (\d+)", line)
-            if found:
-                pids += [int(found[1]), int(found[2])]
-                if len(pids) == 4:
-                    break
-        assert len(pids) == 4
-        process.send_signal(signal.SIGKILL)  # no handler runs: only stdin EOF tells the hosts
-        process.wait(10)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        process.stderr.close()
+    # no handler runs: only stdin EOF tells the hosts
+    pids = kill_control_node_outright(tmp_path, ["node1", "node2"], ssh_testbed.python)
     assert [pid for pid in pids if not gone_within(pid, 5)] == []
     shutil.rmtree(tmp_path / "runtime", ignore_errors=True)
 

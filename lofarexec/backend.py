@@ -82,8 +82,9 @@ class Backend(ABC):
     """Base of every transport. Subclass, set ``name`` (and ``Settings``), implement ``start``.
 
     The scheduler calls :meth:`open` once before the first job of a run, :meth:`start` for each
-    job (never concurrently, unless the class sets ``parallel_start``) and :meth:`close` once at the end (also after a
-    kill, also after an error in ``open``); ``close`` must be safe to call twice.
+    job (never concurrently, unless the class sets ``parallel_start``) and :meth:`close` once
+    at the end (also after a kill, also after an error in ``open``); ``close`` must be safe to
+    call twice.
     """
 
     name: ClassVar[str]

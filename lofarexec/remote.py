@@ -15,10 +15,12 @@ import re
 import secrets
 import shlex
 import zlib
+from collections.abc import Callable
 from functools import lru_cache
 from importlib import resources
 
-from lofarexec.backend import LaunchRequest, Outcome
+from lofarexec.backend import JobHandle, LaunchRequest, NothingToKill, Outcome, Report
+from lofarexec.process import ProcessLauncher
 from lofarexec.protocol import ENV_HOST, ENV_JOB_ID, ENV_TOKEN
 
 #: The wrapper's interpreter on the host when the backend's settings do not name one.
@@ -88,6 +90,28 @@ def remote_launch(
         stdin=" ".join(words).encode("ascii") + b"\n",
         marker=marker,
     )
+
+
+def start_through_wrapper(
+    launcher: ProcessLauncher,
+    request: LaunchRequest,
+    report: Report,
+    local_argv: Callable[[str], list[str]],
+    *,
+    python: str = DEFAULT_REMOTE_PYTHON,
+    kill_grace: float = 1.0,
+) -> JobHandle:
+    """Start ``request`` through a local program that runs a remote command (ssh, a template):
+    ``local_argv(remote_command)`` is that program's argv. The wrapper's header goes to its
+    stdin, which stays open for the job's life; its report is turned into the node's outcome.
+    A host name that could pass for an option is refused as a transport error.
+    """
+    if request.host.startswith("-") or not request.host.strip():
+        report(Outcome(None, transport_error=f"{request.host!r} is not a host name"))
+        return NothingToKill()
+    launch = remote_launch(request, python=python, kill_grace=kill_grace)
+    return launcher.launch(local_argv(launch.command), lambda seen: report(launch.verdict(seen)),
+                           stdin_data=launch.stdin, keep_stdin_open=True)
 
 
 @lru_cache(maxsize=1)

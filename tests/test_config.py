@@ -145,7 +145,7 @@ def test_find_nothing_lists_every_place_and_suggests_c(places: dict[str, Path]) 
         assert str(expected) in message
 
 
-# ---------------------------------------------------------------------------- loading, interpolation
+# ------------------------------------------------------------------------ loading, interpolation
 
 
 def test_example_of_the_original_framework(tmp_path: Path) -> None:

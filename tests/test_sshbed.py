@@ -1,4 +1,4 @@
-"""The ssh test bed: real sshd daemons on 127.0.0.2, 127.0.0.3, ... (needs root and openssh-server)."""
+"""The ssh test bed: real sshd daemons on 127.0.0.2, 127.0.0.3, ... (needs root, openssh-server)."""
 
 from __future__ import annotations
 

@@ -65,13 +65,11 @@ from lofarexec import (
     BackendRegistry,
     JobHandle,
     LaunchRequest,
-    NothingToKill,
-    Outcome,
     hookimpl,
 )
 from lofarexec.backend import Report
 from lofarexec.process import DEFAULT_KILL_GRACE, ProcessLauncher
-from lofarexec.remote import DEFAULT_REMOTE_PYTHON, remote_launch
+from lofarexec.remote import DEFAULT_REMOTE_PYTHON, start_through_wrapper
 
 #: Seconds that a wrapper inside the launcher's process group gets, after it has SIGKILLed the
 #: node, to report and exit before the whole group is SIGKILLed.
@@ -205,18 +203,10 @@ class CmdlineBackend(Backend):
         return argv
 
     def start(self, request: LaunchRequest, report: Report) -> JobHandle:
-        if request.host.startswith("-") or not request.host.strip():
-            report(Outcome(None, transport_error=f"{request.host!r} is not a host name"))
-            return NothingToKill()
-        launch = remote_launch(request, python=self.settings.remote_python,
-                               kill_grace=self.settings.kill_grace)
-
-        def finished(seen: Outcome) -> None:
-            report(launch.verdict(seen))
-
-        argv = self.command_line(request, f"exec {launch.command}")
-        return self._launcher.launch(argv, finished,
-                                     stdin_data=launch.stdin, keep_stdin_open=True)
+        return start_through_wrapper(
+            self._launcher, request, report,
+            lambda command: self.command_line(request, f"exec {command}"),
+            python=self.settings.remote_python, kill_grace=self.settings.kill_grace)
 
     def close(self) -> None:
         launcher = getattr(self, "_launcher", None)

@@ -24,10 +24,10 @@ import subprocess
 import tempfile
 import threading
 
-from lofarexec import Backend, JobHandle, LaunchRequest, NothingToKill, Outcome, hookimpl
+from lofarexec import Backend, JobHandle, LaunchRequest, hookimpl
 from lofarexec.backend import Report
 from lofarexec.process import DEFAULT_KILL_GRACE, ProcessLauncher
-from lofarexec.remote import DEFAULT_REMOTE_PYTHON, remote_launch
+from lofarexec.remote import DEFAULT_REMOTE_PYTHON, start_through_wrapper
 
 _HOST_KEY_POLICIES = ("yes", "accept-new")
 #: Unix socket paths are limited to 107 bytes; leave room for "/<number>".
@@ -113,17 +113,10 @@ class SshBackend(Backend):
         return [*argv, *shlex.split(settings.options), "--", host]
 
     def start(self, request: LaunchRequest, report: Report) -> JobHandle:
-        if request.host.startswith("-") or not request.host.strip():
-            report(Outcome(None, transport_error=f"{request.host!r} is not a host name"))
-            return NothingToKill()
-        launch = remote_launch(request, python=self.settings.remote_python,
-                               kill_grace=self.settings.kill_grace)
-
-        def finished(seen: Outcome) -> None:
-            report(launch.verdict(seen))
-
-        return self._launcher.launch([*self.ssh_argv(request.host), launch.command], finished,
-                                     stdin_data=launch.stdin, keep_stdin_open=True)
+        return start_through_wrapper(
+            self._launcher, request, report,
+            lambda command: [*self.ssh_argv(request.host), command],
+            python=self.settings.remote_python, kill_grace=self.settings.kill_grace)
 
     def close(self) -> None:
         launcher = getattr(self, "_launcher", None)

@@ -66,6 +66,9 @@ class ComputeJob:
             raise TypeError(f"ComputeJob host must be a string, not {type(host).__name__}")
         if not isinstance(command, str) or not command.strip():
             raise ValueError("ComputeJob command must be a non-empty string")
+        if "\0" in command:
+            raise ValueError(f"ComputeJob command {command!r} holds a NUL byte, which no "
+                             "program's argv can carry")
         self.host = host
         self.command = command
         self.store_arguments = store_arguments
@@ -96,6 +99,9 @@ def _argument_text(argument: Any) -> str:
     Anything else (bytes, objects) is refused here rather than sent as its ``repr``.
     """
     if isinstance(argument, str):
+        if "\0" in argument:
+            raise ValueError(f"ComputeJob argument {argument!r} holds a NUL byte, which no "
+                             "program's argv can carry; pass it with store_arguments=True")
         return argument
     if isinstance(argument, (int, float)) and not isinstance(argument, bool):
         return str(argument)

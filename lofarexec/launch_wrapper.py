@@ -82,8 +82,10 @@ def main():
     # posix_spawnp searches the caller's PATH, not the job's: make them the same.
     os.environ["PATH"] = environment.get("PATH", os.defpath)
     try:
-        pid = os.posix_spawnp(argv[0], argv, environment, setsid=True, file_actions=[
-            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0)])
+        # Python ignores SIGPIPE and SIGXFSZ; the job gets the defaults, as from a shell.
+        pid = os.posix_spawnp(argv[0], argv, environment, setsid=True,
+                              setsigdef=(signal.SIGPIPE, signal.SIGXFSZ), file_actions=[
+                                  (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0)])
     except OSError as exc:
         os.write(2, ("cannot start %r: %s\n" % (argv[0], exc.strerror or exc)).encode())
         os.write(2, ("\n%s start-failed\n" % marker).encode("ascii"))

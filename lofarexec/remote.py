@@ -78,12 +78,9 @@ def remote_launch(
 ) -> RemoteLaunch:
     """The remote command and stdin header for ``request``."""
     marker = _MARKER_PREFIX + secrets.token_hex(8)
-    environment = dict(request.environment)
-    environment.update({ENV_JOB_ID: str(request.job_id), ENV_TOKEN: request.token,
-                        ENV_HOST: request.host})
     words = [marker, repr(float(kill_grace))]
-    words += [f"{name}={_b64(value)}" for name, value in environment.items()]
-    argv = (python, "-I", "-S", "-c", _wrapper_code(), *request.argv)
+    words += [f"{name}={_b64(value)}" for name, value in job_environment(request).items()]
+    argv = (python, "-I", "-S", "-c", inline_program("launch_wrapper.py"), *request.argv)
     return RemoteLaunch(
         command=shlex.join(argv),
         argv=argv,
@@ -114,13 +111,29 @@ def start_through_wrapper(
                            stdin_data=launch.stdin, keep_stdin_open=True)
 
 
-@lru_cache(maxsize=1)
-def _wrapper_code() -> str:
-    """The wrapper as a one-line program (compressed: it shows in ``ps`` on every host)."""
-    source = resources.files("lofarexec").joinpath("launch_wrapper.py").read_bytes()
+def job_environment(request: LaunchRequest) -> dict[str, str]:
+    """What the node's environment gets on top of the host's: the request's variables and the
+    job's identity (id, token, host name), which a remote half sets from its stdin."""
+    environment = dict(request.environment)
+    environment.update({ENV_JOB_ID: str(request.job_id), ENV_TOKEN: request.token,
+                        ENV_HOST: request.host})
+    return environment
+
+
+def agent_command(python: str = DEFAULT_REMOTE_PYTHON) -> str:
+    """The remote command that starts :mod:`lofarexec.host_agent` on a host."""
+    return shlex.join((python, "-I", "-S", "-c", inline_program("host_agent.py")))
+
+
+@lru_cache(maxsize=2)
+def inline_program(module_file: str) -> str:
+    """A module of this package as a one-line program for ``python -c`` on a host (compressed:
+    it shows in ``ps`` there)."""
+    source = resources.files("lofarexec").joinpath(module_file).read_bytes()
     packed = _b64(zlib.compress(source, 9))
+    label = "lofarexec-" + module_file.removesuffix(".py")
     return (f"import binascii,zlib;exec(compile(zlib.decompress(binascii.a2b_base64("
-            f"'{packed}')),'lofarexec-wrapper','exec'),{{'__name__':'__main__'}})")
+            f"'{packed}')),'{label}','exec'),{{'__name__':'__main__'}})")
 
 
 def _b64(value: str | bytes) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import textwrap
 import threading
@@ -121,6 +123,18 @@ def backends(open_backends, ssh_testbed) -> Callable[..., ParamikoBackend]:
     return lambda **settings: open_backends(config_file=str(ssh_testbed.ssh_config), **settings)
 
 
+@pytest.fixture(params=["agent", "channel"])
+def either_mode(request, backends) -> Callable[..., ParamikoBackend]:
+    """Opened backends of each launch mode in turn."""
+    return lambda **settings: backends(launch=request.param, **settings)
+
+
+def carrier(handle) -> paramiko.Channel:
+    """The channel a started job runs in: its own (channel mode) or its agent's."""
+    job = handle._job  # reach past the backend, to end the channel the way a crash would
+    return job.channel if job.channel is not None else job.connection._agent.channel
+
+
 @pytest.fixture
 def pid_catcher() -> Iterator[PidCatcher]:
     catcher = PidCatcher()
@@ -190,8 +204,18 @@ def test_foreign_errors_are_translated_with_the_host(tmp_path: Path) -> None:
 
 
 # -- the contract, and runs through the whole runner ----------------------------------------
+def logins(bed, host: str) -> int:
+    """How many logins ``host``'s sshd has accepted so far."""
+    return (Path(bed.directory) / "hosts" / host / "sshd.log").read_text().count(
+        "Accepted publickey")
+
+
 @pytest.mark.slow
 class TestParamikoContract(BackendContract):
+    """The default mode: one agent per connection starts the host's jobs."""
+
+    launch = "agent"
+
     @pytest.fixture
     def contract_setup(self, tmp_path, ssh_testbed):
         return ContractSetup(
@@ -200,20 +224,37 @@ class TestParamikoContract(BackendContract):
             config=f"""
                 [paramiko]
                 config_file = {ssh_testbed.ssh_config}
+                launch = {self.launch}
                 [logging]
                 bind_address = 127.0.0.1
                 """,
         )
 
-    def test_sessions_limit_opens_more_connections(self, contract_setup, ssh_testbed) -> None:
-        log = Path(ssh_testbed.directory) / "hosts" / "node1" / "sshd.log"
-        logins_before = log.read_text().count("Accepted publickey")
+    def test_jobs_share_one_connection(self, contract_setup, ssh_testbed) -> None:
+        before = logins(ssh_testbed, "node1")
         command = self.node(contract_setup, "nap_node", "time.sleep(1)\nreturn 0")
         jobs = [ComputeJob("node1", command) for _ in range(5)]
         error = self.run(contract_setup, jobs, max_per_node=5,
                          overrides={"paramiko": {"sessions": "2"}})
         assert not error.is_set(), [job.results.get("reason") for job in jobs]
-        assert log.read_text().count("Accepted publickey") - logins_before == 3
+        assert logins(ssh_testbed, "node1") - before == 1
+
+
+@pytest.mark.slow
+class TestParamikoChannelContract(TestParamikoContract):
+    """``launch = channel``: a session channel and the launch wrapper per job."""
+
+    launch = "channel"
+
+    def test_jobs_share_one_connection(self, contract_setup, ssh_testbed) -> None:
+        """Within the sessions limit only; beyond it, more connections open."""
+        before = logins(ssh_testbed, "node1")
+        command = self.node(contract_setup, "nap_node", "time.sleep(1)\nreturn 0")
+        jobs = [ComputeJob("node1", command) for _ in range(5)]
+        error = self.run(contract_setup, jobs, max_per_node=5,
+                         overrides={"paramiko": {"sessions": "2"}})
+        assert not error.is_set(), [job.results.get("reason") for job in jobs]
+        assert logins(ssh_testbed, "node1") - before == 3
 
     def test_host_down_fails_only_its_jobs(self, contract_setup, ssh_testbed) -> None:
         command = self.node(contract_setup, "ok_node", "return 0")
@@ -302,8 +343,8 @@ def test_wrong_key_is_an_authentication_error(backends, ssh_testbed, tmp_path) -
 
 
 @pytest.mark.slow
-def test_missing_remote_python_is_a_transport_error(backends) -> None:
-    backend = backends(remote_python="/no/such/python3")
+def test_missing_remote_python_is_a_transport_error(either_mode) -> None:
+    backend = either_mode(remote_python="/no/such/python3")
     outcomes = Outcomes()
     backend.start(request(1, "node1", "/bin/true"), outcomes.report(1))
     reason = outcomes.wait(1).transport_error
@@ -344,7 +385,7 @@ def test_kill_and_close_while_connecting_end_at_once(open_backends, silent_port)
 # -- connections: reuse, loss, restart ---------------------------------------------------------
 @pytest.mark.slow
 def test_jobs_share_one_connection_within_the_sessions_limit(backends) -> None:
-    backend = backends(sessions=3)
+    backend = backends(sessions=3, launch="channel")
     outcomes = Outcomes()
     for job_id in range(30):  # three at a time, like max_per_node = 3
         backend.start(request(job_id, "node4", "/bin/sh", "-c", "echo out; echo err >&2; exit 3"),
@@ -358,8 +399,8 @@ def test_jobs_share_one_connection_within_the_sessions_limit(backends) -> None:
 
 
 @pytest.mark.slow
-def test_connection_comes_back_after_host_restart(backends, ssh_testbed, pid_catcher) -> None:
-    backend = backends()
+def test_connection_comes_back_after_host_restart(either_mode, ssh_testbed, pid_catcher) -> None:
+    backend = either_mode()
     outcomes = Outcomes()
     backend.start(request(1, "node3", *pid_catcher.argv(ssh_testbed.python)), outcomes.report(1))
     pids = pid_catcher.pids()
@@ -380,8 +421,8 @@ def test_connection_comes_back_after_host_restart(backends, ssh_testbed, pid_cat
 
 # -- kill: EOF on the wrapper's stdin, however the channel ends --------------------------------
 @pytest.mark.slow
-def test_kill_sends_eof_and_reports_the_wrapper_status(backends, ssh_testbed, pid_catcher):
-    backend = backends(kill_grace=0.5)
+def test_kill_sends_eof_and_reports_the_wrapper_status(either_mode, ssh_testbed, pid_catcher):
+    backend = either_mode(kill_grace=0.5)
     outcomes = Outcomes()
     handle = backend.start(request(1, "node2", *pid_catcher.argv(ssh_testbed.python)),
                            outcomes.report(1))
@@ -395,24 +436,51 @@ def test_kill_sends_eof_and_reports_the_wrapper_status(backends, ssh_testbed, pi
 
 @pytest.mark.slow
 @pytest.mark.parametrize("how", ["close the channel", "drop the connection"])
-def test_channel_close_alone_kills_the_remote_job(backends, ssh_testbed, pid_catcher, how):
-    backend = backends()
+def test_channel_close_alone_kills_the_remote_job(either_mode, ssh_testbed, pid_catcher, how):
+    backend = either_mode()
     outcomes = Outcomes()
     handle = backend.start(request(1, "node1", *pid_catcher.argv(ssh_testbed.python)),
                            outcomes.report(1))
     pids = pid_catcher.pids()
-    job = handle._job  # reach past the backend: end the channel the way a crash would
     if how == "close the channel":
-        job.channel.close()
+        carrier(handle).close()
     else:
-        job.channel.get_transport().close()
+        carrier(handle).get_transport().close()
     assert gone_within(pids, 2.0), f"{how} left {pids} running"
     assert outcomes.wait(1).transport_error is not None
 
 
 @pytest.mark.slow
-def test_close_kills_running_jobs_and_refuses_new_ones(backends, ssh_testbed, pid_catcher):
+def test_a_dead_agent_fails_its_jobs_and_the_next_job_gets_a_new_one(backends, ssh_testbed,
+                                                                     pid_catcher) -> None:
     backend = backends()
+    outcomes = Outcomes()
+    backend.start(request(1, "node2", *pid_catcher.argv(ssh_testbed.python)), outcomes.report(1))
+    job_pid = pid_catcher.pids()[0]
+    with open(f"/proc/{job_pid}/stat") as stat:
+        agent_pid = int(stat.read().rsplit(")", 1)[1].split()[1])
+    os.kill(agent_pid, signal.SIGKILL)  # as the OOM killer would
+    reason = outcomes.wait(1).transport_error
+    assert reason.startswith("node2: the host's agent ended (no exit status"), reason
+    os.killpg(job_pid, signal.SIGKILL)  # nobody is left on the host to do it (closing note)
+    backend.start(request(2, "node2", "/bin/true"), outcomes.report(2))
+    assert outcomes.wait(2) == Outcome(0)
+    assert backend.connection_counts() == {"node2": 2}
+
+
+@pytest.mark.slow
+def test_a_request_no_argv_can_carry_fails_alone(backends) -> None:
+    backend = backends()
+    outcomes = Outcomes()
+    backend.start(request(1, "node1", "/bin/echo", "a\0b"), outcomes.report(1))
+    backend.start(request(2, "node1", "/bin/true"), outcomes.report(2))
+    assert "holds a NUL byte" in outcomes.wait(1).transport_error
+    assert outcomes.wait(2) == Outcome(0)
+
+
+@pytest.mark.slow
+def test_close_kills_running_jobs_and_refuses_new_ones(either_mode, ssh_testbed, pid_catcher):
+    backend = either_mode()
     outcomes = Outcomes()
     backend.start(request(1, "node4", *pid_catcher.argv(ssh_testbed.python)), outcomes.report(1))
     pids = pid_catcher.pids()

@@ -1,28 +1,35 @@
-"""The ``paramiko`` backend: SSH in-process, one shared connection per host, a channel per job.
+"""The ``paramiko`` backend: SSH in-process, one shared connection per host.
 
 For sites without an OpenSSH client, or with thousands of jobs per host: no process is started
-on the control node per job, and a host's jobs share its connection as SSH channels::
+on the control node per job, and a host's jobs share its connection::
 
     scheduler --start(request)--> ParamikoBackend --> HostPool[host] (its own lock)
-                                                        |  first live connection with fewer
-                                                        |  than [paramiko] sessions jobs,
-                                                        v  else a new connection beside it
+                                                        |  agent mode: the live connection;
+                                                        |  channel mode: the first one with
+                                                        v  fewer than [paramiko] sessions jobs
                                        Connection: a thread (+ paramiko's transport thread)
                                          connect: TCP (TCP_NODELAY) -> host key -> auth
-                                         per job: channel -> exec wrapper -> stdin header
+                                         agent mode: one channel runs the host agent; per
+                                           job a start frame, its output and end framed back
+                                         channel mode: per job a channel -> exec wrapper ->
+                                           stdin header
                                          select() over its channels -> report(Outcome)
 
-Each job runs the same remote command as the ``ssh`` backend (:func:`lofarexec.remote.
-remote_launch`: the launch wrapper, the node's argv quoted once; environment, token and status
-marker on stdin, which stays open for the job's life). ``start()`` never blocks: connecting and
-all channel I/O happen in the connection's thread. Killing a job closes its stdin
-(``shutdown_write``), and the wrapper kills the job's process group on the host; a channel
-closed, or a connection dropped, ends the wrapper's stdin as well, so nothing outlives its
-connection. Host names are resolved through the OpenSSH client config (``config_file``) like
-``ssh`` does; host keys are checked against the system and user ``known_hosts`` files
-(``host_key_policy``), and nothing is ever prompted for. Every failure reaches the scheduler as
-an ``Outcome`` whose ``transport_error`` is one line naming the host; paramiko's exceptions are
-translated into :mod:`lofarexec.errors` where they occur (:func:`.connect.translate`).
+``launch = agent`` (the default) starts :mod:`lofarexec.host_agent` once per connection and
+asks it to start each job (:mod:`.agent`): a job then costs a ``posix_spawn`` on the host, not
+an SSH session, a remote shell and a Python start-up. ``launch = channel`` runs each job as the
+``ssh`` backend does (:func:`lofarexec.remote.remote_launch`: the launch wrapper, the node's
+argv quoted once; environment, token and status marker on stdin, which stays open for the
+job's life) in a session channel of its own. Either way the guarantees are the wrapper's:
+``start()`` never blocks (connecting and all channel I/O happen in the connection's thread);
+a kill (a kill frame, or EOF on the job's stdin) kills the job's process group on the host; a
+closed channel or a dropped connection ends the agent's or wrapper's stdin as well, so nothing
+outlives its connection. Host names are resolved through the OpenSSH client config
+(``config_file``) like ``ssh`` does; host keys are checked against the system and user
+``known_hosts`` files (``host_key_policy``), and nothing is ever prompted for. Every failure
+reaches the scheduler as an ``Outcome`` whose ``transport_error`` is one line naming the host;
+paramiko's exceptions are translated into :mod:`lofarexec.errors` where they occur
+(:func:`.connect.translate`).
 
 Written exactly as a third-party backend would be, against lofarexec's public API only.
 """
@@ -80,9 +87,9 @@ class ParamikoBackend(Backend):
         except LofarexecError as exc:  # the host's config cannot be used: this job fails alone
             report(Outcome(None, transport_error=" ".join(str(exc).split())))
             return NothingToKill()
-        launch = remote_launch(request, python=self.settings.remote_python,
-                               kill_grace=self.settings.kill_grace)
-        job = Job(request.host, launch, report)
+        launch = None if self.settings.launch == "agent" else remote_launch(
+            request, python=self.settings.remote_python, kill_grace=self.settings.kill_grace)
+        job = Job(request, launch, report)
         pool.submit(job)
         return ChannelJobHandle(pool, job)
 

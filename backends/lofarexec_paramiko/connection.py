@@ -6,14 +6,18 @@
     handle.kill() --------------->  kills ----+--> wake pipe --+
     paramiko's thread: exit status, close --> notified --------+
                                                                v
-    connection thread: connect() once, then loop:
-        open a channel per pending job: exec the wrapper, write its stdin header (kept open)
+    connection thread: connect() once; in agent mode start the host agent in one channel;
+    then loop:
+        agent mode: a start frame per pending job on the agent's channel; read its frames:
+            output -> 64 KiB tails, the job's end -> report(Outcome); kill: a kill frame
+        channel mode: open a channel per pending job: exec the wrapper, write its stdin header
+            (kept open); drain stdout/stderr into 64 KiB tails, at EOF stop watching the
+            channel's fd; when the server closes the channel: the wrapper's status line ->
+            report(Outcome); kill: shutdown_write() = EOF on the wrapper's stdin, and it kills
+            the job's group
         select() on the channels' fds and the wake pipe
-        drain stdout/stderr into 64 KiB tails; at EOF stop watching the channel's fd
-        when the server closes the channel: the wrapper's status line -> report(Outcome)
-        kill: shutdown_write() = EOF on the wrapper's stdin, and it kills the job's group
-    connection lost: running jobs are transport errors; jobs not started yet move (once) to
-    another connection of the host, so a dropped idle connection costs no job
+    connection (or agent) lost: running jobs are transport errors; jobs not started yet move
+    (once) to another connection of the host, so a dropped idle connection costs no job
 
 paramiko runs its own thread per transport that reads the socket and fills each channel's
 buffers; this thread only moves bytes out of those buffers, so a job that writes a lot cannot
@@ -39,8 +43,9 @@ import paramiko
 
 from lofarexec.backend import Outcome
 
+from .agent import AgentLink
 from .connect import close_transport, connect, describe, translate
-from .jobs import Job, State, one_line
+from .jobs import Job, State, keep, one_line
 
 if TYPE_CHECKING:
     from .pool import HostPool
@@ -80,8 +85,12 @@ class Connection:
         self._lock = pool.lock
         self._pending: deque[Job] = deque()
         self._kills: list[Job] = []
-        self._notified: deque[Job] = deque()  # appended by paramiko's thread, without a lock
+        # appended by paramiko's thread, without a lock
+        self._notified: deque[Job | AgentLink] = deque()
         self._running: set[Job] = set()  # this thread's own
+        self._agent: AgentLink | None = None  # agent mode: the host agent's channel
+        self._agent_jobs: dict[int, Job] = {}  # agent mode: running jobs by their number
+        self._numbers = itertools.count(1)
         self._timers: list[tuple[float, int, Job]] = []
         self._timer_ids = itertools.count()
         self._dead = self._closing = self._established = False
@@ -147,8 +156,8 @@ class Connection:
                 except BlockingIOError:
                     pass  # full of wake-ups already
 
-    def _notify(self, job: Job) -> None:
-        self._notified.append(job)
+    def _notify(self, item: Job | AgentLink) -> None:
+        self._notified.append(item)
         self._wake()
 
     # -- the connection's thread -----------------------------------------------------------
@@ -165,7 +174,7 @@ class Connection:
             self._established = True
         reason = None
         try:
-            self._serve(transport)
+            reason = self._serve(transport)
         except Exception as exc:  # noqa: BLE001 - a bug: fail this host's jobs loudly, not silently
             _log.exception("%s: the paramiko connection thread failed", self.target.name)
             reason = str(translate(exc, self.target, "serving jobs on"))
@@ -177,25 +186,45 @@ class Connection:
             if self._closing:
                 raise ConnectionAbortedError("the backend was closed while connecting")
 
-    def _serve(self, transport: paramiko.Transport) -> None:
+    def _serve(self, transport: paramiko.Transport) -> str | None:
+        """Serve jobs until the connection ends; why it ended when the transport itself is not
+        the reason (the agent's end)."""
+        if self.settings.launch == "agent":
+            failure = self._start_agent(transport)
+            if failure is not None:
+                return failure
         while True:
             starting, kills, closing = self._take_work()
             for index, job in enumerate(starting):
                 if not self._launch(transport, job):
                     self._return_unstarted(starting[index:])
-                    return
+                    return self._agent.ending() if self._agent is not None else None
             for job in kills + (list(self._running) if closing else []):
                 self._send_kill(job)
             while self._notified:
-                self._service(self._notified.popleft())
+                ended = self._service(self._notified.popleft())
+                if ended is not None:
+                    return ended
             if lost(transport) or (closing and not self._running):
-                return
+                return None
             for key, _ in self._selector.select(self._next_timeout()):
-                if key.data is None:
-                    self._drain_wake()
-                else:
-                    self._service(key.data)
+                ended = self._drain_wake() if key.data is None else self._service(key.data)
+                if ended is not None:
+                    return ended
             self._run_timers()
+
+    def _start_agent(self, transport: paramiko.Transport) -> str | None:
+        """Start the host agent in a channel of its own; why not, if it could not be."""
+        try:
+            channel = transport.open_session(timeout=self.settings.channel_timeout)
+            link = AgentLink(channel, self.settings.remote_python)
+        except _CHANNEL_ERRORS as exc:
+            return str(translate(exc, self.target, "cannot start the agent on"))
+        channel.status_event = _StatusEvent(lambda: self._notify(link))
+        self._agent = link
+        self._selector.register(channel.fileno(), selectors.EVENT_READ, link)
+        self._notified.append(link)  # whatever happened before we watched its fd
+        return None
 
     def _take_work(self) -> tuple[list[Job], list[Job], bool]:
         """Jobs to start and to kill, and whether the backend is closing (which refuses the
@@ -217,8 +246,10 @@ class Connection:
         return starting, kills, closing
 
     def _launch(self, transport: paramiko.Transport, job: Job) -> bool:
-        """Start ``job`` in a new channel; False when the connection turned out to be dead
-        (then nothing was started and the job can go to another connection)."""
+        """Start ``job`` in a new channel, or through the agent; False when the connection
+        turned out to be dead (then nothing was started and the job can go elsewhere)."""
+        if self._agent is not None:
+            return self._launch_through_agent(job)
         try:
             channel = transport.open_session(timeout=self.settings.channel_timeout)
         except _CHANNEL_ERRORS as exc:
@@ -246,7 +277,57 @@ class Connection:
         self._notified.append(job)  # whatever happened before we watched its fd
         return True
 
-    def _service(self, job: Job) -> None:
+    def _launch_through_agent(self, job: Job) -> bool:
+        assert self._agent is not None
+        number = next(self._numbers)
+        try:
+            self._agent.start(number, job.request, self.settings.kill_grace)
+        except ValueError as exc:
+            self._done(job, Outcome(None, transport_error=one_line(
+                f"{job.host}: cannot start the job: {exc}")))
+            return True
+        except _CHANNEL_ERRORS:
+            return False  # the agent's channel is gone; its close tells why
+        with self._lock:
+            job.number = number
+            job.state = State.RUNNING
+        self._running.add(job)
+        self._agent_jobs[number] = job
+        return True
+
+    def _service(self, item: Job | AgentLink) -> str | None:
+        """Serve what became readable or changed: a job's channel, or the agent's (whose end
+        ends the connection: returns why)."""
+        if isinstance(item, AgentLink):
+            return self._service_agent(item)
+        self._service_channel(item)
+        return None
+
+    def _service_agent(self, link: AgentLink) -> str | None:
+        """Hand the agent's frames to their jobs; report the ended ones."""
+        for kind, number, payload in link.frames():
+            job = self._agent_jobs.get(number)
+            if job is None:
+                continue  # given up on already (no answer to its kill in time)
+            if kind == b"O":
+                keep(job.output, payload)
+            elif kind == b"E":
+                keep(job.errors, payload)
+            elif kind == b"X":
+                del self._agent_jobs[number]
+                self._done(job, job.outcome(int(payload)))
+            elif kind == b"F":
+                del self._agent_jobs[number]
+                self._done(job, Outcome(None, transport_error=one_line(
+                    f"{job.host}: {payload.decode('utf-8', 'replace')}")))
+        channel = link.channel
+        if link.drained():  # the agent is gone: why, unless it went with the connection
+            return None if lost(channel.get_transport()) else link.ending()
+        if channel.eof_received and channel.fileno() in self._selector.get_map():
+            self._selector.unregister(channel.fileno())  # readable for ever; the close tells
+        return None
+
+    def _service_channel(self, job: Job) -> None:
         """Move a running job's output into its tails; report it once its channel is closed."""
         if job.state is not State.RUNNING or job.channel is None:
             return
@@ -272,12 +353,16 @@ class Connection:
         return job.outcome(status)
 
     def _send_kill(self, job: Job) -> None:
-        """EOF on the job's stdin: the wrapper kills its process group (TERM, then KILL)."""
-        if job.state is not State.RUNNING or job.kill_sent or job.channel is None:
+        """A kill frame to the agent, or EOF on the job's stdin for the wrapper: either kills
+        the job's process group (TERM, then KILL)."""
+        if job.state is not State.RUNNING or job.kill_sent:
             return
         job.kill_sent = True
         try:
-            job.channel.shutdown_write()
+            if self._agent is not None:
+                self._agent.kill(job.number)
+            elif job.channel is not None:
+                job.channel.shutdown_write()
         except _CHANNEL_ERRORS as exc:  # the channel or connection is gone: its close tells
             _log.debug("%s: cannot send EOF to a killed job: %s", job.host, exc)
         deadline = time.monotonic() + self.settings.kill_grace + KILL_CONFIRM
@@ -287,11 +372,12 @@ class Connection:
         now = time.monotonic()
         while self._timers and self._timers[0][0] <= now:
             job = heapq.heappop(self._timers)[2]
-            if job.state is State.RUNNING and job.channel is not None:
+            if job.state is State.RUNNING:
                 self._close_channel(job)
+                self._agent_jobs.pop(job.number, None)
                 waited = self.settings.kill_grace + KILL_CONFIRM
                 self._done(job, Outcome(None, transport_error=(
-                    f"{job.host}: no answer within {waited:g} s of its kill; channel closed")))
+                    f"{job.host}: no answer within {waited:g} s of its kill; given up")))
 
     def _next_timeout(self) -> float | None:
         if not self._timers:
@@ -304,6 +390,7 @@ class Connection:
                 pass
         except BlockingIOError:
             pass
+        return None
 
     def _close_channel(self, job: Job) -> None:
         channel = job.channel
@@ -353,6 +440,7 @@ class Connection:
                     failed.append(job)
             transport = self._transport
         self._running.clear()
+        running_failure = self._running_failure(reason)  # before the transport is closed
         for job in running:
             self._close_channel(job)
         if transport is not None:
@@ -362,11 +450,18 @@ class Connection:
             _log.info("%s: %s; %d job(s) not started yet moved to a new connection",
                       self.target.name, reason, len(moved))
         for job in running:
-            job.finish(job.outcome(None, f"the connection was lost while the job ran ({reason})"))
+            job.finish(job.outcome(None, running_failure))
         unstarted = reason if not self._closing else (
             f"{self.target.name}: the backend was closed before the job started")
         for job in failed:
             job.finish(Outcome(None, transport_error=one_line(unstarted)))
+
+    def _running_failure(self, reason: str) -> str:
+        """What a job that was running is told when the connection ends for ``reason``."""
+        agent, transport = self._agent, self._transport
+        if agent is not None and (not agent.hello or transport is None or not lost(transport)):
+            return reason  # the agent's own end (or it never ran): its words say it
+        return f"the connection was lost while the job ran ({reason})"
 
     def _lost_reason(self, transport: paramiko.Transport) -> str:
         cause = transport.saved_exception

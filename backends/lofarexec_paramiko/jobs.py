@@ -10,7 +10,7 @@ import enum
 import logging
 from typing import TYPE_CHECKING
 
-from lofarexec.backend import Outcome, Report
+from lofarexec.backend import LaunchRequest, Outcome, Report
 from lofarexec.remote import RemoteLaunch
 
 if TYPE_CHECKING:
@@ -33,15 +33,22 @@ class State(enum.Enum):
 
 
 class Job:
-    """One started job: its launch, its report callback, and where it runs."""
+    """One started job: what to run, its report callback, and where it runs.
+
+    ``launch`` (the wrapper's command and stdin) is made for channel mode only; in agent mode
+    the request goes to the agent as it is, and ``number`` names the job there.
+    """
 
     __slots__ = ("channel", "connection", "eof", "errors", "host", "kill_requested", "kill_sent",
-                 "launch", "output", "report", "requeued", "state")
+                 "launch", "number", "output", "report", "request", "requeued", "state")
 
-    def __init__(self, host: str, launch: RemoteLaunch, report: Report) -> None:
-        self.host = host
+    def __init__(self, request: LaunchRequest, launch: RemoteLaunch | None,
+                 report: Report) -> None:
+        self.host = request.host
+        self.request = request
         self.launch = launch
         self.report = report
+        self.number = 0
         self.state = State.PENDING
         self.connection: Connection | None = None
         self.channel: paramiko.Channel | None = None
@@ -66,21 +73,26 @@ class Job:
         for _ in range(_READS_PER_TURN):
             took = False
             if channel.recv_ready():
-                _keep(self.output, channel.recv(_CHUNK))
+                keep(self.output, channel.recv(_CHUNK))
                 took = True
             if channel.recv_stderr_ready():
-                _keep(self.errors, channel.recv_stderr(_CHUNK))
+                keep(self.errors, channel.recv_stderr(_CHUNK))
                 took = True
             if not took:
                 return True
         return False
 
     def outcome(self, status: int | None, failure: str | None = None) -> Outcome:
-        """The node's outcome from the wrapper's status line when it came (the truth, even if
-        the connection broke right after); else a one-line transport error naming the host:
-        ``failure`` if given, else what the remote side said."""
+        """The node's outcome: the agent's status, or the wrapper's status line when it came
+        (the truth, even if the connection broke right after); else a one-line transport error
+        naming the host: ``failure`` if given, else what the remote side said."""
         output, errors = _text(self.output), _text(self.errors)
-        seen = self.launch.outcome(status, output, errors)
+        if self.launch is None:  # agent mode: a status is the node's own
+            if status is not None and failure is None:
+                return Outcome(status, output=output, errors=errors)
+            seen = Outcome(None, transport_error=failure or "no exit status")
+        else:
+            seen = self.launch.outcome(status, output, errors)
         if seen.transport_error is None:
             return seen
         if failure is None:
@@ -94,7 +106,8 @@ def one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-def _keep(tail: bytearray, data: bytes) -> None:
+def keep(tail: bytearray, data: bytes) -> None:
+    """Append ``data`` to ``tail``, keeping only the last :data:`OUTPUT_LIMIT` bytes."""
     tail += data
     if len(tail) > OUTPUT_LIMIT:
         del tail[: len(tail) - OUTPUT_LIMIT]

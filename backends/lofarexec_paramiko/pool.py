@@ -64,8 +64,9 @@ class HostPool:
     def assign_locked(self, job: Job) -> None:
         """Put ``job`` on the first live connection with room, or on a new one (only while
         :meth:`accepting_locked`)."""
+        unlimited = self.settings.launch == "agent"  # one channel carries all its jobs
         for connection in self.connections:
-            if connection.usable() and connection.load < self.settings.sessions:
+            if connection.usable() and (unlimited or connection.load < self.settings.sessions):
                 break
         else:
             self._opened += 1

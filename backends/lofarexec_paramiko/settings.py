@@ -17,6 +17,8 @@ from lofarexec.remote import DEFAULT_REMOTE_PYTHON
 DEFAULT_CONFIG_FILE = "~/.ssh/config"
 #: What to do with a host whose key is not on record (a changed key is always refused).
 HOST_KEY_POLICIES = ("reject", "warn", "accept-new")
+#: How jobs start on a connection: through one agent process, or a session channel each.
+LAUNCH_MODES = ("agent", "channel")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,20 +58,30 @@ class ParamikoSettings:
         default=15.0, metadata={"help": "seconds to wait for each authentication answer"})
     channel_timeout: float = dataclasses.field(
         default=10.0, metadata={"help": "seconds to wait for the server to open a session"})
+    launch: str = dataclasses.field(
+        default="agent", metadata={"help": "'agent': one agent process per connection starts "
+                                           "the host's jobs (a few hundred bytes per job); "
+                                           "'channel': a session channel, a remote shell and "
+                                           "the launch wrapper per job (each job on its own, "
+                                           "bounded by sessions)"})
     sessions: int = dataclasses.field(
-        default=10, metadata={"help": "most jobs at once on one connection (sshd's MaxSessions, "
-                                      "default 10); more jobs on a host open more connections"})
+        default=10, metadata={"help": "channel mode: most jobs at once on one connection "
+                                      "(sshd's MaxSessions, default 10); more jobs on a host "
+                                      "open more connections"})
     alive_interval: int = dataclasses.field(
         default=5, metadata={"help": "TCP keepalive seconds; a host silent for about four "
                                      "intervals is a dropped connection (0: off)"})
     remote_python: str = dataclasses.field(
         default=DEFAULT_REMOTE_PYTHON,
-        metadata={"help": "Python on the hosts that runs the launch wrapper"})
+        metadata={"help": "Python on the hosts that runs the host agent or launch wrapper"})
     kill_grace: float = dataclasses.field(
         default=DEFAULT_KILL_GRACE,
         metadata={"help": "seconds between SIGTERM and SIGKILL when a job is killed"})
 
     def __post_init__(self) -> None:
+        if self.launch not in LAUNCH_MODES:
+            raise ValueError(f"launch must be one of {', '.join(LAUNCH_MODES)}, "
+                             f"not {self.launch!r}")
         if self.host_key_policy not in HOST_KEY_POLICIES:
             raise ValueError(f"host_key_policy must be one of {', '.join(HOST_KEY_POLICIES)}, "
                              f"not {self.host_key_policy!r}")

@@ -180,6 +180,17 @@ class BackendContract:
         assert "/no/such/node-program" in job.results["reason"]
         assert job.results["returncode"] is None
 
+    def test_node_starts_with_default_signal_handling(self, contract_setup: ContractSetup
+                                                      ) -> None:
+        """No signal ignored that a shell would not ignore: a node piping into ``head`` must
+        die of SIGPIPE, not loop on EPIPE (Python, which most remote halves are, ignores it)."""
+        job = ComputeJob(contract_setup.hosts[0], "/bin/sh -c 'grep ^SigIgn: /proc/self/status'")
+        self.run(contract_setup, [job])
+        assert job.results["state"] == "succeeded", job.results
+        ignored = int(job.results["output"].split()[1], 16)
+        for signum in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGTERM, signal.SIGINT):
+            assert not ignored & (1 << (signum - 1)), f"{signum.name} is ignored in the node"
+
     def test_death_by_signal(self, contract_setup: ContractSetup) -> None:
         command = self.node(contract_setup, "signal_node", "os.kill(os.getpid(), signal.SIGKILL)")
         job = ComputeJob(contract_setup.hosts[0], command)

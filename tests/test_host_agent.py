@@ -1,0 +1,177 @@
+"""The host agent (lofarexec.host_agent) on its own: frames in, processes started, frames out.
+
+Run here as the paramiko backend runs it on a host (``python3 -I -S -c <inline program>``),
+with pipes for the channel, so every guarantee is checked without sshd in the way.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+from lofarexec_paramiko.agent import encode_start
+
+from lofarexec.backend import LaunchRequest
+from lofarexec.remote import inline_program
+from lofarexec.testing.contract import HOSTILE_ARGUMENTS, BackendContract
+
+_HEADER = struct.Struct("!cII")
+
+
+class AgentProcess:
+    """A running agent and the frames it has sent, by job number."""
+
+    def __init__(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-I", "-S", "-c", inline_program("host_agent.py")],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self._inbox = b""
+        self.frames: list[tuple[bytes, int, bytes]] = []
+
+    def start(self, number: int, *argv: str, grace: float = 1.0, **environment: str) -> None:
+        request = LaunchRequest(job_id=number, host="here", argv=argv, environment=environment,
+                                token="secret")
+        self.send(encode_start(number, request, grace))
+
+    def send(self, data: bytes) -> None:
+        self.process.stdin.write(data)
+        self.process.stdin.flush()
+
+    def kill(self, number: int) -> None:
+        self.send(_HEADER.pack(b"K", number, 0))
+
+    def wait_for(self, kind: bytes, number: int, timeout: float = 10.0) -> bytes:
+        """The payload of the first ``kind`` frame of job ``number``, waiting for it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for seen_kind, seen_number, payload in self.frames:
+                if (seen_kind, seen_number) == (kind, number):
+                    return payload
+            left = deadline - time.monotonic()
+            assert left > 0, f"no {kind!r} frame for job {number}; got {self.frames}"
+            self._read(left)
+
+    def output(self, kind: bytes, number: int) -> bytes:
+        return b"".join(p for k, n, p in self.frames if (k, n) == (kind, number))
+
+    def _read(self, timeout: float) -> None:
+        ready, _, _ = select.select([self.process.stdout], [], [], timeout)
+        if not ready:
+            return
+        chunk = os.read(self.process.stdout.fileno(), 1 << 20)
+        assert chunk, f"the agent ended: {self.process.stderr.read().decode()}"
+        self._inbox += chunk
+        while len(self._inbox) >= _HEADER.size:
+            kind, number, length = _HEADER.unpack_from(self._inbox)
+            if len(self._inbox) < _HEADER.size + length:
+                break
+            self.frames.append((kind, number, self._inbox[_HEADER.size:_HEADER.size + length]))
+            self._inbox = self._inbox[_HEADER.size + length:]
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+        for stream in (self.process.stdin, self.process.stdout, self.process.stderr):
+            stream.close()
+
+
+@pytest.fixture
+def agent() -> Iterator[AgentProcess]:
+    running = AgentProcess()
+    yield running
+    running.close()
+
+
+def gone(pid: int, timeout: float) -> bool:
+    return BackendContract().wait_gone("", pid, timeout)
+
+
+def test_says_hello_then_runs_a_job_with_its_output_and_status(agent) -> None:
+    agent.wait_for(b"H", 0)
+    agent.start(1, "/bin/sh", "-c", "echo out; echo err >&2; exit 3")
+    assert agent.wait_for(b"X", 1) == b"3"
+    assert agent.output(b"O", 1) == b"out\n" and agent.output(b"E", 1) == b"err\n"
+    kinds = [kind for kind, number, _ in agent.frames if number == 1]
+    assert kinds[-1] == b"X"  # after all of its output
+
+
+def test_argv_and_environment_arrive_byte_for_byte(agent) -> None:
+    script = "import os, sys; sys.stdout.buffer.write(b'\\0'.join(map(os.fsencode, sys.argv[1:]))" \
+             " + b'\\1' + os.environb[b'ODD'] + b'\\1' + os.environb[b'LOFAREXEC_TOKEN'])"
+    agent.start(1, sys.executable, "-c", script, *HOSTILE_ARGUMENTS, ODD="it $x; 'y'\n\u2713")
+    assert agent.wait_for(b"X", 1) == b"0", agent.output(b"E", 1)
+    argv, odd, token = agent.output(b"O", 1).split(b"\1")
+    assert argv.split(b"\0") == [word.encode() for word in HOSTILE_ARGUMENTS]
+    assert odd == "it $x; 'y'\n\u2713".encode() and token == b"secret"
+
+
+def test_a_program_that_cannot_start_is_said_so(agent) -> None:
+    agent.start(1, "/no/such/program")
+    assert b"/no/such/program" in agent.wait_for(b"F", 1)
+    agent.start(2, "/bin/true")  # the agent goes on
+    assert agent.wait_for(b"X", 2) == b"0"
+
+
+def test_exit_by_signal_is_a_negative_status(agent) -> None:
+    agent.start(1, "/bin/sh", "-c", "kill -9 $$")
+    assert agent.wait_for(b"X", 1) == b"-9"
+
+
+STUBBORN = ("import os, signal, subprocess, sys, time; signal.signal(signal.SIGTERM, "
+            "signal.SIG_IGN); child = subprocess.Popen(['sleep', '300']); "
+            "print(os.getpid(), child.pid, flush=True); time.sleep(300)")
+
+
+def started_pids(agent: AgentProcess, number: int) -> list[int]:
+    deadline = time.monotonic() + 10
+    while not agent.output(b"O", number).endswith(b"\n"):
+        agent._read(max(0.0, deadline - time.monotonic()))
+        assert time.monotonic() < deadline, "the job did not say its pids"
+    return [int(word) for word in agent.output(b"O", number).split()]
+
+
+def test_kill_terms_then_kills_the_whole_group(agent) -> None:
+    agent.start(1, sys.executable, "-c", STUBBORN, grace=0.3)
+    pids = started_pids(agent, 1)
+    began = time.monotonic()
+    agent.kill(1)
+    assert agent.wait_for(b"X", 1) == b"-9"  # it ignored TERM
+    assert time.monotonic() - began < 2.0
+    assert all(gone(pid, 1.0) for pid in pids)
+
+
+def test_what_a_job_leaves_in_its_group_dies_with_it(agent) -> None:
+    agent.start(1, "/bin/sh", "-c", "sleep 300 & echo $!")
+    assert agent.wait_for(b"X", 1) == b"0"
+    assert gone(int(agent.output(b"O", 1)), 2.0)
+
+
+@pytest.mark.parametrize("how", ["end of stdin", "SIGTERM", "SIGHUP"])
+def test_losing_the_control_node_kills_every_job_then_the_agent_exits(agent, how) -> None:
+    agent.start(1, sys.executable, "-c", STUBBORN, grace=0.3)
+    agent.start(2, sys.executable, "-c", STUBBORN, grace=0.3)
+    pids = started_pids(agent, 1) + started_pids(agent, 2)
+    if how == "end of stdin":
+        agent.process.stdin.close()
+    else:
+        agent.process.send_signal(signal.SIGTERM if how == "SIGTERM" else signal.SIGHUP)
+    assert agent.process.wait(timeout=5) == 0
+    assert all(gone(pid, 1.0) for pid in pids)
+
+
+def test_output_under_back_pressure_arrives_whole_and_kills_still_land(agent) -> None:
+    # 12 MiB from one job while nobody reads: the agent stops reading it, not its requests.
+    agent.start(1, "/bin/sh", "-c", "head -c 12582912 /dev/zero; echo END")
+    agent.start(2, sys.executable, "-c", STUBBORN, grace=0.3)
+    agent.kill(2)
+    assert agent.wait_for(b"X", 2) in (b"-9", b"-15")
+    assert agent.wait_for(b"X", 1, timeout=30) == b"0"
+    assert len(agent.output(b"O", 1)) == 12582912 + 4

@@ -15,7 +15,10 @@ parallel.
   small inline Python program that watches the link and reports the exact exit status), then
   ``/bin/true``: the wrapper's start-up is part of lofarexec's figure;
 * lofarexec, paramiko backend (``[remote] method = paramiko``, ``[paramiko] config_file = ...``),
-  only if ``lofarexec backends`` lists ``paramiko``; otherwise "paramiko: not installed";
+  only if ``lofarexec backends`` lists ``paramiko``; otherwise "paramiko: not installed". Its
+  default ``launch = agent`` starts one host agent per connection (inside the timing, as each
+  run opens the backend afresh) and a ``posix_spawn`` per job; also run, for information, with
+  ``launch = channel`` (a session, the remote shell and the launch wrapper per job, as ssh);
 * GNU parallel ``--will-cite -S 4/node1,4/node2,4/node3,4/node4 --ssh 'ssh -F <ssh_config>'
   /bin/true`` with the arguments 1..N on stdin, with ``--controlmaster`` (``-M``) and without
   (a fresh ssh connection per job);
@@ -79,6 +82,7 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")  # /proc/stat's unit
 
 SSH = "lofarexec, ssh backend"
 PARAMIKO = "lofarexec, paramiko backend"
+PARAMIKO_CHANNEL = "lofarexec, paramiko, launch=channel (info)"
 PARALLEL_M = "GNU parallel -M (--controlmaster)"
 PARALLEL = "GNU parallel, no -M"
 FLOOR = "FLOOR: ssh ControlMaster loop x 16 thr"
@@ -199,11 +203,12 @@ def machine_ticks() -> tuple[int, int]:
     return total - idle, total
 
 
-def write_config(folder: Path, method: str, ssh_config: Path) -> Path:
+def write_config(folder: Path, method: str, ssh_config: Path, extra: str = "",
+                 name: str = "") -> Path:
     return common.write_pipeline_cfg(
-        folder / f"pipeline-{method}.cfg", folder, method, SLOTS, "bench_ssh",
+        folder / f"pipeline-{name or method}.cfg", folder, method, SLOTS, "bench_ssh",
         f"[{method}]\n"
-        f"config_file = {ssh_config}\n"
+        f"config_file = {ssh_config}\n{extra}"
         "[logging]\n"
         "bind_address = 127.0.0.1\n")
 
@@ -428,6 +433,9 @@ def _bench(folder: Path, jobs: int, rounds: int, options: argparse.Namespace) ->
     if "paramiko" in backends:
         paramiko_run = load(write_config(folder, "paramiko", ssh_config))
         contenders[PARAMIKO] = lambda n: run_lofarexec(paramiko_run, n, PARAMIKO)
+        channel_run = load(write_config(folder, "paramiko", ssh_config, "launch = channel\n",
+                                        name="paramiko-channel"))
+        contenders[PARAMIKO_CHANNEL] = lambda n: run_lofarexec(channel_run, n, PARAMIKO_CHANNEL)
     logins = ",".join(f"{SLOTS}/{host_of(i)}" for i in range(HOSTS))
     parallel_argv = [parallel, "--will-cite", "-S", logins, "--ssh", f"ssh -F {ssh_config}"]
     contenders[PARALLEL_M] = lambda n: run_tool([*parallel_argv, "--controlmaster", TRUE], n)
@@ -469,7 +477,7 @@ def _bench(folder: Path, jobs: int, rounds: int, options: argparse.Namespace) ->
           f"{'CPU ms/job':>10}  {'child CPU':>9}  {'busy %':>6}  {'all CPU':>7}  runs (s)")
     for name in names:
         own = min(own_cpu[name]) / jobs * 1000
-        own_text = f"{own:.3f}" if name in (SSH, PARAMIKO, FLOOR) else "-"
+        own_text = f"{own:.3f}" if name in (SSH, PARAMIKO, PARAMIKO_CHANNEL, FLOOR) else "-"
         children = min(child_cpu[name]) / jobs * 1000
         busy = (f"{statistics.median(machine_busy[name]) * 100:.0f}"
                 if machine_busy[name] else "?")
@@ -484,9 +492,11 @@ def _bench(folder: Path, jobs: int, rounds: int, options: argparse.Namespace) ->
           "(both sides of every job, as the hosts share this machine's CPUs; other users' load "
           "included))")
     print("FLOOR is a reference, not a tool: bare ssh clients on warm masters, nothing else.")
-    print("Every transport pays the remote shell's start-up per job (the bed's clean HOME spares "
-          "it root's pyenv init, ~75 ms); lofarexec also runs its Python launch wrapper on the "
-          "host per job, and that cost is in its figure.")
+    print("Every transport but paramiko's agent mode pays the remote shell's start-up per job "
+          "(the bed's clean HOME spares it root's pyenv init, ~75 ms); lofarexec's ssh backend "
+          "and paramiko's channel mode also run the Python launch wrapper on the host per job; "
+          "paramiko's agent mode (the default) starts one host agent per connection, per run, "
+          "and a posix_spawn per job. Those costs are in their figures.")
     common.print_load(load_before, load_after)
     print()
     verdict = common.verdict
@@ -503,7 +513,7 @@ def _bench(folder: Path, jobs: int, rounds: int, options: argparse.Namespace) ->
         print(f"lofarexec paramiko vs GNU parallel -M: not measured (paramiko: not installed; "
               f"target >= {TARGET_PARAMIKO_VS_PARALLEL_M:g}x)")
     print(f"lofarexec ssh vs GNU parallel, no -M : {best[PARALLEL] / best[SSH]:.2f}x faster (info)")
-    for name in (SSH, PARAMIKO):
+    for name in (SSH, PARAMIKO, PARAMIKO_CHANNEL):
         if name in best:
             print(f"{name} time / FLOOR time: {best[name] / best[FLOOR]:.2f}  "
                   f"(+{(best[name] - best[FLOOR]) / jobs * 1000:.3f} ms/job over the floor; info)")

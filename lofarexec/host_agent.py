@@ -19,9 +19,11 @@ Wire format, both ways: frames of ``kind (1 byte) job (uint32) length (uint32)``
 ``length`` bytes. To the agent: ``S`` start (payload: NUL-separated ``grace``, ``argc``, argv
 words, ``NAME=VALUE`` environment entries: none of them can hold a NUL, so the split is exact
 and every byte reaches the job as sent), ``K`` kill. From the agent: ``H`` hello (once, at
-start), ``O``/``E`` a chunk of the job's stdout/stderr, ``F`` the job could not be started
-(payload: why), ``X`` the job ended (payload: its status in ASCII). The agent's own stderr is
-the channel's stderr: a crash of the agent shows there.
+start), ``P`` the job started (payload: its pid, which is also its process group: should the
+agent be killed outright, the control node kills that group itself), ``O``/``E`` a chunk of
+the job's stdout/stderr, ``F`` the job could not be started (payload: why), ``X`` the job ended
+(payload: its status in ASCII). The agent's own stderr is the channel's stderr: a crash of the
+agent shows there.
 
 Output flows under back-pressure: while more than ``_OUTBOX_LIMIT`` bytes wait to be sent, the
 agent stops reading its jobs' pipes (so a job that writes faster than the link carries it
@@ -116,6 +118,7 @@ class Agent:
             return
         os.close(out_write)
         os.close(err_write)
+        self.send(b"P", number, str(pid).encode("ascii"))
         job = _Job(number, pid, {out_read: b"O", err_read: b"E"}, grace)
         self.jobs[number] = job
         self.by_pid[pid] = job

@@ -98,6 +98,7 @@ def test_says_hello_then_runs_a_job_with_its_output_and_status(agent) -> None:
     agent.wait_for(b"H", 0)
     agent.start(1, "/bin/sh", "-c", "echo out; echo err >&2; exit 3")
     assert agent.wait_for(b"X", 1) == b"3"
+    assert int(agent.wait_for(b"P", 1)) > 1  # its pid: the control node's last resort
     assert agent.output(b"O", 1) == b"out\n" and agent.output(b"E", 1) == b"err\n"
     kinds = [kind for kind, number, _ in agent.frames if number == 1]
     assert kinds[-1] == b"X"  # after all of its output

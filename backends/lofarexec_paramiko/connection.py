@@ -313,6 +313,8 @@ class Connection:
                 keep(job.output, payload)
             elif kind == b"E":
                 keep(job.errors, payload)
+            elif kind == b"P":
+                job.remote_pid = int(payload)
             elif kind == b"X":
                 del self._agent_jobs[number]
                 self._done(job, job.outcome(int(payload)))
@@ -443,6 +445,9 @@ class Connection:
         running_failure = self._running_failure(reason)  # before the transport is closed
         for job in running:
             self._close_channel(job)
+        orphans = [job.remote_pid for job in running if job.remote_pid]
+        if orphans and transport is not None and not lost(transport):
+            self._kill_orphans(transport, orphans)
         if transport is not None:
             close_transport(transport)
         self._selector.close()
@@ -455,6 +460,30 @@ class Connection:
             f"{self.target.name}: the backend was closed before the job started")
         for job in failed:
             job.finish(Outcome(None, transport_error=one_line(unstarted)))
+
+    def _kill_orphans(self, transport: paramiko.Transport, groups: list[int]) -> None:
+        """The agent died (killed on the host) and left its jobs running: kill their process
+        groups from a channel of their own (TERM, then KILL after ``kill_grace``), and wait for
+        that, so that a job reported as lost is gone."""
+        grace = self.settings.kill_grace
+        words = " ".join(f"-{group}" for group in groups)
+        command = (f"kill -TERM -- {words} 2>/dev/null; sleep {grace:g}; "
+                   f"kill -KILL -- {words} 2>/dev/null; exit 0")
+        try:
+            channel = transport.open_session(timeout=self.settings.channel_timeout)
+            channel.exec_command(command)
+            finished = channel.status_event.wait(grace + KILL_CONFIRM)
+            channel.close()
+        except _CHANNEL_ERRORS as exc:
+            finished, why = False, describe(exc)
+        else:
+            why = f"no answer within {grace + KILL_CONFIRM:g} s"
+        if finished:
+            _log.warning("%s: the host's agent died; killed the process groups of its %d "
+                         "running job(s): %s", self.target.name, len(groups), words)
+        else:
+            _log.error("%s: the host's agent died and its jobs' process groups (%s) could not "
+                       "be killed (%s): they may still run there", self.target.name, words, why)
 
     def _running_failure(self, reason: str) -> str:
         """What a job that was running is told when the connection ends for ``reason``."""

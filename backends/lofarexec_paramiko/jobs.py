@@ -40,7 +40,8 @@ class Job:
     """
 
     __slots__ = ("channel", "connection", "eof", "errors", "host", "kill_requested", "kill_sent",
-                 "launch", "number", "output", "report", "request", "requeued", "state")
+                 "launch", "number", "output", "remote_pid", "report", "request", "requeued",
+                 "state")
 
     def __init__(self, request: LaunchRequest, launch: RemoteLaunch | None,
                  report: Report) -> None:
@@ -49,6 +50,7 @@ class Job:
         self.launch = launch
         self.report = report
         self.number = 0
+        self.remote_pid = 0  # agent mode: the job's pid (its process group) on the host
         self.state = State.PENDING
         self.connection: Connection | None = None
         self.channel: paramiko.Channel | None = None

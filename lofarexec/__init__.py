@@ -22,6 +22,7 @@ _EXPORTS: dict[str, str] = {
     "ConfigError": "lofarexec.errors",
     "ConnectError": "lofarexec.errors",
     "DataMapError": "lofarexec.errors",
+    "ExecEnvironment": "lofarexec.spawn",
     "HostKeyError": "lofarexec.errors",
     "JobFailed": "lofarexec.errors",
     "JobExchange": "lofarexec.exchange",

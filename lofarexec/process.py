@@ -7,7 +7,7 @@ and stderr without deadlock however much it writes, see its exit the moment it h
 its whole process group on demand (TERM, then KILL after a grace period), and leave nothing
 behind. :class:`ProcessLauncher` does this for thousands of processes with one thread::
 
-    launch() --Popen--> child (own session)
+    launch() --spawn--> child (own session)
         |   registers in epoll: pidfd, stdout, stderr ----+
         v                                                 v
     kill() --killpg TERM--+                    watcher thread: epoll loop
@@ -15,8 +15,10 @@ behind. :class:`ProcessLauncher` does this for thousands of processes with one t
                                                           v
                                                report(Outcome) exactly once
 
-``launch`` spawns in the caller's thread and registers the child's descriptors with the epoll
-object directly (epoll is thread-safe), so starting a job costs no hand-off between threads.
+``launch`` creates the child as ``subprocess.Popen`` would (:mod:`lofarexec.spawn`, with the
+environment encoded once per run) in the caller's thread, and registers the child's descriptors
+with the epoll object directly (epoll is thread-safe), so starting a job costs no hand-off
+between threads.
 Waiting is on the kernel's pidfd and pipe readiness, never a polling sleep, so an exit is seen
 at once. When the main process exits, anything it left in its process group is killed: a job's
 processes do not outlive the job.
@@ -37,6 +39,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 
 from lofarexec.backend import Outcome, Report
+from lofarexec.spawn import ExecEnvironment, spawn
 
 #: How much of each of stdout and stderr is kept per job (the tail), in bytes.
 DEFAULT_OUTPUT_LIMIT = 64 * 1024
@@ -59,10 +62,10 @@ class _Child:
     # Descriptor numbers are reused as soon as they are closed, so a child tracks which of its
     # own streams are still open (``open_streams``) rather than asking the shared table.
 
-    def __init__(self, popen: subprocess.Popen[bytes], report: Report, out: int, err: int,
-                 stdin: int | None):
-        self.popen = popen  # kept so that its returncode can be set once we have reaped it
-        self.pid = pid = popen.pid
+    def __init__(self, pid: int, popen: subprocess.Popen[bytes] | None, report: Report,
+                 out: int, err: int, stdin: int | None):
+        self.popen = popen  # (spawn's fallback) kept to set its returncode once we have reaped it
+        self.pid = pid
         self.report = report
         self.pidfd = os.pidfd_open(pid)
         self.out = out
@@ -112,6 +115,8 @@ class ProcessLauncher:
         self.kill_grace = kill_grace
         self._name = name
         self._epoll = select.epoll()
+        # One /dev/null for the stdin of every child without input (each child gets a copy).
+        self._devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
         self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._watched: dict[int, tuple[int, _Child | None]] = {self._wake_read: (_WAKE, None)}
         self._epoll.register(self._wake_read, select.EPOLLIN)
@@ -135,6 +140,7 @@ class ProcessLauncher:
         self._call_soon(self._begin_close)
         self._thread.join()
         self._epoll.close()
+        os.close(self._devnull)
         os.close(self._wake_read)
         os.close(self._wake_write)
 
@@ -144,12 +150,15 @@ class ProcessLauncher:
         argv: Sequence[str],
         report: Report,
         *,
-        env: Mapping[str, str] | None = None,
+        env: Mapping[str, str] | ExecEnvironment | None = None,
         stdin_data: bytes | None = None,
         keep_stdin_open: bool = False,
     ) -> ProcessHandle:
         """Start ``argv`` (no shell, ``PATH`` searched) in a new session; ``report`` at its end.
 
+        ``env`` is the child's whole environment (None: this process's); a backend starting
+        many children passes an :class:`~lofarexec.spawn.ExecEnvironment` built once per run,
+        plus each job's own variables, rather than a mapping that must be encoded every time.
         ``stdin_data`` (at most 64 KiB: secrets, not payloads) is written to its stdin, which is
         then closed, or held open until the process exits when ``keep_stdin_open`` (so a remote
         side watching stdin sees EOF if the control node dies). A launch that fails at once
@@ -163,16 +172,16 @@ class ProcessLauncher:
             out_read, out_write = _pipe(pipes)
             err_read, err_write = _pipe(pipes)
             stdin_write = None
-            stdin: int = subprocess.DEVNULL
+            stdin = self._devnull
             if stdin_data is not None or keep_stdin_open:
                 stdin, stdin_write = _pipe(pipes, reader_blocks=True)
-            environment = env if env is not None else os.environ
-            # Popen, not os.posix_spawn: Popen lets go of the interpreter lock while the child
-            # is being created, posix_spawn holds it until the child has exec'd - under load
+            if env is not None and not isinstance(env, ExecEnvironment):
+                env = ExecEnvironment(env)
+            # Created as Popen creates it (see lofarexec.spawn): the interpreter lock is let go
+            # while the child is being created, and it gets the PATH the child has, not ours.
+            # Not os.posix_spawn, which holds the lock until the child has exec'd: under load
             # that froze every thread of the control node for milliseconds per launch.
-            # It also searches the PATH the child gets, not ours.
-            popen = subprocess.Popen(list(argv), stdin=stdin, stdout=out_write, stderr=err_write,
-                                     env=environment, start_new_session=True)
+            pid, popen = spawn(argv, env=env, stdin=stdin, stdout=out_write, stderr=err_write)
         except OSError as exc:
             for fd in pipes:
                 os.close(fd)
@@ -187,7 +196,7 @@ class ProcessLauncher:
             if not keep_stdin_open:
                 os.close(stdin_write)
                 stdin_write = None
-        child = _Child(popen, report, out_read, err_read, stdin_write)
+        child = _Child(pid, popen, report, out_read, err_read, stdin_write)
         self._watch(child)
         return ProcessHandle(self, child)
 
@@ -266,7 +275,9 @@ class ProcessLauncher:
             # yet: kill what it left behind in its group before reaping it.
             _signal_group(child.pid, signal.SIGKILL)
             _, status = os.waitpid(child.pid, 0)
-            child.returncode = child.popen.returncode = os.waitstatus_to_exitcode(status)
+            child.returncode = os.waitstatus_to_exitcode(status)
+            if child.popen is not None:
+                child.popen.returncode = child.returncode
             child.exited = True
         if child.stdin is not None:
             os.close(child.stdin)

@@ -17,10 +17,11 @@ import os
 
 from lofarexec import Backend, JobHandle, LaunchRequest, hookimpl
 from lofarexec.backend import Report
-from lofarexec.process import DEFAULT_KILL_GRACE, ProcessLauncher
+from lofarexec.process import DEFAULT_KILL_GRACE, ExecEnvironment, ProcessLauncher
 from lofarexec.protocol import ENV_HOST, ENV_JOB_ID, ENV_TOKEN
 
 _LAUNCHERS = 2
+_PER_JOB_VARIABLES = (ENV_JOB_ID, ENV_TOKEN, ENV_HOST)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,21 +55,23 @@ class LocalBackend(Backend):
             launcher.start()
 
     def start(self, request: LaunchRequest, report: Report) -> JobHandle:
-        environment = self._base_environment(request)
-        environment[ENV_JOB_ID] = str(request.job_id)
-        environment[ENV_TOKEN] = request.token
-        environment[ENV_HOST] = request.host
+        environment = self._base_environment(request).plus({
+            ENV_JOB_ID: str(request.job_id), ENV_TOKEN: request.token, ENV_HOST: request.host,
+        })
         launcher = self._launchers[request.job_id % len(self._launchers)]
         return launcher.launch(request.argv, report, env=environment)
 
-    def _base_environment(self, request: LaunchRequest) -> dict[str, str]:
-        """This process's environment with the run's node variables on top, built once per run
-        (every request of a run carries the same ``environment`` mapping)."""
+    def _base_environment(self, request: LaunchRequest) -> ExecEnvironment:
+        """This process's environment with the run's node variables on top, encoded once per
+        run (every request of a run carries the same ``environment`` mapping); without the
+        per-job variables, so that adding them to it is a plain append."""
         cached = getattr(self, "_cached_environment", None)
         if cached is None or cached[0] is not request.environment:
             merged = {**os.environ, **request.environment}
-            self._cached_environment = cached = (request.environment, merged)
-        return dict(cached[1])
+            for name in _PER_JOB_VARIABLES:
+                merged.pop(name, None)
+            self._cached_environment = cached = (request.environment, ExecEnvironment(merged))
+        return cached[1]
 
     def close(self) -> None:
         for launcher in getattr(self, "_launchers", ()):

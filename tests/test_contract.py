@@ -18,6 +18,10 @@ class TestLocalContract(BackendContract):
 
 @pytest.mark.slow
 class TestSshContract(BackendContract):
+    """The default: one ssh process per host runs the host agent."""
+
+    launch = "agent"
+
     @pytest.fixture
     def contract_setup(self, tmp_path, ssh_testbed):
         return ContractSetup(
@@ -26,7 +30,15 @@ class TestSshContract(BackendContract):
             config=f"""
                 [ssh]
                 config_file = {ssh_testbed.ssh_config}
+                launch = {self.launch}
                 [logging]
                 bind_address = 127.0.0.1
                 """,
         )
+
+
+@pytest.mark.slow
+class TestSshProcessContract(TestSshContract):
+    """``launch = process``: an ssh process, a remote shell and the launch wrapper per job."""
+
+    launch = "process"

@@ -9,20 +9,17 @@ from __future__ import annotations
 import os
 import select
 import signal
-import struct
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 
 import pytest
-from lofarexec_paramiko.agent import encode_start
 
+from lofarexec.agent_client import FrameReader, encode_kill, encode_start
 from lofarexec.backend import LaunchRequest
 from lofarexec.remote import inline_program
 from lofarexec.testing.contract import HOSTILE_ARGUMENTS, BackendContract
-
-_HEADER = struct.Struct("!cII")
 
 
 class AgentProcess:
@@ -32,7 +29,7 @@ class AgentProcess:
         self.process = subprocess.Popen(
             [sys.executable, "-I", "-S", "-c", inline_program("host_agent.py")],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        self._inbox = b""
+        self._reader = FrameReader()
         self.frames: list[tuple[bytes, int, bytes]] = []
 
     def start(self, number: int, *argv: str, grace: float = 1.0, **environment: str) -> None:
@@ -45,10 +42,12 @@ class AgentProcess:
         self.process.stdin.flush()
 
     def kill(self, number: int) -> None:
-        self.send(_HEADER.pack(b"K", number, 0))
+        self.send(encode_kill(number))
 
     def wait_for(self, kind: bytes, number: int, timeout: float = 10.0) -> bytes:
         """The payload of the first ``kind`` frame of job ``number``, waiting for it."""
+        if kind == b"H":
+            return self._wait(lambda: self._reader.hello, timeout)
         deadline = time.monotonic() + timeout
         while True:
             for seen_kind, seen_number, payload in self.frames:
@@ -67,13 +66,15 @@ class AgentProcess:
             return
         chunk = os.read(self.process.stdout.fileno(), 1 << 20)
         assert chunk, f"the agent ended: {self.process.stderr.read().decode()}"
-        self._inbox += chunk
-        while len(self._inbox) >= _HEADER.size:
-            kind, number, length = _HEADER.unpack_from(self._inbox)
-            if len(self._inbox) < _HEADER.size + length:
-                break
-            self.frames.append((kind, number, self._inbox[_HEADER.size:_HEADER.size + length]))
-            self._inbox = self._inbox[_HEADER.size + length:]
+        self.frames += self._reader.feed(chunk)
+
+    def _wait(self, done, timeout: float) -> bytes:
+        deadline = time.monotonic() + timeout
+        while not done():
+            left = deadline - time.monotonic()
+            assert left > 0, "timed out"
+            self._read(left)
+        return b""
 
     def close(self) -> None:
         if self.process.poll() is None:

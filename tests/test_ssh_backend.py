@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -139,11 +141,15 @@ def test_connections_are_reused_and_torn_down(ssh_testbed, tmp_path, monkeypatch
     private_tmp.rmdir()
 
 
-def test_no_reuse_means_a_login_per_job(ssh_testbed, tmp_path):
+@pytest.mark.parametrize("launch, logins", [("process", 3), ("agent", 1)])
+def test_no_reuse_means_a_login_per_ssh_process(ssh_testbed, tmp_path, launch, logins):
+    """One per job with a process per job; one per host with its agent."""
     before = accepted_logins(ssh_testbed, "node3")
     jobs = [ComputeJob("node3", "/bin/true") for _ in range(3)]
-    run(tmp_path, ssh_config_text(ssh_testbed, "reuse_connections = no\n"), jobs, max_per_node=1)
-    assert accepted_logins(ssh_testbed, "node3") - before == 3
+    run(tmp_path, ssh_config_text(ssh_testbed, f"reuse_connections = no\nlaunch = {launch}\n"),
+        jobs, max_per_node=1)
+    assert [job.results["state"] for job in jobs] == ["succeeded"] * 3
+    assert accepted_logins(ssh_testbed, "node3") - before == logins
 
 
 def test_the_token_never_reaches_a_command_line(ssh_testbed):
@@ -189,3 +195,31 @@ def test_a_missing_ssh_client_is_named(ssh_testbed, tmp_path):
     run(tmp_path, ssh_config_text(ssh_testbed, "ssh = /no/such/ssh\n"), [job])
     assert job.results["state"] == "transport_error"
     assert "cannot start '/no/such/ssh'" in job.results["reason"]
+
+
+def test_a_killed_agent_fails_its_jobs_and_its_orphans_are_killed(ssh_testbed, tmp_path):
+    from lofarexec_ssh import SshBackend, SshSettings
+
+    backend = SshBackend(SshSettings(config_file=str(ssh_testbed.ssh_config), kill_grace=0.3))
+    backend.open()
+    outcomes: list = []
+    done = threading.Event()
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.settimeout(30)
+        node = ("import os, socket, sys, time; socket.create_connection(('127.0.0.1', "
+                "int(sys.argv[1]))).sendall(b'%d %d' % (os.getpid(), os.getppid())); "
+                "time.sleep(300)")
+        request = LaunchRequest(1, "node2", (ssh_testbed.python, "-c", node,
+                                             str(listener.getsockname()[1])), {}, token="t")
+        try:
+            backend.start(request, lambda outcome: (outcomes.append(outcome), done.set()))
+            link, _ = listener.accept()
+            with link:
+                job_pid, agent_pid = map(int, link.makefile().read().split())
+            os.kill(agent_pid, signal.SIGKILL)  # as the OOM killer would: the job is orphaned
+            assert done.wait(30)
+        finally:
+            backend.close()
+    assert outcomes[0].transport_error.startswith("node2: the host's agent or its connection "
+                                                  "ended (status 255)"), outcomes
+    assert gone_within(job_pid, 0.5)  # killed over ssh before the job was reported

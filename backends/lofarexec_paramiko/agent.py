@@ -13,37 +13,40 @@ stdin even while its output waits, so ``sendall`` always finds room soon.
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Iterator
 
 import paramiko
 
+from lofarexec.agent_client import FrameReader, encode_kill, encode_start
 from lofarexec.backend import LaunchRequest
-from lofarexec.remote import agent_command, job_environment
+from lofarexec.remote import agent_command
 
-_HEADER = struct.Struct("!cII")
 _CHUNK = 65536
 _READS_PER_TURN = 32  # then the connection's kills and new jobs get a turn
 _STDERR_KEPT = 4096
 
 
 class AgentLink:
-    """One running agent: encodes requests, decodes its frames, remembers how it ended."""
+    """One running agent: sends requests, decodes its frames, remembers how it ended."""
 
     def __init__(self, channel: paramiko.Channel, python: str) -> None:
         self.channel = channel
-        self._inbox = bytearray()
+        self._frames = FrameReader()
         self._stderr = bytearray()
-        self.hello = False
         channel.exec_command(agent_command(python))
+
+    @property
+    def hello(self) -> bool:
+        """Whether the agent has started (it says so first)."""
+        return self._frames.hello
 
     def start(self, number: int, request: LaunchRequest, kill_grace: float) -> None:
         """Ask the agent to start ``request`` as job ``number`` (raises what paramiko raises
-        when the channel is gone)."""
+        when the channel is gone, ValueError for a request no argv can carry)."""
         self.channel.sendall(encode_start(number, request, kill_grace))
 
     def kill(self, number: int) -> None:
-        self.channel.sendall(_HEADER.pack(b"K", number, 0))
+        self.channel.sendall(encode_kill(number))
 
     def frames(self) -> Iterator[tuple[bytes, int, bytes]]:
         """The complete frames the channel holds now, a bounded amount per call (the channel's
@@ -56,9 +59,8 @@ class AgentLink:
                 del self._stderr[:-_STDERR_KEPT]
                 took = True
             if channel.recv_ready():
-                self._inbox += channel.recv(_CHUNK)
+                yield from self._frames.feed(channel.recv(_CHUNK))
                 took = True
-            yield from self._complete_frames()
             if not took:
                 return
 
@@ -77,33 +79,3 @@ class AgentLink:
             return f"the remote launcher failed (status {status}): {said}"
         what = f"status {status}" if status >= 0 else "no exit status: killed by a signal?"
         return f"the host's agent ended ({what}): {said}"
-
-    def _complete_frames(self) -> Iterator[tuple[bytes, int, bytes]]:
-        inbox = self._inbox
-        offset = 0
-        while len(inbox) - offset >= _HEADER.size:
-            kind, number, length = _HEADER.unpack_from(inbox, offset)
-            end = offset + _HEADER.size + length
-            if end > len(inbox):
-                break
-            payload = bytes(inbox[offset + _HEADER.size:end])
-            offset = end
-            if kind == b"H":
-                self.hello = True
-                continue
-            yield kind, number, payload
-        del inbox[:offset]
-
-
-def encode_start(number: int, request: LaunchRequest, kill_grace: float) -> bytes:
-    """The start frame: NUL-separated fields, every string as its exact bytes (a NUL cannot be
-    in an argv word or an environment entry; :class:`ValueError` says which one has one)."""
-    words = [repr(float(kill_grace)), str(len(request.argv)), *request.argv]
-    words += [f"{name}={value}" for name, value in job_environment(request).items()]
-    fields = [word.encode("utf-8", "surrogateescape") for word in words]
-    for field in fields:
-        if b"\0" in field:
-            raise ValueError(f"{field[:40]!r}... holds a NUL byte, which no argv word or "
-                             "environment value can carry")
-    payload = b"\0".join(fields)
-    return _HEADER.pack(b"S", number, len(payload)) + payload

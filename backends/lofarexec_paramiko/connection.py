@@ -41,11 +41,12 @@ from typing import TYPE_CHECKING
 
 import paramiko
 
+from lofarexec.agent_client import keep
 from lofarexec.backend import Outcome
 
 from .agent import AgentLink
 from .connect import close_transport, connect, describe, translate
-from .jobs import Job, State, keep, one_line
+from .jobs import Job, State, one_line
 
 if TYPE_CHECKING:
     from .pool import HostPool

@@ -10,6 +10,7 @@ import enum
 import logging
 from typing import TYPE_CHECKING
 
+from lofarexec.agent_client import keep
 from lofarexec.backend import LaunchRequest, Outcome, Report
 from lofarexec.remote import RemoteLaunch
 
@@ -18,8 +19,6 @@ if TYPE_CHECKING:
 
     from .connection import Connection
 
-#: How much of each of stdout and stderr is kept per job (the tail), as lofarexec.process does.
-OUTPUT_LIMIT = 64 * 1024
 _CHUNK = 65536
 _READS_PER_TURN = 16  # then the connection's other channels get a turn
 _log = logging.getLogger("lofarexec.paramiko")
@@ -106,13 +105,6 @@ class Job:
 
 def one_line(text: str) -> str:
     return " ".join(text.split())
-
-
-def keep(tail: bytearray, data: bytes) -> None:
-    """Append ``data`` to ``tail``, keeping only the last :data:`OUTPUT_LIMIT` bytes."""
-    tail += data
-    if len(tail) > OUTPUT_LIMIT:
-        del tail[: len(tail) - OUTPUT_LIMIT]
 
 
 def _text(data: bytearray) -> str:

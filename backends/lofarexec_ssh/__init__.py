@@ -1,15 +1,21 @@
-"""The ``ssh`` backend: the OpenSSH client, one ``ssh`` process per job, connections reused.
+"""The ``ssh`` backend: the OpenSSH client, connections reused, one agent per host.
 
-Each job runs as::
+With ``launch = agent`` (the default) one ``ssh`` process per host runs the host agent::
 
-    ssh -T -o BatchMode=yes -o StrictHostKeyChecking=yes ... -- HOST \\
-        'python3 -c <launch wrapper> <node argv, quoted once>'
+    ssh -T -o BatchMode=yes -o StrictHostKeyChecking=yes ... -- HOST 'python3 -c <agent>'
+
+and every job of that host is a start frame on its stdin (:mod:`lofarexec.agent_client`, the
+agent in :mod:`lofarexec.host_agent`): no process here, no session, shell or Python start-up
+there per job. With ``launch = process`` each job runs as its own::
+
+    ssh ... -- HOST 'python3 -c <launch wrapper> <node argv, quoted once>'
 
 with the job's environment, token and status marker written to ssh's stdin, which is held open
-for the job's lifetime (see :mod:`lofarexec.launch_wrapper`). Never a tty (it would merge stderr
-into stdout and echo stdin), never a prompt (``BatchMode``). Connections are shared per host
-through an OpenSSH ControlMaster socket in a private folder that ``close()`` tears down, so only
-a host's first job pays for the handshake.
+for the job's lifetime (see :mod:`lofarexec.launch_wrapper`). Either way: never a tty (it would
+merge stderr into stdout and echo stdin), never a prompt (``BatchMode``), and the job's process
+group on the host dies when its kill arrives, or when the link to the control node ends.
+Connections are shared per host through an OpenSSH ControlMaster socket in a private folder that
+``close()`` tears down, so only a host's first session pays for the handshake.
 
 Written exactly as a third-party backend would be, against lofarexec's public API only.
 """
@@ -17,6 +23,7 @@ Written exactly as a third-party backend would be, against lofarexec's public AP
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import shlex
 import shutil
@@ -25,11 +32,14 @@ import tempfile
 import threading
 
 from lofarexec import Backend, JobHandle, LaunchRequest, hookimpl
-from lofarexec.backend import Report
+from lofarexec.agent_client import KILL_CONFIRM, AgentClient
+from lofarexec.backend import NothingToKill, Outcome, Report
 from lofarexec.process import DEFAULT_KILL_GRACE, ProcessLauncher
-from lofarexec.remote import DEFAULT_REMOTE_PYTHON, start_through_wrapper
+from lofarexec.remote import DEFAULT_REMOTE_PYTHON, agent_command, start_through_wrapper
 
 _HOST_KEY_POLICIES = ("yes", "accept-new")
+_log = logging.getLogger("lofarexec.ssh")
+_LAUNCH_MODES = ("agent", "process")
 #: Unix socket paths are limited to 107 bytes; leave room for "/<number>".
 _MAX_CONTROL_DIRECTORY = 90
 
@@ -55,16 +65,23 @@ class SshSettings:
     host_key_policy: str = dataclasses.field(
         default="yes", metadata={"help": "'yes': only known host keys; 'accept-new': also "
                                          "record keys of hosts never seen"})
+    launch: str = dataclasses.field(
+        default="agent", metadata={"help": "'agent': one ssh process per host runs the host "
+                                           "agent, which starts the host's jobs; 'process': one "
+                                           "ssh process, remote shell and launch wrapper per "
+                                           "job"})
     reuse_connections: bool = dataclasses.field(
         default=True, metadata={"help": "share one connection per host (ControlMaster)"})
     remote_python: str = dataclasses.field(
         default=DEFAULT_REMOTE_PYTHON,
-        metadata={"help": "Python on the hosts that runs the launch wrapper"})
+        metadata={"help": "Python on the hosts that runs the host agent or launch wrapper"})
     kill_grace: float = dataclasses.field(
         default=DEFAULT_KILL_GRACE,
         metadata={"help": "seconds between SIGTERM and SIGKILL when a job is killed"})
 
     def __post_init__(self) -> None:
+        if self.launch not in _LAUNCH_MODES:
+            raise ValueError(f"launch must be one of {', '.join(_LAUNCH_MODES)}")
         if self.host_key_policy not in _HOST_KEY_POLICIES:
             raise ValueError(f"host_key_policy must be one of {', '.join(_HOST_KEY_POLICIES)}")
         shlex.split(self.options)  # fails early on unbalanced quotes
@@ -82,6 +99,9 @@ class SshBackend(Backend):
         )
         self._hosts_used: dict[str, int] = {}
         self._lock = threading.Lock()
+        self._agents_lock = threading.Lock()  # not _lock: ssh_argv() takes that one
+        self._agents: dict[str, AgentClient] = {}
+        self._ended_agents: list[AgentClient] = []
         self._launcher = ProcessLauncher(kill_grace=self.settings.kill_grace, name="ssh-jobs")
         self._launcher.start()
 
@@ -113,15 +133,72 @@ class SshBackend(Backend):
         return [*argv, *shlex.split(settings.options), "--", host]
 
     def start(self, request: LaunchRequest, report: Report) -> JobHandle:
-        return start_through_wrapper(
-            self._launcher, request, report,
-            lambda command: [*self.ssh_argv(request.host), command],
-            python=self.settings.remote_python, kill_grace=self.settings.kill_grace)
+        if self.settings.launch == "process":
+            return start_through_wrapper(
+                self._launcher, request, report,
+                lambda command: [*self.ssh_argv(request.host), command],
+                python=self.settings.remote_python, kill_grace=self.settings.kill_grace)
+        if request.host.startswith("-") or not request.host.strip():
+            report(Outcome(None, transport_error=f"{request.host!r} is not a host name"))
+            return NothingToKill()
+        try:
+            agent = self._agent(request.host)
+        except OSError as exc:
+            report(Outcome(None, transport_error=f"cannot start {self.settings.ssh!r}: "
+                                                 f"{exc.strerror or exc}"))
+            return NothingToKill()
+        return agent.start(request, report)
+
+    def _agent(self, host: str) -> AgentClient:
+        """The host's agent; a new one (a new ssh process) if there is none or it ended."""
+        with self._agents_lock:
+            agent = self._agents.get(host)
+            if agent is not None and agent.usable():
+                return agent
+            if agent is not None:
+                self._ended_agents.append(agent)
+            command = agent_command(self.settings.remote_python)
+            agent = self._agents[host] = AgentClient(
+                host, [*self.ssh_argv(host), command], kill_grace=self.settings.kill_grace,
+                kill_orphans=lambda pids: self._kill_orphans(host, pids))
+            return agent
+
+    def _kill_orphans(self, host: str, pids: list[int]) -> bool:
+        """The agent of ``host`` ended but the host may still be reachable: kill the process
+        groups of the jobs it ran (TERM, then KILL after the grace) in a session of their own."""
+        grace = self.settings.kill_grace
+        groups = " ".join(f"-{pid}" for pid in pids)
+        command = (f"kill -TERM -- {groups} 2>/dev/null; sleep {grace:g}; "
+                   f"kill -KILL -- {groups} 2>/dev/null; exit 0")
+        try:
+            done = subprocess.run([*self.ssh_argv(host), command], stdin=subprocess.DEVNULL,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                  timeout=grace + self.settings.connect_timeout + KILL_CONFIRM,
+                                  check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            _log.error("%s: the host's agent ended and its jobs' process groups (%s) could not "
+                       "be killed (%s): they may still run there", host, groups, exc)
+            return False
+        if done.returncode != 0:
+            _log.error("%s: the host's agent ended and its jobs' process groups (%s) could not "
+                       "be killed (%s): they may still run there", host, groups,
+                       done.stderr.decode("utf-8", "replace").strip() or done.returncode)
+            return False
+        _log.warning("%s: the host's agent ended; killed the process groups of its %d running "
+                     "job(s): %s", host, len(pids), groups)
+        return True
 
     def close(self) -> None:
         launcher = getattr(self, "_launcher", None)
         if launcher is None:
             return
+        with self._agents_lock:
+            agents = [*self._agents.values(), *self._ended_agents]
+            self._agents, self._ended_agents = {}, []
+        for agent in agents:
+            agent.shutdown()  # all at once: their jobs' kill graces overlap
+        for agent in agents:
+            agent.close()
         launcher.close()
         if self._control_directory:
             for host in sorted(self._hosts_used):

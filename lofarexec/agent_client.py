@@ -1,0 +1,390 @@
+"""The control-node end of a host agent (:mod:`lofarexec.host_agent`): its frames, and a client
+that reaches it through a local program's pipes (``ssh HOST python3 -c <agent>``).
+
+A transport that can keep one remote command running per host gets every job of that host
+through it: a start frame of a few hundred bytes each, instead of a process here, an SSH
+session, a remote shell and a Python start-up there. The frame format is in the agent's
+docstring; :func:`encode_start`, :func:`encode_kill` and :class:`FrameReader` are its control
+half, shared by every transport that speaks to an agent (``ssh`` through :class:`AgentClient`,
+``paramiko`` on a channel of its own).
+
+One :class:`AgentClient` per host: a local process (the transport's client, in a session of its
+own) and one thread that owns its pipes. Other threads only queue requests and wake it, so
+``start()`` and ``kill()`` never block on a slow or stalled link::
+
+    start(request, report) / kill() --> requests + wake pipe --+
+                                                               v
+    the client's thread: select() on the agent's stdout and stderr, its stdin when frames
+    wait to be written, the wake pipe; frames in -> each job's output tails, its end ->
+    report(Outcome); a kill not answered within kill_grace + 2 s -> reported as a transport
+    error; the local process ends -> its running jobs are transport errors in its own words
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import os
+import selectors
+import signal
+import struct
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+from lofarexec.backend import JobHandle, LaunchRequest, Outcome, Report
+from lofarexec.process import DEFAULT_OUTPUT_LIMIT
+from lofarexec.remote import job_environment
+
+HEADER = struct.Struct("!cII")
+#: Seconds past ``kill_grace`` before a killed job with no answer is given up.
+KILL_CONFIRM = 2.0
+_CHUNK = 65536
+_log = logging.getLogger("lofarexec.agent")
+
+
+def encode_start(number: int, request: LaunchRequest, kill_grace: float) -> bytes:
+    """The start frame: NUL-separated fields, every string as its exact bytes (a NUL cannot be
+    in an argv word or an environment entry; :class:`ValueError` says which one has one)."""
+    words = [repr(float(kill_grace)), str(len(request.argv)), *request.argv]
+    words += [f"{name}={value}" for name, value in job_environment(request).items()]
+    fields = [word.encode("utf-8", "surrogateescape") for word in words]
+    for field in fields:
+        if b"\0" in field:
+            raise ValueError(f"{field[:40]!r}... holds a NUL byte, which no argv word or "
+                             "environment value can carry")
+    payload = b"\0".join(fields)
+    return HEADER.pack(b"S", number, len(payload)) + payload
+
+
+def encode_kill(number: int) -> bytes:
+    return HEADER.pack(b"K", number, 0)
+
+
+class FrameReader:
+    """Cuts the agent's output into ``(kind, job number, payload)`` frames; notes its hello."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self.hello = False
+
+    def feed(self, data: bytes) -> list[tuple[bytes, int, bytes]]:
+        buffer = self._buffer
+        buffer += data
+        frames, offset = [], 0
+        while len(buffer) - offset >= HEADER.size:
+            kind, number, length = HEADER.unpack_from(buffer, offset)
+            end = offset + HEADER.size + length
+            if end > len(buffer):
+                break
+            if kind == b"H":
+                self.hello = True
+            else:
+                frames.append((kind, number, bytes(buffer[offset + HEADER.size:end])))
+            offset = end
+        del buffer[:offset]
+        return frames
+
+
+def keep(tail: bytearray, data: bytes) -> None:
+    """Append ``data`` to ``tail``, keeping only the last 64 KiB (as lofarexec.process does)."""
+    tail += data
+    if len(tail) > DEFAULT_OUTPUT_LIMIT:
+        del tail[: len(tail) - DEFAULT_OUTPUT_LIMIT]
+
+
+class AgentJob:
+    """A job the agent was asked to run, until it is reported (exactly once)."""
+
+    __slots__ = ("errors", "host", "kill_sent", "number", "output", "pid", "report")
+
+    def __init__(self, number: int, host: str, report: Report) -> None:
+        self.number = number
+        self.host = host
+        self.report = report
+        self.output = bytearray()
+        self.errors = bytearray()
+        self.pid = 0  # on the host; also its process group there
+        self.kill_sent = False
+
+    def outcome(self, status: int | None, failure: str | None = None) -> Outcome:
+        output = self.output.decode("utf-8", errors="replace")
+        errors = self.errors.decode("utf-8", errors="replace")
+        if failure is not None or status is None:
+            reason = " ".join(f"{self.host}: {failure or 'no exit status'}".split())
+            return Outcome(None, transport_error=reason, output=output, errors=errors)
+        return Outcome(status, output=output, errors=errors)
+
+
+class AgentClient:
+    """One host's agent, started as the local program ``argv`` (which must run the agent and
+    connect its stdin and stdout to it), and the thread that serves its jobs.
+
+    ``kill_orphans(pids)`` is called when the agent ended while the local program could still
+    reach the host (it was killed there): it should kill those process groups on the host and
+    say whether it could.
+    """
+
+    def __init__(self, host: str, argv: Sequence[str], *, kill_grace: float,
+                 kill_orphans: Callable[[list[int]], bool] | None = None) -> None:
+        self.host = host
+        self.kill_grace = kill_grace
+        self._kill_orphans = kill_orphans
+        self._lock = threading.Lock()
+        self._requests: list[tuple[str, AgentJob, LaunchRequest | None]] = []
+        self._jobs: dict[int, AgentJob] = {}  # the thread's own
+        self._numbers = itertools.count(1)
+        self._closing = self._dead = False
+        self._outbox = bytearray()
+        self._stderr = bytearray()
+        self._frames = FrameReader()
+        self._timers: list[tuple[float, int]] = []
+        self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._process = subprocess.Popen(
+            list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            start_new_session=True)  # a Ctrl-C at the terminal must not reach it before we do
+        self._thread = threading.Thread(target=self._serve, daemon=True,
+                                        name=f"agent-{host}")
+        self._thread.start()
+
+    # -- any thread ------------------------------------------------------------------------
+    def usable(self) -> bool:
+        """Whether new jobs may come here (the local program still runs, not closing)."""
+        return not (self._dead or self._closing)
+
+    def start(self, request: LaunchRequest, report: Report) -> JobHandle:
+        """Queue ``request`` for the agent; its outcome reaches ``report`` from the thread."""
+        with self._lock:
+            job = AgentJob(next(self._numbers), request.host, report)
+            refused = self._dead or self._closing
+            if not refused:
+                self._requests.append(("start", job, request))
+        if refused:
+            job.report(job.outcome(None, "the host's agent is gone or closing"))
+        else:
+            self._wake()
+        return _AgentJobHandle(self, job)
+
+    def kill(self, job: AgentJob) -> None:
+        with self._lock:
+            if self._dead:
+                return
+            self._requests.append(("kill", job, None))
+        self._wake()
+
+    def shutdown(self) -> None:
+        """Begin closing without waiting: refuse new jobs, kill running ones (so that closing
+        many clients costs one grace period, not one each)."""
+        with self._lock:
+            self._closing = True
+        self._wake()
+
+    def close(self) -> None:
+        """Kill what still runs, wait for those reports, then end the agent and the local
+        program (forcibly, if they do not end in time); safe twice."""
+        self.shutdown()
+        self._thread.join(self.kill_grace + KILL_CONFIRM + 5.0)
+        if self._thread.is_alive():  # the agent does not answer: end its link from here
+            _signal_group(self._process.pid, signal.SIGKILL)
+            self._thread.join()
+        with self._lock:
+            if self._wake_write >= 0:
+                os.close(self._wake_read)
+                os.close(self._wake_write)
+                self._wake_read = self._wake_write = -1
+
+    def _wake(self) -> None:
+        with self._lock:
+            if self._wake_write >= 0:
+                try:
+                    os.write(self._wake_write, b"\0")
+                except BlockingIOError:
+                    pass  # full of wake-ups already
+
+    # -- the client's thread ---------------------------------------------------------------
+    def _serve(self) -> None:
+        process = self._process
+        assert process.stdin and process.stdout and process.stderr
+        os.set_blocking(process.stdin.fileno(), False)
+        with selectors.DefaultSelector() as selector:
+            selector.register(self._wake_read, selectors.EVENT_READ, "wake")
+            selector.register(process.stdout, selectors.EVENT_READ, "stdout")
+            selector.register(process.stderr, selectors.EVENT_READ, "stderr")
+            open_streams, watching_stdin = 2, False
+            while open_streams:
+                closing = self._take_requests()
+                if self._outbox and not process.stdin.closed and not self._flush(
+                        process.stdin.fileno()):
+                    if watching_stdin:
+                        selector.unregister(process.stdin)
+                        watching_stdin = False
+                    process.stdin.close()
+                stdin_open = not process.stdin.closed
+                if (stdin_open and bool(self._outbox)) != watching_stdin:
+                    if watching_stdin:
+                        selector.unregister(process.stdin)
+                    else:
+                        selector.register(process.stdin, selectors.EVENT_WRITE, "stdin")
+                    watching_stdin = not watching_stdin
+                if closing and stdin_open and not self._jobs and not self._outbox:
+                    process.stdin.close()  # the agent ends at EOF; its end ends the program
+                for key, _ in selector.select(self._next_timeout()):
+                    if key.data == "wake":
+                        _drain(self._wake_read)
+                    elif key.data == "stdin":
+                        if not self._flush(key.fd):
+                            selector.unregister(process.stdin)
+                            watching_stdin = False
+                            process.stdin.close()
+                    elif not self._read(key.fd, key.data):
+                        selector.unregister(key.fileobj)
+                        open_streams -= 1
+                self._run_timers()
+        self._ended()
+
+    def _take_requests(self) -> bool:
+        with self._lock:
+            requests, self._requests = self._requests, []
+            closing = self._closing
+        for what, job, request in requests:
+            if what == "start":
+                assert request is not None
+                try:
+                    self._outbox += encode_start(job.number, request, self.kill_grace)
+                except ValueError as exc:
+                    job.report(job.outcome(None, f"cannot start the job: {exc}"))
+                    continue
+                self._jobs[job.number] = job
+            elif job.number in self._jobs:
+                self._send_kill(job)
+        if closing:
+            for job in list(self._jobs.values()):
+                self._send_kill(job)
+        return closing
+
+    def _send_kill(self, job: AgentJob) -> None:
+        if not job.kill_sent:
+            job.kill_sent = True
+            self._outbox += encode_kill(job.number)
+            heapq.heappush(self._timers, (time.monotonic() + self.kill_grace + KILL_CONFIRM,
+                                          job.number))
+
+    def _flush(self, stdin: int) -> bool:
+        """Write what waits, as far as the pipe takes it; False when the program is gone (its
+        end, EOF on its stdout, then tells the jobs)."""
+        try:
+            while self._outbox:
+                written = os.write(stdin, self._outbox[:_CHUNK * 4])
+                del self._outbox[:written]
+        except BlockingIOError:
+            pass
+        except OSError:
+            self._outbox.clear()
+            return False
+        return True
+
+    def _read(self, fd: int, which: str) -> bool:
+        """Take what the program said; False at the stream's end."""
+        try:
+            data = os.read(fd, _CHUNK * 4)
+        except OSError:
+            data = b""
+        if not data:
+            return False
+        if which == "stderr":
+            self._stderr += data
+            del self._stderr[:-4096]
+            return True
+        for kind, number, payload in self._frames.feed(data):
+            job = self._jobs.get(number)
+            if job is None:
+                continue  # given up on already
+            if kind == b"O":
+                keep(job.output, payload)
+            elif kind == b"E":
+                keep(job.errors, payload)
+            elif kind == b"P":
+                job.pid = int(payload)
+            elif kind == b"X":
+                del self._jobs[number]
+                job.report(job.outcome(int(payload)))
+            elif kind == b"F":
+                del self._jobs[number]
+                job.report(job.outcome(None, payload.decode("utf-8", "replace")))
+        return True
+
+    def _run_timers(self) -> None:
+        now = time.monotonic()
+        while self._timers and self._timers[0][0] <= now:
+            job = self._jobs.pop(heapq.heappop(self._timers)[1], None)
+            if job is not None:
+                waited = self.kill_grace + KILL_CONFIRM
+                job.report(job.outcome(None, f"no answer within {waited:g} s of its kill; "
+                                             "given up"))
+
+    def _next_timeout(self) -> float | None:
+        if not self._timers:
+            return None
+        return max(0.0, self._timers[0][0] - time.monotonic())
+
+    def _ended(self) -> None:
+        """The program closed its output: fail what still runs, in its own words."""
+        with self._lock:
+            self._dead = True
+            unstarted = [job for what, job, _ in self._requests if what == "start"]
+            self._requests.clear()
+        process = self._process
+        if process.stdin and not process.stdin.closed:
+            process.stdin.close()
+        try:
+            status = process.wait(self.kill_grace + KILL_CONFIRM)
+        except subprocess.TimeoutExpired:
+            _signal_group(process.pid, signal.SIGKILL)
+            status = process.wait()
+        process.stdout.close()  # type: ignore[union-attr]
+        process.stderr.close()  # type: ignore[union-attr]
+        said = " | ".join(line.strip() for line in
+                          bytes(self._stderr).decode("utf-8", "replace").splitlines()[-3:]
+                          if line.strip()) or "no output"
+        if not self._frames.hello:
+            what = ("the connection failed" if status == 255
+                    else f"the remote launcher failed (status {status})")
+            reason = f"{what}: {said}"
+        elif self._closing and not self._jobs:
+            return
+        else:
+            reason = f"the host's agent or its connection ended (status {status}): {said}"
+            orphans = [job.pid for job in self._jobs.values() if job.pid]
+            if orphans and self._kill_orphans is not None:
+                self._kill_orphans(orphans)
+        for job in [*self._jobs.values(), *unstarted]:
+            job.report(job.outcome(None, reason))
+        self._jobs.clear()
+
+
+class _AgentJobHandle:
+    __slots__ = ("_client", "_job")
+
+    def __init__(self, client: AgentClient, job: AgentJob) -> None:
+        self._client = client
+        self._job = job
+
+    def kill(self) -> None:
+        self._client.kill(self._job)
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    try:
+        os.killpg(pgid, signum)
+    except OSError:
+        pass
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 4096):
+            pass
+    except BlockingIOError:
+        pass

@@ -37,6 +37,7 @@ from collections.abc import Callable, Sequence
 from lofarexec.backend import JobHandle, LaunchRequest, Outcome, Report
 from lofarexec.process import DEFAULT_OUTPUT_LIMIT
 from lofarexec.remote import job_environment
+from lofarexec.wakeup import WakePipe
 
 HEADER = struct.Struct("!cII")
 #: Seconds past ``kill_grace`` before a killed job with no answer is given up.
@@ -61,6 +62,14 @@ def encode_start(number: int, request: LaunchRequest, kill_grace: float) -> byte
 
 def encode_kill(number: int) -> bytes:
     return HEADER.pack(b"K", number, 0)
+
+
+def orphan_kill_command(pids: list[int], kill_grace: float) -> str:
+    """A remote shell command that kills the process groups of jobs whose agent was killed
+    (each job's pid is its group): TERM, then KILL after ``kill_grace``; always status 0."""
+    groups = " ".join(f"-{int(pid)}" for pid in pids)
+    return (f"kill -TERM -- {groups} 2>/dev/null; sleep {kill_grace:g}; "
+            f"kill -KILL -- {groups} 2>/dev/null; exit 0")
 
 
 class FrameReader:
@@ -137,11 +146,12 @@ class AgentClient:
         self._jobs: dict[int, AgentJob] = {}  # the thread's own
         self._numbers = itertools.count(1)
         self._closing = self._dead = False
+        self._end_reason = "the host's agent is closing"  # what late jobs are told
         self._outbox = bytearray()
         self._stderr = bytearray()
         self._frames = FrameReader()
         self._timers: list[tuple[float, int]] = []
-        self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._waker = WakePipe()
         self._process = subprocess.Popen(
             list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             start_new_session=True)  # a Ctrl-C at the terminal must not reach it before we do
@@ -162,7 +172,7 @@ class AgentClient:
             if not refused:
                 self._requests.append(("start", job, request))
         if refused:
-            job.report(job.outcome(None, "the host's agent is gone or closing"))
+            job.report(job.outcome(None, self._end_reason))
         else:
             self._wake()
         return _AgentJobHandle(self, job)
@@ -189,19 +199,10 @@ class AgentClient:
         if self._thread.is_alive():  # the agent does not answer: end its link from here
             _signal_group(self._process.pid, signal.SIGKILL)
             self._thread.join()
-        with self._lock:
-            if self._wake_write >= 0:
-                os.close(self._wake_read)
-                os.close(self._wake_write)
-                self._wake_read = self._wake_write = -1
+        self._waker.close()
 
     def _wake(self) -> None:
-        with self._lock:
-            if self._wake_write >= 0:
-                try:
-                    os.write(self._wake_write, b"\0")
-                except BlockingIOError:
-                    pass  # full of wake-ups already
+        self._waker.wake()
 
     # -- the client's thread ---------------------------------------------------------------
     def _serve(self) -> None:
@@ -209,7 +210,7 @@ class AgentClient:
         assert process.stdin and process.stdout and process.stderr
         os.set_blocking(process.stdin.fileno(), False)
         with selectors.DefaultSelector() as selector:
-            selector.register(self._wake_read, selectors.EVENT_READ, "wake")
+            selector.register(self._waker, selectors.EVENT_READ, "wake")
             selector.register(process.stdout, selectors.EVENT_READ, "stdout")
             selector.register(process.stderr, selectors.EVENT_READ, "stderr")
             open_streams, watching_stdin = 2, False
@@ -232,7 +233,7 @@ class AgentClient:
                     process.stdin.close()  # the agent ends at EOF; its end ends the program
                 for key, _ in selector.select(self._next_timeout()):
                     if key.data == "wake":
-                        _drain(self._wake_read)
+                        self._waker.drain()
                     elif key.data == "stdin":
                         if not self._flush(key.fd):
                             selector.unregister(process.stdin)
@@ -331,10 +332,6 @@ class AgentClient:
 
     def _ended(self) -> None:
         """The program closed its output: fail what still runs, in its own words."""
-        with self._lock:
-            self._dead = True
-            unstarted = [job for what, job, _ in self._requests if what == "start"]
-            self._requests.clear()
         process = self._process
         if process.stdin and not process.stdin.closed:
             process.stdin.close()
@@ -352,10 +349,15 @@ class AgentClient:
             what = ("the connection failed" if status == 255
                     else f"the remote launcher failed (status {status})")
             reason = f"{what}: {said}"
-        elif self._closing and not self._jobs:
-            return
         else:
             reason = f"the host's agent or its connection ended (status {status}): {said}"
+        with self._lock:
+            self._dead = True
+            if not self._closing:
+                self._end_reason = reason
+            unstarted = [job for what, job, _ in self._requests if what == "start"]
+            self._requests.clear()
+        if self._frames.hello and self._jobs:
             orphans = [job.pid for job in self._jobs.values() if job.pid]
             if orphans and self._kill_orphans is not None:
                 self._kill_orphans(orphans)
@@ -381,10 +383,3 @@ def _signal_group(pgid: int, signum: int) -> None:
     except OSError:
         pass
 
-
-def _drain(fd: int) -> None:
-    try:
-        while os.read(fd, 4096):
-            pass
-    except BlockingIOError:
-        pass

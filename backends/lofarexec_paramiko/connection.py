@@ -31,7 +31,6 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
-import os
 import selectors
 import threading
 import time
@@ -41,8 +40,9 @@ from typing import TYPE_CHECKING
 
 import paramiko
 
-from lofarexec.agent_client import keep
+from lofarexec.agent_client import keep, orphan_kill_command
 from lofarexec.backend import Outcome
+from lofarexec.wakeup import WakePipe
 
 from .agent import AgentLink
 from .connect import close_transport, connect, describe, translate
@@ -97,9 +97,8 @@ class Connection:
         self._dead = self._closing = self._established = False
         self._transport: paramiko.Transport | None = None
         self._selector = selectors.DefaultSelector()
-        self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self._wake_lock = threading.Lock()
-        self._selector.register(self._wake_read, selectors.EVENT_READ, None)
+        self._waker = WakePipe()
+        self._selector.register(self._waker, selectors.EVENT_READ, None)
         self._thread = threading.Thread(target=self._main, daemon=True,
                                         name=f"paramiko-{self.target.name}-{number}")
 
@@ -140,22 +139,13 @@ class Connection:
         """Wait for the thread, then release the wake pipe; safe twice."""
         if self._thread.ident is not None:
             self._thread.join()
-        with self._wake_lock:
-            if self._wake_write >= 0:
-                os.close(self._wake_read)
-                os.close(self._wake_write)
-                self._wake_read = self._wake_write = -1
+        self._waker.close()
 
     def finished(self) -> bool:
         return self._thread.ident is not None and not self._thread.is_alive()
 
     def _wake(self) -> None:
-        with self._wake_lock:
-            if self._wake_write >= 0:
-                try:
-                    os.write(self._wake_write, b"\0")
-                except BlockingIOError:
-                    pass  # full of wake-ups already
+        self._waker.wake()
 
     def _notify(self, item: Job | AgentLink) -> None:
         self._notified.append(item)
@@ -209,7 +199,7 @@ class Connection:
             if lost(transport) or (closing and not self._running):
                 return None
             for key, _ in self._selector.select(self._next_timeout()):
-                ended = self._drain_wake() if key.data is None else self._service(key.data)
+                ended = self._waker.drain() if key.data is None else self._service(key.data)
                 if ended is not None:
                     return ended
             self._run_timers()
@@ -387,14 +377,6 @@ class Connection:
             return None
         return max(0.0, self._timers[0][0] - time.monotonic())
 
-    def _drain_wake(self) -> None:
-        try:
-            while os.read(self._wake_read, 4096):
-                pass
-        except BlockingIOError:
-            pass
-        return None
-
     def _close_channel(self, job: Job) -> None:
         channel = job.channel
         if channel is None:
@@ -468,8 +450,7 @@ class Connection:
         that, so that a job reported as lost is gone."""
         grace = self.settings.kill_grace
         words = " ".join(f"-{group}" for group in groups)
-        command = (f"kill -TERM -- {words} 2>/dev/null; sleep {grace:g}; "
-                   f"kill -KILL -- {words} 2>/dev/null; exit 0")
+        command = orphan_kill_command(groups, grace)
         try:
             channel = transport.open_session(timeout=self.settings.channel_timeout)
             channel.exec_command(command)

@@ -32,7 +32,7 @@ import tempfile
 import threading
 
 from lofarexec import Backend, JobHandle, LaunchRequest, hookimpl
-from lofarexec.agent_client import KILL_CONFIRM, AgentClient
+from lofarexec.agent_client import KILL_CONFIRM, AgentClient, orphan_kill_command
 from lofarexec.backend import NothingToKill, Outcome, Report
 from lofarexec.process import DEFAULT_KILL_GRACE, ProcessLauncher
 from lofarexec.remote import DEFAULT_REMOTE_PYTHON, agent_command, start_through_wrapper
@@ -168,8 +168,7 @@ class SshBackend(Backend):
         groups of the jobs it ran (TERM, then KILL after the grace) in a session of their own."""
         grace = self.settings.kill_grace
         groups = " ".join(f"-{pid}" for pid in pids)
-        command = (f"kill -TERM -- {groups} 2>/dev/null; sleep {grace:g}; "
-                   f"kill -KILL -- {groups} 2>/dev/null; exit 0")
+        command = orphan_kill_command(pids, grace)
         try:
             done = subprocess.run([*self.ssh_argv(host), command], stdin=subprocess.DEVNULL,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,

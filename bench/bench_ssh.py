@@ -10,10 +10,12 @@ parallel.
   pipeline.cfg (``[remote] method = ssh``, ``max_per_node = 4``, ``[ssh] config_file = <the bed's
   ssh_config>``, ``[logging] bind_address = 127.0.0.1``); jobs ``ComputeJob(host="nodeN",
   command="/bin/true")`` dealt round-robin over the hosts. Each run opens the backend afresh, so
-  its ControlMaster connections are set up inside the timing, as in a real recipe step. Per job
-  the host runs the remote shell, then lofarexec's launch wrapper (``python3 -I -S -c ...``, a
-  small inline Python program that watches the link and reports the exact exit status), then
-  ``/bin/true``: the wrapper's start-up is part of lofarexec's figure;
+  its connections and host agents are set up inside the timing, as in a real recipe step. With
+  the default ``launch = agent`` one ssh process per host runs lofarexec's host agent
+  (``python3 -I -S -c ...``), which starts each job with ``posix_spawn``. Also run, for information,
+  with ``launch = process``: an ssh process per job on a ControlMaster, and on the host the
+  remote shell, then lofarexec's launch wrapper (a small inline Python program that watches the
+  link and reports the exact exit status), then ``/bin/true``;
 * lofarexec, paramiko backend (``[remote] method = paramiko``, ``[paramiko] config_file = ...``),
   only if ``lofarexec backends`` lists ``paramiko``; otherwise "paramiko: not installed". Its
   default ``launch = agent`` starts one host agent per connection (inside the timing, as each
@@ -83,6 +85,7 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")  # /proc/stat's unit
 SSH = "lofarexec, ssh backend"
 PARAMIKO = "lofarexec, paramiko backend"
 PARAMIKO_CHANNEL = "lofarexec, paramiko, launch=channel (info)"
+SSH_PROCESS = "lofarexec, ssh, launch=process (info)"
 PARALLEL_M = "GNU parallel -M (--controlmaster)"
 PARALLEL = "GNU parallel, no -M"
 FLOOR = "FLOOR: ssh ControlMaster loop x 16 thr"
@@ -430,6 +433,9 @@ def _bench(folder: Path, jobs: int, rounds: int, options: argparse.Namespace) ->
     backends = installed_backends()
     ssh_run = load(write_config(folder, "ssh", ssh_config))
     contenders = {SSH: lambda n: run_lofarexec(ssh_run, n, SSH)}
+    process_run = load(write_config(folder, "ssh", ssh_config, "launch = process\n",
+                                    name="ssh-process"))
+    contenders[SSH_PROCESS] = lambda n: run_lofarexec(process_run, n, SSH_PROCESS)
     if "paramiko" in backends:
         paramiko_run = load(write_config(folder, "paramiko", ssh_config))
         contenders[PARAMIKO] = lambda n: run_lofarexec(paramiko_run, n, PARAMIKO)
@@ -477,7 +483,8 @@ def _bench(folder: Path, jobs: int, rounds: int, options: argparse.Namespace) ->
           f"{'CPU ms/job':>10}  {'child CPU':>9}  {'busy %':>6}  {'all CPU':>7}  runs (s)")
     for name in names:
         own = min(own_cpu[name]) / jobs * 1000
-        own_text = f"{own:.3f}" if name in (SSH, PARAMIKO, PARAMIKO_CHANNEL, FLOOR) else "-"
+        own_text = f"{own:.3f}" if name in (SSH, SSH_PROCESS, PARAMIKO, PARAMIKO_CHANNEL,
+                                            FLOOR) else "-"
         children = min(child_cpu[name]) / jobs * 1000
         busy = (f"{statistics.median(machine_busy[name]) * 100:.0f}"
                 if machine_busy[name] else "?")
@@ -492,11 +499,11 @@ def _bench(folder: Path, jobs: int, rounds: int, options: argparse.Namespace) ->
           "(both sides of every job, as the hosts share this machine's CPUs; other users' load "
           "included))")
     print("FLOOR is a reference, not a tool: bare ssh clients on warm masters, nothing else.")
-    print("Every transport but paramiko's agent mode pays the remote shell's start-up per job "
-          "(the bed's clean HOME spares it root's pyenv init, ~75 ms); lofarexec's ssh backend "
-          "and paramiko's channel mode also run the Python launch wrapper on the host per job; "
-          "paramiko's agent mode (the default) starts one host agent per connection, per run, "
-          "and a posix_spawn per job. Those costs are in their figures.")
+    print("lofarexec's default (launch = agent, ssh and paramiko alike) starts one host agent "
+          "per host and run, inside the timing, and then a posix_spawn per job. The other "
+          "contenders pay the remote shell's start-up per job (the bed's clean HOME spares it "
+          "root's pyenv init, ~75 ms); ssh's launch=process and paramiko's launch=channel also "
+          "run the Python launch wrapper on the host per job. Those costs are in the figures.")
     common.print_load(load_before, load_after)
     print()
     verdict = common.verdict
@@ -513,7 +520,7 @@ def _bench(folder: Path, jobs: int, rounds: int, options: argparse.Namespace) ->
         print(f"lofarexec paramiko vs GNU parallel -M: not measured (paramiko: not installed; "
               f"target >= {TARGET_PARAMIKO_VS_PARALLEL_M:g}x)")
     print(f"lofarexec ssh vs GNU parallel, no -M : {best[PARALLEL] / best[SSH]:.2f}x faster (info)")
-    for name in (SSH, PARAMIKO, PARAMIKO_CHANNEL):
+    for name in (SSH, SSH_PROCESS, PARAMIKO, PARAMIKO_CHANNEL):
         if name in best:
             print(f"{name} time / FLOOR time: {best[name] / best[FLOOR]:.2f}  "
                   f"(+{(best[name] - best[FLOOR]) / jobs * 1000:.3f} ms/job over the floor; info)")

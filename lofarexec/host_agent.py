@@ -34,6 +34,7 @@ import os
 import selectors
 import signal
 import struct
+import sys
 import time
 
 _HEADER = struct.Struct("!cII")
@@ -308,6 +309,9 @@ def _signal_group(pgid, signum):
 
 
 def main():
+    if sys.version_info < (3, 8):  # posix_spawn with setsid and setsigdef
+        sys.exit("lofarexec host agent: needs Python 3.8 or later, %s is %s; set remote_python"
+                 % (sys.executable, sys.version.split()[0]))
     Agent().run()
 
 

@@ -40,6 +40,9 @@ from lofarexec.remote import job_environment
 from lofarexec.wakeup import WakePipe
 
 HEADER = struct.Struct("!cII")
+#: The agent gives up on a control node silent for this many ping intervals (the local ssh
+#: client or paramiko gives up on a silent host after about three).
+SILENCE_FACTOR = 4
 #: Seconds past ``kill_grace`` before a killed job with no answer is given up.
 KILL_CONFIRM = 2.0
 _CHUNK = 65536
@@ -62,6 +65,31 @@ def encode_start(number: int, request: LaunchRequest, kill_grace: float) -> byte
 
 def encode_kill(number: int) -> bytes:
     return HEADER.pack(b"K", number, 0)
+
+
+PING = HEADER.pack(b"N", 0, 0)
+
+
+class Pinger:
+    """When the control side must say something (a :data:`PING` if nothing else) so that the
+    agent, which gives up after ``interval`` x :data:`SILENCE_FACTOR` s of silence, knows it is
+    still there. An ``interval`` of 0 turns pings (and the agent's limit) off."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = max(0.0, interval)
+        self.silence_limit = self.interval * SILENCE_FACTOR
+        self._last = time.monotonic()
+
+    def sent(self) -> None:
+        self._last = time.monotonic()
+
+    def due(self) -> bool:
+        return self.interval > 0 and time.monotonic() >= self._last + self.interval
+
+    def timeout(self) -> float | None:
+        if self.interval <= 0:
+            return None
+        return max(0.0, self._last + self.interval - time.monotonic())
 
 
 def orphan_kill_command(pids: list[int], kill_grace: float) -> str:
@@ -129,7 +157,8 @@ class AgentJob:
 
 class AgentClient:
     """One host's agent, started as the local program ``argv`` (which must run the agent and
-    connect its stdin and stdout to it), and the thread that serves its jobs.
+    connect its stdin and stdout to it), and the thread that serves its jobs. ``pinger`` says
+    when to ping (the agent was started with its silence limit).
 
     ``kill_orphans(pids)`` is called when the agent ended while the local program could still
     reach the host (it was killed there): it should kill those process groups on the host and
@@ -137,8 +166,10 @@ class AgentClient:
     """
 
     def __init__(self, host: str, argv: Sequence[str], *, kill_grace: float,
+                 pinger: Pinger | None = None,
                  kill_orphans: Callable[[list[int]], bool] | None = None) -> None:
         self.host = host
+        self._pinger = pinger or Pinger(0)
         self.kill_grace = kill_grace
         self._kill_orphans = kill_orphans
         self._lock = threading.Lock()
@@ -243,6 +274,9 @@ class AgentClient:
                         selector.unregister(key.fileobj)
                         open_streams -= 1
                 self._run_timers()
+                if self._pinger.due() and not process.stdin.closed:
+                    self._outbox += PING
+                    self._pinger.sent()
         self._ended()
 
     def _take_requests(self) -> bool:
@@ -279,6 +313,7 @@ class AgentClient:
             while self._outbox:
                 written = os.write(stdin, self._outbox[:_CHUNK * 4])
                 del self._outbox[:written]
+                self._pinger.sent()
         except BlockingIOError:
             pass
         except OSError:
@@ -326,9 +361,10 @@ class AgentClient:
                                              "given up"))
 
     def _next_timeout(self) -> float | None:
-        if not self._timers:
-            return None
-        return max(0.0, self._timers[0][0] - time.monotonic())
+        moments = [self._pinger.timeout()]
+        if self._timers:
+            moments.append(max(0.0, self._timers[0][0] - time.monotonic()))
+        return min((moment for moment in moments if moment is not None), default=None)
 
     def _ended(self) -> None:
         """The program closed its output: fail what still runs, in its own words."""

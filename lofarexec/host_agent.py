@@ -10,7 +10,10 @@ It keeps the wrapper's guarantees, for every job it runs:
 
 * **Kill reaches the host.** A kill request TERMs the job's process group, then KILLs it after
   the job's grace period. End-of-file on stdin (the connection closed or lost), SIGHUP or
-  SIGTERM kill every job the same way, and the agent exits once they are gone.
+  SIGTERM kill every job the same way, and the agent exits once they are gone. So does silence:
+  given a limit (its first argument, seconds), the agent expects a frame at least that often
+  (the control node pings while it has nothing else to say), so a link that died without a
+  word (a pulled cable: neither end sees EOF for a long time) does not leave the jobs running.
 * **Secrets stay off command lines.** argv and environment arrive on stdin, never in ``ps``.
 * **The exit status is the node's, exactly**, reported in its own frame (negative: killed by
   that signal), after all of the job's stdout and stderr frames.
@@ -18,12 +21,12 @@ It keeps the wrapper's guarantees, for every job it runs:
 Wire format, both ways: frames of ``kind (1 byte) job (uint32) length (uint32)`` then
 ``length`` bytes. To the agent: ``S`` start (payload: NUL-separated ``grace``, ``argc``, argv
 words, ``NAME=VALUE`` environment entries: none of them can hold a NUL, so the split is exact
-and every byte reaches the job as sent), ``K`` kill. From the agent: ``H`` hello (once, at
-start), ``P`` the job started (payload: its pid, which is also its process group: should the
-agent be killed outright, the control node kills that group itself), ``O``/``E`` a chunk of
-the job's stdout/stderr, ``F`` the job could not be started (payload: why), ``X`` the job ended
-(payload: its status in ASCII). The agent's own stderr is the channel's stderr: a crash of the
-agent shows there.
+and every byte reaches the job as sent), ``K`` kill, ``N`` nothing (a ping). From the agent:
+``H`` hello (once, at start), ``P`` the job started (payload: its pid, which is also its process
+group: should the agent be killed outright, the control node kills that group itself),
+``O``/``E`` a chunk of the job's stdout/stderr, ``F`` the job could not be started (payload:
+why), ``X`` the job ended (payload: its status in ASCII). The agent's own stderr is the
+channel's stderr: a crash of the agent shows there.
 
 Output flows under back-pressure: while more than ``_OUTBOX_LIMIT`` bytes wait to be sent, the
 agent stops reading its jobs' pipes (so a job that writes faster than the link carries it
@@ -62,7 +65,9 @@ class _Job:
 class Agent:
     """Serves start and kill requests from stdin until stdin ends and every job is gone."""
 
-    def __init__(self):
+    def __init__(self, silence_limit=0.0):
+        self.silence_limit = silence_limit  # seconds without a frame: the control node is gone
+        self.heard = time.monotonic()
         self.selector = selectors.DefaultSelector()
         self.jobs = {}  # number -> _Job
         self.by_pid = {}
@@ -156,6 +161,11 @@ class Agent:
                     self.read_pipe(key.fd, key.data)
             self.reap()
             self.run_timers()
+            if (self.silence_limit and not self.quitting
+                    and time.monotonic() - self.heard > self.silence_limit):
+                os.write(2, ("lofarexec host agent: no word from the control node for %g s: "
+                             "killing every job\n" % self.silence_limit).encode())
+                self.stop()
         self.last_words()
 
     def read_requests(self):
@@ -169,6 +179,7 @@ class Agent:
             self.selector.unregister(0)
             self.stop()
             return
+        self.heard = time.monotonic()
         self.inbox += chunk
         while len(self.inbox) >= _HEADER.size:
             kind, number, length = _HEADER.unpack_from(self.inbox)
@@ -250,6 +261,8 @@ class Agent:
         moments = [job.kill_at for job in self.jobs.values() if job.kill_at is not None]
         moments += [job.exited_at + _PIPE_LINGER for job in self.jobs.values()
                     if job.exited_at is not None]
+        if self.silence_limit and not self.quitting:
+            moments.append(self.heard + self.silence_limit + 0.01)
         if not moments:
             return None
         return max(0.0, min(moments) - time.monotonic())
@@ -312,7 +325,7 @@ def main():
     if sys.version_info < (3, 8):  # posix_spawn with setsid and setsigdef
         sys.exit("lofarexec host agent: needs Python 3.8 or later, %s is %s; set remote_python"
                  % (sys.executable, sys.version.split()[0]))
-    Agent().run()
+    Agent(float(sys.argv[1]) if len(sys.argv) > 1 else 0.0).run()
 
 
 if __name__ == "__main__":

@@ -120,9 +120,11 @@ def job_environment(request: LaunchRequest) -> dict[str, str]:
     return environment
 
 
-def agent_command(python: str = DEFAULT_REMOTE_PYTHON) -> str:
-    """The remote command that starts :mod:`lofarexec.host_agent` on a host."""
-    return shlex.join((python, "-I", "-S", "-c", inline_program("host_agent.py")))
+def agent_command(python: str = DEFAULT_REMOTE_PYTHON, silence_limit: float = 0.0) -> str:
+    """The remote command that starts :mod:`lofarexec.host_agent` on a host; given a
+    ``silence_limit``, the agent kills its jobs and exits when no frame came for that long."""
+    return shlex.join((python, "-I", "-S", "-c", inline_program("host_agent.py"),
+                       f"{silence_limit:g}"))
 
 
 @lru_cache(maxsize=2)

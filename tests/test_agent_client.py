@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from lofarexec.agent_client import AgentClient
+from lofarexec.agent_client import AgentClient, Pinger
 from lofarexec.backend import LaunchRequest, Outcome
 from lofarexec.remote import inline_program
 from lofarexec.testing.contract import BackendContract
@@ -147,3 +147,11 @@ def test_a_killed_agent_fails_its_jobs_and_its_orphans_are_killed(clients, stubb
     reason = reports.wait(1).transport_error
     assert reason.startswith("here: the host's agent or its connection ended (status -9)")
     assert killed == [[job_pid]] and gone(job_pid, 2.0)
+
+
+def test_the_client_pings_an_agent_that_would_give_up_on_silence(clients) -> None:
+    pinger = Pinger(0.1)  # the agent gives up after 0.4 s of silence
+    client = clients([*AGENT, f"{pinger.silence_limit:g}"], pinger=pinger)
+    reports = Reports()
+    client.start(request(1, "/bin/sh", "-c", "sleep 1.2; echo slept"), reports(1))
+    assert reports.wait(1) == Outcome(0, output="slept\n")

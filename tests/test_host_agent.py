@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from lofarexec.agent_client import FrameReader, encode_kill, encode_start
+from lofarexec.agent_client import PING, FrameReader, encode_kill, encode_start
 from lofarexec.backend import LaunchRequest
 from lofarexec.remote import inline_program
 from lofarexec.testing.contract import HOSTILE_ARGUMENTS, BackendContract
@@ -25,9 +25,9 @@ from lofarexec.testing.contract import HOSTILE_ARGUMENTS, BackendContract
 class AgentProcess:
     """A running agent and the frames it has sent, by job number."""
 
-    def __init__(self) -> None:
+    def __init__(self, *arguments: str) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-I", "-S", "-c", inline_program("host_agent.py")],
+            [sys.executable, "-I", "-S", "-c", inline_program("host_agent.py"), *arguments],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self._reader = FrameReader()
         self.frames: list[tuple[bytes, int, bytes]] = []
@@ -177,3 +177,29 @@ def test_output_under_back_pressure_arrives_whole_and_kills_still_land(agent) ->
     assert agent.wait_for(b"X", 2) in (b"-9", b"-15")
     assert agent.wait_for(b"X", 1, timeout=30) == b"0"
     assert len(agent.output(b"O", 1)) == 12582912 + 4
+
+
+def test_silence_from_the_control_node_kills_every_job_then_the_agent_exits() -> None:
+    """A pulled cable shows no EOF for a long time: past its limit the agent gives up."""
+    agent = AgentProcess("0.5")
+    try:
+        agent.start(1, sys.executable, "-c", STUBBORN, grace=0.3)
+        pids = started_pids(agent, 1)
+        assert agent.process.wait(timeout=5) == 0
+        assert all(gone(pid, 1.0) for pid in pids)
+        assert b"no word from the control node for 0.5 s" in agent.process.stderr.read()
+    finally:
+        agent.close()
+
+
+def test_pings_keep_the_agent_and_its_jobs_alive() -> None:
+    agent = AgentProcess("0.5")
+    try:
+        agent.start(1, "/bin/sh", "-c", "sleep 1.5; echo slept")
+        for _ in range(20):  # a ping every 0.1 s, for longer than the limit thrice over
+            agent.send(PING)
+            time.sleep(0.1)
+        assert agent.wait_for(b"X", 1) == b"0" and agent.output(b"O", 1) == b"slept\n"
+        assert agent.process.poll() is None
+    finally:
+        agent.close()

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 import paramiko
 
-from lofarexec.agent_client import FrameReader, encode_kill, encode_start
+from lofarexec.agent_client import PING, FrameReader, Pinger, encode_kill, encode_start
 from lofarexec.backend import LaunchRequest
 from lofarexec.remote import agent_command
 
@@ -29,11 +29,12 @@ _STDERR_KEPT = 4096
 class AgentLink:
     """One running agent: sends requests, decodes its frames, remembers how it ended."""
 
-    def __init__(self, channel: paramiko.Channel, python: str) -> None:
+    def __init__(self, channel: paramiko.Channel, python: str, pinger: Pinger) -> None:
         self.channel = channel
+        self.pinger = pinger
         self._frames = FrameReader()
         self._stderr = bytearray()
-        channel.exec_command(agent_command(python))
+        channel.exec_command(agent_command(python, pinger.silence_limit))
 
     @property
     def hello(self) -> bool:
@@ -44,9 +45,17 @@ class AgentLink:
         """Ask the agent to start ``request`` as job ``number`` (raises what paramiko raises
         when the channel is gone, ValueError for a request no argv can carry)."""
         self.channel.sendall(encode_start(number, request, kill_grace))
+        self.pinger.sent()
 
     def kill(self, number: int) -> None:
         self.channel.sendall(encode_kill(number))
+        self.pinger.sent()
+
+    def ping_if_due(self) -> None:
+        """Tell the agent we are still here, if nothing was said for a ping interval."""
+        if self.pinger.due():
+            self.channel.sendall(PING)
+            self.pinger.sent()
 
     def frames(self) -> Iterator[tuple[bytes, int, bytes]]:
         """The complete frames the channel holds now, a bounded amount per call (the channel's

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING
 
 import paramiko
 
-from lofarexec.agent_client import keep, orphan_kill_command
+from lofarexec.agent_client import Pinger, keep, orphan_kill_command
 from lofarexec.backend import Outcome
 from lofarexec.wakeup import WakePipe
 
@@ -203,12 +203,18 @@ class Connection:
                 if ended is not None:
                     return ended
             self._run_timers()
+            if self._agent is not None:
+                try:
+                    self._agent.ping_if_due()
+                except _CHANNEL_ERRORS as exc:  # the agent's channel is gone; its close tells
+                    _log.debug("%s: cannot ping the host's agent: %s", self.target.name, exc)
 
     def _start_agent(self, transport: paramiko.Transport) -> str | None:
         """Start the host agent in a channel of its own; why not, if it could not be."""
         try:
             channel = transport.open_session(timeout=self.settings.channel_timeout)
-            link = AgentLink(channel, self.settings.remote_python)
+            link = AgentLink(channel, self.settings.remote_python,
+                             Pinger(self.settings.alive_interval))
         except _CHANNEL_ERRORS as exc:
             return str(translate(exc, self.target, "cannot start the agent on"))
         channel.status_event = _StatusEvent(lambda: self._notify(link))
@@ -373,9 +379,10 @@ class Connection:
                     f"{job.host}: no answer within {waited:g} s of its kill; given up")))
 
     def _next_timeout(self) -> float | None:
-        if not self._timers:
-            return None
-        return max(0.0, self._timers[0][0] - time.monotonic())
+        moments = [self._agent.pinger.timeout() if self._agent is not None else None]
+        if self._timers:
+            moments.append(max(0.0, self._timers[0][0] - time.monotonic()))
+        return min((moment for moment in moments if moment is not None), default=None)
 
     def _close_channel(self, job: Job) -> None:
         channel = job.channel

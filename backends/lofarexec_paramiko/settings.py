@@ -70,7 +70,8 @@ class ParamikoSettings:
                                       "open more connections"})
     alive_interval: int = dataclasses.field(
         default=5, metadata={"help": "TCP keepalive seconds; a host silent for about four "
-                                     "intervals is a dropped connection (0: off)"})
+                                     "intervals is a dropped connection, and a host agent that "
+                                     "hears nothing for four kills its jobs (0: off)"})
     remote_python: str = dataclasses.field(
         default=DEFAULT_REMOTE_PYTHON,
         metadata={"help": "Python on the hosts that runs the host agent or launch wrapper"})

@@ -32,7 +32,7 @@ import tempfile
 import threading
 
 from lofarexec import Backend, JobHandle, LaunchRequest, hookimpl
-from lofarexec.agent_client import KILL_CONFIRM, AgentClient, orphan_kill_command
+from lofarexec.agent_client import KILL_CONFIRM, AgentClient, Pinger, orphan_kill_command
 from lofarexec.backend import NothingToKill, Outcome, Report
 from lofarexec.process import DEFAULT_KILL_GRACE, ProcessLauncher
 from lofarexec.remote import DEFAULT_REMOTE_PYTHON, agent_command, start_through_wrapper
@@ -61,7 +61,8 @@ class SshSettings:
         default=10, metadata={"help": "seconds to wait for a connection"})
     alive_interval: int = dataclasses.field(
         default=5, metadata={"help": "seconds between keepalives; a host silent for three "
-                                     "intervals is a dropped connection (0: off)"})
+                                     "intervals is a dropped connection, and a host agent that "
+                                     "hears nothing for four kills its jobs (0: off)"})
     host_key_policy: str = dataclasses.field(
         default="yes", metadata={"help": "'yes': only known host keys; 'accept-new': also "
                                          "record keys of hosts never seen"})
@@ -80,6 +81,8 @@ class SshSettings:
         metadata={"help": "seconds between SIGTERM and SIGKILL when a job is killed"})
 
     def __post_init__(self) -> None:
+        if self.alive_interval < 0 or self.kill_grace < 0:
+            raise ValueError("alive_interval and kill_grace may not be negative")
         if self.launch not in _LAUNCH_MODES:
             raise ValueError(f"launch must be one of {', '.join(_LAUNCH_MODES)}")
         if self.host_key_policy not in _HOST_KEY_POLICIES:
@@ -157,10 +160,11 @@ class SshBackend(Backend):
                 return agent
             if agent is not None:
                 self._ended_agents.append(agent)
-            command = agent_command(self.settings.remote_python)
+            pinger = Pinger(self.settings.alive_interval)
+            command = agent_command(self.settings.remote_python, pinger.silence_limit)
             agent = self._agents[host] = AgentClient(
                 host, [*self.ssh_argv(host), command], kill_grace=self.settings.kill_grace,
-                kill_orphans=lambda pids: self._kill_orphans(host, pids))
+                pinger=pinger, kill_orphans=lambda pids: self._kill_orphans(host, pids))
             return agent
 
     def _kill_orphans(self, host: str, pids: list[int]) -> bool:

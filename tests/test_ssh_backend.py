@@ -223,3 +223,39 @@ def test_a_killed_agent_fails_its_jobs_and_its_orphans_are_killed(ssh_testbed, t
     assert outcomes[0].transport_error.startswith("node2: the host's agent or its connection "
                                                   "ended (status 255)"), outcomes
     assert gone_within(job_pid, 0.5)  # killed over ssh before the job was reported
+
+
+def test_an_agent_cut_off_from_the_control_node_kills_its_jobs(ssh_testbed):
+    """A link that dies without a word shows no end-of-file on the host for a long time. Here
+    the host's sshd session is frozen: neither pings nor an EOF get through, and the bed's
+    client has no keepalives, so only the agent's silence limit can end the job."""
+    from lofarexec.agent_client import AgentClient, Pinger
+    from lofarexec.remote import agent_command
+
+    pinger = Pinger(0.5)  # the agent gives up after 2 s without a frame
+    argv = ssh_testbed.ssh_command("node3", agent_command(ssh_testbed.python,
+                                                          pinger.silence_limit))
+    client = AgentClient("node3", argv, kill_grace=0.3, pinger=pinger)
+    outcomes: list = []
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.settimeout(30)
+        node = ("import os, socket, sys, time; socket.create_connection(('127.0.0.1', "
+                "int(sys.argv[1]))).sendall(b'%d %d' % (os.getpid(), os.getppid())); "
+                "time.sleep(300)")
+        client.start(LaunchRequest(1, "node3", (ssh_testbed.python, "-c", node,
+                                                str(listener.getsockname()[1])), {}, token="t"),
+                     outcomes.append)
+        link, _ = listener.accept()
+        with link:
+            job_pid, agent_pid = map(int, link.makefile().read().split())
+    with open(f"/proc/{agent_pid}/stat") as stat:
+        session = int(stat.read().rsplit(")", 1)[1].split()[1])
+    assert Path(f"/proc/{session}/comm").read_text().strip() == "sshd"
+    os.kill(session, signal.SIGSTOP)
+    try:
+        assert gone_within(job_pid, 5.0) and gone_within(agent_pid, 5.0)
+        assert outcomes == []  # nothing could reach the control node meanwhile
+    finally:
+        os.kill(session, signal.SIGCONT)
+        client.close()
+    assert outcomes[0].returncode == -15, outcomes

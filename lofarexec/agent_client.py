@@ -86,10 +86,13 @@ class Pinger:
     def due(self) -> bool:
         return self.interval > 0 and time.monotonic() >= self._last + self.interval
 
-    def timeout(self) -> float | None:
-        if self.interval <= 0:
-            return None
-        return max(0.0, self._last + self.interval - time.monotonic())
+    def wait_time(self, deadline: float | None = None) -> float | None:
+        """Seconds until a ping is due or ``deadline`` (monotonic) comes, whichever is first;
+        None: neither ever."""
+        moments = [deadline] if deadline is not None else []
+        if self.interval > 0:
+            moments.append(self._last + self.interval)
+        return max(0.0, min(moments) - time.monotonic()) if moments else None
 
 
 def orphan_kill_command(pids: list[int], kill_grace: float) -> str:
@@ -361,10 +364,7 @@ class AgentClient:
                                              "given up"))
 
     def _next_timeout(self) -> float | None:
-        moments = [self._pinger.timeout()]
-        if self._timers:
-            moments.append(max(0.0, self._timers[0][0] - time.monotonic()))
-        return min((moment for moment in moments if moment is not None), default=None)
+        return self._pinger.wait_time(self._timers[0][0] if self._timers else None)
 
     def _ended(self) -> None:
         """The program closed its output: fail what still runs, in its own words."""

@@ -54,6 +54,7 @@ if TYPE_CHECKING:
 #: Seconds past ``kill_grace`` before a killed job's channel is closed without its answer.
 KILL_CONFIRM = 2.0
 _log = logging.getLogger("lofarexec.paramiko")
+_NO_PINGS = Pinger(0)  # channel mode: nobody to ping
 #: What paramiko raises when a channel cannot be opened or used (the connection may be gone).
 _CHANNEL_ERRORS = (paramiko.SSHException, OSError, EOFError)
 
@@ -379,10 +380,8 @@ class Connection:
                     f"{job.host}: no answer within {waited:g} s of its kill; given up")))
 
     def _next_timeout(self) -> float | None:
-        moments = [self._agent.pinger.timeout() if self._agent is not None else None]
-        if self._timers:
-            moments.append(max(0.0, self._timers[0][0] - time.monotonic()))
-        return min((moment for moment in moments if moment is not None), default=None)
+        pinger = self._agent.pinger if self._agent is not None else _NO_PINGS
+        return pinger.wait_time(self._timers[0][0] if self._timers else None)
 
     def _close_channel(self, job: Job) -> None:
         channel = job.channel

@@ -8,8 +8,10 @@ daemonize, or are recorded in a state file for ``scripts/*bed down``); these hel
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from pathlib import Path
+from typing import Any, Self
 
 ProcId = tuple[int, int]
 """(pid, start time in clock ticks since boot); start time 0: not recorded."""
@@ -43,3 +45,35 @@ def send_signal(process: ProcId, signum: int) -> None:
     if alive(process):
         with contextlib.suppress(ProcessLookupError):
             os.kill(process[0], signum)
+
+
+class DaemonBed:
+    """What the test beds share: a context manager around ``start()``/``stop()``, and the state
+    file (``STATE_FILE`` in ``directory``) through which another process finds and stops a bed
+    (``scripts/*bed down``). Subclasses set ``STATE_FILE`` and ``Error``."""
+
+    STATE_FILE: str
+    Error: type[Exception]
+    directory: Path
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @classmethod
+    def read_state(cls, directory: Path | str) -> dict[str, Any]:
+        """The state a bed saved in ``directory``; :attr:`Error` when there is none to read."""
+        path = Path(directory).resolve() / cls.STATE_FILE
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError) as error:
+            raise cls.Error(f"{path}: no readable bed state ({error})") from error

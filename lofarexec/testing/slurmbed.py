@@ -41,9 +41,8 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import Self
 
-from lofarexec.testing.procs import ProcId
+from lofarexec.testing.procs import DaemonBed, ProcId
 from lofarexec.testing.procs import alive as _alive
 from lofarexec.testing.procs import send_signal as _signal
 from lofarexec.testing.procs import start_time as _start_time
@@ -95,12 +94,15 @@ def ensure_slurm_installed() -> None:
         subprocess.run(install, env=env, check=True)
 
 
-class SlurmTestBed:
+class SlurmTestBed(DaemonBed):
     """``nodes`` fake Slurm nodes n1..nN on this machine, configured in ``directory``.
 
     ``start()`` and ``stop()`` are idempotent; the bed is also a context manager. The state is
     kept in ``directory/slurmbed.json``, so :meth:`load` can stop a bed another process started.
     """
+
+    STATE_FILE = STATE_FILE
+    Error = SlurmBedError
 
     def __init__(self, directory: Path | str, nodes: int = 4, cpus: int = 8) -> None:
         if not 1 <= nodes <= 64:
@@ -190,21 +192,10 @@ class SlurmTestBed:
         with contextlib.suppress(OSError):
             self._save_state()
 
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
     @classmethod
     def load(cls, directory: Path | str) -> SlurmTestBed:
         """The bed whose state is in ``directory`` (started by this or another process)."""
-        path = Path(directory).resolve() / STATE_FILE
-        try:
-            state = json.loads(path.read_text())
-        except (OSError, ValueError) as error:
-            raise SlurmBedError(f"{path}: no readable bed state ({error})") from error
+        state = cls.read_state(directory)
         bed = cls(directory, nodes=len(state["nodes"]), cpus=state["cpus"])
         bed.ports = state["ports"]
         bed.processes = {name: (pid, start) for name, (pid, start) in state["processes"].items()}

@@ -47,9 +47,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Self
 
-from lofarexec.testing.procs import ProcId
+from lofarexec.testing.procs import DaemonBed, ProcId
 from lofarexec.testing.procs import alive as _alive
 from lofarexec.testing.procs import send_signal as _signal
 from lofarexec.testing.procs import start_time as _start_time
@@ -123,12 +122,15 @@ class _Host:
         return self.address if self.port == 22 else f"[{self.address}]:{self.port}"
 
 
-class SshTestBed:
+class SshTestBed(DaemonBed):
     """``hosts`` sshd daemons on 127.0.0.2, 127.0.0.3, ..., client config in ``directory``.
 
     ``start()`` and ``stop()`` are idempotent; the bed is also a context manager. The state is
     kept in ``directory/sshbed.json``, so :meth:`load` can stop a bed another process started.
     """
+
+    STATE_FILE = STATE_FILE
+    Error = SshBedError
 
     def __init__(self, directory: Path | str, hosts: int = 4, user: str | None = None) -> None:
         if not 1 <= hosts <= 255 - FIRST_OCTET:
@@ -255,21 +257,10 @@ class SshTestBed:
             raise
         self._save_state()
 
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
     @classmethod
     def load(cls, directory: Path | str) -> SshTestBed:
         """The bed whose state is in ``directory`` (started by this or another process)."""
-        path = Path(directory).resolve() / STATE_FILE
-        try:
-            state = json.loads(path.read_text())
-        except (OSError, ValueError) as error:
-            raise SshBedError(f"{path}: no readable bed state ({error})") from error
+        state = cls.read_state(directory)
         bed = cls(directory, hosts=len(state["hosts"]), user=state["user"])
         for saved in state["hosts"]:
             host = bed._host(saved["name"])

@@ -188,6 +188,10 @@ class ProcessLauncher:
             reason = f"cannot start {argv[0]!r}: {exc.strerror or exc}"
             report(Outcome(None, transport_error=reason))
             return ProcessHandle(self, None)
+        except BaseException:  # a bad argument (a NUL byte): the caller's error, not a leak
+            for fd in pipes:
+                os.close(fd)
+            raise
         for fd in pipes:
             if fd not in (out_read, err_read, stdin_write):
                 os.close(fd)

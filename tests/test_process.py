@@ -50,6 +50,32 @@ def test_many_concurrent_launches_each_report_once(launcher):
     assert [outcome.returncode for outcome in outcomes] == [0] * 500
 
 
+def test_children_started_from_the_other_launchers_thread_each_report_once(launcher):
+    # As the local backend does: a report, in one watcher thread, starts the next child in the
+    # other launcher, so one thread registers a child while the other already sees it end.
+    other = ProcessLauncher()
+    other.start()
+    reports = Reports()
+    launchers = (launcher, other)
+    remaining = [400]
+
+    def chain(outcome: Outcome, index: int = 0) -> None:
+        reports(outcome)
+        with reports.condition:
+            remaining[0] -= 1
+            if remaining[0] < 2:
+                return
+        launchers[index % 2].launch(["/bin/true"], lambda seen: chain(seen, index + 1))
+
+    try:
+        for first in range(2):
+            launchers[first].launch(["/bin/true"], lambda seen, i=first: chain(seen, i + 1))
+        outcomes = reports.wait(400)
+    finally:
+        other.close()
+    assert [outcome.returncode for outcome in outcomes] == [0] * 400
+
+
 def test_output_tails_and_status(launcher):
     reports = Reports()
     script = "head -c 5000000 /dev/zero | tr '\\0' o; echo; echo oops >&2; exit 7"
@@ -114,3 +140,10 @@ def test_close_kills_what_still_runs_and_is_idempotent():
     launcher.close()
     assert reports.wait()[0].returncode == -15
     assert gone_within(handle.pid, 5)
+
+
+def test_a_refused_argument_leaks_no_descriptor(launcher):
+    before = len(os.listdir("/proc/self/fd"))
+    with pytest.raises(ValueError):
+        launcher.launch(["/bin/echo", "nul\0byte"], Reports())
+    assert len(os.listdir("/proc/self/fd")) == before

@@ -34,9 +34,9 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from lofarexec.backend import JobHandle, LaunchRequest, Outcome, Report
+from lofarexec.backend import JobHandle, LaunchRequest, NothingToKill, Outcome, Report
 from lofarexec.process import DEFAULT_OUTPUT_LIMIT
-from lofarexec.remote import job_environment
+from lofarexec.remote import agent_command, job_environment
 from lofarexec.wakeup import WakePipe
 
 HEADER = struct.Struct("!cII")
@@ -419,3 +419,86 @@ def _signal_group(pgid: int, signum: int) -> None:
     except OSError:
         pass
 
+
+
+class AgentPool:
+    """One :class:`AgentClient` per host for a transport that reaches hosts through a local
+    program: made by the first job of a host, and made again when the last one ended.
+
+    ``launcher_argv(host, remote_command)`` is the local program's argv that runs
+    ``remote_command`` (one shell command line) on ``host``; ``program`` names that program in
+    errors. The agents' orphans (jobs left running by an agent killed on its host) are killed by
+    running :func:`orphan_kill_command` the same way, within ``orphan_timeout`` seconds.
+    """
+
+    def __init__(self, launcher_argv: Callable[[str, str], list[str]], *, program: str,
+                 python: str, kill_grace: float, alive_interval: float,
+                 orphan_timeout: float) -> None:
+        self._launcher_argv = launcher_argv
+        self._program = program
+        self._python = python
+        self._kill_grace = kill_grace
+        self._alive_interval = alive_interval
+        self._orphan_timeout = orphan_timeout
+        self._lock = threading.Lock()
+        self._agents: dict[str, AgentClient] = {}
+        self._ended: list[AgentClient] = []
+
+    def start(self, request: LaunchRequest, report: Report) -> JobHandle:
+        """Start ``request`` through its host's agent; a host name that could pass for an
+        option, or a program that cannot be started, is the job's transport error."""
+        if request.host.startswith("-") or not request.host.strip():
+            report(Outcome(None, transport_error=f"{request.host!r} is not a host name"))
+            return NothingToKill()
+        try:
+            agent = self._agent(request.host)
+        except OSError as exc:
+            report(Outcome(None, transport_error=f"cannot start {self._program!r}: "
+                                                 f"{exc.strerror or exc}"))
+            return NothingToKill()
+        return agent.start(request, report)
+
+    def close(self) -> None:
+        """Close every agent (their running jobs are killed, all within one grace period)."""
+        with self._lock:
+            agents = [*self._agents.values(), *self._ended]
+            self._agents, self._ended = {}, []
+        for agent in agents:
+            agent.shutdown()
+        for agent in agents:
+            agent.close()
+
+    def _agent(self, host: str) -> AgentClient:
+        with self._lock:
+            agent = self._agents.get(host)
+            if agent is not None and agent.usable():
+                return agent
+            if agent is not None:
+                self._ended.append(agent)
+            pinger = Pinger(self._alive_interval)
+            command = agent_command(self._python, pinger.silence_limit)
+            agent = self._agents[host] = AgentClient(
+                host, self._launcher_argv(host, command), kill_grace=self._kill_grace,
+                pinger=pinger, kill_orphans=lambda pids: self._kill_orphans(host, pids))
+            return agent
+
+    def _kill_orphans(self, host: str, pids: list[int]) -> bool:
+        """The agent of ``host`` ended but the host may still be reachable: kill the process
+        groups of the jobs it ran, in a session of their own."""
+        groups = " ".join(f"-{pid}" for pid in pids)
+        argv = self._launcher_argv(host, orphan_kill_command(pids, self._kill_grace))
+        try:
+            done = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE, check=False,
+                                  timeout=self._kill_grace + self._orphan_timeout)
+            why = done.stderr.decode("utf-8", "replace").strip() or f"status {done.returncode}"
+            killed = done.returncode == 0
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            killed, why = False, str(exc)
+        if killed:
+            _log.warning("%s: the host's agent ended; killed the process groups of its %d "
+                         "running job(s): %s", host, len(pids), groups)
+        else:
+            _log.error("%s: the host's agent ended and its jobs' process groups (%s) could not "
+                       "be killed (%s): they may still run there", host, groups, why)
+        return killed

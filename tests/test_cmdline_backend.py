@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 from conftest import write_config
@@ -20,6 +21,7 @@ from test_mpirun_backend import STUBBORN, Outcomes, PidPipe, all_gone
 from lofarexec.backend import LaunchRequest
 from lofarexec.config import load_config
 from lofarexec.errors import BackendError, ConfigError
+from lofarexec.job import ComputeJob
 from lofarexec.testing.contract import BackendContract, ContractSetup
 
 TOKEN = "tok-" + "5ecret" * 6
@@ -148,6 +150,8 @@ class TestShellTemplateContract(BackendContract):
 
 @pytest.mark.slow
 class TestSshTemplateContract(BackendContract):
+    launch = "process"
+
     @pytest.fixture
     def contract_setup(self, tmp_path, ssh_testbed):
         return ContractSetup(
@@ -156,10 +160,34 @@ class TestSshTemplateContract(BackendContract):
             config=f"""
                 [cmdline]
                 template = ssh -F {ssh_testbed.ssh_config} {{host}} {{command}}
+                launch = {self.launch}
                 [logging]
                 bind_address = 127.0.0.1
                 """,
         )
+
+
+@pytest.mark.slow
+class TestSshTemplateAgentContract(TestSshTemplateContract):
+    """``launch = agent``: the template runs once per host, to start its host agent."""
+
+    launch = "agent"
+
+    def test_one_launcher_per_host_whatever_the_number_of_jobs(self, contract_setup,
+                                                                  ssh_testbed) -> None:
+        log = Path(ssh_testbed.directory) / "hosts" / "node4" / "sshd.log"
+        before = log.read_text().count("Accepted publickey")
+        jobs = [ComputeJob("node4", "/bin/true") for _ in range(12)]
+        error = self.run(contract_setup, jobs, max_per_node=3)
+        assert not error.is_set(), [job.results.get("reason") for job in jobs]
+        assert log.read_text().count("Accepted publickey") - before == 1
+
+
+@pytest.mark.parametrize("template", ["srun -c {nr_cores} sh -c {command}",
+                                      "env {env} sh -c {command}", "run {job_name} {command}"])
+def test_agent_mode_refuses_a_template_with_what_differs_per_job(template):
+    with pytest.raises(ValueError, match="launch = agent runs the template once per host"):
+        CmdlineSettings(template=template, launch="agent")
 
 
 def probe(code: str) -> list[str]:

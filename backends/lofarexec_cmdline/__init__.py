@@ -39,7 +39,14 @@ stdin ends. So the launcher must pass its stdin through to ``{command}`` (``dock
 ``kubectl exec -i``) and must not return before the command ends (``setsid -w``, not plain
 ``setsid``, which forks and returns at once here: the job would be killed on the spot).
 
-Kill: the launcher's process group gets SIGTERM, and SIGKILL ``kill_grace`` +
+With ``launch = agent`` the template is run once per host and run, with ``{command}`` starting
+the host agent (:mod:`lofarexec.host_agent`) instead of a job, and every job of that host is a
+request to that agent (:class:`lofarexec.agent_client.AgentPool`): for launchers that cost
+much per call (``docker exec``, ``kubectl exec``: tens to hundreds of milliseconds) and hosts
+that run many jobs. The template may then use only what is the same for all of a host's jobs
+(``{host}``, ``{uid}``, ``{slurm_job_id}``, ``{docker_image}``, ``{command}``).
+
+Kill (``launch = process``): the launcher's process group gets SIGTERM, and SIGKILL ``kill_grace`` +
 ``KILL_MARGIN`` seconds later; a wrapper in that group (``sh -c {command}``) kills the node
 ``kill_grace`` seconds after the SIGTERM, one outside it (``ssh``) when its stdin ends. The
 ``exec`` in ``{command}`` is what makes the first case work: Debian's ``dash`` does not replace
@@ -67,6 +74,7 @@ from lofarexec import (
     LaunchRequest,
     hookimpl,
 )
+from lofarexec.agent_client import KILL_CONFIRM, AgentPool
 from lofarexec.backend import Report
 from lofarexec.process import DEFAULT_KILL_GRACE, ProcessLauncher
 from lofarexec.remote import DEFAULT_REMOTE_PYTHON, start_through_wrapper
@@ -76,6 +84,9 @@ from lofarexec.remote import DEFAULT_REMOTE_PYTHON, start_through_wrapper
 KILL_MARGIN = 1.0
 #: Placeholders that expand to several words, so must be a word of their own.
 LIST_PLACEHOLDERS = frozenset({"env", "docker_env"})
+#: Placeholders whose value is a job's own: not for a template run once per host (agent mode).
+PER_JOB_PLACEHOLDERS = frozenset({"job_name", "nr_cores"}) | LIST_PLACEHOLDERS
+LAUNCH_MODES = ("process", "agent")
 PLACEHOLDERS = frozenset({"command", "host", "uid", "slurm_job_id", "docker_image", "job_name",
                           "nr_cores"}) | LIST_PLACEHOLDERS
 
@@ -100,9 +111,19 @@ class CmdlineSettings:
         default=None, metadata={"help": "the value of {docker_image}"})
     nr_cores: int = dataclasses.field(
         default=1, metadata={"help": "the value of {nr_cores}"})
+    launch: str = dataclasses.field(
+        default="process", metadata={"help": "'process': the template is run for every job; "
+                                             "'agent': once per host, to start the host agent "
+                                             "that starts the host's jobs (no per-job "
+                                             "placeholders then)"})
+    alive_interval: int = dataclasses.field(
+        default=5, metadata={"help": "agent mode: seconds between pings to each host agent; "
+                                     "an agent that hears nothing for four intervals kills "
+                                     "its jobs (0: off)"})
     remote_python: str = dataclasses.field(
         default=DEFAULT_REMOTE_PYTHON,
-        metadata={"help": "Python that runs the launch wrapper where {command} runs"})
+        metadata={"help": "Python that runs the launch wrapper or host agent where {command} "
+                          "runs"})
     kill_grace: float = dataclasses.field(
         default=DEFAULT_KILL_GRACE,
         metadata={"help": "seconds between SIGTERM and SIGKILL for the node when a job is "
@@ -118,6 +139,15 @@ class CmdlineSettings:
         if "docker_image" in used and not self.docker_image:
             raise ValueError("template uses {docker_image}: set 'docker_image = ...' "
                              "under [cmdline]")
+        if self.launch not in LAUNCH_MODES:
+            raise ValueError(f"launch must be one of {', '.join(LAUNCH_MODES)}")
+        per_job = sorted(used & PER_JOB_PLACEHOLDERS)
+        if self.launch == "agent" and per_job:
+            names = ", ".join(f"{{{name}}}" for name in per_job)
+            raise ValueError(f"launch = agent runs the template once per host, but it uses "
+                             f"{names}, which differ per job: use launch = process")
+        if self.alive_interval < 0:
+            raise ValueError("alive_interval may not be negative")
         if self.nr_cores < 1:
             raise ValueError("nr_cores must be at least 1")
         if not 0 <= self.kill_grace <= 3600:
@@ -175,6 +205,12 @@ class CmdlineBackend(Backend):
         self._launcher = ProcessLauncher(
             kill_grace=self.settings.kill_grace + KILL_MARGIN, name="cmdline-jobs")
         self._launcher.start()
+        settings = self.settings
+        self._agents = AgentPool(
+            lambda host, command: self.command_line(_HostOnly(host), f"exec {command}"),
+            program=settings.words[0][0][0] or "the template's program",
+            python=settings.remote_python, kill_grace=settings.kill_grace,
+            alive_interval=settings.alive_interval, orphan_timeout=10.0 + KILL_CONFIRM)
 
     def _run_values(self) -> dict[str, str]:
         """The placeholder values that are the same for every job of the run."""
@@ -189,8 +225,9 @@ class CmdlineBackend(Backend):
             values["slurm_job_id"] = job_id
         return values
 
-    def command_line(self, request: LaunchRequest, command: str) -> list[str]:
-        """The launcher argv for ``request``, with ``command`` as ``{command}``."""
+    def command_line(self, request: LaunchRequest | _HostOnly, command: str) -> list[str]:
+        """The launcher argv for ``request`` (or for a host, in agent mode), with ``command``
+        as ``{command}``."""
         values = {**self._fixed, "host": request.host, "command": command,
                   "job_name": job_name(request.argv)}
         argv: list[str] = []
@@ -203,6 +240,8 @@ class CmdlineBackend(Backend):
         return argv
 
     def start(self, request: LaunchRequest, report: Report) -> JobHandle:
+        if self.settings.launch == "agent":
+            return self._agents.start(request, report)
         return start_through_wrapper(
             self._launcher, request, report,
             lambda command: self.command_line(request, f"exec {command}"),
@@ -211,8 +250,21 @@ class CmdlineBackend(Backend):
     def close(self) -> None:
         launcher = getattr(self, "_launcher", None)
         if launcher is not None:
+            self._agents.close()
             launcher.close()
             self._launcher = None  # type: ignore[assignment]
+
+
+class _HostOnly:
+    """What agent mode fills a template from: a host, no job (the settings made sure that the
+    template uses nothing of a job's)."""
+
+    __slots__ = ("host",)
+    argv: tuple[str, ...] = ("",)
+    environment: Mapping[str, str] = {}
+
+    def __init__(self, host: str) -> None:
+        self.host = host
 
 
 def environment_words(environment: Mapping[str, str], *, docker: bool) -> list[str]:

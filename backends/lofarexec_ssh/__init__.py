@@ -23,7 +23,6 @@ Written exactly as a third-party backend would be, against lofarexec's public AP
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 import shlex
 import shutil
@@ -32,13 +31,12 @@ import tempfile
 import threading
 
 from lofarexec import Backend, JobHandle, LaunchRequest, hookimpl
-from lofarexec.agent_client import KILL_CONFIRM, AgentClient, Pinger, orphan_kill_command
-from lofarexec.backend import NothingToKill, Outcome, Report
+from lofarexec.agent_client import KILL_CONFIRM, AgentPool
+from lofarexec.backend import Report
 from lofarexec.process import DEFAULT_KILL_GRACE, ProcessLauncher
-from lofarexec.remote import DEFAULT_REMOTE_PYTHON, agent_command, start_through_wrapper
+from lofarexec.remote import DEFAULT_REMOTE_PYTHON, start_through_wrapper
 
 _HOST_KEY_POLICIES = ("yes", "accept-new")
-_log = logging.getLogger("lofarexec.ssh")
 _LAUNCH_MODES = ("agent", "process")
 #: Unix socket paths are limited to 107 bytes; leave room for "/<number>".
 _MAX_CONTROL_DIRECTORY = 90
@@ -102,9 +100,11 @@ class SshBackend(Backend):
         )
         self._hosts_used: dict[str, int] = {}
         self._lock = threading.Lock()
-        self._agents_lock = threading.Lock()  # not _lock: ssh_argv() takes that one
-        self._agents: dict[str, AgentClient] = {}
-        self._ended_agents: list[AgentClient] = []
+        self._agents = AgentPool(
+            lambda host, command: [*self.ssh_argv(host), command], program=self.settings.ssh,
+            python=self.settings.remote_python, kill_grace=self.settings.kill_grace,
+            alive_interval=self.settings.alive_interval,
+            orphan_timeout=self.settings.connect_timeout + KILL_CONFIRM)
         self._launcher = ProcessLauncher(kill_grace=self.settings.kill_grace, name="ssh-jobs")
         self._launcher.start()
 
@@ -141,67 +141,13 @@ class SshBackend(Backend):
                 self._launcher, request, report,
                 lambda command: [*self.ssh_argv(request.host), command],
                 python=self.settings.remote_python, kill_grace=self.settings.kill_grace)
-        if request.host.startswith("-") or not request.host.strip():
-            report(Outcome(None, transport_error=f"{request.host!r} is not a host name"))
-            return NothingToKill()
-        try:
-            agent = self._agent(request.host)
-        except OSError as exc:
-            report(Outcome(None, transport_error=f"cannot start {self.settings.ssh!r}: "
-                                                 f"{exc.strerror or exc}"))
-            return NothingToKill()
-        return agent.start(request, report)
-
-    def _agent(self, host: str) -> AgentClient:
-        """The host's agent; a new one (a new ssh process) if there is none or it ended."""
-        with self._agents_lock:
-            agent = self._agents.get(host)
-            if agent is not None and agent.usable():
-                return agent
-            if agent is not None:
-                self._ended_agents.append(agent)
-            pinger = Pinger(self.settings.alive_interval)
-            command = agent_command(self.settings.remote_python, pinger.silence_limit)
-            agent = self._agents[host] = AgentClient(
-                host, [*self.ssh_argv(host), command], kill_grace=self.settings.kill_grace,
-                pinger=pinger, kill_orphans=lambda pids: self._kill_orphans(host, pids))
-            return agent
-
-    def _kill_orphans(self, host: str, pids: list[int]) -> bool:
-        """The agent of ``host`` ended but the host may still be reachable: kill the process
-        groups of the jobs it ran (TERM, then KILL after the grace) in a session of their own."""
-        grace = self.settings.kill_grace
-        groups = " ".join(f"-{pid}" for pid in pids)
-        command = orphan_kill_command(pids, grace)
-        try:
-            done = subprocess.run([*self.ssh_argv(host), command], stdin=subprocess.DEVNULL,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                  timeout=grace + self.settings.connect_timeout + KILL_CONFIRM,
-                                  check=False)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            _log.error("%s: the host's agent ended and its jobs' process groups (%s) could not "
-                       "be killed (%s): they may still run there", host, groups, exc)
-            return False
-        if done.returncode != 0:
-            _log.error("%s: the host's agent ended and its jobs' process groups (%s) could not "
-                       "be killed (%s): they may still run there", host, groups,
-                       done.stderr.decode("utf-8", "replace").strip() or done.returncode)
-            return False
-        _log.warning("%s: the host's agent ended; killed the process groups of its %d running "
-                     "job(s): %s", host, len(pids), groups)
-        return True
+        return self._agents.start(request, report)
 
     def close(self) -> None:
         launcher = getattr(self, "_launcher", None)
         if launcher is None:
             return
-        with self._agents_lock:
-            agents = [*self._agents.values(), *self._ended_agents]
-            self._agents, self._ended_agents = {}, []
-        for agent in agents:
-            agent.shutdown()  # all at once: their jobs' kill graces overlap
-        for agent in agents:
-            agent.close()
+        self._agents.close()
         launcher.close()
         if self._control_directory:
             for host in sorted(self._hosts_used):

@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from lofarexec.backend import JobHandle, LaunchRequest, NothingToKill, Outcome, Report
-from lofarexec.process import DEFAULT_OUTPUT_LIMIT
+from lofarexec.process import DEFAULT_OUTPUT_LIMIT, signal_group
 from lofarexec.remote import agent_command, job_environment
 from lofarexec.wakeup import WakePipe
 
@@ -231,7 +231,7 @@ class AgentClient:
         self.shutdown()
         self._thread.join(self.kill_grace + KILL_CONFIRM + 5.0)
         if self._thread.is_alive():  # the agent does not answer: end its link from here
-            _signal_group(self._process.pid, signal.SIGKILL)
+            signal_group(self._process.pid, signal.SIGKILL)
             self._thread.join()
         self._waker.close()
 
@@ -374,7 +374,7 @@ class AgentClient:
         try:
             status = process.wait(self.kill_grace + KILL_CONFIRM)
         except subprocess.TimeoutExpired:
-            _signal_group(process.pid, signal.SIGKILL)
+            signal_group(process.pid, signal.SIGKILL)
             status = process.wait()
         process.stdout.close()  # type: ignore[union-attr]
         process.stderr.close()  # type: ignore[union-attr]
@@ -412,12 +412,6 @@ class _AgentJobHandle:
     def kill(self) -> None:
         self._client.kill(self._job)
 
-
-def _signal_group(pgid: int, signum: int) -> None:
-    try:
-        os.killpg(pgid, signum)
-    except OSError:
-        pass
 
 
 

@@ -210,7 +210,7 @@ class ProcessLauncher:
             if child.exited or child.killed:
                 return
             child.killed = True
-            _signal_group(child.pid, signal.SIGTERM)
+            signal_group(child.pid, signal.SIGTERM)
         self._call_soon(lambda: self._add_timer(self.kill_grace, lambda: self._force_kill(child)))
 
     # -- any thread --------------------------------------------------------------------------------
@@ -277,7 +277,7 @@ class ProcessLauncher:
         with child.lock:
             # The leader is a zombie now, so its pid (our process group id) cannot be reused
             # yet: kill what it left behind in its group before reaping it.
-            _signal_group(child.pid, signal.SIGKILL)
+            signal_group(child.pid, signal.SIGKILL)
             _, status = os.waitpid(child.pid, 0)
             child.returncode = os.waitstatus_to_exitcode(status)
             if child.popen is not None:
@@ -305,7 +305,7 @@ class ProcessLauncher:
     def _force_kill(self, child: _Child) -> None:
         with child.lock:
             if not child.exited:
-                _signal_group(child.pid, signal.SIGKILL)
+                signal_group(child.pid, signal.SIGKILL)
 
     def _finish(self, child: _Child) -> None:
         if child.finished:
@@ -359,7 +359,8 @@ def _feed(fd: int, data: bytes) -> None:
         pass  # it exited before reading: its exit status tells the story
 
 
-def _signal_group(pgid: int, signum: int) -> None:
+def signal_group(pgid: int, signum: int) -> None:
+    """Signal a process group; nothing if it is gone (or, for a killed job, not ours)."""
     try:
         os.killpg(pgid, signum)
     except (ProcessLookupError, PermissionError):

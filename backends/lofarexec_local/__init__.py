@@ -20,7 +20,8 @@ from lofarexec.backend import Report
 from lofarexec.process import DEFAULT_KILL_GRACE, ExecEnvironment, ProcessLauncher
 from lofarexec.protocol import ENV_HOST, ENV_JOB_ID, ENV_TOKEN
 
-_LAUNCHERS = 2
+from .slots import SlotWatchers
+
 _PER_JOB_VARIABLES = (ENV_JOB_ID, ENV_TOKEN, ENV_HOST)
 
 
@@ -41,25 +42,22 @@ class LocalBackend(Backend):
     Settings = LocalSettings
     local_only = True  # nodes run here: the log receiver need only listen on loopback
 
-    # Two launchers, each with its own watcher thread, and starts from several threads: the
-    # thread that sees one job end starts the next while the other does the same (process
-    # creation lets go of the interpreter lock), as two workers of a plain loop would.
+    # Starts from several threads: the worker that sees one job end starts the host's next job
+    # and watches it itself, while the other workers do the same (process creation lets go of
+    # the interpreter lock), as the workers of a plain loop would (see .slots).
     parallel_start = True
 
     def open(self) -> None:
-        self._launchers = [
-            ProcessLauncher(kill_grace=self.settings.kill_grace, name=f"local-jobs-{number}")
-            for number in range(_LAUNCHERS)
-        ]
-        for launcher in self._launchers:
-            launcher.start()
+        self._launcher = ProcessLauncher(kill_grace=self.settings.kill_grace,
+                                         name="local-jobs")
+        self._launcher.start()
+        self._slots = SlotWatchers(self._launcher, kill_grace=self.settings.kill_grace)
 
     def start(self, request: LaunchRequest, report: Report) -> JobHandle:
         environment = self._base_environment(request).plus({
             ENV_JOB_ID: str(request.job_id), ENV_TOKEN: request.token, ENV_HOST: request.host,
         })
-        launcher = self._launchers[request.job_id % len(self._launchers)]
-        return launcher.launch(request.argv, report, env=environment)
+        return self._slots.launch(request.argv, report, environment)
 
     def _base_environment(self, request: LaunchRequest) -> ExecEnvironment:
         """This process's environment with the run's node variables on top, encoded once per
@@ -74,8 +72,10 @@ class LocalBackend(Backend):
         return cached[1]
 
     def close(self) -> None:
-        for launcher in getattr(self, "_launchers", ()):
-            launcher.close()
+        slots = getattr(self, "_slots", None)
+        if slots is not None:
+            slots.close()
+            self._launcher.close()
 
 
 @hookimpl

@@ -179,8 +179,9 @@ class SlotWatchers:
     def _work(self, job: _Job | None) -> None:
         slot: list[_Job | None] = [None]
         self._here.slot = slot
+        poller = select.poll()  # empty between jobs
         while job is not None:
-            self._watch(job)
+            self._watch(job, poller)
             job, slot[0] = slot[0], None
             if job is None:
                 with self._lock:
@@ -189,11 +190,10 @@ class SlotWatchers:
                     self._idle += 1
                 job = self._queue.get()
 
-    def _watch(self, job: _Job) -> None:
+    def _watch(self, job: _Job, poller: select.poll) -> None:
         """Drain the job's output until it has exited and its pipes are closed; report it."""
         tails = {job.out: bytearray(), job.err: bytearray()}
         pidfd = os.pidfd_open(job.pid)
-        poller = select.poll()
         for fd in (job.out, job.err, pidfd):
             poller.register(fd, select.POLLIN)
         open_streams = {job.out, job.err}
@@ -202,7 +202,9 @@ class SlotWatchers:
         while open_streams or returncode is None:
             events = poller.poll(None if timeout is None else timeout * 1000)
             if not events and returncode is not None:
-                break  # something the job left outside its group holds the pipes: give up
+                for fd in open_streams:  # something the job left outside its group holds
+                    poller.unregister(fd)  # the pipes: give up on them
+                break
             for fd, _ in events:
                 if fd == pidfd:
                     poller.unregister(pidfd)

@@ -1,12 +1,10 @@
-"""The control-node end of a host agent (:mod:`lofarexec.host_agent`): its frames, and a client
-that reaches it through a local program's pipes (``ssh HOST python3 -c <agent>``).
+"""The control-node end of a host agent (:mod:`lofarexec.host_agent`) reached through a local
+program's pipes (``ssh HOST python3 -c <agent>``, a ``cmdline`` template).
 
 A transport that can keep one remote command running per host gets every job of that host
-through it: a start frame of a few hundred bytes each, instead of a process here, an SSH
-session, a remote shell and a Python start-up there. The frame format is in the agent's
-docstring; :func:`encode_start`, :func:`encode_kill` and :class:`FrameReader` are its control
-half, shared by every transport that speaks to an agent (``ssh`` through :class:`AgentClient`,
-``paramiko`` on a channel of its own).
+through it: a start frame of a few hundred bytes each (:mod:`lofarexec.agent_frames`), instead
+of a process here, an SSH session, a remote shell and a Python start-up there.
+:class:`AgentPool` keeps one :class:`AgentClient` per host.
 
 One :class:`AgentClient` per host: a local process (the transport's client, in a session of its
 own) and one thread that owns its pipes. Other threads only queue requests and wake it, so
@@ -28,111 +26,29 @@ import logging
 import os
 import selectors
 import signal
-import struct
 import subprocess
 import threading
 import time
 from collections.abc import Callable, Sequence
 
+from lofarexec.agent_frames import (
+    PING,
+    FrameReader,
+    Pinger,
+    encode_kill,
+    encode_start,
+    keep,
+    orphan_kill_command,
+)
 from lofarexec.backend import JobHandle, LaunchRequest, NothingToKill, Outcome, Report
-from lofarexec.process import DEFAULT_OUTPUT_LIMIT, signal_group
-from lofarexec.remote import agent_command, job_environment
+from lofarexec.process import signal_group
+from lofarexec.remote import agent_command
 from lofarexec.wakeup import WakePipe
 
-HEADER = struct.Struct("!cII")
-#: The agent gives up on a control node silent for this many ping intervals (the local ssh
-#: client or paramiko gives up on a silent host after about three).
-SILENCE_FACTOR = 4
 #: Seconds past ``kill_grace`` before a killed job with no answer is given up.
 KILL_CONFIRM = 2.0
 _CHUNK = 65536
 _log = logging.getLogger("lofarexec.agent")
-
-
-def encode_start(number: int, request: LaunchRequest, kill_grace: float) -> bytes:
-    """The start frame: NUL-separated fields, every string as its exact bytes (a NUL cannot be
-    in an argv word or an environment entry; :class:`ValueError` says which one has one)."""
-    words = [repr(float(kill_grace)), str(len(request.argv)), *request.argv]
-    words += [f"{name}={value}" for name, value in job_environment(request).items()]
-    fields = [word.encode("utf-8", "surrogateescape") for word in words]
-    for field in fields:
-        if b"\0" in field:
-            raise ValueError(f"{field[:40]!r}... holds a NUL byte, which no argv word or "
-                             "environment value can carry")
-    payload = b"\0".join(fields)
-    return HEADER.pack(b"S", number, len(payload)) + payload
-
-
-def encode_kill(number: int) -> bytes:
-    return HEADER.pack(b"K", number, 0)
-
-
-PING = HEADER.pack(b"N", 0, 0)
-
-
-class Pinger:
-    """When the control side must say something (a :data:`PING` if nothing else) so that the
-    agent, which gives up after ``interval`` x :data:`SILENCE_FACTOR` s of silence, knows it is
-    still there. An ``interval`` of 0 turns pings (and the agent's limit) off."""
-
-    def __init__(self, interval: float) -> None:
-        self.interval = max(0.0, interval)
-        self.silence_limit = self.interval * SILENCE_FACTOR
-        self._last = time.monotonic()
-
-    def sent(self) -> None:
-        self._last = time.monotonic()
-
-    def due(self) -> bool:
-        return self.interval > 0 and time.monotonic() >= self._last + self.interval
-
-    def wait_time(self, deadline: float | None = None) -> float | None:
-        """Seconds until a ping is due or ``deadline`` (monotonic) comes, whichever is first;
-        None: neither ever."""
-        moments = [deadline] if deadline is not None else []
-        if self.interval > 0:
-            moments.append(self._last + self.interval)
-        return max(0.0, min(moments) - time.monotonic()) if moments else None
-
-
-def orphan_kill_command(pids: list[int], kill_grace: float) -> str:
-    """A remote shell command that kills the process groups of jobs whose agent was killed
-    (each job's pid is its group): TERM, then KILL after ``kill_grace``; always status 0."""
-    groups = " ".join(f"-{int(pid)}" for pid in pids)
-    return (f"kill -TERM -- {groups} 2>/dev/null; sleep {kill_grace:g}; "
-            f"kill -KILL -- {groups} 2>/dev/null; exit 0")
-
-
-class FrameReader:
-    """Cuts the agent's output into ``(kind, job number, payload)`` frames; notes its hello."""
-
-    def __init__(self) -> None:
-        self._buffer = bytearray()
-        self.hello = False
-
-    def feed(self, data: bytes) -> list[tuple[bytes, int, bytes]]:
-        buffer = self._buffer
-        buffer += data
-        frames, offset = [], 0
-        while len(buffer) - offset >= HEADER.size:
-            kind, number, length = HEADER.unpack_from(buffer, offset)
-            end = offset + HEADER.size + length
-            if end > len(buffer):
-                break
-            if kind == b"H":
-                self.hello = True
-            else:
-                frames.append((kind, number, bytes(buffer[offset + HEADER.size:end])))
-            offset = end
-        del buffer[:offset]
-        return frames
-
-
-def keep(tail: bytearray, data: bytes) -> None:
-    """Append ``data`` to ``tail``, keeping only the last 64 KiB (as lofarexec.process does)."""
-    tail += data
-    if len(tail) > DEFAULT_OUTPUT_LIMIT:
-        del tail[: len(tail) - DEFAULT_OUTPUT_LIMIT]
 
 
 class AgentJob:

@@ -13,7 +13,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from lofarexec.agent_client import AgentClient, Pinger
+from lofarexec.agent_client import AgentClient
+from lofarexec.agent_frames import Pinger
 from lofarexec.backend import LaunchRequest, Outcome
 from lofarexec.remote import inline_program
 from lofarexec.testing.contract import BackendContract

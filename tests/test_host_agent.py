@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from lofarexec.agent_client import PING, FrameReader, encode_kill, encode_start
+from lofarexec.agent_frames import PING, FrameReader, encode_kill, encode_start
 from lofarexec.backend import LaunchRequest
 from lofarexec.remote import inline_program
 from lofarexec.testing.contract import HOSTILE_ARGUMENTS, BackendContract

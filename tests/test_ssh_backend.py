@@ -229,7 +229,8 @@ def test_an_agent_cut_off_from_the_control_node_kills_its_jobs(ssh_testbed):
     """A link that dies without a word shows no end-of-file on the host for a long time. Here
     the host's sshd session is frozen: neither pings nor an EOF get through, and the bed's
     client has no keepalives, so only the agent's silence limit can end the job."""
-    from lofarexec.agent_client import AgentClient, Pinger
+    from lofarexec.agent_client import AgentClient
+    from lofarexec.agent_frames import Pinger
     from lofarexec.remote import agent_command
 
     pinger = Pinger(0.5)  # the agent gives up after 2 s without a frame

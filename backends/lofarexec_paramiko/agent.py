@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 import paramiko
 
-from lofarexec.agent_client import PING, FrameReader, Pinger, encode_kill, encode_start
+from lofarexec.agent_frames import PING, FrameReader, Pinger, encode_kill, encode_start
 from lofarexec.backend import LaunchRequest
 from lofarexec.remote import agent_command
 

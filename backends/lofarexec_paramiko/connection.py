@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING
 
 import paramiko
 
-from lofarexec.agent_client import Pinger, keep, orphan_kill_command
+from lofarexec.agent_frames import Pinger, keep, orphan_kill_command
 from lofarexec.backend import Outcome
 from lofarexec.wakeup import WakePipe
 

@@ -10,7 +10,7 @@ import enum
 import logging
 from typing import TYPE_CHECKING
 
-from lofarexec.agent_client import keep
+from lofarexec.agent_frames import keep
 from lofarexec.backend import LaunchRequest, Outcome, Report
 from lofarexec.remote import RemoteLaunch
 

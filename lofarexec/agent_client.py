@@ -37,8 +37,8 @@ from lofarexec.agent_frames import (
     Pinger,
     encode_kill,
     encode_start,
-    keep,
     orphan_kill_command,
+    take_frame,
 )
 from lofarexec.backend import JobHandle, LaunchRequest, NothingToKill, Outcome, Report
 from lofarexec.process import signal_group
@@ -256,18 +256,10 @@ class AgentClient:
             job = self._jobs.get(number)
             if job is None:
                 continue  # given up on already
-            if kind == b"O":
-                keep(job.output, payload)
-            elif kind == b"E":
-                keep(job.errors, payload)
-            elif kind == b"P":
-                job.pid = int(payload)
-            elif kind == b"X":
+            outcome = take_frame(job, kind, payload)
+            if outcome is not None:
                 del self._jobs[number]
-                job.report(job.outcome(int(payload)))
-            elif kind == b"F":
-                del self._jobs[number]
-                job.report(job.outcome(None, payload.decode("utf-8", "replace")))
+                job.report(outcome)
         return True
 
     def _run_timers(self) -> None:

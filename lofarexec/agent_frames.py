@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import struct
 import time
+from typing import Protocol
 
-from lofarexec.backend import LaunchRequest
+from lofarexec.backend import LaunchRequest, Outcome
 from lofarexec.process import DEFAULT_OUTPUT_LIMIT
 from lofarexec.remote import job_environment
 
@@ -74,6 +75,31 @@ def orphan_kill_command(pids: list[int], kill_grace: float) -> str:
     groups = " ".join(f"-{int(pid)}" for pid in pids)
     return (f"kill -TERM -- {groups} 2>/dev/null; sleep {kill_grace:g}; "
             f"kill -KILL -- {groups} 2>/dev/null; exit 0")
+
+
+class FrameJob(Protocol):
+    """What :func:`take_frame` needs of a transport's record of a job on an agent."""
+
+    output: bytearray
+    errors: bytearray
+    pid: int
+
+    def outcome(self, status: int | None, failure: str | None = None) -> Outcome: ...
+
+
+def take_frame(job: FrameJob, kind: bytes, payload: bytes) -> Outcome | None:
+    """Apply one of the agent's frames about ``job``; its outcome when the frame ends it."""
+    if kind == b"O":
+        keep(job.output, payload)
+    elif kind == b"E":
+        keep(job.errors, payload)
+    elif kind == b"P":
+        job.pid = int(payload)
+    elif kind == b"X":
+        return job.outcome(int(payload))
+    elif kind == b"F":
+        return job.outcome(None, payload.decode("utf-8", "replace"))
+    return None
 
 
 class FrameReader:

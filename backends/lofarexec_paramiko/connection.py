@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING
 
 import paramiko
 
-from lofarexec.agent_frames import Pinger, keep, orphan_kill_command
+from lofarexec.agent_frames import Pinger, orphan_kill_command, take_frame
 from lofarexec.backend import Outcome
 from lofarexec.wakeup import WakePipe
 
@@ -307,19 +307,10 @@ class Connection:
             job = self._agent_jobs.get(number)
             if job is None:
                 continue  # given up on already (no answer to its kill in time)
-            if kind == b"O":
-                keep(job.output, payload)
-            elif kind == b"E":
-                keep(job.errors, payload)
-            elif kind == b"P":
-                job.remote_pid = int(payload)
-            elif kind == b"X":
+            outcome = take_frame(job, kind, payload)
+            if outcome is not None:
                 del self._agent_jobs[number]
-                self._done(job, job.outcome(int(payload)))
-            elif kind == b"F":
-                del self._agent_jobs[number]
-                self._done(job, Outcome(None, transport_error=one_line(
-                    f"{job.host}: {payload.decode('utf-8', 'replace')}")))
+                self._done(job, outcome)
         channel = link.channel
         if link.drained():  # the agent is gone: why, unless it went with the connection
             return None if lost(channel.get_transport()) else link.ending()
@@ -434,7 +425,7 @@ class Connection:
         running_failure = self._running_failure(reason)  # before the transport is closed
         for job in running:
             self._close_channel(job)
-        orphans = [job.remote_pid for job in running if job.remote_pid]
+        orphans = [job.pid for job in running if job.pid]
         if orphans and transport is not None and not lost(transport):
             self._kill_orphans(transport, orphans)
         if transport is not None:

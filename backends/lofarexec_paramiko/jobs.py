@@ -39,7 +39,7 @@ class Job:
     """
 
     __slots__ = ("channel", "connection", "eof", "errors", "host", "kill_requested", "kill_sent",
-                 "launch", "number", "output", "remote_pid", "report", "request", "requeued",
+                 "launch", "number", "output", "pid", "report", "request", "requeued",
                  "state")
 
     def __init__(self, request: LaunchRequest, launch: RemoteLaunch | None,
@@ -49,7 +49,7 @@ class Job:
         self.launch = launch
         self.report = report
         self.number = 0
-        self.remote_pid = 0  # agent mode: the job's pid (its process group) on the host
+        self.pid = 0  # agent mode: the job's pid (its process group) on the host
         self.state = State.PENDING
         self.connection: Connection | None = None
         self.channel: paramiko.Channel | None = None

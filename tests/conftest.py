@@ -5,14 +5,42 @@ from __future__ import annotations
 import os
 import sys
 import textwrap
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from lofarexec.backend import Outcome
 from lofarexec.config import PipelineConfig, load_config
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+class Reports:
+    """A backend's reports by job: ``reports(key)`` is the callback for job ``key``; a test
+    waits for the ones it needs, and :meth:`each_once` says whether none came twice (asked in
+    the test's thread: an assertion in a backend's thread would only be logged)."""
+
+    def __init__(self) -> None:
+        self.all: dict[int, list[Outcome]] = {}
+        self._changed = threading.Condition()
+
+    def __call__(self, key: int) -> Callable[[Outcome], None]:
+        def deliver(outcome: Outcome) -> None:
+            with self._changed:
+                self.all.setdefault(key, []).append(outcome)
+                self._changed.notify_all()
+        return deliver
+
+    def wait(self, key: int, timeout: float = 30.0) -> Outcome:
+        with self._changed:
+            assert self._changed.wait_for(lambda: key in self.all, timeout), f"no report {key}"
+            return self.all[key][0]
+
+    def each_once(self) -> bool:
+        with self._changed:
+            return all(len(outcomes) == 1 for outcomes in self.all.values())
 
 
 def write_config(directory: Path, text: str = "", *, method: str = "local") -> Path:

@@ -7,11 +7,11 @@ import os
 import signal
 import socket
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 
 import pytest
+from conftest import Reports
 
 from lofarexec.agent_client import AgentClient
 from lofarexec.agent_frames import Pinger
@@ -38,26 +38,6 @@ def stubborn() -> Iterator[tuple[tuple[str, ...], Callable[[], int]]]:
                 return int(link.makefile().read())
 
         yield (sys.executable, "-c", STUBBORN, str(listener.getsockname()[1])), started
-
-
-class Reports:
-    """Each job's reports; a test waits for the ones it needs."""
-
-    def __init__(self) -> None:
-        self.seen: dict[int, list[Outcome]] = {}
-        self._changed = threading.Condition()
-
-    def __call__(self, job_id: int) -> Callable[[Outcome], None]:
-        def deliver(outcome: Outcome) -> None:
-            with self._changed:
-                self.seen.setdefault(job_id, []).append(outcome)
-                self._changed.notify_all()
-        return deliver
-
-    def wait(self, job_id: int, timeout: float = 10.0) -> Outcome:
-        with self._changed:
-            assert self._changed.wait_for(lambda: job_id in self.seen, timeout), job_id
-            return self.seen[job_id][0]
 
 
 def request(job_id: int, *argv: str) -> LaunchRequest:
@@ -92,7 +72,7 @@ def test_many_jobs_through_one_agent(clients) -> None:
                      reports(job_id))
     for job_id in range(200):
         assert reports.wait(job_id) == Outcome(job_id % 3, output=f"{job_id}\n")
-    assert all(len(seen) == 1 for seen in reports.seen.values())
+    assert reports.each_once()
 
 
 def test_what_cannot_start_fails_alone(clients) -> None:

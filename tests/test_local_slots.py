@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
+from conftest import Reports
 from lofarexec_local.slots import SlotWatchers
 
 from lofarexec.backend import Outcome
@@ -25,25 +26,6 @@ STUBBORN = ("import os, signal, socket, subprocess, sys, time; signal.signal(sig
             "signal.SIG_IGN); child = subprocess.Popen(['sleep', '300']); "
             "socket.create_connection(('127.0.0.1', int(sys.argv[1]))).sendall(b'%d %d' % "
             "(os.getpid(), child.pid)); time.sleep(300)")
-
-
-class Reports:
-    def __init__(self) -> None:
-        self.seen: dict[int, Outcome] = {}
-        self._changed = threading.Condition()
-
-    def __call__(self, key: int) -> Callable[[Outcome], None]:
-        def deliver(outcome: Outcome) -> None:
-            with self._changed:
-                assert key not in self.seen, f"job {key} reported twice"
-                self.seen[key] = outcome
-                self._changed.notify_all()
-        return deliver
-
-    def wait(self, key: int, timeout: float = 10.0) -> Outcome:
-        with self._changed:
-            assert self._changed.wait_for(lambda: key in self.seen, timeout), key
-            return self.seen[key]
 
 
 @pytest.fixture
@@ -78,6 +60,7 @@ def test_outputs_statuses_and_one_report_each(slots) -> None:
                         reports(key), ENV)
     for key in range(30):
         assert reports.wait(key) == Outcome(key % 4, output=f"out{key}\n", errors=f"err{key}\n")
+    assert reports.each_once()
 
 
 def test_a_job_started_from_a_report_is_watched_by_the_same_worker(slots) -> None:

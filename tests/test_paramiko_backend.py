@@ -13,6 +13,7 @@ from pathlib import Path
 
 import paramiko
 import pytest
+from conftest import Reports
 from lofarexec_paramiko import ParamikoBackend, ParamikoSettings
 from lofarexec_paramiko.connect import KeyCache, connect, translate
 from lofarexec_paramiko.hosts import KnownHosts, resolve_target
@@ -41,26 +42,6 @@ STUBBORN = textwrap.dedent("""\
 
 
 # -- helpers ---------------------------------------------------------------------------------
-class Outcomes:
-    """Collects each job's reports; a test waits for the ones it needs."""
-
-    def __init__(self) -> None:
-        self.seen: dict[int, list[Outcome]] = {}
-        self._changed = threading.Condition()
-
-    def report(self, job_id: int) -> Callable[[Outcome], None]:
-        def deliver(outcome: Outcome) -> None:
-            with self._changed:
-                self.seen.setdefault(job_id, []).append(outcome)
-                self._changed.notify_all()
-        return deliver
-
-    def wait(self, job_id: int, timeout: float = 30.0) -> Outcome:
-        with self._changed:
-            assert self._changed.wait_for(lambda: job_id in self.seen, timeout), job_id
-            return self.seen[job_id][0]
-
-
 class PidCatcher:
     """A local port a :data:`STUBBORN` job reports its pids to; waiting is on ``accept``."""
 
@@ -272,8 +253,8 @@ class TestParamikoChannelContract(TestParamikoContract):
 @pytest.mark.slow
 def test_unknown_host_key_is_rejected_without_prompt(backends, ssh_testbed, tmp_path) -> None:
     backend = backends(known_hosts_files=(known_hosts_file(tmp_path / "kh"),))
-    outcomes = Outcomes()
-    backend.start(request(1, "node1", "/bin/true"), outcomes.report(1))
+    outcomes = Reports()
+    backend.start(request(1, "node1", "/bin/true"), outcomes(1))
     outcome = outcomes.wait(1)
     assert outcome.returncode is None
     assert outcome.transport_error.startswith("node1: its key (ssh-ed25519 SHA256:")
@@ -287,24 +268,24 @@ def test_changed_host_key_is_rejected_even_by_accept_new(backends, ssh_testbed, 
     impostor = paramiko.Ed25519Key.from_private_key_file(str(ssh_testbed.identity_file))
     path = known_hosts_file(tmp_path / "kh", f"{name} ssh-ed25519 {impostor.get_base64()}\n")
     backend = backends(known_hosts_files=(path,), host_key_policy="accept-new")
-    outcomes = Outcomes()
-    backend.start(request(1, "node1", "/bin/true"), outcomes.report(1))
+    outcomes = Reports()
+    backend.start(request(1, "node1", "/bin/true"), outcomes(1))
     assert "differs from the one on record" in outcomes.wait(1).transport_error
 
 
 @pytest.mark.slow
 def test_accept_new_records_the_key_for_the_next_run(backends, ssh_testbed, tmp_path) -> None:
     path = known_hosts_file(tmp_path / "kh")
-    outcomes = Outcomes()
+    outcomes = Reports()
     first = backends(known_hosts_files=(path,), host_key_policy="accept-new")
-    first.start(request(1, "node1", "/bin/true"), outcomes.report(1))
+    first.start(request(1, "node1", "/bin/true"), outcomes(1))
     assert outcomes.wait(1) == Outcome(0)
     recorded = Path(path).read_text().split()
     expected = (Path(ssh_testbed.directory) / "hosts/node1/ssh_host_ed25519_key.pub").read_text()
     assert recorded == [known_hosts_name(ssh_testbed, "node1"),
                         *expected.split()[:2]]
     strict = backends(known_hosts_files=(path,))
-    strict.start(request(2, "node1", "/bin/true"), outcomes.report(2))
+    strict.start(request(2, "node1", "/bin/true"), outcomes(2))
     assert outcomes.wait(2) == Outcome(0)
 
 
@@ -312,8 +293,8 @@ def test_accept_new_records_the_key_for_the_next_run(backends, ssh_testbed, tmp_
 def test_warn_policy_connects_without_recording(backends, tmp_path, caplog) -> None:
     path = known_hosts_file(tmp_path / "kh")
     backend = backends(known_hosts_files=(path,), host_key_policy="warn")
-    outcomes = Outcomes()
-    backend.start(request(1, "node1", "/bin/true"), outcomes.report(1))
+    outcomes = Reports()
+    backend.start(request(1, "node1", "/bin/true"), outcomes(1))
     assert outcomes.wait(1) == Outcome(0)
     assert Path(path).read_text() == ""
     assert "accepting its unknown ssh-ed25519 key" in caplog.text
@@ -325,8 +306,8 @@ def test_wrong_key_is_an_authentication_error(backends, ssh_testbed, tmp_path) -
     wrong = tmp_path / "wrong_key"
     paramiko.RSAKey.generate(2048).write_private_key_file(str(wrong))
     backend = backends(key_files=(str(wrong),))
-    outcomes = Outcomes()
-    backend.start(request(1, "node3", "/bin/true"), outcomes.report(1))
+    outcomes = Reports()
+    backend.start(request(1, "node3", "/bin/true"), outcomes(1))
     reason = outcomes.wait(1).transport_error
     assert reason.startswith("node3: user ") and str(wrong) in reason and "\n" not in reason
     settings = ParamikoSettings(config_file=str(ssh_testbed.ssh_config), key_files=(str(wrong),))
@@ -339,8 +320,8 @@ def test_wrong_key_is_an_authentication_error(backends, ssh_testbed, tmp_path) -
 @pytest.mark.slow
 def test_missing_remote_python_is_a_transport_error(either_mode) -> None:
     backend = either_mode(remote_python="/no/such/python3")
-    outcomes = Outcomes()
-    backend.start(request(1, "node1", "/bin/true"), outcomes.report(1))
+    outcomes = Reports()
+    backend.start(request(1, "node1", "/bin/true"), outcomes(1))
     reason = outcomes.wait(1).transport_error
     assert reason.startswith("node1: the remote launcher failed (status 127)"), reason
 
@@ -354,9 +335,9 @@ def silent_port() -> Iterator[int]:
 
 def test_start_does_not_wait_for_a_silent_server(open_backends, silent_port) -> None:
     backend = open_backends(port=silent_port, banner_timeout=0.5, connect_timeout=0.5)
-    outcomes = Outcomes()
+    outcomes = Reports()
     began = time.monotonic()
-    backend.start(request(1, "127.0.0.1", "/bin/true"), outcomes.report(1))
+    backend.start(request(1, "127.0.0.1", "/bin/true"), outcomes(1))
     assert time.monotonic() - began < 0.1
     reason = outcomes.wait(1).transport_error
     assert reason.startswith(f"127.0.0.1: cannot connect to 127.0.0.1:{silent_port}: "), reason
@@ -364,9 +345,9 @@ def test_start_does_not_wait_for_a_silent_server(open_backends, silent_port) -> 
 
 def test_kill_and_close_while_connecting_end_at_once(open_backends, silent_port) -> None:
     backend = open_backends(port=silent_port, banner_timeout=60, connect_timeout=60)
-    outcomes = Outcomes()
-    backend.start(request(1, "127.0.0.1", "/bin/true"), outcomes.report(1))
-    early = backend.start(request(2, "127.0.0.1", "/bin/true"), outcomes.report(2))
+    outcomes = Reports()
+    backend.start(request(1, "127.0.0.1", "/bin/true"), outcomes(1))
+    early = backend.start(request(2, "127.0.0.1", "/bin/true"), outcomes(2))
     early.kill()  # its connection is still waiting for a banner: the job ends here and now
     assert outcomes.wait(2, timeout=0) == Outcome(
         None, transport_error="127.0.0.1: killed before it started")
@@ -380,35 +361,35 @@ def test_kill_and_close_while_connecting_end_at_once(open_backends, silent_port)
 @pytest.mark.slow
 def test_jobs_share_one_connection_within_the_sessions_limit(backends) -> None:
     backend = backends(sessions=3, launch="channel")
-    outcomes = Outcomes()
+    outcomes = Reports()
     for job_id in range(30):  # three at a time, like max_per_node = 3
         backend.start(request(job_id, "node4", "/bin/sh", "-c", "echo out; echo err >&2; exit 3"),
-                      outcomes.report(job_id))
+                      outcomes(job_id))
         if job_id >= 2:
             outcomes.wait(job_id - 2)
     assert all(outcomes.wait(job_id) == Outcome(3, output="out\n", errors="err\n")
                for job_id in range(30))
     assert backend.connection_counts() == {"node4": 1}
-    assert all(len(reports) == 1 for reports in outcomes.seen.values())
+    assert outcomes.each_once()
 
 
 @pytest.mark.slow
 def test_connection_comes_back_after_host_restart(either_mode, ssh_testbed, pid_catcher) -> None:
     backend = either_mode()
-    outcomes = Outcomes()
-    backend.start(request(1, "node3", *pid_catcher.argv(ssh_testbed.python)), outcomes.report(1))
+    outcomes = Reports()
+    backend.start(request(1, "node3", *pid_catcher.argv(ssh_testbed.python)), outcomes(1))
     pids = pid_catcher.pids()
     ssh_testbed.stop_host("node3")
     try:
         lost = outcomes.wait(1)
-        backend.start(request(2, "node3", "/bin/true"), outcomes.report(2))
+        backend.start(request(2, "node3", "/bin/true"), outcomes(2))
         refused = outcomes.wait(2)
     finally:
         ssh_testbed.start_host("node3")
     assert lost.transport_error.startswith("node3: the connection was lost while the job ran")
     assert refused.transport_error.startswith("node3: cannot connect to")
     assert gone_within(pids, 2.0)
-    backend.start(request(3, "node3", "/bin/true"), outcomes.report(3))
+    backend.start(request(3, "node3", "/bin/true"), outcomes(3))
     assert outcomes.wait(3) == Outcome(0)
     assert backend.connection_counts() == {"node3": 3}
 
@@ -417,9 +398,9 @@ def test_connection_comes_back_after_host_restart(either_mode, ssh_testbed, pid_
 @pytest.mark.slow
 def test_kill_sends_eof_and_reports_the_wrapper_status(either_mode, ssh_testbed, pid_catcher):
     backend = either_mode(kill_grace=0.5)
-    outcomes = Outcomes()
+    outcomes = Reports()
     handle = backend.start(request(1, "node2", *pid_catcher.argv(ssh_testbed.python)),
-                           outcomes.report(1))
+                           outcomes(1))
     pids = pid_catcher.pids()
     began = time.monotonic()
     handle.kill()
@@ -432,9 +413,9 @@ def test_kill_sends_eof_and_reports_the_wrapper_status(either_mode, ssh_testbed,
 @pytest.mark.parametrize("how", ["close the channel", "drop the connection"])
 def test_channel_close_alone_kills_the_remote_job(either_mode, ssh_testbed, pid_catcher, how):
     backend = either_mode()
-    outcomes = Outcomes()
+    outcomes = Reports()
     handle = backend.start(request(1, "node1", *pid_catcher.argv(ssh_testbed.python)),
-                           outcomes.report(1))
+                           outcomes(1))
     pids = pid_catcher.pids()
     if how == "close the channel":
         carrier(handle).close()
@@ -448,8 +429,8 @@ def test_channel_close_alone_kills_the_remote_job(either_mode, ssh_testbed, pid_
 def test_a_dead_agent_fails_its_jobs_and_the_next_job_gets_a_new_one(backends, ssh_testbed,
                                                                      pid_catcher) -> None:
     backend = backends()
-    outcomes = Outcomes()
-    backend.start(request(1, "node2", *pid_catcher.argv(ssh_testbed.python)), outcomes.report(1))
+    outcomes = Reports()
+    backend.start(request(1, "node2", *pid_catcher.argv(ssh_testbed.python)), outcomes(1))
     pids = pid_catcher.pids()
     with open(f"/proc/{pids[0]}/stat") as stat:
         agent_pid = int(stat.read().rsplit(")", 1)[1].split()[1])
@@ -457,7 +438,7 @@ def test_a_dead_agent_fails_its_jobs_and_the_next_job_gets_a_new_one(backends, s
     reason = outcomes.wait(1).transport_error
     assert reason.startswith("node2: the host's agent ended (no exit status"), reason
     assert gone_within(pids, 0.5)  # killed from a channel of its own before the report
-    backend.start(request(2, "node2", "/bin/true"), outcomes.report(2))
+    backend.start(request(2, "node2", "/bin/true"), outcomes(2))
     assert outcomes.wait(2) == Outcome(0)
     assert backend.connection_counts() == {"node2": 2}
 
@@ -465,9 +446,9 @@ def test_a_dead_agent_fails_its_jobs_and_the_next_job_gets_a_new_one(backends, s
 @pytest.mark.slow
 def test_a_request_no_argv_can_carry_fails_alone(backends) -> None:
     backend = backends()
-    outcomes = Outcomes()
-    backend.start(request(1, "node1", "/bin/echo", "a\0b"), outcomes.report(1))
-    backend.start(request(2, "node1", "/bin/true"), outcomes.report(2))
+    outcomes = Reports()
+    backend.start(request(1, "node1", "/bin/echo", "a\0b"), outcomes(1))
+    backend.start(request(2, "node1", "/bin/true"), outcomes(2))
     assert "holds a NUL byte" in outcomes.wait(1).transport_error
     assert outcomes.wait(2) == Outcome(0)
 
@@ -475,11 +456,11 @@ def test_a_request_no_argv_can_carry_fails_alone(backends) -> None:
 @pytest.mark.slow
 def test_close_kills_running_jobs_and_refuses_new_ones(either_mode, ssh_testbed, pid_catcher):
     backend = either_mode()
-    outcomes = Outcomes()
-    backend.start(request(1, "node4", *pid_catcher.argv(ssh_testbed.python)), outcomes.report(1))
+    outcomes = Reports()
+    backend.start(request(1, "node4", *pid_catcher.argv(ssh_testbed.python)), outcomes(1))
     pids = pid_catcher.pids()
     backend.close()  # kills the running job and waits for its report
     assert outcomes.wait(1, timeout=0).returncode == -9
     assert gone_within(pids, 0.5)
-    backend.start(request(2, "node4", "/bin/true"), outcomes.report(2))
+    backend.start(request(2, "node4", "/bin/true"), outcomes(2))
     assert "closed" in outcomes.wait(2, timeout=0).transport_error

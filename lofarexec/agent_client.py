@@ -42,7 +42,7 @@ from lofarexec.agent_frames import (
 )
 from lofarexec.backend import JobHandle, LaunchRequest, NothingToKill, Outcome, Report
 from lofarexec.process import signal_group
-from lofarexec.remote import agent_command
+from lofarexec.remote import agent_command, last_lines
 from lofarexec.wakeup import WakePipe
 
 #: Seconds past ``kill_grace`` before a killed job with no answer is given up.
@@ -286,9 +286,7 @@ class AgentClient:
             status = process.wait()
         process.stdout.close()  # type: ignore[union-attr]
         process.stderr.close()  # type: ignore[union-attr]
-        said = " | ".join(line.strip() for line in
-                          bytes(self._stderr).decode("utf-8", "replace").splitlines()[-3:]
-                          if line.strip()) or "no output"
+        said = last_lines(self._stderr.decode("utf-8", "replace")) or "no output"
         if not self._frames.hello:
             what = ("the connection failed" if status == 255
                     else f"the remote launcher failed (status {status})")

@@ -14,7 +14,7 @@ import time
 from typing import Protocol
 
 from lofarexec.backend import LaunchRequest, Outcome
-from lofarexec.process import DEFAULT_OUTPUT_LIMIT
+from lofarexec.process import keep_tail
 from lofarexec.remote import job_environment
 
 HEADER = struct.Struct("!cII")
@@ -90,9 +90,9 @@ class FrameJob(Protocol):
 def take_frame(job: FrameJob, kind: bytes, payload: bytes) -> Outcome | None:
     """Apply one of the agent's frames about ``job``; its outcome when the frame ends it."""
     if kind == b"O":
-        keep(job.output, payload)
+        keep_tail(job.output, payload)
     elif kind == b"E":
-        keep(job.errors, payload)
+        keep_tail(job.errors, payload)
     elif kind == b"P":
         job.pid = int(payload)
     elif kind == b"X":
@@ -125,10 +125,3 @@ class FrameReader:
             offset = end
         del buffer[:offset]
         return frames
-
-
-def keep(tail: bytearray, data: bytes) -> None:
-    """Append ``data`` to ``tail``, keeping only the last 64 KiB (as lofarexec.process does)."""
-    tail += data
-    if len(tail) > DEFAULT_OUTPUT_LIMIT:
-        del tail[: len(tail) - DEFAULT_OUTPUT_LIMIT]

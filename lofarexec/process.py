@@ -262,10 +262,7 @@ class ProcessLauncher:
         except BlockingIOError:
             return
         if data:
-            tail = child.tails[fd]
-            tail += data
-            if len(tail) > self.output_limit:
-                del tail[: len(tail) - self.output_limit]
+            keep_tail(child.tails[fd], data, self.output_limit)
             return
         self._forget(fd)
         child.open_streams.discard(fd)
@@ -334,6 +331,13 @@ class ProcessLauncher:
         self._closing = True
         for child in list(self._children):
             self.kill(child)
+
+
+def keep_tail(tail: bytearray, data: bytes, limit: int = DEFAULT_OUTPUT_LIMIT) -> None:
+    """Append ``data`` to a job's output ``tail``, keeping only its last ``limit`` bytes."""
+    tail += data
+    if len(tail) > limit:
+        del tail[: len(tail) - limit]
 
 
 def _pipe(opened: list[int], reader_blocks: bool = False) -> tuple[int, int]:

@@ -60,10 +60,10 @@ class RemoteLaunch:
         if found is not None and found.group("marker") == self.marker:
             errors = errors[: found.start()]
             if found.group("status") == "start-failed":  # as the local launcher says it
-                return Outcome(None, transport_error=_last_lines(errors, 1), output=output,
+                return Outcome(None, transport_error=last_lines(errors, 1), output=output,
                                errors=errors)
             return Outcome(int(found.group("status")), output=output, errors=errors)
-        reason = _last_lines(errors) or "no output"
+        reason = last_lines(errors) or "no output"
         if returncode is not None and returncode < 0:
             what = f"the connection was killed by signal {-returncode}"
         elif returncode == 255:
@@ -143,6 +143,7 @@ def _b64(value: str | bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def _last_lines(text: str, count: int = 3) -> str:
+def last_lines(text: str, count: int = 3) -> str:
+    """The last ``count`` non-blank lines of a program's words, stripped, on one line."""
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     return " | ".join(lines[-count:])

@@ -26,7 +26,7 @@ import threading
 from queue import SimpleQueue
 
 from lofarexec.backend import JobHandle, NothingToKill, Outcome, Report
-from lofarexec.process import DEFAULT_OUTPUT_LIMIT, DRAIN_GRACE, ProcessLauncher, signal_group
+from lofarexec.process import DRAIN_GRACE, ProcessLauncher, keep_tail, signal_group
 from lofarexec.spawn import ExecEnvironment, spawn
 
 _log = logging.getLogger("lofarexec.local")
@@ -214,10 +214,7 @@ class SlotWatchers:
                     continue
                 data = os.read(fd, _READ_CHUNK)
                 if data:
-                    tail = tails[fd]
-                    tail += data
-                    if len(tail) > DEFAULT_OUTPUT_LIMIT:
-                        del tail[: len(tail) - DEFAULT_OUTPUT_LIMIT]
+                    keep_tail(tails[fd], data)
                 else:
                     poller.unregister(fd)
                     open_streams.discard(fd)

@@ -19,7 +19,7 @@ import paramiko
 
 from lofarexec.agent_frames import PING, FrameReader, Pinger, encode_kill, encode_start
 from lofarexec.backend import LaunchRequest
-from lofarexec.remote import agent_command
+from lofarexec.remote import agent_command, last_lines
 
 _CHUNK = 65536
 _READS_PER_TURN = 32  # then the connection's kills and new jobs get a turn
@@ -81,9 +81,7 @@ class AgentLink:
     def ending(self) -> str:
         """How the agent ended, in a few words (its status and the last of its stderr)."""
         status = self.channel.exit_status
-        said = " | ".join(line.strip() for line in
-                          bytes(self._stderr).decode("utf-8", "replace").splitlines()[-3:]
-                          if line.strip()) or "no output"
+        said = last_lines(self._stderr.decode("utf-8", "replace")) or "no output"
         if not self.hello and status >= 0:
             return f"the remote launcher failed (status {status}): {said}"
         what = f"status {status}" if status >= 0 else "no exit status: killed by a signal?"

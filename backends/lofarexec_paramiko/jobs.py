@@ -10,8 +10,8 @@ import enum
 import logging
 from typing import TYPE_CHECKING
 
-from lofarexec.agent_frames import keep
 from lofarexec.backend import LaunchRequest, Outcome, Report
+from lofarexec.process import keep_tail
 from lofarexec.remote import RemoteLaunch
 
 if TYPE_CHECKING:
@@ -74,10 +74,10 @@ class Job:
         for _ in range(_READS_PER_TURN):
             took = False
             if channel.recv_ready():
-                keep(self.output, channel.recv(_CHUNK))
+                keep_tail(self.output, channel.recv(_CHUNK))
                 took = True
             if channel.recv_stderr_ready():
-                keep(self.errors, channel.recv_stderr(_CHUNK))
+                keep_tail(self.errors, channel.recv_stderr(_CHUNK))
                 took = True
             if not took:
                 return True

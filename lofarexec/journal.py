@@ -20,6 +20,7 @@ last 0.1 s, which a resumed run simply runs again; everything else is on disk.
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from pathlib import Path
@@ -54,7 +55,7 @@ class JournalWriter:
         self._run = ""
         self._lock = threading.Lock()
         self._waiting: list[str] = []
-        self._last_write = 0.0
+        self._last_write = -math.inf
         self._timer: threading.Timer | None = None
 
     @hookimpl
@@ -63,7 +64,7 @@ class JournalWriter:
         directory.mkdir(parents=True, exist_ok=True)
         with self._lock:
             self._file = open(directory / JOURNAL_NAME, "a", encoding="utf-8")
-            self._last_write = 0.0
+            self._last_write = -math.inf  # the first line is written at once
         self._recipe = run.recipe_name
         self._run = run.started
 

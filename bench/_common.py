@@ -237,7 +237,7 @@ def profile_with_launcher(run: Callable[[], Any]) -> tuple[Any, Any, Any]:
     """
     import cProfile
 
-    from lofarexec import process
+    from lofarexec.transport import process
 
     launcher_profile = cProfile.Profile()
     original = getattr(process.ProcessLauncher, "_loop", None)

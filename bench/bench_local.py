@@ -66,7 +66,7 @@ def missing_tools() -> list[str]:
         problems.append("xargs is missing: apt-get install -y findutils")
     problems += common.parallel_problems()
     try:
-        import lofarexec.runner  # noqa: F401
+        import lofarexec.run.runner  # noqa: F401
     except ImportError as exc:
         problems.append(f"lofarexec cannot be imported ({exc}): pip install -e <repo root>")
     return problems
@@ -92,7 +92,7 @@ def load(config_path: Path):  # -> PipelineConfig
 def run_lofarexec(config, jobs: int) -> tuple[float, float]:
     """One batch through JobRunner.schedule; (wall seconds, control-process CPU seconds)."""
     from lofarexec.job import ComputeJob
-    from lofarexec.runner import JobRunner
+    from lofarexec.run.runner import JobRunner
 
     cpu = cpu_seconds()
     start = time.perf_counter()
@@ -112,7 +112,7 @@ import sys, threading, time
 t0 = time.perf_counter()
 from lofarexec.config import load_config
 from lofarexec.job import ComputeJob
-from lofarexec.runner import JobRunner
+from lofarexec.run.runner import JobRunner
 config = load_config(sys.argv[1], job_name="bench_local", start_time="2000-01-01T00:00:00")
 jobs = [ComputeJob(host="node1", command="/bin/true") for _ in range(int(sys.argv[2]))]
 runner = JobRunner(config, recipe_name="bench_local", error=threading.Event())

@@ -3,7 +3,7 @@
 
 100,000 jobs over 1,000 hosts (job i on host i mod 1,000), 4 slots per host, measured four ways:
 
-* ``scheduler``: ``lofarexec.scheduler.Scheduler`` with the in-process ``MockBackend()`` (ends
+* ``scheduler``: ``lofarexec.run.scheduler.Scheduler`` with the in-process ``MockBackend()`` (ends
   each job at once), a trivial ``prepare`` that builds a ``LaunchRequest`` and
   ``Limits(per_host=4)``. Timed: ``Scheduler.run`` only.
 * ``runner``: the full ``JobRunner.schedule`` with ``[remote] method = mock`` and
@@ -88,7 +88,7 @@ def check_succeeded(jobs: list, label: str) -> None:
 def prepare_scheduler():
     """What the timed part needs for the bare scheduler; returns a callable running the batch."""
     from lofarexec.backend import LaunchRequest
-    from lofarexec.scheduler import Limits, Scheduler
+    from lofarexec.run.scheduler import Limits, Scheduler
     from lofarexec.testing.mock import MockBackend
 
     environment: dict[str, str] = {}
@@ -110,7 +110,7 @@ def prepare_runner(folder: Path):
     import threading
 
     from lofarexec.config import load_config
-    from lofarexec.runner import JobRunner
+    from lofarexec.run.runner import JobRunner
 
     path = common.write_pipeline_cfg(folder / "pipeline.cfg", folder, "mock", SLOTS,
                                      "bench_scheduler")
@@ -141,8 +141,8 @@ def worker(kind: str, measure: str, jobs: int, hosts: int) -> dict:
     folder = Path(tempfile.mkdtemp(prefix="bench_scheduler-"))
     try:
         if kind == "baseline":
-            import lofarexec.runner  # noqa: F401
-            import lofarexec.scheduler  # noqa: F401
+            import lofarexec.run.runner  # noqa: F401
+            import lofarexec.run.scheduler  # noqa: F401
             import lofarexec.testing.mock  # noqa: F401
 
             return {"maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
@@ -212,8 +212,8 @@ def profile(jobs: int, hosts: int, top: int = 18) -> None:
 
 def missing() -> list[str]:
     try:
-        import lofarexec.runner  # noqa: F401
-        import lofarexec.scheduler  # noqa: F401
+        import lofarexec.run.runner  # noqa: F401
+        import lofarexec.run.scheduler  # noqa: F401
         import lofarexec.testing.mock  # noqa: F401
     except ImportError as exc:
         return [f"lofarexec cannot be imported ({exc}): pip install -e <repo root>"]

@@ -111,7 +111,7 @@ def missing_tools() -> list[str]:
         problems.append("the OpenSSH client is missing: apt-get install -y openssh-client")
     problems += common.parallel_problems()
     try:
-        import lofarexec.runner  # noqa: F401
+        import lofarexec.run.runner  # noqa: F401
         import lofarexec.testing.sshbed  # noqa: F401
     except ImportError as exc:
         problems.append(f"lofarexec cannot be imported ({exc}): pip install -e <repo root>")
@@ -231,7 +231,7 @@ def run_lofarexec(config, jobs: int, label: str) -> Result:
     """One batch through JobRunner.schedule."""
     from lofarexec.errors import PipelineQuit
     from lofarexec.job import ComputeJob
-    from lofarexec.runner import JobRunner
+    from lofarexec.run.runner import JobRunner
 
     own, children = cpu_seconds()
     start = time.perf_counter()

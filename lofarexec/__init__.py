@@ -9,7 +9,11 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from lofarexec import _moved
+
 __version__ = "0.1.0"
+
+_moved.install()  # old module paths stay importable for one release, with a warning
 
 # public name -> module that defines it
 _EXPORTS: dict[str, str] = {
@@ -22,32 +26,32 @@ _EXPORTS: dict[str, str] = {
     "ConfigError": "lofarexec.errors",
     "ConnectError": "lofarexec.errors",
     "DataMapError": "lofarexec.errors",
-    "ExecEnvironment": "lofarexec.spawn",
+    "ExecEnvironment": "lofarexec.transport.execenv",
     "HostKeyError": "lofarexec.errors",
     "JobFailed": "lofarexec.errors",
-    "JobExchange": "lofarexec.exchange",
+    "JobExchange": "lofarexec.channel.exchange",
     "JobHandle": "lofarexec.backend",
     "JobState": "lofarexec.job",
     "JobTimeout": "lofarexec.errors",
-    "DataMap": "lofarexec.datamaps",
+    "DataMap": "lofarexec.mapfiles.datamaps",
     "LOFARnode": "lofarexec.node",
     "LOFARnodeTCP": "lofarexec.node",
-    "MultiDataMap": "lofarexec.datamaps",
+    "MultiDataMap": "lofarexec.mapfiles.datamaps",
     "LaunchRequest": "lofarexec.backend",
     "LofarexecError": "lofarexec.errors",
     "NothingToKill": "lofarexec.backend",
     "Outcome": "lofarexec.backend",
     "PipelineQuit": "lofarexec.errors",
     "PluginError": "lofarexec.errors",
-    "ProcessLauncher": "lofarexec.process",
+    "ProcessLauncher": "lofarexec.transport.process",
     "ProtocolError": "lofarexec.errors",
     "RemoteCommandRecipeMixIn": "lofarexec.recipe",
-    "RemoteLaunch": "lofarexec.remote",
+    "RemoteLaunch": "lofarexec.transport.wrapper",
     "Report": "lofarexec.backend",
-    "remote_launch": "lofarexec.remote",
+    "remote_launch": "lofarexec.transport.wrapper",
     "hookimpl": "lofarexec.plugin.spec",
-    "load_data_map": "lofarexec.datamap",
-    "store_data_map": "lofarexec.datamap",
+    "load_data_map": "lofarexec.mapfiles.parset",
+    "store_data_map": "lofarexec.mapfiles.parset",
 }
 
 __all__ = sorted(_EXPORTS)

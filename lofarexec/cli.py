@@ -31,7 +31,7 @@ def _list_backends(_: argparse.Namespace) -> int:
 
 def _show_mapfile(options: argparse.Namespace) -> int:
     """Print a table of hosts and their file counts, and the totals."""
-    from lofarexec.datamaps import count_per_host
+    from lofarexec.mapfiles.datamaps import count_per_host
 
     kind, counts = count_per_host(options.file)
     with_skips = kind != "parset mapfile"  # a parset mapfile has no skip flags
@@ -51,8 +51,8 @@ def _show_mapfile(options: argparse.Namespace) -> int:
 
 def _validate_mapfiles(options: argparse.Namespace) -> int:
     """Check each file; one ``file:line: what`` line on stderr per bad file, exit 1 if any."""
-    from lofarexec.datamaps import count_per_host
     from lofarexec.errors import DataMapError
+    from lofarexec.mapfiles.datamaps import count_per_host
 
     status = 0
     for filename in options.files:

@@ -11,7 +11,7 @@ line), and sends every record of ``self.logger`` there. If there is no token (th
 by hand) or the master cannot be reached, the records go to standard error instead: the work is
 never lost for want of a log channel.
 
-This module must import on a bare compute node: standard library, :mod:`lofarexec.protocol` and
+This module must import on a bare compute node: standard library, :mod:`lofarexec.channel.protocol` and
 :mod:`lofarexec.errors` only.
 """
 
@@ -26,8 +26,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from lofarexec.errors import ProtocolError
-from lofarexec.protocol import (
+from lofarexec.channel.protocol import (
     ENV_HOST,
     ENV_JOB_ID,
     ENV_TOKEN,
@@ -37,6 +36,7 @@ from lofarexec.protocol import (
     log_record,
     read_frame,
 )
+from lofarexec.errors import ProtocolError
 
 CONNECT_TIMEOUT = 10.0
 #: How long one send may block on a stalled master before the node gives up on the channel.

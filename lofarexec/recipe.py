@@ -28,7 +28,7 @@ from lofarexec.errors import LofarexecError, PipelineQuit
 from lofarexec.job import ComputeJob
 
 if TYPE_CHECKING:
-    from lofarexec.exchange import JobExchange
+    from lofarexec.channel.exchange import JobExchange
 
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
@@ -151,8 +151,8 @@ class RemoteCommandRecipeMixIn:
         With ``fail_fast`` one job that does not succeed kills all the others at once. Afterwards
         ``self.outputs['return_xml']`` and ``['return_json']`` report every job.
         """
-        from lofarexec.report import return_json, return_xml  # deferred: light recipe import
-        from lofarexec.runner import JobRunner
+        from lofarexec.run.outputs import return_json, return_xml  # deferred: light recipe import
+        from lofarexec.run.runner import JobRunner
 
         recipe: Any = self
         runner = JobRunner(recipe.config, recipe_name=recipe.name, error=recipe.error,

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from lofarexec import config as config_module
 from lofarexec.config import PipelineConfig
+from lofarexec.config import pipeline as config_module
 from lofarexec.plugin import spec
 from lofarexec.plugin.manager import build_plugin_manager
 

@@ -11,11 +11,11 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from conftest import REPO, write_config
 
-from lofarexec.datamap import load_data_map, load_host_lists
 from lofarexec.errors import DataMapError
 from lofarexec.job import ComputeJob
+from lofarexec.mapfiles.parset import load_data_map, load_host_lists
+from tests.helpers import REPO, write_config
 
 MASTER = REPO / "recipes" / "master"
 

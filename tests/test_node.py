@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from lofarexec import node as node_module
-from lofarexec.logserver import LogServer
+from lofarexec.channel.logserver import LogServer
+from lofarexec.channel.protocol import ENV_HOST, ENV_JOB_ID, ENV_TOKEN, ENV_TOKEN_STDIN
 from lofarexec.node import LOFARnode, _ChannelHandler
-from lofarexec.protocol import ENV_HOST, ENV_JOB_ID, ENV_TOKEN, ENV_TOKEN_STDIN
 
 REPO = Path(__file__).resolve().parent.parent
 HOST = "lce001"
@@ -229,7 +229,7 @@ def test_wrong_token_is_refused_and_node_still_exits(
     assert result.returncode == 5
     assert node_records(captured) == []
     assert server.records_received(1) == 0
-    warnings = [r.getMessage() for r in captured.records if r.name == "lofarexec.logserver"]
+    warnings = [r.getMessage() for r in captured.records if r.name == "lofarexec.channel.logserver"]
     assert any("wrong token for job 1" in w for w in warnings)
 
 
@@ -251,7 +251,7 @@ def test_many_threads_log_without_interleaving(
     result = run_node(script, server.address, env=job_env(server))
     assert result.returncode == 0, result.stderr
     assert server.records_received(1) == 400
-    assert not [r for r in captured.records if r.name == "lofarexec.logserver" and r.levelno > 20]
+    assert not [r for r in captured.records if r.name == "lofarexec.channel.logserver" and r.levelno > 20]
 
 
 # --- in-process unit tests --------------------------------------------------------------------

@@ -88,7 +88,7 @@ def test_cli_lists_installed_backends_with_their_package(installed_plugin):
 
 
 def test_recipe_runs_through_a_third_party_backend(installed_plugin, tmp_path):
-    from conftest import REPO, write_config
+    from tests.helpers import REPO, write_config
 
     target = tmp_path / "echo.jsonl"
     config = write_config(tmp_path, f"[echo]\ntarget = {target}\n", method="echo")

@@ -10,7 +10,8 @@ import sys
 import textwrap
 
 import pytest
-from conftest import REPO, gone_within, write_config
+
+from tests.helpers import REPO, wait_gone, write_config
 
 SEED_RECIPE = REPO / "recipes" / "master" / "example_parallel.py"
 
@@ -180,7 +181,7 @@ def test_signal_kills_running_jobs_and_leaves_no_process(tmp_path, signum):
         master.stdout.close()
         master.stderr.close()
     assert "stopped" in remaining and signal.Signals(signum).name in remaining
-    assert [pid for pid in pids if not gone_within(pid, 5)] == []
+    assert [pid for pid in pids if not wait_gone(pid, 5)] == []
     journal = (tmp_path / "runtime" / "jobs" / "stop" / "journal.jsonl").read_text()
     assert journal.count('"state": "killed"') == 4
     assert journal.count('"state": "not_started"') == 2

@@ -8,7 +8,8 @@ import sys
 import time
 
 import pytest
-from conftest import REPO, write_config
+
+from tests.helpers import REPO, write_config
 
 BBS = REPO / "recipes" / "master" / "bbs.py"
 
@@ -72,7 +73,7 @@ tr a-z A-Z < "$1" > "$2"
 
 
 def test_executable_args_runs_on_each_file_and_skips_failures(tmp_path):
-    from lofarexec.datamaps import DataMap, DataProduct, load_map
+    from lofarexec.mapfiles.datamaps import DataMap, DataProduct, load_map
 
     program = tmp_path / "upper"
     program.write_text(UPPER)

@@ -33,15 +33,15 @@ them only when the launcher itself needs them, and mind that they show in ``ps``
 ``}}`` are literal braces; an unknown placeholder is a config error naming it, and ``%`` must
 be written ``%%`` (pipeline.cfg interpolation).
 
-The node always runs under :mod:`lofarexec.launch_wrapper`, as over ssh: the exit status is
+The node always runs under :mod:`lofarexec.hostprograms.launch_wrapper`, as over ssh: the exit status is
 the node's own, the environment and token travel on stdin, and the job is killed when that
 stdin ends. So the launcher must pass its stdin through to ``{command}`` (``docker run -i``,
 ``kubectl exec -i``) and must not return before the command ends (``setsid -w``, not plain
 ``setsid``, which forks and returns at once here: the job would be killed on the spot).
 
 With ``launch = agent`` the template is run once per host and run, with ``{command}`` starting
-the host agent (:mod:`lofarexec.host_agent`) instead of a job, and every job of that host is a
-request to that agent (:class:`lofarexec.agent_client.AgentPool`): for launchers that cost
+the host agent (:mod:`lofarexec.hostprograms.host_agent`) instead of a job, and every job of that host is a
+request to that agent (:class:`lofarexec.transport.agent.AgentPool`): for launchers that cost
 much per call (``docker exec``, ``kubectl exec``: tens to hundreds of milliseconds) and hosts
 that run many jobs. The template may then use only what is the same for all of a host's jobs
 (``{host}``, ``{uid}``, ``{slurm_job_id}``, ``{docker_image}``, ``{command}``).
@@ -74,10 +74,15 @@ from lofarexec import (
     LaunchRequest,
     hookimpl,
 )
-from lofarexec.agent_client import KILL_CONFIRM, AgentPool
 from lofarexec.backend import Report
-from lofarexec.process import DEFAULT_KILL_GRACE, ProcessLauncher
-from lofarexec.remote import DEFAULT_REMOTE_PYTHON, start_through_wrapper
+from lofarexec.transport import (
+    DEFAULT_KILL_GRACE,
+    DEFAULT_REMOTE_PYTHON,
+    KILL_CONFIRM,
+    AgentPool,
+    ProcessLauncher,
+    start_through_wrapper,
+)
 
 #: Seconds that a wrapper inside the launcher's process group gets, after it has SIGKILLed the
 #: node, to report and exit before the whole group is SIGKILLed.

@@ -17,12 +17,14 @@ import os
 
 from lofarexec import Backend, JobHandle, LaunchRequest, hookimpl
 from lofarexec.backend import Report
-from lofarexec.process import DEFAULT_KILL_GRACE, ExecEnvironment, ProcessLauncher
-from lofarexec.protocol import ENV_HOST, ENV_JOB_ID, ENV_TOKEN
+from lofarexec.transport import (
+    DEFAULT_KILL_GRACE,
+    ExecEnvironment,
+    ProcessLauncher,
+    job_identity,
+)
 
 from .slots import SlotWatchers
-
-_PER_JOB_VARIABLES = (ENV_JOB_ID, ENV_TOKEN, ENV_HOST)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,9 +56,7 @@ class LocalBackend(Backend):
         self._slots = SlotWatchers(self._launcher, kill_grace=self.settings.kill_grace)
 
     def start(self, request: LaunchRequest, report: Report) -> JobHandle:
-        environment = self._base_environment(request).plus({
-            ENV_JOB_ID: str(request.job_id), ENV_TOKEN: request.token, ENV_HOST: request.host,
-        })
+        environment = self._base_environment(request).plus(job_identity(request))
         return self._slots.launch(request.argv, report, environment)
 
     def _base_environment(self, request: LaunchRequest) -> ExecEnvironment:
@@ -66,7 +66,7 @@ class LocalBackend(Backend):
         cached = getattr(self, "_cached_environment", None)
         if cached is None or cached[0] is not request.environment:
             merged = {**os.environ, **request.environment}
-            for name in _PER_JOB_VARIABLES:
+            for name in job_identity(request):  # never inherited from this process
                 merged.pop(name, None)
             self._cached_environment = cached = (request.environment, ExecEnvironment(merged))
         return cached[1]

@@ -6,7 +6,7 @@ holds the next one. A worker that watches one job at a time (its stdout, stderr 
 host's next job from the thread that reported (``parallel_start``), watches that next job
 itself: no hand-off between threads, no shared event loop whose one thread serves every job in
 turn. A job started from any other thread goes to an idle worker, or a new one up to
-``max_workers``; beyond that, to the shared :class:`~lofarexec.process.ProcessLauncher`, so a
+``max_workers``; beyond that, to the shared :class:`~lofarexec.transport.process.ProcessLauncher`, so a
 run with thousands of jobs at once does not make thousands of threads.
 
 The guarantees are the launcher's: each child in a session of its own; its stdout and stderr
@@ -26,8 +26,14 @@ import threading
 from queue import SimpleQueue
 
 from lofarexec.backend import JobHandle, NothingToKill, Outcome, Report
-from lofarexec.process import DRAIN_GRACE, ProcessLauncher, keep_tail, signal_group
-from lofarexec.spawn import ExecEnvironment, spawn
+from lofarexec.transport import (
+    DRAIN_GRACE,
+    ExecEnvironment,
+    ProcessLauncher,
+    keep_tail,
+    signal_group,
+    spawn,
+)
 
 _log = logging.getLogger("lofarexec.local")
 _READ_CHUNK = 65536

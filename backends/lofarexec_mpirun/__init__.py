@@ -12,7 +12,7 @@ byte for byte. Open MPI starts jobs on host names it recognises as this machine
 (``localhost``, ``127.0.0.1``, its host name and addresses) itself, and on other hosts through
 ``orted`` started by ``plm_rsh_agent`` (``ssh`` unless ``rsh_agent`` says otherwise).
 
-Why the node runs under :mod:`lofarexec.launch_wrapper`, on every host, local ones too:
+Why the node runs under :mod:`lofarexec.hostprograms.launch_wrapper`, on every host, local ones too:
 
 * **Exact exit status.** mpirun reports a child killed by signal N as status 128+N, which a
   node exiting 137 also gives. The wrapper reports the node's own status (or minus the signal)
@@ -66,8 +66,13 @@ from lofarexec import (
     hookimpl,
 )
 from lofarexec.backend import Report
-from lofarexec.process import DEFAULT_KILL_GRACE, ProcessLauncher
-from lofarexec.remote import DEFAULT_REMOTE_PYTHON, RemoteLaunch, remote_launch
+from lofarexec.transport import (
+    DEFAULT_KILL_GRACE,
+    DEFAULT_REMOTE_PYTHON,
+    ProcessLauncher,
+    RemoteLaunch,
+    remote_launch,
+)
 
 #: Seconds that mpirun gets, after Open MPI's own SIGKILL of the job, to exit by itself.
 KILL_MARGIN = 2.0

@@ -15,10 +15,10 @@ on the control node per job, and a host's jobs share its connection::
                                            stdin header
                                          select() over its channels -> report(Outcome)
 
-``launch = agent`` (the default) starts :mod:`lofarexec.host_agent` once per connection and
+``launch = agent`` (the default) starts :mod:`lofarexec.hostprograms.host_agent` once per connection and
 asks it to start each job (:mod:`.agent`): a job then costs a ``posix_spawn`` on the host, not
 an SSH session, a remote shell and a Python start-up. ``launch = channel`` runs each job as the
-``ssh`` backend does (:func:`lofarexec.remote.remote_launch`: the launch wrapper, the node's
+``ssh`` backend does (:func:`lofarexec.transport.remote_launch`: the launch wrapper, the node's
 argv quoted once; environment, token and status marker on stdin, which stays open for the
 job's life) in a session channel of its own. Either way the guarantees are the wrapper's:
 ``start()`` never blocks (connecting and all channel I/O happen in the connection's thread);
@@ -50,7 +50,7 @@ from lofarexec import (
     hookimpl,
 )
 from lofarexec.backend import Report
-from lofarexec.remote import remote_launch
+from lofarexec.transport import remote_launch
 
 from .connect import KeyCache
 from .hosts import KnownHosts, load_ssh_config, resolve_target

@@ -1,4 +1,4 @@
-"""The control-node end of a host agent (:mod:`lofarexec.host_agent`): one channel, many jobs.
+"""The control-node end of a host agent (:mod:`lofarexec.hostprograms.host_agent`): one channel, many jobs.
 
 In ``launch = agent`` mode each connection opens one session channel that runs the agent, and
 the connection's thread sends it start and kill requests and reads the jobs' output and ends
@@ -17,9 +17,16 @@ from collections.abc import Iterator
 
 import paramiko
 
-from lofarexec.agent_frames import PING, FrameReader, Pinger, encode_kill, encode_start
 from lofarexec.backend import LaunchRequest
-from lofarexec.remote import agent_command, last_lines
+from lofarexec.transport import (
+    PING,
+    FrameReader,
+    Pinger,
+    agent_command,
+    encode_kill,
+    encode_start,
+    last_lines,
+)
 
 _CHUNK = 65536
 _READS_PER_TURN = 32  # then the connection's kills and new jobs get a turn

@@ -40,9 +40,8 @@ from typing import TYPE_CHECKING
 
 import paramiko
 
-from lofarexec.agent_frames import Pinger, orphan_kill_command, take_frame
 from lofarexec.backend import Outcome
-from lofarexec.wakeup import WakePipe
+from lofarexec.transport import Pinger, WakePipe, orphan_kill_command, take_frame
 
 from .agent import AgentLink
 from .connect import close_transport, connect, describe, translate

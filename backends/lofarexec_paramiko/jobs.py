@@ -11,8 +11,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from lofarexec.backend import LaunchRequest, Outcome, Report
-from lofarexec.process import keep_tail
-from lofarexec.remote import RemoteLaunch
+from lofarexec.transport import RemoteLaunch, keep_tail
 
 if TYPE_CHECKING:
     import paramiko

@@ -10,8 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from lofarexec.process import DEFAULT_KILL_GRACE
-from lofarexec.remote import DEFAULT_REMOTE_PYTHON
+from lofarexec.transport import DEFAULT_KILL_GRACE, DEFAULT_REMOTE_PYTHON
 
 #: The client config file read when ``config_file`` is not set; a missing one is no error.
 DEFAULT_CONFIG_FILE = "~/.ssh/config"

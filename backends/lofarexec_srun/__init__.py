@@ -47,8 +47,7 @@ from lofarexec import (
     hookimpl,
 )
 from lofarexec.backend import Report
-from lofarexec.process import ProcessLauncher
-from lofarexec.remote import RemoteLaunch, remote_launch
+from lofarexec.transport import ProcessLauncher, RemoteLaunch, remote_launch
 from lofarexec_srun.job import Alarms, SrunJob
 from lofarexec_srun.settings import SrunSettings
 

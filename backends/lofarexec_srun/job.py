@@ -43,8 +43,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from lofarexec.backend import LaunchRequest, Outcome, Report
-from lofarexec.process import ProcessHandle
-from lofarexec.remote import RemoteLaunch
+from lofarexec.transport import ProcessHandle, RemoteLaunch
 
 if TYPE_CHECKING:
     from lofarexec_srun import SrunBackend

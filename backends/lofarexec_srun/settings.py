@@ -5,8 +5,7 @@ from __future__ import annotations
 import dataclasses
 import shlex
 
-from lofarexec.process import DEFAULT_KILL_GRACE
-from lofarexec.remote import DEFAULT_REMOTE_PYTHON
+from lofarexec.transport import DEFAULT_KILL_GRACE, DEFAULT_REMOTE_PYTHON
 
 MODES = ("auto", "steps", "jobs")
 

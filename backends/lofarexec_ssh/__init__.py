@@ -4,14 +4,14 @@ With ``launch = agent`` (the default) one ``ssh`` process per host runs the host
 
     ssh -T -o BatchMode=yes -o StrictHostKeyChecking=yes ... -- HOST 'python3 -c <agent>'
 
-and every job of that host is a start frame on its stdin (:mod:`lofarexec.agent_client`, the
-agent in :mod:`lofarexec.host_agent`): no process here, no session, shell or Python start-up
+and every job of that host is a start frame on its stdin (:mod:`lofarexec.transport.agent`, the
+agent in :mod:`lofarexec.hostprograms.host_agent`): no process here, no session, shell or Python start-up
 there per job. With ``launch = process`` each job runs as its own::
 
     ssh ... -- HOST 'python3 -c <launch wrapper> <node argv, quoted once>'
 
 with the job's environment, token and status marker written to ssh's stdin, which is held open
-for the job's lifetime (see :mod:`lofarexec.launch_wrapper`). Either way: never a tty (it would
+for the job's lifetime (see :mod:`lofarexec.hostprograms.launch_wrapper`). Either way: never a tty (it would
 merge stderr into stdout and echo stdin), never a prompt (``BatchMode``), and the job's process
 group on the host dies when its kill arrives, or when the link to the control node ends.
 Connections are shared per host through an OpenSSH ControlMaster socket in a private folder that
@@ -31,10 +31,15 @@ import tempfile
 import threading
 
 from lofarexec import Backend, JobHandle, LaunchRequest, hookimpl
-from lofarexec.agent_client import KILL_CONFIRM, AgentPool
 from lofarexec.backend import Report
-from lofarexec.process import DEFAULT_KILL_GRACE, ProcessLauncher
-from lofarexec.remote import DEFAULT_REMOTE_PYTHON, start_through_wrapper
+from lofarexec.transport import (
+    DEFAULT_KILL_GRACE,
+    DEFAULT_REMOTE_PYTHON,
+    KILL_CONFIRM,
+    AgentPool,
+    ProcessLauncher,
+    start_through_wrapper,
+)
 
 _HOST_KEY_POLICIES = ("yes", "accept-new")
 _LAUNCH_MODES = ("agent", "process")

@@ -48,7 +48,7 @@ def lofarexec_register_backends(registry: BackendRegistry) -> None:
 def lofarexec_run_started(run: Any, jobs: list[ComputeJob]) -> None:
     """Called before the first job of a ``_schedule_jobs`` call starts.
 
-    :param run: the :class:`~lofarexec.runner.RunContext`: recipe name, backend name, job
+    :param run: the :class:`~lofarexec.run.runner.RunContext`: recipe name, backend name, job
         directory, log address.
     :param jobs: the jobs of this call, in input order (``job.id`` is set).
 

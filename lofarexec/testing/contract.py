@@ -22,8 +22,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
-import select
 import signal
 import textwrap
 import threading
@@ -36,7 +34,8 @@ import lofarexec
 from lofarexec.config import load_config
 from lofarexec.errors import PipelineQuit
 from lofarexec.job import ComputeJob
-from lofarexec.runner import JobRunner
+from lofarexec.run.runner import JobRunner
+from lofarexec.testing import procs
 
 #: Arguments that break naive quoting: each must reach the node exactly.
 HOSTILE_ARGUMENTS = ["", " ", "two words", "'single'", '"double"', "$HOME", "${PATH}", "`id`",
@@ -103,26 +102,14 @@ class BackendContract:
 
     def process_alive(self, host: str, pid: int) -> bool:
         """Whether ``pid`` still runs on ``host`` (a zombie counts as gone)."""
-        try:
-            with open(f"/proc/{pid}/stat") as stat:
-                return stat.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-        except OSError:
-            return False
+        return procs.running(pid)
 
     def wait_gone(self, host: str, pid: int, timeout: float) -> bool:
         """Wait until ``pid`` has exited on ``host``, on its pidfd (not a sleep loop).
 
         Override together with :meth:`process_alive` when the hosts are other machines.
         """
-        try:
-            pidfd = os.pidfd_open(pid)
-        except ProcessLookupError:
-            return True
-        try:
-            select.select([pidfd], [], [], timeout)  # readable once the process has exited
-        finally:
-            os.close(pidfd)
-        return not self.process_alive(host, pid)
+        return procs.wait_gone(pid, timeout)
 
     # -- the contract ----------------------------------------------------------------------------
     def test_argv_round_trip(self, contract_setup: ContractSetup) -> None:

@@ -10,6 +10,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
+import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Self
 
@@ -29,6 +32,31 @@ def stat_fields(pid: int) -> list[str] | None:
 def start_time(pid: int) -> int | None:
     fields = stat_fields(pid)
     return int(fields[19]) if fields else None
+
+
+def running(pid: int) -> bool:
+    """True when ``pid`` runs and is not a zombie (``kill -0`` says yes to zombies)."""
+    fields = stat_fields(pid)
+    return fields is not None and fields[0] not in ("Z", "X")
+
+
+def wait_gone(pids: int | Iterable[int], timeout: float) -> bool:
+    """Wait until every one of ``pids`` has exited (a zombie counts), on pidfds, not a sleep
+    loop: a SIGKILL takes effect when the process is next scheduled, which on a loaded machine
+    is not at once. True when all are gone within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    for pid in [pids] if isinstance(pids, int) else list(pids):
+        try:
+            pidfd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            continue
+        try:
+            select.select([pidfd], [], [], max(0.0, deadline - time.monotonic()))
+        finally:
+            os.close(pidfd)
+        if running(pid):
+            return False
+    return True
 
 
 def alive(process: ProcId) -> bool:

@@ -1,6 +1,6 @@
 """``lofarpipe.support.data_map``: the later LOFAR framework's data-map module, on lofarexec.
 
-``DataMap``/``MultiDataMap`` and their helpers come from :mod:`lofarexec.datamaps`. As in the
+``DataMap``/``MultiDataMap`` and their helpers come from :mod:`lofarexec.mapfiles.datamaps`. As in the
 framework, ``load_data_map`` gives a DataMap that iterates as ``(host, file)`` pairs (it reads
 any mapfile format) and ``store_data_map`` writes the DataMap JSON format.
 """
@@ -11,7 +11,7 @@ import os
 from collections.abc import Iterable
 from typing import Any
 
-from lofarexec.datamaps import (
+from lofarexec.mapfiles.datamaps import (
     DataMap,
     DataProduct,
     MultiDataMap,

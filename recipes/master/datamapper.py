@@ -33,7 +33,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from lofarexec.datamap import is_host_name, store_data_map
+from lofarexec.mapfiles.parset import is_host_name, store_data_map
 from lofarexec.errors import LofarexecError
 from lofarexec.job import ComputeJob
 from lofarexec.recipe import BaseRecipe, RemoteCommandRecipeMixIn

@@ -22,7 +22,7 @@ import os
 import sys
 
 from lofarexec import BaseRecipe, ComputeJob, RemoteCommandRecipeMixIn
-from lofarexec.datamaps import DataMap, DataProduct, load_map
+from lofarexec.mapfiles.datamaps import DataMap, DataProduct, load_map
 
 
 class executable_args(BaseRecipe, RemoteCommandRecipeMixIn):

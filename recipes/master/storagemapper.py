@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from lofarexec.datamap import is_host_name, store_data_map
+from lofarexec.mapfiles.parset import is_host_name, store_data_map
 from lofarexec.errors import DataMapError
 from lofarexec.recipe import BaseRecipe
 

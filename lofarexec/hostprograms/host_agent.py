@@ -1,0 +1,333 @@
+"""The remote half of the paramiko backend's agent mode: one process per connection, many jobs.
+
+Started once per SSH connection (``python3 -I -S -c ...``, like :mod:`lofarexec.hostprograms.launch_wrapper`)
+and kept up while the connection lives, it starts the host's jobs on request, so a job costs a
+``posix_spawn`` on the host instead of an SSH session, a remote shell and a Python start-up
+(about 15 ms of host CPU per job, which is what kept a 2-core cluster node busy). Standard
+library only; it must run on any Python >= 3.8 a compute node may have.
+
+It keeps the wrapper's guarantees, for every job it runs:
+
+* **Kill reaches the host.** A kill request TERMs the job's process group, then KILLs it after
+  the job's grace period. End-of-file on stdin (the connection closed or lost), SIGHUP or
+  SIGTERM kill every job the same way, and the agent exits once they are gone. So does silence:
+  given a limit (its first argument, seconds), the agent expects a frame at least that often
+  (the control node pings while it has nothing else to say), so a link that died without a
+  word (a pulled cable: neither end sees EOF for a long time) does not leave the jobs running.
+* **Secrets stay off command lines.** argv and environment arrive on stdin, never in ``ps``.
+* **The exit status is the node's, exactly**, reported in its own frame (negative: killed by
+  that signal), after all of the job's stdout and stderr frames.
+
+Wire format, both ways: frames of ``kind (1 byte) job (uint32) length (uint32)`` then
+``length`` bytes. To the agent: ``S`` start (payload: NUL-separated ``grace``, ``argc``, argv
+words, ``NAME=VALUE`` environment entries: none of them can hold a NUL, so the split is exact
+and every byte reaches the job as sent), ``K`` kill, ``N`` nothing (a ping). From the agent:
+``H`` hello (once, at start), ``P`` the job started (payload: its pid, which is also its process
+group: should the agent be killed outright, the control node kills that group itself),
+``O``/``E`` a chunk of the job's stdout/stderr, ``F`` the job could not be started (payload:
+why), ``X`` the job ended (payload: its status in ASCII). The agent's own stderr is the
+channel's stderr: a crash of the agent shows there.
+
+Output flows under back-pressure: while more than ``_OUTBOX_LIMIT`` bytes wait to be sent, the
+agent stops reading its jobs' pipes (so a job that writes faster than the link carries it
+blocks, as it would on a terminal), but it never stops reading stdin, so a kill always lands.
+"""
+
+import os
+import selectors
+import signal
+import struct
+import sys
+import time
+
+_HEADER = struct.Struct("!cII")
+_CHUNK = 65536
+_OUTBOX_LIMIT = 4 << 20
+#: Seconds a job's pipes may stay open after it exited (something it left outside its process
+#: group still holds them); then the job is reported without the rest of its output.
+_PIPE_LINGER = 5.0
+
+
+class _Job:
+    __slots__ = ("exited_at", "grace", "kill_at", "killed", "number", "pid", "pipes", "status")
+
+    def __init__(self, number, pid, pipes, grace):
+        self.number = number
+        self.pid = pid
+        self.pipes = pipes  # fd -> frame kind (b"O" or b"E"), while open
+        self.grace = grace
+        self.status = None
+        self.exited_at = None
+        self.kill_at = None  # when a TERMed job gets its KILL
+        self.killed = False
+
+
+class Agent:
+    """Serves start and kill requests from stdin until stdin ends and every job is gone."""
+
+    def __init__(self, silence_limit=0.0):
+        self.silence_limit = silence_limit  # seconds without a frame: the control node is gone
+        self.heard = time.monotonic()
+        self.selector = selectors.DefaultSelector()
+        self.jobs = {}  # number -> _Job
+        self.by_pid = {}
+        self.outbox = bytearray()
+        self.inbox = bytearray()
+        self.reading_pipes = True
+        self.quitting = False
+        self.host_environment = dict(os.environb)  # what a job's environment is laid over
+        for fd in (0, 1):
+            os.set_blocking(fd, False)
+        self.wake_read, wake_write = os.pipe()
+        for fd in (self.wake_read, wake_write):
+            os.set_blocking(fd, False)
+            os.set_inheritable(fd, False)
+        signal.set_wakeup_fd(wake_write)
+        signal.signal(signal.SIGCHLD, lambda *_: None)  # a handler, so the wake-up fd hears it
+        for signum in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: self.stop())
+        self.selector.register(0, selectors.EVENT_READ, "stdin")
+        self.selector.register(self.wake_read, selectors.EVENT_READ, "wake")
+        self.send(b"H", 0, b"1")
+
+    # -- requests --------------------------------------------------------------------------
+    def start(self, number, payload):
+        if self.quitting:
+            self.send(b"F", number, b"the host's agent is stopping")
+            return
+        fields = payload.split(b"\0")
+        grace, argc = float(fields[0]), int(fields[1])
+        argv = fields[2:2 + argc]
+        environment = dict(self.host_environment)
+        for entry in fields[2 + argc:]:
+            name, _, value = entry.partition(b"=")
+            environment[name] = value
+        out_read, out_write = os.pipe()  # not inheritable: only the dup2 copies reach the job
+        err_read, err_write = os.pipe()
+        for fd in (out_read, err_read):
+            os.set_blocking(fd, False)
+        # posix_spawnp searches the caller's PATH, not the job's: make them the same.
+        os.environb[b"PATH"] = environment.get(b"PATH", os.defpath.encode())
+        argv = argv or [b""]
+        try:  # Python ignores SIGPIPE and SIGXFSZ; the job gets the defaults, as from a shell
+            pid = os.posix_spawnp(argv[0], argv, environment, setsid=True,
+                                  setsigdef=(signal.SIGPIPE, signal.SIGXFSZ), file_actions=[
+                                      (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                                      (os.POSIX_SPAWN_DUP2, out_write, 1),
+                                      (os.POSIX_SPAWN_DUP2, err_write, 2)])
+        except (OSError, ValueError) as exc:
+            for fd in (out_read, out_write, err_read, err_write):
+                os.close(fd)
+            why = getattr(exc, "strerror", None) or str(exc)
+            name = argv[0].decode("utf-8", "replace") if argv else "(empty argv)"
+            self.send(b"F", number, ("cannot start %r: %s" % (name, why)).encode())
+            return
+        os.close(out_write)
+        os.close(err_write)
+        self.send(b"P", number, str(pid).encode("ascii"))
+        job = _Job(number, pid, {out_read: b"O", err_read: b"E"}, grace)
+        self.jobs[number] = job
+        self.by_pid[pid] = job
+        if self.reading_pipes:
+            for fd in job.pipes:
+                self.selector.register(fd, selectors.EVENT_READ, job)
+
+    def kill(self, job):
+        """TERM the job's group now, KILL it after its grace (if it has not ended by then)."""
+        if job.status is not None or job.killed:
+            return
+        job.killed = True
+        _signal_group(job.pid, signal.SIGTERM)
+        job.kill_at = time.monotonic() + job.grace
+
+    def stop(self):
+        """The control node is gone or asked us to go: kill every job, then exit."""
+        self.quitting = True
+        for job in list(self.jobs.values()):
+            self.kill(job)
+
+    # -- the loop --------------------------------------------------------------------------
+    def run(self):
+        while not (self.quitting and not self.jobs):
+            self.flow()
+            for key, events in self.selector.select(self.timeout()):
+                if key.data == "stdin":
+                    self.read_requests()
+                elif key.data == "wake":
+                    self.reap()
+                elif key.data == "stdout":
+                    self.flush()
+                else:
+                    self.read_pipe(key.fd, key.data)
+            self.reap()
+            self.run_timers()
+            if (self.silence_limit and not self.quitting
+                    and time.monotonic() - self.heard > self.silence_limit):
+                os.write(2, ("lofarexec host agent: no word from the control node for %g s: "
+                             "killing every job\n" % self.silence_limit).encode())
+                self.stop()
+        self.last_words()
+
+    def read_requests(self):
+        try:
+            chunk = os.read(0, _CHUNK)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        if not chunk:
+            self.selector.unregister(0)
+            self.stop()
+            return
+        self.heard = time.monotonic()
+        self.inbox += chunk
+        while len(self.inbox) >= _HEADER.size:
+            kind, number, length = _HEADER.unpack_from(self.inbox)
+            if len(self.inbox) < _HEADER.size + length:
+                break
+            payload = bytes(self.inbox[_HEADER.size:_HEADER.size + length])
+            del self.inbox[:_HEADER.size + length]
+            if kind == b"S":
+                self.start(number, payload)
+            elif kind == b"K" and number in self.jobs:
+                self.kill(self.jobs[number])
+
+    def read_pipe(self, fd, job):
+        try:
+            data = os.read(fd, _CHUNK)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if data:
+            self.send(job.pipes[fd], job.number, data)
+            return
+        self.close_pipe(job, fd)
+        self.finish_if_done(job)
+
+    def close_pipe(self, job, fd):
+        del job.pipes[fd]
+        if self.reading_pipes:
+            self.selector.unregister(fd)
+        os.close(fd)
+
+    def reap(self):
+        try:
+            while os.read(self.wake_read, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        while self.by_pid:
+            try:
+                # Without reaping first, so the job's pid (its group id) cannot be reused while
+                # we kill what it left behind in its group.
+                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:
+                return
+            if info is None or info.si_pid == 0:
+                return
+            pid = info.si_pid
+            _signal_group(pid, signal.SIGKILL)
+            _, raw = os.waitpid(pid, 0)
+            job = self.by_pid.pop(pid, None)
+            if job is None:
+                continue
+            job.status = -os.WTERMSIG(raw) if os.WIFSIGNALED(raw) else os.WEXITSTATUS(raw)
+            job.exited_at = time.monotonic()
+            self.finish_if_done(job)
+
+    def finish_if_done(self, job):
+        if job.status is None:
+            return
+        if job.pipes:
+            if time.monotonic() < job.exited_at + _PIPE_LINGER:
+                return
+            for fd in list(job.pipes):
+                self.close_pipe(job, fd)
+        del self.jobs[job.number]
+        self.send(b"X", job.number, str(job.status).encode("ascii"))
+
+    def run_timers(self):
+        now = time.monotonic()
+        for job in list(self.jobs.values()):
+            if job.kill_at is not None and job.kill_at <= now:
+                job.kill_at = None
+                if job.status is None:
+                    _signal_group(job.pid, signal.SIGKILL)
+            if job.status is not None:
+                self.finish_if_done(job)
+
+    def timeout(self):
+        moments = [job.kill_at for job in self.jobs.values() if job.kill_at is not None]
+        moments += [job.exited_at + _PIPE_LINGER for job in self.jobs.values()
+                    if job.exited_at is not None]
+        if self.silence_limit and not self.quitting:
+            moments.append(self.heard + self.silence_limit + 0.01)
+        if not moments:
+            return None
+        return max(0.0, min(moments) - time.monotonic())
+
+    # -- output ----------------------------------------------------------------------------
+    def send(self, kind, number, payload):
+        was_empty = not self.outbox
+        self.outbox += _HEADER.pack(kind, number, len(payload))
+        self.outbox += payload
+        if was_empty:
+            self.flush()
+
+    def flush(self):
+        try:
+            while self.outbox:
+                written = os.write(1, self.outbox[:_CHUNK * 4])
+                del self.outbox[:written]
+        except BlockingIOError:
+            pass
+        except OSError:  # the channel is gone: nobody is left to read what we would say
+            self.outbox.clear()
+            self.stop()
+
+    def last_words(self):
+        """Send what is still waiting (the last jobs' ends), for a few seconds at most."""
+        deadline = time.monotonic() + _PIPE_LINGER
+        with selectors.DefaultSelector() as writable:
+            writable.register(1, selectors.EVENT_WRITE)
+            while self.outbox and time.monotonic() < deadline:
+                writable.select(max(0.0, deadline - time.monotonic()))
+                self.flush()
+
+    def flow(self):
+        """Watch stdout while there is something to send; stop reading the jobs' pipes while
+        too much is waiting (back-pressure on the jobs, never on the requests)."""
+        watching = 1 in self.selector.get_map()
+        if self.outbox and not watching:
+            self.selector.register(1, selectors.EVENT_WRITE, "stdout")
+        elif not self.outbox and watching:
+            self.selector.unregister(1)
+        reading = len(self.outbox) < _OUTBOX_LIMIT
+        if reading != self.reading_pipes:
+            self.reading_pipes = reading
+            for job in self.jobs.values():
+                for fd in job.pipes:
+                    if reading:
+                        self.selector.register(fd, selectors.EVENT_READ, job)
+                    else:
+                        self.selector.unregister(fd)
+
+
+def _signal_group(pgid, signum):
+    try:
+        os.killpg(pgid, signum)
+    except OSError:
+        pass
+
+
+def main():
+    if sys.version_info < (3, 8):  # posix_spawn with setsid and setsigdef
+        sys.exit("lofarexec host agent: needs Python 3.8 or later, %s is %s; set remote_python"
+                 % (sys.executable, sys.version.split()[0]))
+    Agent(float(sys.argv[1]) if len(sys.argv) > 1 else 0.0).run()
+
+
+if __name__ == "__main__":
+    main()
+    os._exit(0)

@@ -1,0 +1,320 @@
+"""Mapfiles: which host holds which file, in the seed's parset format.
+
+::
+
+    # comments and blank lines are allowed
+    lce001=[ /data/L1_SB000.MS, /data/L1_SB009.MS ]
+    lce002=[ /data/L1_SB001.MS,
+             /data/L1_SB010.MS ]
+    lce003=[]
+
+Entries may span lines or share one; paths may contain spaces (items are split on commas and
+stripped), so a path cannot contain ``,`` or ``]``, nor start or end with white space. A host
+may be listed with an empty list (it holds nothing). Every malformed input raises
+:class:`~lofarexec.errors.DataMapError` naming the file and line. Nothing is ever ``eval``'d.
+
+:func:`load_data_map` / :func:`store_data_map` are the seed's ``(host, file)`` pair interface;
+:func:`load_host_lists` / :func:`parse_host_lists` keep the per-host grouping, hosts with an
+empty list included.
+
+The later framework's maps (:class:`~lofarexec.mapfiles.datamaps.DataMap`) are a list of entries, as JSON
+or as a Python literal; this module reads their text (:func:`read_entries`) and tells the formats
+apart (:func:`map_format`); the classes are in :mod:`lofarexec.mapfiles.datamaps`.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from lofarexec.errors import DataMapError
+
+_HOST = re.compile(r"[A-Za-z0-9_.:-]+")
+
+#: ``(host, [file, ...])`` in file order: the grouped form of a mapfile.
+HostLists = list[tuple[str, list[str]]]
+
+
+def is_host_name(text: str) -> bool:
+    """Whether ``text`` can be a host in a parset mapfile (letters, digits, ``_ . : -``)."""
+    return bool(_HOST.fullmatch(text))
+
+
+def read_map_text(filename: str | os.PathLike[str]) -> str:
+    """The text of a mapfile of any format; a missing or unreadable file is a DataMapError."""
+    name = os.fspath(filename)
+    try:
+        # newline="": a '\r' is part of a path, not a line break to translate
+        with open(name, encoding="utf-8", newline="") as stream:
+            return stream.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataMapError(f"cannot read mapfile: {getattr(exc, 'strerror', None) or exc}",
+                           filename=name) from None
+
+
+def load_data_map(filename: str | os.PathLike[str]) -> list[tuple[str, str]]:
+    """Read a parset mapfile; ``(host, file)`` pairs in file order."""
+    name = os.fspath(filename)
+    return parse_data_map(read_map_text(name), filename=name)
+
+
+def load_host_lists(filename: str | os.PathLike[str]) -> HostLists:
+    """Read a parset mapfile keeping its grouping: ``(host, files)`` in file order."""
+    name = os.fspath(filename)
+    return parse_host_lists(read_map_text(name), filename=name)
+
+
+def parse_data_map(text: str, *, filename: str | None = None) -> list[tuple[str, str]]:
+    """Parse mapfile text (see the module docstring); ``filename`` is for error messages."""
+    return [(host, path) for host, paths in parse_host_lists(text, filename=filename)
+            for path in paths]
+
+
+def parse_host_lists(text: str, *, filename: str | None = None) -> HostLists:
+    """Parse mapfile text into ``(host, files)`` groups; a host may appear only once."""
+    groups: HostLists = []
+    seen: dict[str, int] = {}
+    text = _strip_comments(text)
+    position = _skip_space(text, 0)
+    while position < len(text):
+        line = text.count("\n", 0, position) + 1
+        host, start = _read_host(text, position, filename, line)
+        if host in seen:
+            raise DataMapError(f"host {host!r} appears twice (first on line {seen[host]})",
+                               filename=filename, line=line)
+        seen[host] = line
+        items, position = _read_list(text, start, host, filename, line)
+        groups.append((host, items))
+        position = _skip_space(text, position)
+    return groups
+
+
+def _read_host(text: str, position: int, filename: str | None, line: int) -> tuple[str, int]:
+    """The host name at ``position`` and where its ``[`` is."""
+    equals = text.find("=", position)
+    newline = text.find("\n", position)
+    if equals < 0 or (0 <= newline < equals):
+        raise DataMapError("expected 'host=[ file, ... ]', found no '='",
+                           filename=filename, line=line)
+    host = text[position:equals].strip()
+    if not _HOST.fullmatch(host):
+        raise DataMapError(f"{host!r} is not a host name", filename=filename, line=line)
+    start = _skip_space(text, equals + 1)
+    if not text.startswith("[", start):
+        raise DataMapError(f"expected '[' after '{host}='", filename=filename, line=line)
+    return host, start
+
+
+def _read_list(
+    text: str, start: int, host: str, filename: str | None, line: int
+) -> tuple[list[str], int]:
+    """The items of the list opening at ``start``, and the position after its ``]``."""
+    end = text.find("]", start)
+    if end < 0:
+        raise DataMapError(f"the list of host {host!r} is never closed with ']'",
+                           filename=filename, line=line)
+    items = [item.strip() for item in text[start + 1:end].split(",")]
+    if items == [""]:
+        items = []
+    if "" in items:
+        raise DataMapError(f"empty file name in the list of host {host!r}",
+                           filename=filename, line=line)
+    return items, end + 1
+
+
+def store_data_map(
+    filename: str | os.PathLike[str],
+    data: Iterable[tuple[str, str]] | Mapping[str, Iterable[str]],
+) -> None:
+    """Write a parset mapfile, replacing ``filename`` in one step (never half-written).
+
+    ``data`` is ``(host, file)`` pairs (hosts in order of first appearance) or a mapping of
+    host to files, whose hosts with no files are written with an empty list.
+    """
+    name = os.fspath(filename)
+    if isinstance(data, Mapping):
+        groups = [(host, list(paths)) for host, paths in data.items()]
+    else:
+        grouped: dict[str, list[str]] = {}
+        for host, path in data:
+            grouped.setdefault(host, []).append(path)
+        groups = list(grouped.items())
+    for host, paths in groups:
+        _check_writable(name, host, paths)
+    write_atomically(name, "".join(f"{host}=[{', '.join(paths)}]\n" for host, paths in groups))
+
+
+def _check_writable(filename: str, host: str, paths: list[str]) -> None:
+    """Refuse what would read back differently: the format cannot quote anything."""
+    if not isinstance(host, str) or not _HOST.fullmatch(host):
+        raise DataMapError(f"{host!r} is not a host name", filename=filename)
+    for path in paths:
+        if not isinstance(path, str):
+            raise DataMapError(f"file name {path!r} of host {host!r} is a "
+                               f"{type(path).__name__}, not a string", filename=filename)
+        if "," in path or "]" in path or "\n" in path:
+            raise DataMapError(f"file name {path!r} cannot be written to a parset mapfile "
+                               "(it contains ',', ']' or a newline)", filename=filename)
+        if path != path.strip() or not path:
+            raise DataMapError(f"file name {path!r} cannot be written to a parset mapfile "
+                               "(it is empty or starts or ends with white space)",
+                               filename=filename)
+
+
+def write_atomically(filename: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` to a temporary file beside ``filename`` and rename it into place.
+
+    A reader (or a crash) never sees a half-written mapfile. Folders are created as needed.
+    """
+    path = Path(filename)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(temporary, "w", encoding="utf-8", newline="") as stream:
+            stream.write(text)
+        os.replace(temporary, path)
+    except OSError as exc:
+        temporary.unlink(missing_ok=True)
+        raise DataMapError(f"cannot write mapfile: {exc.strerror or exc}",
+                           filename=os.fspath(filename)) from None
+
+
+def map_format(text: str) -> Literal["parset", "datamap"]:
+    """``"datamap"`` when the first thing after comments and blank lines is ``[``.
+
+    A parset line starts with a host name, which never begins with ``[``.
+    """
+    stripped = _strip_comments(text).lstrip()
+    return "datamap" if stripped.startswith("[") else "parset"
+
+
+def read_entries(text: str, *, filename: str | None = None) -> list[tuple[Any, int]]:
+    """The elements of a DataMap file's top-level list, each with the line it starts on.
+
+    JSON or a Python literal, told apart by the first quote character (``'`` for the literal);
+    when that reading fails but the other succeeds, the other is used. Nothing is ``eval``'d.
+    """
+    readers = [_json_entries, _literal_entries]
+    first_quote = re.search("[\"']", text)
+    if first_quote and first_quote[0] == "'":
+        readers.reverse()
+    try:
+        return readers[0](text, filename)
+    except DataMapError as first:
+        try:
+            return readers[1](text, filename)
+        except DataMapError:
+            raise first from None
+
+
+_JSON_SPACE = " \t\n\r"
+_JSON_DECODER = json.JSONDecoder()
+
+
+def _json_entries(text: str, filename: str | None) -> list[tuple[Any, int]]:
+    """Read a JSON list one element at a time, so each element's line is known."""
+    position = _skip_json_space(text, 0)
+    if not text.startswith("[", position):
+        raise DataMapError("a data map is a list: expected '['", filename=filename,
+                           line=_line_of(text, position))
+    opening_line = _line_of(text, position)
+    position = _skip_json_space(text, position + 1)
+    entries: list[tuple[Any, int]] = []
+    if not text.startswith("]", position):  # not the empty list
+        while True:
+            value, end = _json_value(text, position, filename)
+            entries.append((value, _line_of(text, position)))
+            position = _skip_json_space(text, end)
+            if not text.startswith(",", position):
+                break
+            position = _skip_json_space(text, position + 1)
+    if position >= len(text):
+        raise DataMapError("the list is never closed with ']'", filename=filename,
+                           line=opening_line)
+    if not text.startswith("]", position):
+        raise DataMapError("expected ',' or ']' after an entry", filename=filename,
+                           line=_line_of(text, position))
+    _check_nothing_after(text, _skip_json_space(text, position + 1), filename)
+    return entries
+
+
+def _json_value(text: str, position: int, filename: str | None) -> tuple[Any, int]:
+    """The JSON value starting at ``position``, and where it ends."""
+    try:
+        return _JSON_DECODER.raw_decode(text, position)
+    except json.JSONDecodeError as exc:
+        raise DataMapError(f"not valid JSON: {exc.msg}", filename=filename,
+                           line=exc.lineno) from None
+    except RecursionError:
+        raise DataMapError("not valid JSON: nested too deeply", filename=filename,
+                           line=_line_of(text, position)) from None
+
+
+def _literal_entries(text: str, filename: str | None) -> list[tuple[Any, int]]:
+    """Read the framework's Python-literal list with :func:`ast.literal_eval`, element-wise."""
+    body = text.lstrip()
+    offset = text.count("\n", 0, len(text) - len(body))  # ast counts lines from the body
+    try:
+        tree = ast.parse(body, mode="eval")
+    except SyntaxError as exc:
+        raise DataMapError(f"not a valid Python literal: {exc.msg}", filename=filename,
+                           line=(exc.lineno or 1) + offset) from None
+    except (ValueError, MemoryError, RecursionError) as exc:
+        raise DataMapError(f"not a valid Python literal: {exc}", filename=filename) from None
+    if not isinstance(tree.body, ast.List):
+        raise DataMapError("a data map is a list: expected '['", filename=filename,
+                           line=tree.body.lineno + offset)
+    entries: list[tuple[Any, int]] = []
+    for element in tree.body.elts:
+        try:
+            value = ast.literal_eval(element)
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+            raise DataMapError("only literals (strings, numbers, True/False/None, lists, "
+                               "tuples, dicts) are allowed", filename=filename,
+                               line=_first_non_literal_line(element) + offset) from None
+        entries.append((value, element.lineno + offset))
+    return entries
+
+
+_LITERAL_NODES = (ast.Constant, ast.List, ast.Tuple, ast.Set, ast.Dict, ast.UnaryOp, ast.BinOp,
+                  ast.unaryop, ast.operator, ast.expr_context)
+
+
+def _first_non_literal_line(element: ast.expr) -> int:
+    """The line of the first node :func:`ast.literal_eval` refuses (a name, a call...)."""
+    for node in ast.walk(element):
+        if not isinstance(node, _LITERAL_NODES):
+            return int(getattr(node, "lineno", element.lineno))
+    return element.lineno
+
+
+def _check_nothing_after(text: str, position: int, filename: str | None) -> None:
+    if position < len(text):
+        raise DataMapError("unexpected text after the closing ']'", filename=filename,
+                           line=_line_of(text, position))
+
+
+def _skip_json_space(text: str, position: int) -> int:
+    while position < len(text) and text[position] in _JSON_SPACE:
+        position += 1
+    return position
+
+
+def _line_of(text: str, position: int) -> int:
+    return text.count("\n", 0, position) + 1
+
+
+def _strip_comments(text: str) -> str:
+    """Blank out ``#`` comments, keeping line breaks so line numbers stay right."""
+    return re.sub(r"(?m)^[ \t]*#.*$", "", text)
+
+
+def _skip_space(text: str, position: int) -> int:
+    while position < len(text) and text[position].isspace():
+        position += 1
+    return position

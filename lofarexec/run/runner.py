@@ -1,0 +1,311 @@
+"""One ``_schedule_jobs`` call, end to end: backend, log receiver, hooks, scheduler.
+
+The recipe layer owns the CLI and the logging set-up; this module owns what happens between
+"here is a list of jobs" and "every job has a final state": it picks the backend named by
+``[remote] method``, starts the run's :class:`~lofarexec.channel.logserver.LogServer`, builds each job's
+:class:`~lofarexec.backend.LaunchRequest` (argv, node environment, token), hands the batch to
+the :class:`~lofarexec.run.scheduler.Scheduler` and relays its events to the plugin hooks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import logging
+import os
+import shlex
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from lofarexec.backend import Backend, LaunchRequest
+from lofarexec.channel.exchange import JobExchange
+from lofarexec.channel.logserver import LogServer
+from lofarexec.config import PipelineConfig
+from lofarexec.config.hostlist import allocation_hosts
+from lofarexec.errors import ConfigError, PipelineQuit
+from lofarexec.job import ComputeJob, JobState
+from lofarexec.node import ENV_JOB_DIRECTORY
+from lofarexec.plugin.manager import PluginManager, build_plugin_manager
+from lofarexec.run.journal import JournalWriter
+from lofarexec.run.scheduler import Limits, Scheduler
+
+#: The backend used when ``[remote] method`` is absent: ssh, the seed's default transport.
+DEFAULT_METHOD = "ssh"
+#: Variables the node gets from the control node's environment when they are set there.
+FORWARDED_VARIABLES = ("PATH", "PYTHONPATH", "LD_LIBRARY_PATH", "LOFARROOT")
+#: The results keys the scheduler owns: a node's outputs never replace them.
+RESERVED_RESULTS = frozenset({"returncode", "state", "host", "start_time", "end_time",
+                              "job_duration", "attempts", "reason", "backend", "output", "errors"})
+#: Seconds the end of a batch waits, in all, for the nodes' log channels to close.
+LOG_DRAIN_TIMEOUT = 5.0
+#: How many of a failed job's last stderr lines are repeated in the master's log.
+_STDERR_LINES = 10
+
+
+@dataclasses.dataclass
+class RunContext:
+    """What the hooks are told about the run in progress."""
+
+    recipe_name: str
+    backend_name: str
+    job_directory: Path
+    log_address: tuple[str, int]
+    dry_run: bool = False
+    started: str = dataclasses.field(
+        default_factory=lambda: datetime.datetime.now().isoformat(timespec="milliseconds"))
+    """When this batch began: tells apart the journal lines of successive batches."""
+
+
+class JobRunner:
+    """Runs batches of jobs for one recipe; ``kill`` stops the batch in progress."""
+
+    def __init__(
+        self,
+        config: PipelineConfig,
+        *,
+        recipe_name: str,
+        error: threading.Event,
+        logger: logging.Logger | None = None,
+        plugin_manager: PluginManager | None = None,
+        dry_run: bool = False,
+    ) -> None:
+        self.config = config
+        self.recipe_name = recipe_name
+        self.error = error
+        self.logger = logger or logging.getLogger(recipe_name)
+        self.plugins = plugin_manager
+        self.dry_run = dry_run
+        self._scheduler: Scheduler | None = None
+        self._kill_reason: str | None = None
+        self._exchange: JobExchange | None = None
+        self._exchange_ready = threading.Event()
+
+    def exchange_when_running(self, timeout: float | None = None) -> JobExchange:
+        """The job channel's board of the batch in progress (for a recipe's controller thread:
+        ``put`` values for nodes, ``get`` theirs); waits until a batch has started."""
+        if not self._exchange_ready.wait(timeout) or self._exchange is None:
+            raise TimeoutError("no batch of jobs started")
+        return self._exchange
+
+    def kill(self, reason: str) -> None:
+        """Stop the batch in progress, or the one being set up (it then starts no job and
+        ends in PipelineQuit). Safe in signal handlers: it only records or forwards."""
+        self._kill_reason = reason
+        scheduler = self._scheduler
+        if scheduler is not None:
+            scheduler.kill(reason)
+
+    def schedule(
+        self, jobs: Sequence[ComputeJob], max_per_node: int | None = None,
+        fail_fast: bool = False,
+    ) -> dict[int, ComputeJob]:
+        """Run ``jobs`` and block until each has a final state; ``{job.id: job}`` in input order.
+
+        With ``fail_fast`` the first job that does not succeed stops the others at once
+        (running ones are killed, queued ones not started), as processes that work together
+        need.
+        """
+        jobs = list(jobs)
+        for index, job in enumerate(jobs):
+            job.id = index  # the ids the hooks and the report use (the scheduler's too)
+        argv_heads = _split_commands(jobs)
+        _check_stored_arguments(jobs)
+        if self.plugins is None:
+            self.plugins = build_plugin_manager([JournalWriter()])
+        method = self.config.remote_method or DEFAULT_METHOD
+        backend_class = self.plugins.backends.get(method)
+        settings = self.config.section_settings(method, backend_class.Settings)
+        backend = backend_class(settings)
+        limits = self._limits(max_per_node)
+        pool = allocation_hosts(self.config.get("cluster", "hosts", fallback=None),
+                                source=str(self.config.path))
+        bind, advertise = self._log_addresses(backend_class)
+        with LogServer(bind_address=bind, advertise_address=advertise,
+                       recipe_name=self.recipe_name) as log_server:
+            host, port = log_server.address
+            self.logger.debug("Logging to %s:%d", host, port)
+            self._exchange = log_server.exchange
+            self._exchange_ready.set()
+            context = RunContext(self.recipe_name, method, self.config.job_directory,
+                                 (host, port), self.dry_run)
+            environment = node_environment(self.config)
+            environment[ENV_JOB_DIRECTORY] = str(context.job_directory)
+            hooks = self.plugins.hook
+
+            def prepare(job: ComputeJob) -> LaunchRequest:
+                assert job.id is not None and job.host is not None  # placed by now
+                self.logger.debug("Dispatching command to %s with %s", job.host, method)
+                if job.store_arguments:
+                    log_server.exchange.store_arguments(job.id, job.arguments)
+                    argv = (*argv_heads[job.command], str(job.id), host, str(port))
+                else:
+                    argv = (*argv_heads[job.command], host, str(port), *job.arguments)
+                return LaunchRequest(
+                    job_id=job.id, host=job.host, argv=argv, environment=environment,
+                    token=log_server.register_job(job.id, job.host),
+                    recipe_name=self.recipe_name,
+                )
+
+            scheduler = Scheduler(backend, prepare, limits=limits, error=self.error,
+                                  observer=_HookRelay(hooks, context, log_server, self.logger),
+                                  job_timeout=self.config.job_timeout, pool=pool,
+                                  fail_fast=fail_fast)
+            hooks.lofarexec_run_started(run=context, jobs=jobs)
+            try:
+                self._run(scheduler, backend, jobs)
+            finally:
+                self._exchange_ready.clear()
+                log_server.exchange.close()
+                # The nodes' last records come before "completed": wait for their channels to
+                # close, at most LOG_DRAIN_TIMEOUT in all (a stuck node must not stall a stop).
+                deadline = time.monotonic() + LOG_DRAIN_TIMEOUT
+                for job in jobs:
+                    if job.id is not None and job.results.get("attempts"):
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0 or not log_server.wait_job_closed(job.id, remaining):
+                            break
+                hooks.lofarexec_run_finished(run=context, jobs=jobs, error=self.error.is_set())
+        if self._kill_reason is not None:  # a stop that came as the batch was ending
+            raise PipelineQuit(f"run stopped ({self._kill_reason})")
+        return {job.id: job for job in jobs if job.id is not None}
+
+    def _run(self, scheduler: Scheduler, backend: Backend, jobs: list[ComputeJob]) -> None:
+        if self.dry_run:
+            for index, job in enumerate(jobs):
+                job.id = index
+                job.results = {"state": JobState.NOT_STARTED.value, "host": job.host,
+                               "reason": "dry run", "returncode": None, "attempts": 0}
+                self.logger.info("dry run: would run %s on %s", job.command, job.host)
+            return
+        self._scheduler = scheduler
+        if self._kill_reason is not None:  # stopped while the batch was being set up
+            scheduler.kill(self._kill_reason)
+        try:
+            backend.open()
+            scheduler.run(
+                jobs, on_waiting=lambda: self.logger.info("Waiting for compute threads...")
+            )
+        finally:
+            self._scheduler = None
+            backend.close()
+
+    def _limits(self, max_per_node: int | None) -> Limits:
+        per_host = max_per_node if max_per_node is not None else self.config.max_per_node
+        try:
+            return Limits(per_host, self.config.max_per_node_overrides, self.config.max_jobs)
+        except ValueError as exc:
+            raise ConfigError(str(exc), filename=str(self.config.path)) from None
+
+    def _log_addresses(self, backend_class: type[Backend]) -> tuple[str, str | None]:
+        """Where the log receiver listens, and the address nodes are told to use."""
+        local_only = getattr(backend_class, "local_only", False)
+        bind = self.config.get("logging", "bind_address",
+                               fallback="127.0.0.1" if local_only else "0.0.0.0")
+        advertise = self.config.get("logging", "advertise_address", fallback="") or None
+        if advertise is None and bind in ("0.0.0.0", ""):
+            advertise = _this_host_address()
+        return bind, advertise
+
+
+def node_environment(config: PipelineConfig) -> dict[str, str]:
+    """The variables every node gets: search paths from ``[deploy]`` prepended, no ``None``s."""
+    environment = {name: os.environ[name] for name in FORWARDED_VARIABLES if name in os.environ}
+    extra = config.get_list("remote", "forward_environment", fallback=[])
+    environment.update({name: os.environ[name] for name in extra if name in os.environ})
+    for name, prefix in (("PYTHONPATH", config.engine_ppath),
+                         ("LD_LIBRARY_PATH", config.engine_lpath)):
+        parts = [*prefix, *filter(None, environment.get(name, "").split(os.pathsep))]
+        if parts:
+            environment[name] = os.pathsep.join(parts)
+    return environment
+
+
+def _split_commands(jobs: Sequence[ComputeJob]) -> dict[str, tuple[str, ...]]:
+    """Split every distinct command once, so a malformed one fails before any job starts."""
+    heads: dict[str, tuple[str, ...]] = {}
+    for index, job in enumerate(jobs):
+        if job.command not in heads:
+            try:
+                heads[job.command] = tuple(shlex.split(job.command))
+            except ValueError as exc:
+                raise ValueError(
+                    f"job {index}: cannot split command {job.command!r}: {exc}"
+                ) from None
+            if not heads[job.command]:
+                raise ValueError(f"job {index}: the command is empty")
+    return heads
+
+
+def _this_host_address() -> str:
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return "127.0.0.1"
+
+
+class _HookRelay:
+    """Turns scheduler events into plugin hook calls."""
+
+    def __init__(self, hooks: Any, context: RunContext, log_server: LogServer,
+                 logger: logging.Logger) -> None:
+        # A hook no plugin implements is not called at all (one call per job adds up).
+        self._started = _implemented(hooks.lofarexec_job_started)
+        self._finished = _implemented(hooks.lofarexec_job_finished)
+        self._context = context
+        self._log_server = log_server
+        self._logger = logger
+
+    def job_started(self, job: ComputeJob) -> None:
+        if self._started is not None:
+            self._started(run=self._context, job=job)
+
+    def job_finished(self, job: ComputeJob) -> None:
+        results = job.results
+        if job.id is not None and results.get("attempts"):  # not_started: never registered
+            self._log_server.job_exited(job.id)
+            outputs = self._log_server.exchange.take_outputs(job.id)
+            if outputs:
+                _merge_outputs(self._logger, job, outputs)
+            if results["state"] != JobState.SUCCEEDED.value:
+                _log_failure(self._logger, job)
+        if self._finished is not None:
+            self._finished(run=self._context, job=job)
+
+
+def _implemented(hook: Any) -> Any:
+    return hook if hook.get_hookimpls() else None
+
+
+def _merge_outputs(logger: logging.Logger, job: ComputeJob, outputs: dict[str, Any]) -> None:
+    """Put a node's outputs into ``job.results``; the scheduler's own keys are never replaced."""
+    clashing = sorted(RESERVED_RESULTS.intersection(outputs))
+    if clashing:
+        logger.warning("job %s: outputs %s not taken: those results keys are lofarexec's",
+                       job.id, ", ".join(clashing))
+    job.results.update((k, v) for k, v in outputs.items() if k not in RESERVED_RESULTS)
+
+
+def _check_stored_arguments(jobs: Sequence[ComputeJob]) -> None:
+    """Stored arguments must be JSON; find out before any job starts."""
+    for index, job in enumerate(jobs):
+        if job.store_arguments:
+            try:
+                json.dumps(job.arguments, allow_nan=False)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"job {index}: its stored arguments are not JSON ({exc}); "
+                                 "use None, bool, numbers, strings, lists and dicts") from None
+
+
+def _log_failure(logger: logging.Logger, job: ComputeJob) -> None:
+    """Say why a job did not succeed, with the end of what it wrote to stderr."""
+    results = job.results
+    logger.error("job %s on %s %s: %s", job.id, job.host, results["state"], results.get("reason"))
+    errors = results.get("errors", "").rstrip().splitlines()[-_STDERR_LINES:]
+    for line in errors:
+        logger.error("job %s stderr: %s", job.id, line)
+

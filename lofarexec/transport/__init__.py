@@ -1,0 +1,85 @@
+"""The backend toolkit: what a transport plugin may build on, and what stays stable.
+
+A backend imports only :mod:`lofarexec`, :mod:`lofarexec.backend`, :mod:`lofarexec.errors` and
+this package (plus its own library); CI checks that with import-linter. Everything here is
+documented in ``docs/api.rst`` and versioned: names are added within a major version, and a
+deprecated name warns for one minor release before it goes.
+
+Local processes
+    :class:`ProcessLauncher` starts children in sessions of their own and watches thousands of
+    them from one thread; :class:`ExecEnvironment` encodes an environment once per run;
+    :func:`signal_group` signals a process group; :func:`keep_tail` keeps an output tail.
+The remote half
+    :func:`remote_launch` / :func:`start_through_wrapper` run a job under the launch wrapper,
+    whose status line :meth:`RemoteLaunch.outcome` reads; :class:`AgentPool` keeps one host
+    agent per host behind a local program (``ssh``, ``docker exec``); the agent frames
+    (:func:`encode_start`, :class:`FrameReader`, :func:`take_frame`, :class:`Pinger`,
+    :func:`orphan_kill_command`) for transports that reach the agent another way (paramiko).
+Small parts
+    :class:`WakePipe` wakes a thread sleeping in ``select``.
+"""
+
+from __future__ import annotations
+
+from lofarexec.transport.agent import KILL_CONFIRM, AgentClient, AgentPool
+from lofarexec.transport.agent_frames import (
+    PING,
+    FrameReader,
+    Pinger,
+    encode_kill,
+    encode_start,
+    orphan_kill_command,
+    take_frame,
+)
+from lofarexec.transport.execenv import ExecEnvironment, spawn
+from lofarexec.transport.process import (
+    DEFAULT_KILL_GRACE,
+    DRAIN_GRACE,
+    ProcessHandle,
+    ProcessLauncher,
+    keep_tail,
+    signal_group,
+)
+from lofarexec.transport.wakeup import WakePipe
+from lofarexec.transport.wrapper import (
+    DEFAULT_REMOTE_PYTHON,
+    RemoteLaunch,
+    agent_command,
+    inline_program,
+    job_environment,
+    job_identity,
+    last_lines,
+    remote_launch,
+    start_through_wrapper,
+)
+
+__all__ = [
+    "DEFAULT_KILL_GRACE",
+    "DEFAULT_REMOTE_PYTHON",
+    "DRAIN_GRACE",
+    "KILL_CONFIRM",
+    "PING",
+    "AgentClient",
+    "AgentPool",
+    "ExecEnvironment",
+    "FrameReader",
+    "Pinger",
+    "ProcessHandle",
+    "ProcessLauncher",
+    "RemoteLaunch",
+    "WakePipe",
+    "agent_command",
+    "encode_kill",
+    "encode_start",
+    "inline_program",
+    "job_environment",
+    "job_identity",
+    "keep_tail",
+    "last_lines",
+    "orphan_kill_command",
+    "remote_launch",
+    "signal_group",
+    "spawn",
+    "start_through_wrapper",
+    "take_frame",
+]

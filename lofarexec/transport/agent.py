@@ -1,0 +1,404 @@
+"""The control-node end of a host agent (:mod:`lofarexec.hostprograms.host_agent`) reached through a local
+program's pipes (``ssh HOST python3 -c <agent>``, a ``cmdline`` template).
+
+A transport that can keep one remote command running per host gets every job of that host
+through it: a start frame of a few hundred bytes each (:mod:`lofarexec.transport.agent_frames`), instead
+of a process here, an SSH session, a remote shell and a Python start-up there.
+:class:`AgentPool` keeps one :class:`AgentClient` per host.
+
+One :class:`AgentClient` per host: a local process (the transport's client, in a session of its
+own) and one thread that owns its pipes. Other threads only queue requests and wake it, so
+``start()`` and ``kill()`` never block on a slow or stalled link::
+
+    start(request, report) / kill() --> requests + wake pipe --+
+                                                               v
+    the client's thread: select() on the agent's stdout and stderr, its stdin when frames
+    wait to be written, the wake pipe; frames in -> each job's output tails, its end ->
+    report(Outcome); a kill not answered within kill_grace + 2 s -> reported as a transport
+    error; the local process ends -> its running jobs are transport errors in its own words
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import os
+import selectors
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+from lofarexec.backend import JobHandle, LaunchRequest, NothingToKill, Outcome, Report
+from lofarexec.transport.agent_frames import (
+    PING,
+    FrameReader,
+    Pinger,
+    encode_kill,
+    encode_start,
+    orphan_kill_command,
+    take_frame,
+)
+from lofarexec.transport.process import signal_group
+from lofarexec.transport.wakeup import WakePipe
+from lofarexec.transport.wrapper import agent_command, last_lines
+
+#: Seconds past ``kill_grace`` before a killed job with no answer is given up.
+KILL_CONFIRM = 2.0
+_CHUNK = 65536
+_log = logging.getLogger("lofarexec.agent")
+
+
+class AgentJob:
+    """A job the agent was asked to run, until it is reported (exactly once)."""
+
+    __slots__ = ("errors", "host", "kill_sent", "number", "output", "pid", "report")
+
+    def __init__(self, number: int, host: str, report: Report) -> None:
+        self.number = number
+        self.host = host
+        self.report = report
+        self.output = bytearray()
+        self.errors = bytearray()
+        self.pid = 0  # on the host; also its process group there
+        self.kill_sent = False
+
+    def outcome(self, status: int | None, failure: str | None = None) -> Outcome:
+        output = self.output.decode("utf-8", errors="replace")
+        errors = self.errors.decode("utf-8", errors="replace")
+        if failure is not None or status is None:
+            reason = " ".join(f"{self.host}: {failure or 'no exit status'}".split())
+            return Outcome(None, transport_error=reason, output=output, errors=errors)
+        return Outcome(status, output=output, errors=errors)
+
+
+class AgentClient:
+    """One host's agent, started as the local program ``argv`` (which must run the agent and
+    connect its stdin and stdout to it), and the thread that serves its jobs. ``pinger`` says
+    when to ping (the agent was started with its silence limit).
+
+    ``kill_orphans(pids)`` is called when the agent ended while the local program could still
+    reach the host (it was killed there): it should kill those process groups on the host and
+    say whether it could.
+    """
+
+    def __init__(self, host: str, argv: Sequence[str], *, kill_grace: float,
+                 pinger: Pinger | None = None,
+                 kill_orphans: Callable[[list[int]], bool] | None = None) -> None:
+        self.host = host
+        self._pinger = pinger or Pinger(0)
+        self.kill_grace = kill_grace
+        self._kill_orphans = kill_orphans
+        self._lock = threading.Lock()
+        self._requests: list[tuple[str, AgentJob, LaunchRequest | None]] = []
+        self._jobs: dict[int, AgentJob] = {}  # the thread's own
+        self._numbers = itertools.count(1)
+        self._closing = self._dead = False
+        self._end_reason = "the host's agent is closing"  # what late jobs are told
+        self._outbox = bytearray()
+        self._stderr = bytearray()
+        self._frames = FrameReader()
+        self._timers: list[tuple[float, int]] = []
+        self._waker = WakePipe()
+        self._process = subprocess.Popen(
+            list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            start_new_session=True)  # a Ctrl-C at the terminal must not reach it before we do
+        self._thread = threading.Thread(target=self._serve, daemon=True,
+                                        name=f"agent-{host}")
+        self._thread.start()
+
+    # -- any thread ------------------------------------------------------------------------
+    def usable(self) -> bool:
+        """Whether new jobs may come here (the local program still runs, not closing)."""
+        return not (self._dead or self._closing)
+
+    def start(self, request: LaunchRequest, report: Report) -> JobHandle:
+        """Queue ``request`` for the agent; its outcome reaches ``report`` from the thread."""
+        with self._lock:
+            job = AgentJob(next(self._numbers), request.host, report)
+            refused = self._dead or self._closing
+            if not refused:
+                self._requests.append(("start", job, request))
+        if refused:
+            job.report(job.outcome(None, self._end_reason))
+        else:
+            self._wake()
+        return _AgentJobHandle(self, job)
+
+    def kill(self, job: AgentJob) -> None:
+        with self._lock:
+            if self._dead:
+                return
+            self._requests.append(("kill", job, None))
+        self._wake()
+
+    def shutdown(self) -> None:
+        """Begin closing without waiting: refuse new jobs, kill running ones (so that closing
+        many clients costs one grace period, not one each)."""
+        with self._lock:
+            self._closing = True
+        self._wake()
+
+    def close(self) -> None:
+        """Kill what still runs, wait for those reports, then end the agent and the local
+        program (forcibly, if they do not end in time); safe twice."""
+        self.shutdown()
+        self._thread.join(self.kill_grace + KILL_CONFIRM + 5.0)
+        if self._thread.is_alive():  # the agent does not answer: end its link from here
+            signal_group(self._process.pid, signal.SIGKILL)
+            self._thread.join()
+        self._waker.close()
+
+    def _wake(self) -> None:
+        self._waker.wake()
+
+    # -- the client's thread ---------------------------------------------------------------
+    def _serve(self) -> None:
+        process = self._process
+        assert process.stdin and process.stdout and process.stderr
+        os.set_blocking(process.stdin.fileno(), False)
+        with selectors.DefaultSelector() as selector:
+            selector.register(self._waker, selectors.EVENT_READ, "wake")
+            selector.register(process.stdout, selectors.EVENT_READ, "stdout")
+            selector.register(process.stderr, selectors.EVENT_READ, "stderr")
+            open_streams, watching_stdin = 2, False
+            while open_streams:
+                closing = self._take_requests()
+                if self._outbox and not process.stdin.closed and not self._flush(
+                        process.stdin.fileno()):
+                    if watching_stdin:
+                        selector.unregister(process.stdin)
+                        watching_stdin = False
+                    process.stdin.close()
+                stdin_open = not process.stdin.closed
+                if (stdin_open and bool(self._outbox)) != watching_stdin:
+                    if watching_stdin:
+                        selector.unregister(process.stdin)
+                    else:
+                        selector.register(process.stdin, selectors.EVENT_WRITE, "stdin")
+                    watching_stdin = not watching_stdin
+                if closing and stdin_open and not self._jobs and not self._outbox:
+                    process.stdin.close()  # the agent ends at EOF; its end ends the program
+                for key, _ in selector.select(self._next_timeout()):
+                    if key.data == "wake":
+                        self._waker.drain()
+                    elif key.data == "stdin":
+                        if not self._flush(key.fd):
+                            selector.unregister(process.stdin)
+                            watching_stdin = False
+                            process.stdin.close()
+                    elif not self._read(key.fd, key.data):
+                        selector.unregister(key.fileobj)
+                        open_streams -= 1
+                self._run_timers()
+                if self._pinger.due() and not process.stdin.closed:
+                    self._outbox += PING
+                    self._pinger.sent()
+        self._ended()
+
+    def _take_requests(self) -> bool:
+        with self._lock:
+            requests, self._requests = self._requests, []
+            closing = self._closing
+        for what, job, request in requests:
+            if what == "start":
+                assert request is not None
+                try:
+                    self._outbox += encode_start(job.number, request, self.kill_grace)
+                except ValueError as exc:
+                    job.report(job.outcome(None, f"cannot start the job: {exc}"))
+                    continue
+                self._jobs[job.number] = job
+            elif job.number in self._jobs:
+                self._send_kill(job)
+        if closing:
+            for job in list(self._jobs.values()):
+                self._send_kill(job)
+        return closing
+
+    def _send_kill(self, job: AgentJob) -> None:
+        if not job.kill_sent:
+            job.kill_sent = True
+            self._outbox += encode_kill(job.number)
+            heapq.heappush(self._timers, (time.monotonic() + self.kill_grace + KILL_CONFIRM,
+                                          job.number))
+
+    def _flush(self, stdin: int) -> bool:
+        """Write what waits, as far as the pipe takes it; False when the program is gone (its
+        end, EOF on its stdout, then tells the jobs)."""
+        try:
+            while self._outbox:
+                written = os.write(stdin, self._outbox[:_CHUNK * 4])
+                del self._outbox[:written]
+                self._pinger.sent()
+        except BlockingIOError:
+            pass
+        except OSError:
+            self._outbox.clear()
+            return False
+        return True
+
+    def _read(self, fd: int, which: str) -> bool:
+        """Take what the program said; False at the stream's end."""
+        try:
+            data = os.read(fd, _CHUNK * 4)
+        except OSError:
+            data = b""
+        if not data:
+            return False
+        if which == "stderr":
+            self._stderr += data
+            del self._stderr[:-4096]
+            return True
+        for kind, number, payload in self._frames.feed(data):
+            job = self._jobs.get(number)
+            if job is None:
+                continue  # given up on already
+            outcome = take_frame(job, kind, payload)
+            if outcome is not None:
+                del self._jobs[number]
+                job.report(outcome)
+        return True
+
+    def _run_timers(self) -> None:
+        now = time.monotonic()
+        while self._timers and self._timers[0][0] <= now:
+            job = self._jobs.pop(heapq.heappop(self._timers)[1], None)
+            if job is not None:
+                waited = self.kill_grace + KILL_CONFIRM
+                job.report(job.outcome(None, f"no answer within {waited:g} s of its kill; "
+                                             "given up"))
+
+    def _next_timeout(self) -> float | None:
+        return self._pinger.wait_time(self._timers[0][0] if self._timers else None)
+
+    def _ended(self) -> None:
+        """The program closed its output: fail what still runs, in its own words."""
+        process = self._process
+        if process.stdin and not process.stdin.closed:
+            process.stdin.close()
+        try:
+            status = process.wait(self.kill_grace + KILL_CONFIRM)
+        except subprocess.TimeoutExpired:
+            signal_group(process.pid, signal.SIGKILL)
+            status = process.wait()
+        process.stdout.close()  # type: ignore[union-attr]
+        process.stderr.close()  # type: ignore[union-attr]
+        said = last_lines(self._stderr.decode("utf-8", "replace")) or "no output"
+        if not self._frames.hello:
+            what = ("the connection failed" if status == 255
+                    else f"the remote launcher failed (status {status})")
+            reason = f"{what}: {said}"
+        else:
+            reason = f"the host's agent or its connection ended (status {status}): {said}"
+        with self._lock:
+            self._dead = True
+            if not self._closing:
+                self._end_reason = reason
+            unstarted = [job for what, job, _ in self._requests if what == "start"]
+            self._requests.clear()
+        if self._frames.hello and self._jobs:
+            orphans = [job.pid for job in self._jobs.values() if job.pid]
+            if orphans and self._kill_orphans is not None:
+                self._kill_orphans(orphans)
+        for job in [*self._jobs.values(), *unstarted]:
+            job.report(job.outcome(None, reason))
+        self._jobs.clear()
+
+
+class _AgentJobHandle:
+    __slots__ = ("_client", "_job")
+
+    def __init__(self, client: AgentClient, job: AgentJob) -> None:
+        self._client = client
+        self._job = job
+
+    def kill(self) -> None:
+        self._client.kill(self._job)
+
+
+
+
+class AgentPool:
+    """One :class:`AgentClient` per host for a transport that reaches hosts through a local
+    program: made by the first job of a host, and made again when the last one ended.
+
+    ``launcher_argv(host, remote_command)`` is the local program's argv that runs
+    ``remote_command`` (one shell command line) on ``host``; ``program`` names that program in
+    errors. The agents' orphans (jobs left running by an agent killed on its host) are killed by
+    running :func:`orphan_kill_command` the same way, within ``orphan_timeout`` seconds.
+    """
+
+    def __init__(self, launcher_argv: Callable[[str, str], list[str]], *, program: str,
+                 python: str, kill_grace: float, alive_interval: float,
+                 orphan_timeout: float) -> None:
+        self._launcher_argv = launcher_argv
+        self._program = program
+        self._python = python
+        self._kill_grace = kill_grace
+        self._alive_interval = alive_interval
+        self._orphan_timeout = orphan_timeout
+        self._lock = threading.Lock()
+        self._agents: dict[str, AgentClient] = {}
+        self._ended: list[AgentClient] = []
+
+    def start(self, request: LaunchRequest, report: Report) -> JobHandle:
+        """Start ``request`` through its host's agent; a host name that could pass for an
+        option, or a program that cannot be started, is the job's transport error."""
+        if request.host.startswith("-") or not request.host.strip():
+            report(Outcome(None, transport_error=f"{request.host!r} is not a host name"))
+            return NothingToKill()
+        try:
+            agent = self._agent(request.host)
+        except OSError as exc:
+            report(Outcome(None, transport_error=f"cannot start {self._program!r}: "
+                                                 f"{exc.strerror or exc}"))
+            return NothingToKill()
+        return agent.start(request, report)
+
+    def close(self) -> None:
+        """Close every agent (their running jobs are killed, all within one grace period)."""
+        with self._lock:
+            agents = [*self._agents.values(), *self._ended]
+            self._agents, self._ended = {}, []
+        for agent in agents:
+            agent.shutdown()
+        for agent in agents:
+            agent.close()
+
+    def _agent(self, host: str) -> AgentClient:
+        with self._lock:
+            agent = self._agents.get(host)
+            if agent is not None and agent.usable():
+                return agent
+            if agent is not None:
+                self._ended.append(agent)
+            pinger = Pinger(self._alive_interval)
+            command = agent_command(self._python, pinger.silence_limit)
+            agent = self._agents[host] = AgentClient(
+                host, self._launcher_argv(host, command), kill_grace=self._kill_grace,
+                pinger=pinger, kill_orphans=lambda pids: self._kill_orphans(host, pids))
+            return agent
+
+    def _kill_orphans(self, host: str, pids: list[int]) -> bool:
+        """The agent of ``host`` ended but the host may still be reachable: kill the process
+        groups of the jobs it ran, in a session of their own."""
+        groups = " ".join(f"-{pid}" for pid in pids)
+        argv = self._launcher_argv(host, orphan_kill_command(pids, self._kill_grace))
+        try:
+            done = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE, check=False,
+                                  timeout=self._kill_grace + self._orphan_timeout)
+            why = done.stderr.decode("utf-8", "replace").strip() or f"status {done.returncode}"
+            killed = done.returncode == 0
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            killed, why = False, str(exc)
+        if killed:
+            _log.warning("%s: the host's agent ended; killed the process groups of its %d "
+                         "running job(s): %s", host, len(pids), groups)
+        else:
+            _log.error("%s: the host's agent ended and its jobs' process groups (%s) could not "
+                       "be killed (%s): they may still run there", host, groups, why)
+        return killed

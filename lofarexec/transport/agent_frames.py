@@ -1,0 +1,127 @@
+"""The host agent's wire format, control half: frames to and from :mod:`lofarexec.hostprograms.host_agent`.
+
+Shared by every transport that speaks to an agent (``ssh`` and ``cmdline`` through
+:class:`lofarexec.transport.agent.AgentClient`, ``paramiko`` on a channel of its own): how a job's
+request is encoded, how the agent's output is cut into frames, when to ping, and the command
+line that kills the jobs of an agent that died. The format itself is described in the agent's
+docstring.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from typing import Protocol
+
+from lofarexec.backend import LaunchRequest, Outcome
+from lofarexec.transport.process import keep_tail
+from lofarexec.transport.wrapper import job_environment
+
+HEADER = struct.Struct("!cII")
+#: The agent gives up on a control node silent for this many ping intervals (the local ssh
+#: client or paramiko gives up on a silent host after about three).
+SILENCE_FACTOR = 4
+
+
+def encode_start(number: int, request: LaunchRequest, kill_grace: float) -> bytes:
+    """The start frame: NUL-separated fields, every string as its exact bytes (a NUL cannot be
+    in an argv word or an environment entry; :class:`ValueError` says which one has one)."""
+    words = [repr(float(kill_grace)), str(len(request.argv)), *request.argv]
+    words += [f"{name}={value}" for name, value in job_environment(request).items()]
+    fields = [word.encode("utf-8", "surrogateescape") for word in words]
+    for field in fields:
+        if b"\0" in field:
+            raise ValueError(f"{field[:40]!r}... holds a NUL byte, which no argv word or "
+                             "environment value can carry")
+    payload = b"\0".join(fields)
+    return HEADER.pack(b"S", number, len(payload)) + payload
+
+
+def encode_kill(number: int) -> bytes:
+    return HEADER.pack(b"K", number, 0)
+
+
+PING = HEADER.pack(b"N", 0, 0)
+
+
+class Pinger:
+    """When the control side must say something (a :data:`PING` if nothing else) so that the
+    agent, which gives up after ``interval`` x :data:`SILENCE_FACTOR` s of silence, knows it is
+    still there. An ``interval`` of 0 turns pings (and the agent's limit) off."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = max(0.0, interval)
+        self.silence_limit = self.interval * SILENCE_FACTOR
+        self._last = time.monotonic()
+
+    def sent(self) -> None:
+        self._last = time.monotonic()
+
+    def due(self) -> bool:
+        return self.interval > 0 and time.monotonic() >= self._last + self.interval
+
+    def wait_time(self, deadline: float | None = None) -> float | None:
+        """Seconds until a ping is due or ``deadline`` (monotonic) comes, whichever is first;
+        None: neither ever."""
+        moments = [deadline] if deadline is not None else []
+        if self.interval > 0:
+            moments.append(self._last + self.interval)
+        return max(0.0, min(moments) - time.monotonic()) if moments else None
+
+
+def orphan_kill_command(pids: list[int], kill_grace: float) -> str:
+    """A remote shell command that kills the process groups of jobs whose agent was killed
+    (each job's pid is its group): TERM, then KILL after ``kill_grace``; always status 0."""
+    groups = " ".join(f"-{int(pid)}" for pid in pids)
+    return (f"kill -TERM -- {groups} 2>/dev/null; sleep {kill_grace:g}; "
+            f"kill -KILL -- {groups} 2>/dev/null; exit 0")
+
+
+class FrameJob(Protocol):
+    """What :func:`take_frame` needs of a transport's record of a job on an agent."""
+
+    output: bytearray
+    errors: bytearray
+    pid: int
+
+    def outcome(self, status: int | None, failure: str | None = None) -> Outcome: ...
+
+
+def take_frame(job: FrameJob, kind: bytes, payload: bytes) -> Outcome | None:
+    """Apply one of the agent's frames about ``job``; its outcome when the frame ends it."""
+    if kind == b"O":
+        keep_tail(job.output, payload)
+    elif kind == b"E":
+        keep_tail(job.errors, payload)
+    elif kind == b"P":
+        job.pid = int(payload)
+    elif kind == b"X":
+        return job.outcome(int(payload))
+    elif kind == b"F":
+        return job.outcome(None, payload.decode("utf-8", "replace"))
+    return None
+
+
+class FrameReader:
+    """Cuts the agent's output into ``(kind, job number, payload)`` frames; notes its hello."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self.hello = False
+
+    def feed(self, data: bytes) -> list[tuple[bytes, int, bytes]]:
+        buffer = self._buffer
+        buffer += data
+        frames, offset = [], 0
+        while len(buffer) - offset >= HEADER.size:
+            kind, number, length = HEADER.unpack_from(buffer, offset)
+            end = offset + HEADER.size + length
+            if end > len(buffer):
+                break
+            if kind == b"H":
+                self.hello = True
+            else:
+                frames.append((kind, number, bytes(buffer[offset + HEADER.size:end])))
+            offset = end
+        del buffer[:offset]
+        return frames

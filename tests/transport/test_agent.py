@@ -1,0 +1,133 @@
+"""AgentClient: a host agent reached through a local program's pipes, as the ssh backend uses
+it, here with the agent started straight from this machine's Python (no ssh in the way)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from lofarexec.backend import LaunchRequest, Outcome
+from lofarexec.transport.agent import AgentClient
+from lofarexec.transport.agent_frames import Pinger
+from lofarexec.transport.wrapper import inline_program
+from tests.helpers import Reports, wait_gone
+
+AGENT = [sys.executable, "-I", "-S", "-c", inline_program("host_agent.py")]
+#: Ignores SIGTERM, then tells the test its pid on the port given as its argument.
+STUBBORN = ("import os, signal, socket, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN)"
+            "; socket.create_connection(('127.0.0.1', int(sys.argv[1]))).sendall(b'%d' % "
+            "os.getpid()); time.sleep(300)")
+
+
+@pytest.fixture
+def stubborn() -> Iterator[tuple[tuple[str, ...], Callable[[], int]]]:
+    """A STUBBORN job's argv, and a call that waits until it has started: its pid."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.settimeout(10)
+
+        def started() -> int:
+            link, _ = listener.accept()
+            with link:
+                return int(link.makefile().read())
+
+        yield (sys.executable, "-c", STUBBORN, str(listener.getsockname()[1])), started
+
+
+def request(job_id: int, *argv: str) -> LaunchRequest:
+    return LaunchRequest(job_id=job_id, host="here", argv=argv, environment={}, token="t")
+
+
+@pytest.fixture
+def clients() -> Iterator[Callable[..., AgentClient]]:
+    made: list[AgentClient] = []
+
+    def make(argv=AGENT, **options) -> AgentClient:
+        options.setdefault("kill_grace", 0.3)
+        client = AgentClient("here", argv, **options)
+        made.append(client)
+        return client
+
+    yield make
+    for client in made:
+        client.close()
+        client.close()  # safe twice
+        assert client._process.poll() is not None
+
+
+def test_many_jobs_through_one_agent(clients) -> None:
+    client, reports = clients(), Reports()
+    for job_id in range(200):
+        client.start(request(job_id, "/bin/sh", "-c", f"echo {job_id}; exit {job_id % 3}"),
+                     reports(job_id))
+    for job_id in range(200):
+        assert reports.wait(job_id) == Outcome(job_id % 3, output=f"{job_id}\n")
+    assert reports.each_once()
+
+
+def test_what_cannot_start_fails_alone(clients) -> None:
+    client, reports = clients(), Reports()
+    client.start(request(1, "/no/such/node"), reports(1))
+    client.start(request(2, "/bin/echo", "a\0b"), reports(2))
+    client.start(request(3, "/bin/true"), reports(3))
+    assert "here: cannot start '/no/such/node'" in reports.wait(1).transport_error
+    assert "holds a NUL byte" in reports.wait(2).transport_error
+    assert reports.wait(3) == Outcome(0)
+
+
+def test_kill_reaches_a_job_that_ignores_term(clients, stubborn) -> None:
+    client, reports = clients(), Reports()
+    argv, started = stubborn
+    handle = client.start(request(1, *argv), reports(1))
+    client.start(request(2, "/bin/sh", "-c", "echo started; exec sleep 300"), reports(2))
+    pid = started()
+    began = time.monotonic()
+    handle.kill()
+    handle.kill()
+    assert reports.wait(1).returncode == -9
+    assert time.monotonic() - began < 2.0 and wait_gone(pid, 0.5)
+    client.close()  # kills the other one and waits for its report
+    assert reports.wait(2, timeout=0) == Outcome(-15, output="started\n")
+
+
+def test_a_program_that_never_starts_the_agent_fails_its_jobs_in_its_words(clients) -> None:
+    reports = Reports()
+    client = clients(["/bin/sh", "-c", "echo 'no route to node9' >&2; exit 255"])
+    client.start(request(1, "/bin/true"), reports(1))
+    assert reports.wait(1).transport_error == (
+        "here: the connection failed: no route to node9")
+    assert not client.usable()
+    client.start(request(2, "/bin/true"), reports(2))  # a late job is told the same
+    assert reports.wait(2).transport_error == reports.wait(1).transport_error
+
+
+def test_a_killed_agent_fails_its_jobs_and_its_orphans_are_killed(clients, stubborn) -> None:
+    killed: list[list[int]] = []
+
+    def kill_orphans(pids: list[int]) -> bool:
+        killed.append(pids)
+        for pid in pids:
+            os.killpg(pid, signal.SIGKILL)
+        return True
+
+    client, reports = clients(kill_orphans=kill_orphans), Reports()
+    argv, started = stubborn
+    client.start(request(1, *argv), reports(1))
+    job_pid = started()  # its pid frame came before: the agent sends it once spawned
+    os.kill(client._process.pid, signal.SIGKILL)  # here the agent is the local program itself
+    reason = reports.wait(1).transport_error
+    assert reason.startswith("here: the host's agent or its connection ended (status -9)")
+    assert killed == [[job_pid]] and wait_gone(job_pid, 2.0)
+
+
+def test_the_client_pings_an_agent_that_would_give_up_on_silence(clients) -> None:
+    pinger = Pinger(0.1)  # the agent gives up after 0.4 s of silence
+    client = clients([*AGENT, f"{pinger.silence_limit:g}"], pinger=pinger)
+    reports = Reports()
+    client.start(request(1, "/bin/sh", "-c", "sleep 1.2; echo slept"), reports(1))
+    assert reports.wait(1) == Outcome(0, output="slept\n")

@@ -48,6 +48,8 @@ ENV_TOKEN = "LOFAREXEC_TOKEN"
 ENV_TOKEN_STDIN = "LOFAREXEC_TOKEN_STDIN"
 #: The job's host name as the recipe named it; the node logs as ``node.<this>.<ClassName>``.
 ENV_HOST = "LOFAREXEC_HOST"
+#: The run's job directory; a job's own folder is ``jobs/<id>`` in it.
+ENV_JOB_DIRECTORY = "LOFAREXEC_JOB_DIRECTORY"
 
 _HEADER = struct.Struct(">I")
 _TRUNCATED = " [... truncated]"

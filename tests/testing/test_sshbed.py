@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from lofarexec.testing.sshbed import SSHD, SshBedError, SshTestBed, running_testbed
+from tests.helpers import REPO
 
 pytestmark = [
     pytest.mark.slow,
@@ -21,7 +22,7 @@ pytestmark = [
     ),
 ]
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "sshbed"
+SCRIPT = REPO / "scripts" / "sshbed"
 SSH_TIMEOUT = 20  # seconds for any one ssh run; a hang fails the test instead of the suite
 
 

@@ -209,15 +209,16 @@ def _verdict(launch: RemoteLaunch, seen: Outcome) -> Outcome:
     """The node's outcome; for a launch failure, mpirun's own words without its banners."""
     if seen.transport_error is not None:  # mpirun itself could not be started
         return seen
-    outcome = launch.outcome(seen.returncode, seen.output, seen.errors)
-    if outcome.transport_error is None or launch.marker in seen.errors:
-        return outcome  # the node's status, or the wrapper's word that it could not start it
+    node = launch.node_outcome(seen.output, seen.errors)
+    if node is not None:
+        return node  # the node's status, or the wrapper's word that it could not start it
     lines = [line.strip() for line in seen.errors.splitlines()]
     words = [line for line in lines if line and line.strip("-")]
     reason = " | ".join(words[:3]) or "no output"
     status = (f"signal {-seen.returncode}" if seen.returncode is not None and seen.returncode < 0
               else f"status {seen.returncode}")
-    return dataclasses.replace(outcome, transport_error=f"mpirun failed ({status}): {reason}")
+    return Outcome(None, transport_error=f"mpirun failed ({status}): {reason}",
+                   output=seen.output, errors=seen.errors)
 
 
 

@@ -36,7 +36,6 @@ import heapq
 import itertools
 import logging
 import os
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -241,17 +240,11 @@ def _write(fd: int, data: bytes) -> bool:
 
 
 def node_outcome(launch: RemoteLaunch, seen: Outcome) -> Outcome:
-    """The node's outcome from what srun printed: trust the wrapper's marker, never srun's status.
-
-    srun adds its own lines after the task's output ("srun: error: ..."), so the marker is
-    looked for anywhere, last occurrence first; stderr before it is the node's.
-    """
-    found = None
-    for found in re.finditer(rf"\n?{re.escape(launch.marker)} (-?\d+)\n", seen.errors):
-        pass
-    if found is not None:
-        return Outcome(int(found.group(1)), output=seen.output,
-                       errors=seen.errors[: found.start()])
+    """The node's outcome from what srun printed: trust the wrapper's status line (which
+    :meth:`RemoteLaunch.node_outcome` finds among srun's own lines), never srun's status."""
+    node = launch.node_outcome(seen.output, seen.errors)
+    if node is not None:
+        return node
     if seen.transport_error is not None:
         return seen
     if seen.returncode is not None and seen.returncode < 0:

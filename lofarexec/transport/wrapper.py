@@ -1,10 +1,12 @@
 """The control-node half of remote launches: the wrapper command, its stdin, and the verdict.
 
-Transports that reach a host through a remote shell (``ssh``, ``paramiko``, ``cmdline``) all
-build the same remote command: the host's Python running :mod:`lofarexec.hostprograms.launch_wrapper`
-inline, followed by the node's argv, quoted exactly once for the remote shell with
-:func:`shlex.join`. What must not be on a command line (the token, the environment) goes as
-the first line of stdin; see the wrapper's docstring for why each piece is there.
+Transports that reach a host through a remote shell (``ssh``, ``paramiko``, ``cmdline``) or a
+launcher (``mpirun``, ``srun``) all build the same remote command: the host's Python running
+:mod:`lofarexec.hostprograms.launch_wrapper` inline, followed by the node's argv, quoted exactly
+once for the remote shell with :func:`shlex.join`. What must not be on a command line (the
+token, the environment) goes as the first line of stdin: the status marker, the kill grace and
+one ``NAME=<base64>`` word per variable; see the wrapper's docstring for why each piece is
+there. :meth:`RemoteLaunch.node_outcome` is the one reader of the wrapper's status line.
 """
 
 from __future__ import annotations
@@ -26,8 +28,10 @@ from lofarexec.transport.process import ProcessLauncher
 #: The wrapper's interpreter on the host when the backend's settings do not name one.
 DEFAULT_REMOTE_PYTHON = "python3"
 _MARKER_PREFIX = "@lofarexec-status-"
+#: The marker's own words; the launch wrapper writes ``\n<marker> <status>\n`` to stderr.
 _STATUS_LINE = re.compile(
-    rf"\n?(?P<marker>{re.escape(_MARKER_PREFIX)}[0-9a-f]+) (?P<status>-?\d+|start-failed)\n?\Z"
+    rf"(?:\A|\n)(?P<marker>{re.escape(_MARKER_PREFIX)}[0-9a-f]+) "
+    rf"(?P<status>-?\d+|start-failed)(?:\n|\Z)"
 )
 
 
@@ -49,20 +53,36 @@ class RemoteLaunch:
             return seen
         return self.outcome(seen.returncode, seen.output, seen.errors)
 
+    def node_outcome(self, output: str, errors: str) -> Outcome | None:
+        """The node's outcome from the wrapper's status line in ``errors``, or None without it.
+
+        The last line with this job's marker counts, wherever it is (a launcher may add lines
+        of its own after it, as srun does); stderr before it is the node's. A node program
+        that could not be started is a transport error in the wrapper's words ("cannot start
+        'x': No such file or directory"), as the local launcher says it.
+        """
+        found = None
+        for line in _STATUS_LINE.finditer(errors):
+            if line.group("marker") == self.marker:
+                found = line
+        if found is None:
+            return None
+        errors = errors[: found.start()]
+        if found.group("status") == "start-failed":
+            return Outcome(None, transport_error=last_lines(errors, 1), output=output,
+                           errors=errors)
+        return Outcome(int(found.group("status")), output=output, errors=errors)
+
     def outcome(self, returncode: int | None, output: str, errors: str) -> Outcome:
         """Turn what the local launcher saw into the node's own outcome.
 
-        With the wrapper's status line: the node's status, stderr without that line. Without
-        it: the job's fate is unknown, so it is a transport error carrying the launcher's own
-        words (e.g. ssh's "Connection refused").
+        With the wrapper's status line: :meth:`node_outcome`. Without it: the job's fate is
+        unknown, so it is a transport error carrying the launcher's own words (e.g. ssh's
+        "Connection refused").
         """
-        found = _STATUS_LINE.search(errors)
-        if found is not None and found.group("marker") == self.marker:
-            errors = errors[: found.start()]
-            if found.group("status") == "start-failed":  # as the local launcher says it
-                return Outcome(None, transport_error=last_lines(errors, 1), output=output,
-                               errors=errors)
-            return Outcome(int(found.group("status")), output=output, errors=errors)
+        node = self.node_outcome(output, errors)
+        if node is not None:
+            return node
         reason = last_lines(errors) or "no output"
         if returncode is not None and returncode < 0:
             what = f"the connection was killed by signal {-returncode}"

@@ -89,7 +89,7 @@ def test_exit_codes_results_and_journal(make_config, node_script, tmp_path):
     assert [job.results["returncode"] for job in jobs] == [0, 1, 2, 255, None]
     assert [job.results["state"] for job in jobs] == [
         "succeeded", "failed", "failed", "failed", "transport_error"]
-    assert "/no/such/program" in jobs[4].results["reason"]
+    assert jobs[4].results["reason"] == "cannot start '/no/such/program': No such file or directory"
     assert error.is_set()
     journal = read_journal(config.job_directory)
     by_id = {entry["id"]: entry["state"] for entry in journal}  # lines come in finishing order

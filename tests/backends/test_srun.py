@@ -147,6 +147,15 @@ def test_unknown_node_is_a_transport_error_after_retries(slurm_bed, tmp_path):
     assert "\n" not in reason
 
 
+def test_a_missing_node_program_is_a_transport_error_in_the_wrappers_words(slurm_bed, tmp_path):
+    """The same reason as every other transport gives, not srun's words or the status line."""
+    job = ComputeJob("n1", "/no/such/node-program")
+    run(tmp_path, srun_config(), [job])
+    assert job.results["state"] == "transport_error", job.results
+    assert job.results["reason"] == ("cannot start '/no/such/node-program': "
+                                     "No such file or directory")
+
+
 def test_a_failing_node_script_is_a_failed_job_and_not_retried(slurm_bed, tmp_path, node_script):
     ran = tmp_path / "ran"
     command = node_script(f"open({str(ran)!r}, 'a').write('x')\nreturn 3")

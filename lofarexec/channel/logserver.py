@@ -12,69 +12,37 @@ job's token, and stream their log records, which are re-emitted into the master'
     shutdown(WR), wait for EOF <─────────── EOF seen: close; job 7's open count -1, notify
 
 A connection that misbehaves (junk, oversized header, wrong token, silence past
-``hello_timeout``) is closed with one warning on ``lofarexec.channel.logserver``; others are unaffected.
-Because the node waits for the server to close before it exits, by the time the master sees the
-node's process end its records have been emitted; :meth:`LogServer.wait_job_closed` covers
-nodes that do not wait.
+``hello_timeout``) is closed with one warning on ``lofarexec.channel.logserver``; others are
+unaffected. Because the node waits for the server to close before it exits, by the time the
+master sees the node's process end its records have been emitted;
+:meth:`LogServer.wait_job_closed` covers nodes that do not wait.
+
+This module owns the port, the serving thread and the job table's public face;
+:mod:`~lofarexec.channel.connection` handles each connection's frames and
+:mod:`~lofarexec.channel.jobtable` the tokens.
 """
 
 from __future__ import annotations
 
 import collections
-import hmac
 import logging
-import secrets
 import selectors
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
 
+from lofarexec.channel.connection import NodeConnection, Shared
 from lofarexec.channel.exchange import JobExchange
-from lofarexec.channel.protocol import (
-    DEFAULT_MAX_FRAME_BYTES,
-    MSG_HELLO,
-    MSG_LOG,
-    FrameDecoder,
-    encode_frame,
-    parse_hello,
-    parse_log_record,
-)
-from lofarexec.channel.records import reemit
-from lofarexec.errors import ProtocolError
+from lofarexec.channel.jobtable import JobTable
+from lofarexec.channel.protocol import DEFAULT_MAX_FRAME_BYTES, FrameDecoder, encode_frame
 
 logger = logging.getLogger("lofarexec.channel.logserver")
 
-_RECV_BYTES = 1 << 16
 #: Frame size allowed after authentication: a node's outputs may be large; a stranger's not.
 DEFAULT_MAX_MESSAGE_BYTES = 1 << 30
 _WILDCARD_HOSTS = ("", "0.0.0.0", "::")
-# The part of a node's logger name kept after node.<host>.: dotted identifiers only.
-
-
-@dataclass
-class _Job:
-    host: str
-    token: str
-    records: int = 0
-    exited: bool = False
-    # The authenticated connections now open; a set, so closing one twice cannot miscount.
-    connections: set[_Connection] = field(default_factory=set)
-
-
-@dataclass(eq=False)
-class _Connection:
-    sock: socket.socket
-    peer: str
-    decoder: FrameDecoder
-    deadline: float
-    job_id: int | None = None
-    job: _Job | None = None
-    host: str = ""
-    closed: bool = False
-    outbox: bytearray = field(default_factory=bytearray)
 
 
 class LogServer:
@@ -82,7 +50,8 @@ class LogServer:
 
     Start it before the first job is launched, tell each node :attr:`address`, and give each job
     the token from :meth:`register_job`. After a node's process has ended call :meth:`job_exited`
-    and :meth:`wait_job_closed`, so that its last records appear before the recipe reports.
+    and :meth:`wait_job_closed`, so that its last records appear before the recipe reports; once
+    the job is final, :meth:`forget_job` retires its token.
     """
 
     def __init__(
@@ -100,21 +69,19 @@ class LogServer:
         """Answers the frames that are not log records (arguments, outputs, values)."""
         self.max_message_bytes = max_message_bytes
         """The frame size allowed once a connection has authenticated (outputs can be big)."""
-        self._outbound: collections.deque[tuple[_Connection, bytes]] = collections.deque()
+        self._outbound: collections.deque[tuple[NodeConnection, bytes]] = collections.deque()
         self.bind_address = bind_address
         self.advertise_address = advertise_address
         self.max_frame_bytes = max_frame_bytes
         self.hello_timeout = hello_timeout
         self.recipe_name = recipe_name
-        self._lock = threading.Lock()
-        self._changed = threading.Condition(self._lock)
-        self._jobs: dict[int, _Job] = {}
+        self._table = JobTable()
         self._listener: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
         self._stopping = False
-        self._selector: selectors.BaseSelector | None = None  # the serving thread's only
+        self._shared: Shared | None = None  # made by the serving thread, with its selector
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -175,60 +142,43 @@ class LogServer:
         Registering again (a retry) issues a new token and clears the exited mark; counters
         accumulate over attempts.
         """
-        token = secrets.token_hex(16)
-        with self._lock:
-            job = self._jobs.get(job_id)
-            if job is None:
-                self._jobs[job_id] = _Job(host=host, token=token)
-            else:
-                job.host, job.token, job.exited = host, token, False
-        return token
+        return self._table.register(job_id, host)
 
     def forget_job(self, job_id: int) -> None:
-        """Drop a finished job: its token stops working, and a connection of it still open is
-        closed (with a warning) at its next frame."""
-        with self._lock:
-            self._jobs.pop(job_id, None)
-            self._changed.notify_all()
+        """Retire a final job: its token is refused for new connections from now on.
+
+        Safe at any time: twice, for an id never registered, and while a connection of the job
+        is still open - that connection is served until the node closes it, so records it
+        already sent are still emitted. Afterwards the job is unknown here (KeyError from the
+        other job methods) and a :meth:`wait_job_closed` in progress returns False.
+        """
+        self._table.forget(job_id)
 
     def job_exited(self, job_id: int) -> None:
         """Record that the job's process has ended, so waiting no longer expects a connection."""
-        with self._lock:
-            self._job(job_id).exited = True
-            self._changed.notify_all()
+        self._table.mark_exited(job_id)
 
     def records_received(self, job_id: int) -> int:
         """How many log records the job has sent so far (over all its connections)."""
-        with self._lock:
-            return self._job(job_id).records
+        return self._table.records(job_id)
 
     def wait_job_closed(self, job_id: int, timeout: float | None) -> bool:
         """Block until the job has exited (:meth:`job_exited`) and none of its connections is
         open; return False if ``timeout`` seconds pass first, or the job is forgotten."""
-        with self._lock:
-            job = self._job(job_id)  # KeyError now rather than a silent wait
-
-            def settled() -> bool:
-                forgotten = self._jobs.get(job_id) is not job
-                return forgotten or (job.exited and not job.connections)
-
-            return self._changed.wait_for(settled, timeout) and self._jobs.get(job_id) is job
-
-    def _job(self, job_id: int) -> _Job:
-        try:
-            return self._jobs[job_id]
-        except KeyError:
-            raise KeyError(f"job {job_id} is not registered with the log server") from None
+        return self._table.wait_closed(job_id, timeout)
 
     # --- the serving thread ------------------------------------------------------------------
 
     def _serve(self) -> None:
         assert self._listener is not None and self._wake_r is not None
-        self._selector = selector = selectors.DefaultSelector()
+        selector = selectors.DefaultSelector()
+        self._shared = Shared(selector=selector, table=self._table, exchange=self.exchange,
+                              recipe_name=self.recipe_name,
+                              max_message_bytes=self.max_message_bytes, send=self._send)
         selector.register(self._listener, selectors.EVENT_READ, None)
         selector.register(self._wake_r, selectors.EVENT_READ, None)
         # Hello deadlines are accept time + a constant, so they expire in accept order.
-        awaiting_hello: collections.deque[_Connection] = collections.deque()
+        awaiting_hello: collections.deque[NodeConnection] = collections.deque()
         try:
             while not self._stopping:
                 timeout = self._expire_hellos(awaiting_hello)
@@ -240,15 +190,15 @@ class LogServer:
                         self._send_queued()
                     else:
                         if events & selectors.EVENT_WRITE:
-                            self._flush(key.data)
+                            key.data.flush()
                         if events & selectors.EVENT_READ:
-                            self._on_readable(key.data)
+                            key.data.on_readable()
         except Exception:  # a bug here must not pass silently: nodes would log to nowhere
             logger.exception("log server stopped by an internal error")
         finally:
-            self._close_all()
+            self._close_all(selector)
 
-    def _expire_hellos(self, awaiting: collections.deque[_Connection]) -> float | None:
+    def _expire_hellos(self, awaiting: collections.deque[NodeConnection]) -> float | None:
         """Close connections silent past their deadline; return seconds to the next deadline."""
         now = time.monotonic()
         while awaiting:
@@ -257,13 +207,13 @@ class LogServer:
                 awaiting.popleft()
             elif conn.deadline <= now:
                 awaiting.popleft()
-                self._reject(conn, f"no hello within {self.hello_timeout:g} s")
+                conn.reject(f"no hello within {self.hello_timeout:g} s")
             else:
                 return conn.deadline - now
         return None
 
-    def _accept(self, awaiting: collections.deque[_Connection]) -> None:
-        assert self._listener is not None and self._selector is not None
+    def _accept(self, awaiting: collections.deque[NodeConnection]) -> None:
+        assert self._listener is not None and self._shared is not None
         while True:
             try:
                 sock, peer = self._listener.accept()
@@ -273,85 +223,21 @@ class LogServer:
                 logger.warning("log server cannot accept a connection: %s", exc)
                 return
             sock.setblocking(False)
-            conn = _Connection(
+            conn = NodeConnection(
                 sock=sock,
                 peer=f"{peer[0]}:{peer[1]}",
                 decoder=FrameDecoder(self.max_frame_bytes),
                 deadline=time.monotonic() + self.hello_timeout,
+                shared=self._shared,
             )
-            self._selector.register(sock, selectors.EVENT_READ, conn)
+            self._shared.selector.register(sock, selectors.EVENT_READ, conn)
             awaiting.append(conn)
 
-    def _on_readable(self, conn: _Connection) -> None:
-        try:
-            data = conn.sock.recv(_RECV_BYTES)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as exc:
-            data = b""
-            if conn.job_id is None:
-                self._reject(conn, f"connection error before hello: {exc}")
-        try:
-            if data:
-                for message in conn.decoder.feed_iter(data):
-                    self._on_message(conn, message)
-            elif conn.decoder.buffered:
-                raise ProtocolError(
-                    f"connection closed inside a frame ({conn.decoder.buffered} bytes pending)"
-                )
-            elif conn.job_id is None:
-                raise ProtocolError("connection closed before hello")
-        except ProtocolError as exc:
-            self._reject(conn, str(exc))
-        # e.g. a master-side logging filter raising: drop this peer only, keep serving the rest
-        except Exception as exc:  # noqa: BLE001
-            self._reject(conn, f"internal error handling its frames: {exc!r}")
-        if not data:
-            self._close(conn)
-
-    def _on_message(self, conn: _Connection, message: dict[str, Any]) -> None:
-        if conn.closed:
-            raise ProtocolError("frame after the connection was refused")
-        if conn.job_id is None:
-            self._authenticate(conn, message)
-        elif message.get("type") == MSG_HELLO:
-            raise ProtocolError("second hello on one connection")
-        elif message.get("type") == MSG_LOG:
-            self._emit(conn, parse_log_record(message))
-        else:
-            assert conn.job_id is not None
-            self.exchange.handle(conn.job_id, message, lambda reply: self._send(conn, reply))
-
-    def _authenticate(self, conn: _Connection, message: dict[str, Any]) -> None:
-        if message.get("type") != MSG_HELLO:
-            raise ProtocolError(f"first frame is {str(message.get('type'))[:40]!r}, not hello")
-        job_id, token = parse_hello(message)
-        with self._lock:
-            job = self._jobs.get(job_id)
-            if job is None:
-                raise ProtocolError(f"hello for unknown job {job_id}")
-            if not hmac.compare_digest(token.encode("utf-8"), job.token.encode("utf-8")):
-                raise ProtocolError(f"wrong token for job {job_id} on {job.host}")
-            job.connections.add(conn)
-            conn.job_id, conn.job, conn.host = job_id, job, job.host
-        conn.decoder.max_bytes = self.max_message_bytes
-        logger.debug("log connection from %s is job %d on %s", conn.peer, job_id, conn.host)
-
-    def _emit(self, conn: _Connection, fields: dict[str, Any]) -> None:
-        with self._lock:
-            job_id, job = conn.job_id, conn.job
-            if job is None or job_id is None or self._jobs.get(job_id) is not job:
-                raise ProtocolError(f"job {conn.job_id} is no longer registered")
-            job.records += 1
-        reemit(fields, host=conn.host, job_id=job_id, recipe_name=self.recipe_name)
-
-    # --- replies -----------------------------------------------------------------------------
-
-    def _send(self, conn: _Connection, message: dict[str, Any]) -> None:
+    def _send(self, conn: NodeConnection, message: dict[str, Any]) -> None:
         """Send a reply; from another thread (a deferred reply) it is queued for the server's."""
         data = encode_frame(message, max_bytes=self.max_message_bytes)
         if threading.current_thread() is self._thread:
-            self._write(conn, data)
+            conn.write(data)
         else:
             self._outbound.append((conn, data))
             assert self._wake_w is not None
@@ -362,59 +248,16 @@ class LogServer:
 
     def _send_queued(self) -> None:
         while self._outbound:
-            self._write(*self._outbound.popleft())
+            conn, data = self._outbound.popleft()
+            conn.write(data)
 
-    def _write(self, conn: _Connection, data: bytes) -> None:
-        if conn.closed:
-            return
-        conn.outbox += data
-        self._flush(conn)
-
-    def _flush(self, conn: _Connection) -> None:
-        """Send what the socket takes now; watch for writability while anything is left."""
-        assert self._selector is not None
-        try:
-            sent = conn.sock.send(conn.outbox) if conn.outbox else 0
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        except OSError as exc:
-            self._reject(conn, f"cannot send a reply: {exc}")
-            return
-        del conn.outbox[:sent]
-        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if conn.outbox else 0)
-        if self._selector.get_key(conn.sock).events != events:
-            self._selector.modify(conn.sock, events, conn)
-
-    # --- closing -----------------------------------------------------------------------------
-
-    def _reject(self, conn: _Connection, reason: str) -> None:
-        """Log the one warning for a misbehaving connection, then close it."""
-        if conn.closed:
-            return
-        who = f" (job {conn.job_id} on {conn.host})" if conn.job_id is not None else ""
-        logger.warning("log connection from %s%s closed: %s", conn.peer, who, reason)
-        self._close(conn)
-
-    def _close(self, conn: _Connection) -> None:
-        """Close the socket and drop it from its job's open set; safe to call twice."""
-        if conn.closed:
-            return
-        conn.closed = True
-        assert self._selector is not None
-        self._selector.unregister(conn.sock)
-        conn.sock.close()
-        if conn.job is not None:
-            with self._lock:
-                conn.job.connections.discard(conn)
-                self._changed.notify_all()
-
-    def _close_all(self) -> None:
-        assert self._selector is not None and self._wake_w is not None
-        for key in list(self._selector.get_map().values()):
-            if isinstance(key.data, _Connection):
-                self._close(key.data)
+    def _close_all(self, selector: selectors.BaseSelector) -> None:
+        assert self._wake_w is not None
+        for key in list(selector.get_map().values()):
+            if isinstance(key.data, NodeConnection):
+                key.data.close()
             else:
-                self._selector.unregister(key.fileobj)
+                selector.unregister(key.fileobj)
                 key.fileobj.close()  # type: ignore[union-attr]
-        self._selector.close()
+        selector.close()
         self._wake_w.close()

@@ -1,9 +1,9 @@
 """Node log records re-emitted in the master's logging, under names the node cannot choose.
 
-A record arrives as checked fields (:func:`lofarexec.channel.protocol.parse_log_record`) and becomes a
-:class:`logging.LogRecord` of the master again, keeping its level, time and message. Its logger
-name is forced under the job's registered host, so a node can never log as the master, as the
-recipe, or as another host.
+A record arrives as checked fields (:func:`lofarexec.channel.protocol.parse_log_record`) and
+becomes a :class:`logging.LogRecord` of the master again, keeping its level, time and message.
+Its logger name is forced under the job's registered host, so a node can never log as the
+master, as the recipe, or as another host.
 """
 
 from __future__ import annotations

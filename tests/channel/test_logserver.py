@@ -395,3 +395,43 @@ def test_wait_on_unknown_or_forgotten_job(server: LogServer) -> None:
     server.forget_job(1)
     with pytest.raises(KeyError):
         server.job_exited(1)
+
+
+# --- forgetting a final job --------------------------------------------------------------------
+
+
+def test_forget_is_safe_twice_and_for_an_unknown_job(server: LogServer) -> None:
+    server.forget_job(7)  # never registered
+    server.register_job(1, HOST)
+    server.forget_job(1)
+    server.forget_job(1)
+    with pytest.raises(KeyError):
+        server.records_received(1)
+
+
+def test_forget_keeps_an_open_connection_and_refuses_new_ones(
+    server: LogServer, captured: pytest.LogCaptureFixture
+) -> None:
+    signal = RecordSignal()
+    node_logger = logging.getLogger(f"node.{HOST}")
+    node_logger.addHandler(signal)
+    token = server.register_job(1, HOST)
+    try:
+        with connect(server) as sock:
+            sock.sendall(encode_frame(hello(1, token)) + log_frame(msg="first"))
+            assert signal.arrived.wait(5)  # admitted: the job's connection is open
+            sock.sendall(b"".join(log_frame(msg=f"sent {i}") for i in range(50)))
+            server.forget_job(1)  # the job is final while its records are still in flight
+            server.forget_job(1)
+            sock.sendall(log_frame(msg="last"))
+            finish(sock)
+    finally:
+        node_logger.removeHandler(signal)
+    sent = ["first", *(f"sent {i}" for i in range(50)), "last"]
+    assert [r.getMessage() for r in node_records(captured)] == sent
+    assert server_warnings(captured) == []
+    peer = send_and_wait(server, encode_frame(hello(1, token)) + log_frame(msg="late"))
+    warnings = server_warnings(captured)
+    assert len(warnings) == 1 and peer in warnings[0] and "unknown job 1" in warnings[0]
+    assert len(node_records(captured)) == len(sent)
+

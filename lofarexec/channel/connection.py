@@ -1,0 +1,163 @@
+"""One node's connection to the log server, from accept to close; the serving thread's only.
+
+Its first frame must be a hello naming a registered job and that job's token; after it, log
+records are re-emitted in the master's logging (:func:`~lofarexec.channel.records.reemit`) and
+every other frame goes to the run's :class:`~lofarexec.channel.exchange.JobExchange`. A
+connection that breaks the protocol is closed with one warning; the others carry on. Once
+admitted, a connection is served until the node closes it, also after its job is forgotten, so
+that nothing the node already sent is cut off.
+"""
+
+from __future__ import annotations
+
+import logging
+import selectors
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from lofarexec.channel.exchange import JobExchange
+from lofarexec.channel.jobtable import JobTable, RegisteredJob
+from lofarexec.channel.protocol import (
+    MSG_HELLO,
+    MSG_LOG,
+    FrameDecoder,
+    parse_hello,
+    parse_log_record,
+)
+from lofarexec.channel.records import reemit
+from lofarexec.errors import ProtocolError
+
+# The server's name: the one warning per refused connection is the log server's to users.
+logger = logging.getLogger("lofarexec.channel.logserver")
+
+_RECV_BYTES = 1 << 16
+
+
+@dataclass(frozen=True)
+class Shared:
+    """What every connection of one server uses."""
+
+    selector: selectors.BaseSelector
+    table: JobTable
+    exchange: JobExchange
+    recipe_name: str
+    max_message_bytes: int
+    """The frame size allowed once a connection has authenticated (outputs can be big)."""
+    send: Callable[[NodeConnection, dict[str, Any]], None]
+    """Sends a reply from any thread (the server queues those of other threads)."""
+
+
+@dataclass(eq=False)
+class NodeConnection:
+    """An accepted socket; ``job`` is set once its hello has been accepted."""
+
+    sock: socket.socket
+    peer: str
+    decoder: FrameDecoder
+    deadline: float
+    """When a connection still without hello is closed (monotonic clock)."""
+    shared: Shared
+    job_id: int | None = None
+    job: RegisteredJob | None = None
+    host: str = ""
+    closed: bool = False
+    outbox: bytearray = field(default_factory=bytearray)
+
+    def on_readable(self) -> None:
+        """Read what arrived and handle each whole frame; close on EOF or a protocol error."""
+        try:
+            data = self.sock.recv(_RECV_BYTES)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            data = b""
+            if self.job_id is None:
+                self.reject(f"connection error before hello: {exc}")
+        try:
+            if data:
+                for message in self.decoder.feed_iter(data):
+                    self._on_message(message)
+            elif self.decoder.buffered:
+                raise ProtocolError(
+                    f"connection closed inside a frame ({self.decoder.buffered} bytes pending)"
+                )
+            elif self.job_id is None:
+                raise ProtocolError("connection closed before hello")
+        except ProtocolError as exc:
+            self.reject(str(exc))
+        # e.g. a master-side logging filter raising: drop this peer only, keep serving the rest
+        except Exception as exc:  # noqa: BLE001
+            self.reject(f"internal error handling its frames: {exc!r}")
+        if not data:
+            self.close()
+
+    def _on_message(self, message: dict[str, Any]) -> None:
+        if self.closed:
+            raise ProtocolError("frame after the connection was refused")
+        if self.job is None:
+            self._authenticate(message)
+        elif message.get("type") == MSG_HELLO:
+            raise ProtocolError("second hello on one connection")
+        elif message.get("type") == MSG_LOG:
+            fields = parse_log_record(message)
+            self.shared.table.count_record(self.job)
+            reemit(fields, host=self.host, job_id=self.job_id, recipe_name=self.shared.recipe_name)
+        else:
+            assert self.job_id is not None
+            self.shared.exchange.handle(self.job_id, message,
+                                        lambda reply: self.shared.send(self, reply))
+
+    def _authenticate(self, message: dict[str, Any]) -> None:
+        if message.get("type") != MSG_HELLO:
+            raise ProtocolError(f"first frame is {str(message.get('type'))[:40]!r}, not hello")
+        job_id, token = parse_hello(message)
+        job = self.shared.table.admit(job_id, token, self)
+        self.job_id, self.job, self.host = job_id, job, job.host
+        self.decoder.max_bytes = self.shared.max_message_bytes
+        logger.debug("log connection from %s is job %d on %s", self.peer, job_id, self.host)
+
+    # --- replies ---------------------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        """Queue ``data`` behind what is not sent yet, and send what the socket takes now."""
+        if self.closed:
+            return
+        self.outbox += data
+        self.flush()
+
+    def flush(self) -> None:
+        """Send what the socket takes now; watch for writability while anything is left."""
+        try:
+            sent = self.sock.send(self.outbox) if self.outbox else 0
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError as exc:
+            self.reject(f"cannot send a reply: {exc}")
+            return
+        del self.outbox[:sent]
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if self.outbox else 0)
+        selector = self.shared.selector
+        if selector.get_key(self.sock).events != events:
+            selector.modify(self.sock, events, self)
+
+    # --- closing ---------------------------------------------------------------------------------
+
+    def reject(self, reason: str) -> None:
+        """Log the one warning for a misbehaving connection, then close it."""
+        if self.closed:
+            return
+        who = f" (job {self.job_id} on {self.host})" if self.job_id is not None else ""
+        logger.warning("log connection from %s%s closed: %s", self.peer, who, reason)
+        self.close()
+
+    def close(self) -> None:
+        """Close the socket and drop it from its job's open set; safe to call twice."""
+        if self.closed:
+            return
+        self.closed = True
+        self.shared.selector.unregister(self.sock)
+        self.sock.close()
+        if self.job is not None:
+            self.shared.table.release(self.job, self)

@@ -1,0 +1,105 @@
+"""The jobs a run's log server lets in: one secret token per job, and its open connections.
+
+The runner's threads register, forget and wait for jobs; the serving thread admits and
+releases connections. One lock guards the table, and one condition wakes whoever waits for a
+job's connections to close.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+import threading
+from dataclasses import dataclass, field
+
+from lofarexec.errors import ProtocolError
+
+
+@dataclass(eq=False)
+class RegisteredJob:
+    """One job as the log server knows it; counters accumulate over the job's attempts."""
+
+    host: str
+    token: str
+    records: int = 0
+    exited: bool = False
+    connections: set[object] = field(default_factory=set)
+    """The authenticated connections now open; a set, so releasing one twice cannot miscount."""
+
+
+class JobTable:
+    """The registered jobs of one run, by job id; safe to use from any thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._jobs: dict[int, RegisteredJob] = {}
+
+    def register(self, job_id: int, host: str) -> str:
+        """Let job ``job_id`` on ``host`` in; return its fresh secret token (a retry gets a
+        new one, and its exited mark is cleared)."""
+        token = secrets.token_hex(16)
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None:
+                self._jobs[job_id] = RegisteredJob(host=host, token=token)
+            else:
+                job.host, job.token, job.exited = host, token, False
+        return token
+
+    def forget(self, job_id: int) -> None:
+        """Refuse the job's token from now on; safe for an unknown or forgotten id. Connections
+        already admitted are not touched (see :meth:`LogServer.forget_job`)."""
+        with self._lock:
+            if self._jobs.pop(job_id, None) is not None:
+                self._changed.notify_all()
+
+    def mark_exited(self, job_id: int) -> None:
+        with self._lock:
+            self._get(job_id).exited = True
+            self._changed.notify_all()
+
+    def records(self, job_id: int) -> int:
+        with self._lock:
+            return self._get(job_id).records
+
+    def wait_closed(self, job_id: int, timeout: float | None) -> bool:
+        """True once the job has exited and none of its connections is open; False after
+        ``timeout`` seconds or when the job is forgotten meanwhile."""
+        with self._lock:
+            job = self._get(job_id)  # KeyError now rather than a silent wait
+
+            def settled() -> bool:
+                forgotten = self._jobs.get(job_id) is not job
+                return forgotten or (job.exited and not job.connections)
+
+            return self._changed.wait_for(settled, timeout) and self._jobs.get(job_id) is job
+
+    # -- the serving thread's side ----------------------------------------------------------------
+
+    def admit(self, job_id: int, token: str, connection: object) -> RegisteredJob:
+        """Count ``connection`` as the job's, if ``token`` is the job's; else ProtocolError."""
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None:
+                raise ProtocolError(f"hello for unknown job {job_id}")
+            if not hmac.compare_digest(token.encode("utf-8"), job.token.encode("utf-8")):
+                raise ProtocolError(f"wrong token for job {job_id} on {job.host}")
+            job.connections.add(connection)
+            return job
+
+    def count_record(self, job: RegisteredJob) -> None:
+        with self._lock:
+            job.records += 1
+
+    def release(self, job: RegisteredJob, connection: object) -> None:
+        """The connection is closed: it no longer keeps the job's waiters waiting."""
+        with self._lock:
+            job.connections.discard(connection)
+            self._changed.notify_all()
+
+    def _get(self, job_id: int) -> RegisteredJob:
+        try:
+            return self._jobs[job_id]
+        except KeyError:
+            raise KeyError(f"job {job_id} is not registered with the log server") from None

@@ -28,12 +28,10 @@ sets for both) is replaced by one that also wakes this thread.
 
 from __future__ import annotations
 
-import heapq
 import itertools
 import logging
 import selectors
 import threading
-import time
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -41,7 +39,7 @@ from typing import TYPE_CHECKING
 import paramiko
 
 from lofarexec.backend import Outcome
-from lofarexec.transport import Pinger, WakePipe, orphan_kill_command, take_frame
+from lofarexec.transport import Pinger, TimerHeap, WakePipe, orphan_kill_command, take_frame
 
 from .agent import AgentLink
 from .connect import close_transport, connect, describe, translate
@@ -92,8 +90,7 @@ class Connection:
         self._agent: AgentLink | None = None  # agent mode: the host agent's channel
         self._agent_jobs: dict[int, Job] = {}  # agent mode: running jobs by their number
         self._numbers = itertools.count(1)
-        self._timers: list[tuple[float, int, Job]] = []
-        self._timer_ids = itertools.count()
+        self._timers: TimerHeap[Job] = TimerHeap()  # killed jobs awaiting their end
         self._dead = self._closing = self._established = False
         self._transport: paramiko.Transport | None = None
         self._selector = selectors.DefaultSelector()
@@ -355,13 +352,10 @@ class Connection:
                 job.channel.shutdown_write()
         except _CHANNEL_ERRORS as exc:  # the channel or connection is gone: its close tells
             _log.debug("%s: cannot send EOF to a killed job: %s", job.host, exc)
-        deadline = time.monotonic() + self.settings.kill_grace + KILL_CONFIRM
-        heapq.heappush(self._timers, (deadline, next(self._timer_ids), job))
+        self._timers.add(self.settings.kill_grace + KILL_CONFIRM, job)
 
     def _run_timers(self) -> None:
-        now = time.monotonic()
-        while self._timers and self._timers[0][0] <= now:
-            job = heapq.heappop(self._timers)[2]
+        for job in self._timers.pop_due():
             if job.state is State.RUNNING:
                 self._close_channel(job)
                 self._agent_jobs.pop(job.number, None)
@@ -371,7 +365,7 @@ class Connection:
 
     def _next_timeout(self) -> float | None:
         pinger = self._agent.pinger if self._agent is not None else _NO_PINGS
-        return pinger.wait_time(self._timers[0][0] if self._timers else None)
+        return pinger.wait_time(self._timers.next_due())
 
     def _close_channel(self, job: Job) -> None:
         channel = job.channel

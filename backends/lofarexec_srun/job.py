@@ -32,17 +32,14 @@ again cannot run a node twice. Anything after that is final.
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import logging
 import os
 import threading
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from lofarexec.backend import LaunchRequest, Outcome, Report
-from lofarexec.transport import ProcessHandle, RemoteLaunch
+from lofarexec.transport import ProcessHandle, RemoteLaunch, TimerHeap
 
 if TYPE_CHECKING:
     from lofarexec_srun import SrunBackend
@@ -276,8 +273,7 @@ class Alarms:
     """Calls due later, all from one thread (started on first use); :meth:`close` stops it."""
 
     def __init__(self) -> None:
-        self._due: list[tuple[float, int, Callable[[], None]]] = []
-        self._order = itertools.count()
+        self._due: TimerHeap[Callable[[], None]] = TimerHeap()
         self._changed = threading.Condition()
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -286,7 +282,7 @@ class Alarms:
         with self._changed:
             if self._closed:
                 return
-            heapq.heappush(self._due, (time.monotonic() + delay, next(self._order), action))
+            self._due.add(delay, action)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="srun-alarms", daemon=True)
                 self._thread.start()
@@ -302,13 +298,13 @@ class Alarms:
     def _run(self) -> None:
         with self._changed:
             while not self._closed:
-                wait = self._due[0][0] - time.monotonic() if self._due else None
-                if wait is None or wait > 0:
-                    self._changed.wait(wait)
+                due = self._due.pop_due()
+                if not due:
+                    self._changed.wait(self._due.next_timeout())
                     continue
-                action = heapq.heappop(self._due)[2]
                 self._changed.release()
                 try:
-                    action()
+                    for action in due:
+                        action()
                 finally:
                     self._changed.acquire()

@@ -16,7 +16,8 @@ The remote half
     (:func:`encode_start`, :class:`FrameReader`, :func:`take_frame`, :class:`Pinger`,
     :func:`orphan_kill_command`) for transports that reach the agent another way (paramiko).
 Small parts
-    :class:`WakePipe` wakes a thread sleeping in ``select``.
+    :class:`WakePipe` wakes a thread sleeping in ``select``; :class:`TimerHeap` (of
+    :class:`Timer` entries) holds what such a thread must do later.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from lofarexec.transport.process import (
     keep_tail,
     signal_group,
 )
+from lofarexec.transport.timers import Timer, TimerHeap
 from lofarexec.transport.wakeup import WakePipe
 from lofarexec.transport.wrapper import (
     DEFAULT_REMOTE_PYTHON,
@@ -67,6 +69,8 @@ __all__ = [
     "ProcessHandle",
     "ProcessLauncher",
     "RemoteLaunch",
+    "Timer",
+    "TimerHeap",
     "WakePipe",
     "agent_command",
     "encode_kill",

@@ -20,7 +20,6 @@ own) and one thread that owns its pipes. Other threads only queue requests and w
 
 from __future__ import annotations
 
-import heapq
 import itertools
 import logging
 import os
@@ -28,7 +27,6 @@ import selectors
 import signal
 import subprocess
 import threading
-import time
 from collections.abc import Callable, Sequence
 
 from lofarexec.backend import JobHandle, LaunchRequest, NothingToKill, Outcome, Report
@@ -42,6 +40,7 @@ from lofarexec.transport.agent_frames import (
     take_frame,
 )
 from lofarexec.transport.process import signal_group
+from lofarexec.transport.timers import TimerHeap
 from lofarexec.transport.wakeup import WakePipe
 from lofarexec.transport.wrapper import agent_command, last_lines
 
@@ -100,7 +99,7 @@ class AgentClient:
         self._outbox = bytearray()
         self._stderr = bytearray()
         self._frames = FrameReader()
-        self._timers: list[tuple[float, int]] = []
+        self._timers: TimerHeap[int] = TimerHeap()  # job numbers killed, awaiting an answer
         self._waker = WakePipe()
         self._process = subprocess.Popen(
             list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -222,8 +221,7 @@ class AgentClient:
         if not job.kill_sent:
             job.kill_sent = True
             self._outbox += encode_kill(job.number)
-            heapq.heappush(self._timers, (time.monotonic() + self.kill_grace + KILL_CONFIRM,
-                                          job.number))
+            self._timers.add(self.kill_grace + KILL_CONFIRM, job.number)
 
     def _flush(self, stdin: int) -> bool:
         """Write what waits, as far as the pipe takes it; False when the program is gone (its
@@ -263,16 +261,15 @@ class AgentClient:
         return True
 
     def _run_timers(self) -> None:
-        now = time.monotonic()
-        while self._timers and self._timers[0][0] <= now:
-            job = self._jobs.pop(heapq.heappop(self._timers)[1], None)
+        for number in self._timers.pop_due():
+            job = self._jobs.pop(number, None)
             if job is not None:
                 waited = self.kill_grace + KILL_CONFIRM
                 job.report(job.outcome(None, f"no answer within {waited:g} s of its kill; "
                                              "given up"))
 
     def _next_timeout(self) -> float | None:
-        return self._pinger.wait_time(self._timers[0][0] if self._timers else None)
+        return self._pinger.wait_time(self._timers.next_due())
 
     def _ended(self) -> None:
         """The program closed its output: fail what still runs, in its own words."""

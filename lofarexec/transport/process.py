@@ -26,20 +26,18 @@ processes do not outlive the job.
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import logging
 import os
 import select
 import signal
 import subprocess
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 
 from lofarexec.backend import Outcome, Report
 from lofarexec.transport.execenv import ExecEnvironment, spawn
+from lofarexec.transport.timers import TimerHeap
 
 #: How much of each of stdout and stderr is kept per job (the tail), in bytes.
 DEFAULT_OUTPUT_LIMIT = 64 * 1024
@@ -121,8 +119,7 @@ class ProcessLauncher:
         self._watched: dict[int, tuple[int, _Child | None]] = {self._wake_read: (_WAKE, None)}
         self._epoll.register(self._wake_read, select.EPOLLIN)
         self._pending: deque[Callable[[], None]] = deque()
-        self._timers: list[tuple[float, int, Callable[[], None]]] = []
-        self._timer_ids = itertools.count()
+        self._timers: TimerHeap[Callable[[], None]] = TimerHeap()
         self._children: set[_Child] = set()
         self._thread: threading.Thread | None = None
         self._closing = False
@@ -211,7 +208,8 @@ class ProcessLauncher:
                 return
             child.killed = True
             signal_group(child.pid, signal.SIGTERM)
-        self._call_soon(lambda: self._add_timer(self.kill_grace, lambda: self._force_kill(child)))
+        self._call_soon(lambda: self._timers.add(self.kill_grace,
+                                                  lambda: self._force_kill(child)))
 
     # -- any thread --------------------------------------------------------------------------------
     def _watch(self, child: _Child) -> None:
@@ -232,10 +230,8 @@ class ProcessLauncher:
     # -- watcher thread ----------------------------------------------------------------------------
     def _loop(self) -> None:
         while not (self._closing and not self._children):
-            timeout = -1.0
-            if self._timers:
-                timeout = max(0.0, self._timers[0][0] - time.monotonic())
-            for fd, _ in self._epoll.poll(timeout):
+            timeout = self._timers.next_timeout()
+            for fd, _ in self._epoll.poll(-1.0 if timeout is None else timeout):
                 watched = self._watched.get(fd)
                 if watched is None:
                     continue  # closed by an earlier event of this same batch
@@ -246,7 +242,8 @@ class ProcessLauncher:
                     self._on_exit(child)  # type: ignore[arg-type]
                 else:
                     self._on_wake()
-            self._run_due_timers()
+            for action in self._timers.pop_due():
+                action()
 
     def _on_wake(self) -> None:
         try:
@@ -286,7 +283,7 @@ class ProcessLauncher:
         if not child.open_streams:
             self._finish(child)
         else:
-            self._add_timer(DRAIN_GRACE, lambda: self._finish(child))
+            self._timers.add(DRAIN_GRACE, lambda: self._finish(child))
 
     def _forget(self, fd: int) -> None:
         """Stop watching ``fd`` and close it.
@@ -318,14 +315,6 @@ class ProcessLauncher:
             child.report(outcome)
         except Exception:  # a broken callback must not stop the loop that watches every job
             _log.exception("report callback for pid %d failed", child.pid)
-
-    def _add_timer(self, delay: float, action: Callable[[], None]) -> None:
-        heapq.heappush(self._timers, (time.monotonic() + delay, next(self._timer_ids), action))
-
-    def _run_due_timers(self) -> None:
-        now = time.monotonic()
-        while self._timers and self._timers[0][0] <= now:
-            heapq.heappop(self._timers)[2]()
 
     def _begin_close(self) -> None:
         self._closing = True

@@ -38,6 +38,7 @@ from collections.abc import Callable, Mapping, Sequence
 from lofarexec.backend import Outcome, Report
 from lofarexec.transport.execenv import ExecEnvironment, spawn
 from lofarexec.transport.timers import TimerHeap
+from lofarexec.transport.wakeup import WakePipe
 
 #: How much of each of stdout and stderr is kept per job (the tail), in bytes.
 DEFAULT_OUTPUT_LIMIT = 64 * 1024
@@ -115,9 +116,9 @@ class ProcessLauncher:
         self._epoll = select.epoll()
         # One /dev/null for the stdin of every child without input (each child gets a copy).
         self._devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
-        self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self._watched: dict[int, tuple[int, _Child | None]] = {self._wake_read: (_WAKE, None)}
-        self._epoll.register(self._wake_read, select.EPOLLIN)
+        self._waker = WakePipe()
+        self._watched: dict[int, tuple[int, _Child | None]] = {self._waker.fileno(): (_WAKE, None)}
+        self._epoll.register(self._waker.fileno(), select.EPOLLIN)
         self._pending: deque[Callable[[], None]] = deque()
         self._timers: TimerHeap[Callable[[], None]] = TimerHeap()
         self._children: set[_Child] = set()
@@ -138,8 +139,7 @@ class ProcessLauncher:
         self._thread.join()
         self._epoll.close()
         os.close(self._devnull)
-        os.close(self._wake_read)
-        os.close(self._wake_write)
+        self._waker.close()
 
     # -- API -----------------------------------------------------------------------------------
     def launch(
@@ -222,10 +222,7 @@ class ProcessLauncher:
 
     def _call_soon(self, action: Callable[[], None]) -> None:
         self._pending.append(action)
-        try:
-            os.write(self._wake_write, b"\0")
-        except BlockingIOError:
-            pass  # the pipe is full of wake-ups already: the loop will run the action
+        self._waker.wake()
 
     # -- watcher thread ----------------------------------------------------------------------------
     def _loop(self) -> None:
@@ -246,10 +243,7 @@ class ProcessLauncher:
                 action()
 
     def _on_wake(self) -> None:
-        try:
-            os.read(self._wake_read, 4096)
-        except BlockingIOError:
-            pass
+        self._waker.drain()
         while self._pending:
             self._pending.popleft()()
 

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING
 import paramiko
 
 from lofarexec.backend import Outcome
-from lofarexec.transport import Pinger, TimerHeap, WakePipe, orphan_kill_command, take_frame
+from lofarexec.transport import Pinger, TimerHeap, WakePipe, kill_orphans, take_frame
 
 from .agent import AgentLink
 from .connect import close_transport, connect, describe, translate
@@ -438,24 +438,19 @@ class Connection:
         """The agent died (killed on the host) and left its jobs running: kill their process
         groups from a channel of their own (TERM, then KILL after ``kill_grace``), and wait for
         that, so that a job reported as lost is gone."""
-        grace = self.settings.kill_grace
-        words = " ".join(f"-{group}" for group in groups)
-        command = orphan_kill_command(groups, grace)
-        try:
-            channel = transport.open_session(timeout=self.settings.channel_timeout)
-            channel.exec_command(command)
-            finished = channel.status_event.wait(grace + KILL_CONFIRM)
-            channel.close()
-        except _CHANNEL_ERRORS as exc:
-            finished, why = False, describe(exc)
-        else:
-            why = f"no answer within {grace + KILL_CONFIRM:g} s"
-        if finished:
-            _log.warning("%s: the host's agent died; killed the process groups of its %d "
-                         "running job(s): %s", self.target.name, len(groups), words)
-        else:
-            _log.error("%s: the host's agent died and its jobs' process groups (%s) could not "
-                       "be killed (%s): they may still run there", self.target.name, words, why)
+
+        def run(command: str, seconds: float) -> str | None:
+            try:
+                channel = transport.open_session(timeout=self.settings.channel_timeout)
+                channel.exec_command(command)
+                finished = channel.status_event.wait(seconds)
+                channel.close()
+            except _CHANNEL_ERRORS as exc:
+                return describe(exc)
+            return None if finished else f"no answer within {seconds:g} s"
+
+        kill_orphans(self.target.name, groups, self.settings.kill_grace, run,
+                     timeout=KILL_CONFIRM)
 
     def _running_failure(self, reason: str) -> str:
         """What a job that was running is told when the connection ends for ``reason``."""

@@ -13,8 +13,9 @@ The remote half
     :func:`remote_launch` / :func:`start_through_wrapper` run a job under the launch wrapper,
     whose status line :meth:`RemoteLaunch.outcome` reads; :class:`AgentPool` keeps one host
     agent per host behind a local program (``ssh``, ``docker exec``); the agent frames
-    (:func:`encode_start`, :class:`FrameReader`, :func:`take_frame`, :class:`Pinger`,
-    :func:`orphan_kill_command`) for transports that reach the agent another way (paramiko).
+    (:func:`encode_start`, :class:`FrameReader`, :func:`take_frame`, :class:`Pinger`) for
+    transports that reach the agent another way (paramiko); :func:`kill_orphans` (running
+    :func:`orphan_kill_command`) kills the jobs an agent killed on its host left behind.
 Small parts
     :class:`WakePipe` wakes a thread sleeping in ``select``; :class:`TimerHeap` (of
     :class:`Timer` entries) holds what such a thread must do later.
@@ -29,10 +30,10 @@ from lofarexec.transport.agent_frames import (
     Pinger,
     encode_kill,
     encode_start,
-    orphan_kill_command,
     take_frame,
 )
 from lofarexec.transport.execenv import ExecEnvironment, spawn
+from lofarexec.transport.orphans import kill_orphans, orphan_kill_command
 from lofarexec.transport.process import (
     DEFAULT_KILL_GRACE,
     DRAIN_GRACE,
@@ -79,6 +80,7 @@ __all__ = [
     "job_environment",
     "job_identity",
     "keep_tail",
+    "kill_orphans",
     "last_lines",
     "orphan_kill_command",
     "remote_launch",

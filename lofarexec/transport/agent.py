@@ -21,7 +21,6 @@ own) and one thread that owns its pipes. Other threads only queue requests and w
 from __future__ import annotations
 
 import itertools
-import logging
 import os
 import selectors
 import signal
@@ -36,9 +35,9 @@ from lofarexec.transport.agent_frames import (
     Pinger,
     encode_kill,
     encode_start,
-    orphan_kill_command,
     take_frame,
 )
+from lofarexec.transport.orphans import kill_orphans
 from lofarexec.transport.process import signal_group
 from lofarexec.transport.timers import TimerHeap
 from lofarexec.transport.wakeup import WakePipe
@@ -47,7 +46,6 @@ from lofarexec.transport.wrapper import agent_command, last_lines
 #: Seconds past ``kill_grace`` before a killed job with no answer is given up.
 KILL_CONFIRM = 2.0
 _CHUNK = 65536
-_log = logging.getLogger("lofarexec.agent")
 
 
 class AgentJob:
@@ -325,7 +323,8 @@ class AgentPool:
     ``launcher_argv(host, remote_command)`` is the local program's argv that runs
     ``remote_command`` (one shell command line) on ``host``; ``program`` names that program in
     errors. The agents' orphans (jobs left running by an agent killed on its host) are killed by
-    running :func:`orphan_kill_command` the same way, within ``orphan_timeout`` seconds.
+    running :func:`~lofarexec.transport.orphans.orphan_kill_command` the same way, within
+    ``orphan_timeout`` seconds (:func:`~lofarexec.transport.orphans.kill_orphans`).
     """
 
     def __init__(self, launcher_argv: Callable[[str, str], list[str]], *, program: str,
@@ -381,21 +380,18 @@ class AgentPool:
 
     def _kill_orphans(self, host: str, pids: list[int]) -> bool:
         """The agent of ``host`` ended but the host may still be reachable: kill the process
-        groups of the jobs it ran, in a session of their own."""
-        groups = " ".join(f"-{pid}" for pid in pids)
-        argv = self._launcher_argv(host, orphan_kill_command(pids, self._kill_grace))
-        try:
-            done = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.PIPE, check=False,
-                                  timeout=self._kill_grace + self._orphan_timeout)
-            why = done.stderr.decode("utf-8", "replace").strip() or f"status {done.returncode}"
-            killed = done.returncode == 0
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            killed, why = False, str(exc)
-        if killed:
-            _log.warning("%s: the host's agent ended; killed the process groups of its %d "
-                         "running job(s): %s", host, len(pids), groups)
-        else:
-            _log.error("%s: the host's agent ended and its jobs' process groups (%s) could not "
-                       "be killed (%s): they may still run there", host, groups, why)
-        return killed
+        groups of the jobs it ran through the local program."""
+
+        def run(command: str, seconds: float) -> str | None:
+            try:
+                done = subprocess.run(
+                    self._launcher_argv(host, command), stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False,
+                    timeout=seconds)
+            except subprocess.TimeoutExpired as exc:
+                return str(exc)
+            if done.returncode == 0:
+                return None
+            return done.stderr.decode("utf-8", "replace").strip() or f"status {done.returncode}"
+
+        return kill_orphans(host, pids, self._kill_grace, run, timeout=self._orphan_timeout)

@@ -1,10 +1,9 @@
 """The host agent's wire format, control half: frames to and from :mod:`lofarexec.hostprograms.host_agent`.
 
 Shared by every transport that speaks to an agent (``ssh`` and ``cmdline`` through
-:class:`lofarexec.transport.agent.AgentClient`, ``paramiko`` on a channel of its own): how a job's
-request is encoded, how the agent's output is cut into frames, when to ping, and the command
-line that kills the jobs of an agent that died. The format itself is described in the agent's
-docstring.
+:class:`lofarexec.transport.agent.AgentClient`, ``paramiko`` on a channel of its own): how a
+job's request is encoded, how the agent's output is cut into frames, and when to ping. The
+format itself is described in the agent's docstring.
 """
 
 from __future__ import annotations
@@ -67,14 +66,6 @@ class Pinger:
         if self.interval > 0:
             moments.append(self._last + self.interval)
         return max(0.0, min(moments) - time.monotonic()) if moments else None
-
-
-def orphan_kill_command(pids: list[int], kill_grace: float) -> str:
-    """A remote shell command that kills the process groups of jobs whose agent was killed
-    (each job's pid is its group): TERM, then KILL after ``kill_grace``; always status 0."""
-    groups = " ".join(f"-{int(pid)}" for pid in pids)
-    return (f"kill -TERM -- {groups} 2>/dev/null; sleep {kill_grace:g}; "
-            f"kill -KILL -- {groups} 2>/dev/null; exit 0")
 
 
 class FrameJob(Protocol):

@@ -17,19 +17,43 @@ import re
 from collections.abc import Mapping
 
 from lofarexec.errors import ConfigError
+from lofarexec.hostnames import host_name_problem
+
+__all__ = ["HostListError", "allocation_hosts", "expand_hostlist", "read_pbs_nodefile"]
 
 _RANGE_GROUP = re.compile(r"\[([^\]]*)\]")
+_SLURM_VARIABLE = "SLURM_JOB_NODELIST"
+
+
+class HostListError(ConfigError, ValueError):
+    """A host list that cannot be expanded: an unbalanced bracket or a malformed range.
+
+    Also a ``ValueError``, which :func:`expand_hostlist` raised before it was a ``ConfigError``.
+    """
 
 
 def expand_hostlist(text: str) -> list[str]:
     """Expand Slurm's host-list syntax: ``n[01-03,7],gpu[1-2]-ib`` -> n01 n02 n03 n7 gpu1-ib ...
 
-    Zero padding follows the range's start (``[08-10]`` gives 08, 09, 10). Raises ValueError on
-    an unbalanced bracket or a malformed range, saying which.
+    Zero padding follows the range's start (``[08-10]`` gives 08, 09, 10). Raises
+    :class:`HostListError` on an unbalanced bracket or a malformed range, saying which;
+    :func:`allocation_hosts` adds where the list came from.
     """
+    try:
+        return _expand(text)
+    except ValueError as exc:
+        raise HostListError(f"{exc}; fix the host list") from None
+
+
+def _expand(text: str) -> list[str]:
+    """The expansion itself; a plain ValueError saying what is malformed."""
     hosts: list[str] = []
     for item in _split_top_level(text):
         hosts.extend(_expand_item(item))
+    for host in hosts:
+        problem = host_name_problem(host)
+        if problem is not None:
+            raise ValueError(problem)
     return _unique(hosts)
 
 
@@ -92,24 +116,30 @@ def allocation_hosts(
 ) -> list[str]:
     """The run's host list (see the module docstring); empty when none is set anywhere.
 
-    ``configured`` is the raw ``[cluster] hosts`` value; ``source`` names it in errors.
+    ``configured`` is the raw ``[cluster] hosts`` value; ``source`` (the file it is from) names
+    it in errors. A malformed list is a :class:`HostListError` naming ``[cluster] hosts`` or
+    ``$SLURM_JOB_NODELIST``; an unreadable ``$PBS_NODEFILE`` is a :class:`ConfigError`.
     """
     environ = os.environ if environ is None else environ
-    try:
-        if configured:
-            return expand_hostlist(configured)
-        if environ.get("SLURM_JOB_NODELIST"):
-            return expand_hostlist(environ["SLURM_JOB_NODELIST"])
-    except ValueError as exc:
-        raise ConfigError(f"{exc}; fix the host list", filename=source or None,
-                          section="cluster" if configured else None,
-                          key="hosts" if configured else None) from None
+    if configured:
+        try:
+            return _expand(configured)
+        except ValueError as exc:
+            raise HostListError(f"{exc}; fix the host list", filename=source or None,
+                                section="cluster", key="hosts") from None
+    if environ.get(_SLURM_VARIABLE):
+        try:
+            return _expand(environ[_SLURM_VARIABLE])
+        except ValueError as exc:
+            raise HostListError(f"${_SLURM_VARIABLE}: {exc}; set [cluster] hosts in "
+                                "pipeline.cfg to use another host list") from None
     if environ.get("PBS_NODEFILE"):
         try:
             return read_pbs_nodefile(environ["PBS_NODEFILE"])
         except OSError as exc:
             raise ConfigError(f"cannot read $PBS_NODEFILE {environ['PBS_NODEFILE']}: "
-                              f"{exc.strerror}") from None
+                              f"{exc.strerror}; check the allocation, or set [cluster] hosts "
+                              "in pipeline.cfg") from None
     return []
 
 

@@ -1,49 +1,40 @@
-"""``pipeline.cfg``: where it is found, how it is read, and typed access to its values.
+"""Typed access to a parsed ``pipeline.cfg``: :func:`load_config` and :class:`PipelineConfig`.
 
 INI, as in the original LOFAR pipeline framework, read with ``BasicInterpolation``: besides the
 file's keys, ``job_name``, ``start_time``, ``cwd`` and ``config_directory`` (the file's folder)
 can be referred to from every section as ``%(name)s``; a literal percent sign is ``%%``.
-Search order (:func:`find_config`): ``-c FILE``, ``pipeline.cfg`` in the recipe's folder, then in
-the working directory, then ``~/.pipeline.cfg``. Every problem (unreadable file, syntax error,
-missing key, bad value, dangling reference) is a one-line :class:`ConfigError` naming file,
-section and key and saying what to do; configparser's own exceptions never escape this module.
+Finding and parsing the file is :mod:`lofarexec.config.files`, the value parsers
+:mod:`lofarexec.config.values`, backend settings :mod:`lofarexec.config.settings`. Every problem
+(missing key, bad value, dangling reference) is a one-line :class:`ConfigError` naming file,
+section and key and saying what to do; configparser's own exceptions never escape.
 """
 
 from __future__ import annotations
 
 import configparser
-import dataclasses
 import enum
-import math
 import os
-import re
-import types
-import typing
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
+from lofarexec.config.files import DEFAULT_SECTION, StrPath, find_config, read_config
+from lofarexec.config.settings import settings_from_section
+from lofarexec.config.values import (
+    parse_bool,
+    parse_float,
+    parse_int,
+    parse_list,
+    parse_path,
+    parse_positive_float,
+    split_search_path,
+)
 from lofarexec.errors import ConfigError
 
+# find_config is re-exported: lofarexec.config.pipeline was its home before files.py.
 __all__ = ["PipelineConfig", "find_config", "load_config"]
 
-StrPath = str | os.PathLike[str]
-
-CONFIG_FILENAME = "pipeline.cfg"
-HOME_CONFIG_FILENAME = ".pipeline.cfg"
-DEFAULT_SECTION = "DEFAULT"
-
-# How a section's OWN keys are told from those configparser copies into it from [DEFAULT]: the
-# text is parsed a second time, without interpolation, by a parser whose default section has a
-# name no header can produce (a header never spans lines). There [DEFAULT] is an ordinary
-# section and every section lists exactly the keys written under it. Comparing values with
-# DEFAULT's would miss a key a section sets to the same value; ``parser._sections`` is private.
-_NO_DEFAULT_SECTION = "\nlofarexec: no default section\n"
-_REPR_NEWLINE = "\\n"
 _PERCENT_HINT = "write %% for a literal percent sign"
-_BOOL_WORDS = {"yes": True, "true": True, "on": True, "1": True}
-_BOOL_WORDS |= {"no": False, "false": False, "off": False, "0": False}
-_LIST_SEPARATOR = re.compile(r"[,\n]")
 
 _T = TypeVar("_T")
 _V = TypeVar("_V")
@@ -55,41 +46,6 @@ class _Missing(enum.Enum):
 
 
 _MISSING = _Missing.MISSING
-
-
-# --------------------------------------------------------------------------- finding and loading
-
-
-def find_config(
-    explicit: StrPath | None,
-    *,
-    recipe_directory: StrPath | None,
-    working_directory: StrPath | None,
-    home: StrPath | None = None,
-) -> Path:
-    """Return the ``pipeline.cfg`` a run should use; called once, before :func:`load_config`.
-
-    ``explicit`` (``-c FILE``) wins, and if it is not a file that is an error, never a silent
-    fallback to another file. Otherwise the first file of ``<recipe_directory>/pipeline.cfg``,
-    ``<working_directory>/pipeline.cfg`` and ``<home>/.pipeline.cfg`` (``home`` defaults to the
-    user's home) is returned; a folder given as ``None`` is skipped.
-    """
-    if explicit is not None:
-        path = Path(explicit).expanduser()
-        if not path.is_file():
-            problem = "is a directory, not a file" if path.is_dir() else "does not exist"
-            raise ConfigError(
-                f"the file given with -c {problem}; check the path", filename=str(path)
-            )
-        return path
-    folders = [folder for folder in (recipe_directory, working_directory) if folder is not None]
-    candidates = [Path(folder) / CONFIG_FILENAME for folder in folders]
-    candidates.append(Path(home if home is not None else Path.home()) / HOME_CONFIG_FILENAME)
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    looked = ", ".join(str(candidate) for candidate in candidates)
-    raise ConfigError(f"no {CONFIG_FILENAME} found (looked for {looked}); pass -c FILE to name one")
 
 
 def load_config(
@@ -108,7 +64,7 @@ def load_config(
     if written in the file. Raises :class:`ConfigError` if the file cannot be read or parsed.
     """
     path = Path(path)
-    parser, own_keys = _parse(_read_text(path), str(path))
+    parser, own_keys = read_config(path)
     extras = {
         "job_name": job_name,
         "start_time": start_time,
@@ -123,57 +79,6 @@ def load_config(
         for key, value in values.items():
             config.set(section, key, value)
     return config
-
-
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except OSError as exc:
-        message = f"cannot be read ({exc.strerror or exc}); check that it is a readable file"
-        raise ConfigError(message, filename=str(path)) from exc
-    except UnicodeDecodeError as exc:
-        message = f"is not UTF-8 text (bad byte at offset {exc.start}); save it as UTF-8"
-        raise ConfigError(message, filename=str(path)) from exc
-
-
-def _parse(text: str, filename: str) -> tuple[configparser.ConfigParser, dict[str, list[str]]]:
-    """Parse ``text``; return the interpolating parser and each section's own keys."""
-    parser = configparser.ConfigParser(interpolation=configparser.BasicInterpolation())
-    # strict=False: duplicates were already refused by the first parse, and a repeated
-    # [DEFAULT] header, legal there, would be a duplicate section here.
-    lister = configparser.ConfigParser(
-        interpolation=None, strict=False, default_section=_NO_DEFAULT_SECTION
-    )
-    try:
-        parser.read_string(text, source=filename)
-        lister.read_string(text, source=filename)
-    except configparser.Error as exc:
-        section, key = getattr(exc, "section", None), getattr(exc, "option", None)
-        message = _describe_parse_error(exc)
-        raise ConfigError(message, filename=filename, section=section, key=key) from exc
-    return parser, {section: list(lister[section]) for section in lister.sections()}
-
-
-def _describe_parse_error(exc: configparser.Error) -> str:
-    """One line for configparser's (often multi-line) parse errors, with the line number."""
-    if isinstance(exc, configparser.MissingSectionHeaderError):
-        return (
-            f"line {exc.lineno}: {exc.line.strip()!r} comes before any [section] header; "
-            "start the file with a header such as [DEFAULT]"
-        )
-    if isinstance(exc, configparser.DuplicateSectionError):
-        return f"line {exc.lineno}: the section appears twice; merge the two into one"
-    if isinstance(exc, configparser.DuplicateOptionError):
-        return f"line {exc.lineno}: the key is set twice in this section; keep one"
-    if isinstance(exc, configparser.ParsingError):
-        # configparser keeps each bad line as repr(line), its newline included as \n
-        bad = [f"line {lineno}: {line.replace(_REPR_NEWLINE, '')}" for lineno, line in exc.errors]
-        bad_lines = ", ".join(bad)
-        return f"cannot parse {bad_lines}; write 'key = value' lines under a [section] header"
-    return " ".join(str(exc).split())
-
-
-# --------------------------------------------------------------------------- the configuration
 
 
 class PipelineConfig:
@@ -246,7 +151,7 @@ class PipelineConfig:
         self, section: str, key: str, fallback: _T | _Missing = _MISSING, minimum: int | None = None
     ) -> int | _T:
         """``key`` as a whole number, at least ``minimum`` if given."""
-        return self._typed(section, key, fallback, lambda text: _parse_int(text, minimum))
+        return self._typed(section, key, fallback, lambda text: parse_int(text, minimum))
 
     def get_float(
         self,
@@ -256,11 +161,11 @@ class PipelineConfig:
         minimum: float | None = None,
     ) -> float | _T:
         """``key`` as a finite number, at least ``minimum`` if given."""
-        return self._typed(section, key, fallback, lambda text: _parse_float(text, minimum))
+        return self._typed(section, key, fallback, lambda text: parse_float(text, minimum))
 
     def get_bool(self, section: str, key: str, fallback: _T | _Missing = _MISSING) -> bool | _T:
-        """``key`` as a flag: yes/no, true/false, on/off or 1/0, in any case."""
-        return self._typed(section, key, fallback, _parse_bool)
+        """``key`` as a flag, in the words ``getboolean`` knows: yes/no, true/false, on/off, 1/0."""
+        return self._typed(section, key, fallback, parse_bool)
 
     def get_list(
         self, section: str, key: str, fallback: _T | _Missing = _MISSING
@@ -270,11 +175,11 @@ class PipelineConfig:
         Items are split at commas or newlines and stripped, quotes around an item are removed
         and empty items dropped, so an empty value or ``[]`` is an empty list.
         """
-        return self._typed(section, key, fallback, _parse_list)
+        return self._typed(section, key, fallback, parse_list)
 
     def get_path(self, section: str, key: str, fallback: _T | _Missing = _MISSING) -> Path | _T:
         """``key`` as a path, ``~`` expanded; a relative path is left relative."""
-        return self._typed(section, key, fallback, _parse_path)
+        return self._typed(section, key, fallback, parse_path)
 
     def section_settings(self, section: str, settings_class: type[_S]) -> _S:
         """Fill a backend's settings dataclass from the keys ``[section]`` itself sets.
@@ -289,29 +194,7 @@ class PipelineConfig:
         is read when ``[section]`` does not set it: ``{"template": ("remote", "cmdline")}``
         (read raw: templates hold braces and percent signs, not interpolations).
         """
-        fields = _settings_fields(settings_class)
-        values: dict[str, Any] = {}
-        fallbacks: dict[str, tuple[str, str]] = getattr(settings_class, "config_fallbacks", {})
-        for name, (other_section, other_key) in fallbacks.items():
-            if self.has_option_raw(other_section, other_key):
-                values[name] = self.get(other_section, other_key, raw=True)
-        for key in self.section_keys(section):
-            name = key.replace("-", "_")
-            if name not in fields:
-                known = ", ".join(sorted(fields)) or "none"
-                message = f"unknown key for {settings_class.__name__}; known keys: {known}"
-                raise self._error(message, section, key)
-            if name in values and name not in fallbacks:
-                raise self._error(f"'{name}' is set twice (with - and _); keep one", section, key)
-            values[name] = self._field_value(section, key, *fields[name])
-        for name, (field, _kind) in fields.items():
-            if name not in values and _is_required(field):
-                message = f"is missing; add '{name} = ...' under [{section}]"
-                raise self._error(message, section, name)
-        try:
-            return settings_class(**values)
-        except ValueError as exc:  # the dataclass's own __post_init__ checks
-            raise self._error(" ".join(str(exc).split()), section) from exc
+        return settings_from_section(self, section, settings_class)
 
     def has_option_raw(self, section: str, key: str) -> bool:
         """Whether ``[section]`` itself sets ``key`` (DEFAULT's keys do not count)."""
@@ -331,7 +214,11 @@ class PipelineConfig:
 
     @property
     def recipe_directories(self) -> list[Path]:
-        """``[DEFAULT] recipe_directories``: folders searched for recipes; empty when absent."""
+        """``[DEFAULT] recipe_directories``: the folders holding ``master/`` and ``nodes/``.
+
+        Only read here, for recipes that want it; lofarexec never searches these folders (a
+        recipe runs as a program, found by its path). Empty when absent.
+        """
         listed = self.get_list(DEFAULT_SECTION, "recipe_directories", fallback=[])
         return [Path(folder).expanduser() for folder in listed]
 
@@ -351,12 +238,12 @@ class PipelineConfig:
     @property
     def engine_ppath(self) -> list[str]:
         """``[deploy] engine_ppath``: prepended to the node's PYTHONPATH; empty when absent."""
-        return _split_search_path(self.get("deploy", "engine_ppath", fallback=""))
+        return split_search_path(self.get("deploy", "engine_ppath", fallback=""))
 
     @property
     def engine_lpath(self) -> list[str]:
         """``[deploy] engine_lpath``: prepended to the node's LD_LIBRARY_PATH; empty when absent."""
-        return _split_search_path(self.get("deploy", "engine_lpath", fallback=""))
+        return split_search_path(self.get("deploy", "engine_lpath", fallback=""))
 
     @property
     def remote_method(self) -> str | None:
@@ -380,7 +267,7 @@ class PipelineConfig:
     @property
     def job_timeout(self) -> float | None:
         """``[remote] job_timeout``: seconds a job may run; ``None`` (no limit) when absent."""
-        return self._typed("remote", "job_timeout", None, _parse_positive_float)
+        return self._typed("remote", "job_timeout", None, parse_positive_float)
 
     @property
     def max_per_node_overrides(self) -> dict[str, int]:
@@ -436,133 +323,3 @@ class PipelineConfig:
         except ValueError as exc:
             raise self._error(f"value {text!r} {exc}", section, key) from exc
 
-    def _field_value(self, section: str, key: str, field: dataclasses.Field[Any], kind: Any) -> Any:
-        text = self.get(section, key)
-        try:
-            return _converter_for(kind)(text)
-        except ValueError as exc:
-            help_text = field.metadata.get("help")
-            about = f" ({field.name}: {help_text})" if help_text else ""
-            message = f"value {text!r} {exc}; expected {_type_name(kind)}{about}"
-            raise self._error(message, section, key) from exc
-
-
-# --------------------------------------------------------------------------- value parsers
-# Each raises ValueError whose text completes "value 'x' ...": what is wrong and what to do.
-
-
-def _parse_int(text: str, minimum: int | None = None) -> int:
-    try:
-        number = int(text.strip())
-    except ValueError:
-        raise ValueError("is not a whole number; write one such as 4") from None
-    _check_minimum(number, minimum)
-    return number
-
-
-def _parse_float(text: str, minimum: float | None = None) -> float:
-    try:
-        number = float(text.strip())
-    except ValueError:
-        raise ValueError("is not a number; write one such as 2.5") from None
-    if not math.isfinite(number):
-        raise ValueError("is not a finite number; write one such as 2.5")
-    _check_minimum(number, minimum)
-    return number
-
-
-def _check_minimum(number: float, minimum: float | None) -> None:
-    if minimum is not None and number < minimum:
-        raise ValueError(f"is less than {minimum}; write {minimum} or more")
-
-
-def _parse_positive_float(text: str) -> float:
-    number = _parse_float(text)
-    if number <= 0:
-        raise ValueError("is not positive; write a number of seconds above 0, or remove the line")
-    return number
-
-
-def _parse_bool(text: str) -> bool:
-    word = text.strip().lower()
-    if word in _BOOL_WORDS:
-        return _BOOL_WORDS[word]
-    raise ValueError("is not a yes/no value; write yes, no, true, false, on, off, 1 or 0")
-
-
-def _parse_list(text: str) -> list[str]:
-    body = text.strip()
-    if body.startswith("[") != body.endswith("]"):
-        raise ValueError("has an unmatched bracket; write [a, b, c] or a, b, c")
-    if body.startswith("["):
-        body = body[1:-1]
-    items = (_unquote(item.strip()) for item in _LIST_SEPARATOR.split(body))
-    return [item for item in items if item]
-
-
-def _unquote(item: str) -> str:
-    if len(item) >= 2 and item[0] == item[-1] and item[0] in "'\"":
-        return item[1:-1].strip()
-    return item
-
-
-def _parse_path(text: str) -> Path:
-    if not text.strip():
-        raise ValueError("is empty; write a path, or remove the line")
-    return Path(text.strip()).expanduser()
-
-
-def _split_search_path(text: str) -> list[str]:
-    return [part.strip() for part in text.split(":") if part.strip()]
-
-
-# --------------------------------------------------------------------------- settings dataclasses
-
-_SCALAR_PARSERS: dict[Any, Callable[[str], Any]] = {
-    str: lambda text: text,
-    int: _parse_int,
-    float: _parse_float,
-    bool: _parse_bool,
-}
-
-
-def _settings_fields(settings_class: type) -> dict[str, tuple[dataclasses.Field[Any], Any]]:
-    """Map each init field of ``settings_class`` to (field, resolved type); check every type."""
-    if not (isinstance(settings_class, type) and dataclasses.is_dataclass(settings_class)):
-        raise TypeError(f"settings class {settings_class!r} is not a dataclass")
-    try:
-        hints = typing.get_type_hints(settings_class)
-    except NameError as exc:  # an annotation naming something not importable at module level
-        raise TypeError(f"cannot resolve the field types of {settings_class!r}: {exc}") from exc
-    fields: dict[str, tuple[dataclasses.Field[Any], Any]] = {}
-    for field in dataclasses.fields(settings_class):
-        if field.init:
-            _converter_for(hints[field.name])  # fail for the plugin author, not per user key
-            fields[field.name] = (field, hints[field.name])
-    return fields
-
-
-def _converter_for(kind: Any) -> Callable[[str], Any]:
-    if kind in _SCALAR_PARSERS:
-        return _SCALAR_PARSERS[kind]
-    origin, args = typing.get_origin(kind), typing.get_args(kind)
-    if origin is list and args == (str,):
-        return _parse_list
-    if origin is tuple and args == (str, Ellipsis):
-        return lambda text: tuple(_parse_list(text))
-    if origin in (typing.Union, types.UnionType) and len(args) == 2 and type(None) in args:
-        inner = _converter_for(args[0] if args[1] is type(None) else args[1])
-        return lambda text: inner(text) if text.strip() else None
-    raise TypeError(
-        f"settings field type {kind!r} is not supported; use str, int, float, bool, "
-        "list[str], tuple[str, ...], or one of those | None"
-    )
-
-
-def _type_name(kind: Any) -> str:
-    return kind.__name__ if kind in _SCALAR_PARSERS else str(kind).replace("typing.", "")
-
-
-def _is_required(field: dataclasses.Field[Any]) -> bool:
-    no_factory = field.default_factory is dataclasses.MISSING
-    return field.default is dataclasses.MISSING and no_factory

@@ -1,149 +1,15 @@
-"""Tests of lofarexec.config.pipeline: finding, parsing and typed reading of pipeline.cfg."""
+"""Tests of lofarexec.config.pipeline: interpolation and typed reading of pipeline.cfg."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import textwrap
 from pathlib import Path
 
 import pytest
 
-from lofarexec.config import PipelineConfig, find_config, load_config
+from lofarexec.config import PipelineConfig, load_config
 from lofarexec.errors import ConfigError
-
-EXAMPLE = """\
-[DEFAULT]
-runtime_directory = {root}/pipeline_runtime
-recipe_directories = [%(runtime_directory)s/recipes]
-working_directory = {root}/scratch
-[layout]
-job_directory = %(runtime_directory)s/jobs/%(job_name)s
-log_directory = %(job_directory)s/logs/%(start_time)s
-[deploy]
-engine_ppath = /opt/pipeline/lib/python/site-packages:/opt/lofar/lib/python/site-packages
-engine_lpath = /opt/pipeline/lib:/opt/lofar/lib
-[logging]
-log_file = %(runtime_directory)s/jobs/%(job_name)s/logs/%(start_time)s/pipeline.log
-[remote]
-method = local
-max_per_node = 1
-"""
-
-
-def write(folder: Path, text: str, name: str = "pipeline.cfg") -> Path:
-    path = folder / name
-    path.write_text(textwrap.dedent(text))
-    return path
-
-
-def load(tmp_path: Path, text: str, **kwargs: object) -> PipelineConfig:
-    options: dict[str, object] = {"job_name": "job1", "start_time": "2010-10-28T14:14:18"}
-    options.update(kwargs)
-    return load_config(write(tmp_path, text), **options)  # type: ignore[arg-type]
-
-
-def check_error(
-    excinfo: pytest.ExceptionInfo[ConfigError],
-    path: Path | None,
-    section: str | None,
-    key: str | None,
-    *fragments: str,
-) -> str:
-    """The error is one line naming file, section and key, and contains each fragment."""
-    message = str(excinfo.value)
-    assert "\n" not in message
-    if path is not None:
-        assert str(path) in message and excinfo.value.filename == str(path)
-    if section is not None:
-        assert f"section [{section}]" in message and excinfo.value.section == section
-    if key is not None:
-        assert f"key '{key}'" in message and excinfo.value.key == key
-    for fragment in fragments:
-        assert fragment in message
-    return message
-
-
-# ---------------------------------------------------------------------------- find_config
-
-
-@pytest.fixture
-def places(tmp_path: Path) -> dict[str, Path]:
-    folders = {name: tmp_path / name for name in ("recipe", "work", "home", "other")}
-    for folder in folders.values():
-        folder.mkdir()
-    return folders
-
-
-def find(places: dict[str, Path], explicit: str | Path | None = None) -> Path:
-    return find_config(
-        explicit,
-        recipe_directory=places["recipe"],
-        working_directory=places["work"],
-        home=places["home"],
-    )
-
-
-def test_find_explicit_file_wins_over_every_other_place(places: dict[str, Path]) -> None:
-    chosen = write(places["other"], "[DEFAULT]\n", "mine.cfg")
-    write(places["recipe"], "[DEFAULT]\n")
-    write(places["work"], "[DEFAULT]\n")
-    assert find(places, str(chosen)) == chosen
-
-
-def test_find_explicit_missing_is_an_error_without_fallback(places: dict[str, Path]) -> None:
-    write(places["recipe"], "[DEFAULT]\n")
-    missing = places["other"] / "nope.cfg"
-    with pytest.raises(ConfigError) as excinfo:
-        find(places, missing)
-    check_error(excinfo, missing, None, None, "-c", "does not exist")
-
-
-def test_find_explicit_directory_is_an_error(places: dict[str, Path]) -> None:
-    with pytest.raises(ConfigError) as excinfo:
-        find(places, places["other"])
-    check_error(excinfo, places["other"], None, None, "is a directory")
-
-
-def test_find_recipe_folder_before_working_directory_and_home(places: dict[str, Path]) -> None:
-    expected = write(places["recipe"], "[DEFAULT]\n")
-    write(places["work"], "[DEFAULT]\n")
-    write(places["home"], "[DEFAULT]\n", ".pipeline.cfg")
-    assert find(places) == expected
-
-
-def test_find_working_directory_before_home(places: dict[str, Path]) -> None:
-    expected = write(places["work"], "[DEFAULT]\n")
-    write(places["home"], "[DEFAULT]\n", ".pipeline.cfg")
-    assert find(places) == expected
-
-
-def test_find_home_dot_file_last(places: dict[str, Path]) -> None:
-    write(places["home"], "[DEFAULT]\n", "pipeline.cfg")  # the wrong name in home: ignored
-    expected = write(places["home"], "[DEFAULT]\n", ".pipeline.cfg")
-    assert find(places) == expected
-
-
-def test_find_home_defaults_to_the_users_home(
-    places: dict[str, Path], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("HOME", str(places["home"]))
-    expected = write(places["home"], "[DEFAULT]\n", ".pipeline.cfg")
-    found = find_config(None, recipe_directory=None, working_directory=places["work"])
-    assert found == expected
-
-
-def test_find_nothing_lists_every_place_and_suggests_c(places: dict[str, Path]) -> None:
-    with pytest.raises(ConfigError) as excinfo:
-        find(places)
-    message = check_error(excinfo, None, None, None, "-c FILE")
-    for expected in (
-        places["recipe"] / "pipeline.cfg",
-        places["work"] / "pipeline.cfg",
-        places["home"] / ".pipeline.cfg",
-    ):
-        assert str(expected) in message
-
+from tests.config.support import EXAMPLE, check_error, load, write
 
 # ------------------------------------------------------------------------ loading, interpolation
 
@@ -232,56 +98,6 @@ def test_set_with_a_stray_percent_is_a_config_error(tmp_path: Path) -> None:
 def test_raw_get_skips_interpolation(tmp_path: Path) -> None:
     config = load(tmp_path, "[logging]\nformat = %(asctime)s %(levelname)-7s %(message)s\n")
     assert config.get("logging", "format", raw=True) == "%(asctime)s %(levelname)-7s %(message)s"
-
-
-# ---------------------------------------------------------------------------- parse errors
-
-
-@pytest.mark.parametrize(
-    ("text", "section", "key", "fragments"),
-    [
-        ("[a]\nx = 1\n[a]\ny = 2\n", "a", None, ("line 3", "twice")),
-        ("[a]\nx = 1\ny = 2\nX = 3\n", "a", "x", ("line 4", "twice")),
-        ("x = 1\n[a]\n", None, None, ("line 1", "'x = 1'", "header")),
-        ("[a]\nx = 1\nno delimiter here\n", None, None, ("line 3: 'no delimiter here';",)),
-    ],
-    ids=["duplicate-section", "duplicate-key", "no-header", "bad-line"],
-)
-def test_parse_errors_name_the_line(
-    tmp_path: Path, text: str, section: str | None, key: str | None, fragments: tuple[str, ...]
-) -> None:
-    path = write(tmp_path, text)
-    with pytest.raises(ConfigError) as excinfo:
-        load_config(path, job_name="j", start_time="t")
-    check_error(excinfo, path, section, key, *fragments)
-
-
-def test_a_repeated_default_header_is_legal(tmp_path: Path) -> None:
-    config = load(tmp_path, "[DEFAULT]\na = 1\n[x]\n[DEFAULT]\nb = 2\n")
-    assert (config.get("x", "a"), config.get("x", "b")) == ("1", "2")
-    assert config.section_keys("DEFAULT") == ["a", "b"]
-
-
-def test_directory_instead_of_file_is_unreadable(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError) as excinfo:
-        load_config(tmp_path, job_name="j", start_time="t")
-    check_error(excinfo, tmp_path, None, None, "cannot be read")
-
-
-def test_broken_symlink_is_unreadable(tmp_path: Path) -> None:
-    link = tmp_path / "pipeline.cfg"
-    link.symlink_to(tmp_path / "gone.cfg")
-    with pytest.raises(ConfigError) as excinfo:
-        load_config(link, job_name="j", start_time="t")
-    check_error(excinfo, link, None, None, "cannot be read")
-
-
-def test_non_utf8_file_is_an_error(tmp_path: Path) -> None:
-    path = tmp_path / "pipeline.cfg"
-    path.write_bytes(b"[a]\nx = \xff\xfe\n")
-    with pytest.raises(ConfigError) as excinfo:
-        load_config(path, job_name="j", start_time="t")
-    check_error(excinfo, path, None, None, "UTF-8")
 
 
 # ---------------------------------------------------------------------------- interpolation errors
@@ -411,7 +227,7 @@ def test_fallbacks_for_absent_keys_and_sections(accessor_config: PipelineConfig)
         (lambda c: c.get_float("s", "word"), "word", ("'twelve'", "not a number")),
         (lambda c: c.get_float("s", "infinite"), "infinite", ("finite",)),
         (lambda c: c.get_float("s", "decimal", minimum=3), "decimal", ("less than 3",)),
-        (lambda c: c.get_bool("s", "maybe"), "maybe", ("'perhaps'", "yes, no")),
+        (lambda c: c.get_bool("s", "maybe"), "maybe", ("'perhaps'", "true/false, on/off or 1/0")),
         (lambda c: c.get_path("s", "blank"), "blank", ("is empty",)),
         (lambda c: c.get_list("s", "absent"), "absent", ("is missing",)),
     ],
@@ -488,118 +304,3 @@ def test_max_per_node_overrides_ignore_default_keys(tmp_path: Path) -> None:
     assert config.max_per_node == 2  # [remote] inherits it from DEFAULT: that is intended
     assert config.max_per_node_overrides == {"node01": 3, "node02": 2}
     assert config.section_keys("max_per_node") == ["node01", "node02"]
-
-
-# ---------------------------------------------------------------------------- section_settings
-
-
-@dataclasses.dataclass(frozen=True)
-class Settings:
-    user: str = "lofar"
-    port: int = dataclasses.field(default=22, metadata={"help": "TCP port of the ssh server"})
-    timeout: float = 10.0
-    compress: bool = False
-    key_file: str | None = None
-    hosts: list[str] = dataclasses.field(default_factory=list)
-    options: tuple[str, ...] = ()
-
-
-def test_settings_from_an_absent_section_are_the_defaults(tmp_path: Path) -> None:
-    config = load(tmp_path, "[DEFAULT]\nport = 2222\nuser = someone\n")
-    assert config.section_settings("ssh", Settings) == Settings()
-
-
-def test_settings_filled_from_own_keys_only(tmp_path: Path) -> None:
-    text = """\
-        [DEFAULT]
-        runtime_directory = /rt
-        port = 2222
-        [ssh]
-        user = %(job_name)s
-        timeout = 2.5
-        compress = yes
-        key-file = %(runtime_directory)s/id
-        hosts = [a, b]
-        options = x, y
-        """
-    settings = load(tmp_path, text).section_settings("ssh", Settings)
-    assert settings == Settings(
-        user="job1",
-        port=22,  # DEFAULT's port does not leak into the backend's section
-        timeout=2.5,
-        compress=True,
-        key_file="/rt/id",
-        hosts=["a", "b"],
-        options=("x", "y"),
-    )
-
-
-def test_settings_empty_optional_value_is_none(tmp_path: Path) -> None:
-    config = load(tmp_path, "[ssh]\nkey_file =\nuser =\n")
-    assert config.section_settings("ssh", Settings) == Settings(key_file=None, user="")
-
-
-def test_settings_unknown_key_lists_known_keys(tmp_path: Path) -> None:
-    path = write(tmp_path, "[DEFAULT]\nruntime_directory = /rt\n[ssh]\nprot = 22\n")
-    with pytest.raises(ConfigError) as excinfo:
-        load_config(path, job_name="j", start_time="t").section_settings("ssh", Settings)
-    message = check_error(excinfo, path, "ssh", "prot", "unknown key", "Settings")
-    assert "compress, hosts, key_file, options, port, timeout, user" in message
-
-
-def test_settings_bad_value_names_value_and_type(tmp_path: Path) -> None:
-    path = write(tmp_path, "[ssh]\nport = twenty-two\n")
-    with pytest.raises(ConfigError) as excinfo:
-        load_config(path, job_name="j", start_time="t").section_settings("ssh", Settings)
-    check_error(
-        excinfo, path, "ssh", "port", "'twenty-two'", "expected int", "TCP port of the ssh server"
-    )
-
-
-def test_settings_bad_bool_names_type(tmp_path: Path) -> None:
-    path = write(tmp_path, "[ssh]\ncompress = maybe\n")
-    with pytest.raises(ConfigError) as excinfo:
-        load_config(path, job_name="j", start_time="t").section_settings("ssh", Settings)
-    check_error(excinfo, path, "ssh", "compress", "'maybe'", "expected bool")
-
-
-def test_settings_key_given_twice_with_dash_and_underscore(tmp_path: Path) -> None:
-    path = write(tmp_path, "[ssh]\nkey_file = a\nkey-file = b\n")
-    with pytest.raises(ConfigError) as excinfo:
-        load_config(path, job_name="j", start_time="t").section_settings("ssh", Settings)
-    check_error(excinfo, path, "ssh", "key-file", "twice")
-
-
-@dataclasses.dataclass
-class Required:
-    host: str
-    port: int = 1
-
-    def __post_init__(self) -> None:
-        if self.port > 65535:
-            raise ValueError(f"port {self.port} is above 65535;\nuse a real port")
-
-
-def test_settings_required_field_missing(tmp_path: Path) -> None:
-    path = write(tmp_path, "[svc]\nport = 2\n")
-    with pytest.raises(ConfigError) as excinfo:
-        load_config(path, job_name="j", start_time="t").section_settings("svc", Required)
-    check_error(excinfo, path, "svc", "host", "is missing")
-
-
-def test_settings_post_init_error_is_a_config_error(tmp_path: Path) -> None:
-    path = write(tmp_path, "[svc]\nhost = h\nport = 70000\n")
-    with pytest.raises(ConfigError) as excinfo:
-        load_config(path, job_name="j", start_time="t").section_settings("svc", Required)
-    check_error(excinfo, path, "svc", None, "above 65535; use a real port")
-
-
-def test_settings_unsupported_field_type_is_a_type_error(tmp_path: Path) -> None:
-    @dataclasses.dataclass
-    class Bad:
-        mapping: dict[str, str] = dataclasses.field(default_factory=dict)
-
-    with pytest.raises(TypeError, match="not supported"):
-        load(tmp_path, "[DEFAULT]\n").section_settings("bad", Bad)
-    with pytest.raises(TypeError, match="not a dataclass"):
-        load(tmp_path, "[DEFAULT]\n").section_settings("bad", int)

@@ -144,6 +144,37 @@ def test_a_plugin_that_fails_to_import_is_named(tmp_path):
     assert "broken-plugin 0.1" in result.stderr and "needs libfoo" in result.stderr
 
 
+def test_a_plugin_that_fails_to_register_is_named(tmp_path):
+    dist = tmp_path / "odd_plugin-2.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: odd-plugin\nVersion: 2.0\n")
+    (dist / "entry_points.txt").write_text("[lofarexec]\nodd = odd_plugin_module\n")
+    (tmp_path / "odd_plugin_module.py").write_text(
+        "from lofarexec import hookimpl\n\n"
+        "@hookimpl\ndef lofarexec_register_backends(registry, no_such_argument):\n    pass\n"
+    )
+    result = subprocess.run([sys.executable, "-m", "lofarexec.cli", "backends"], text=True,
+                            capture_output=True, env=with_plugin(tmp_path), timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1
+    assert "plugin 'odd'" in result.stderr and "odd-plugin 2.0" in result.stderr
+    assert "no_such_argument" in result.stderr
+
+
+def test_built_in_plugins_come_from_lofarexec_and_extra_ones_are_named_so():
+    class Extra:
+        @lofarexec.hookimpl
+        def lofarexec_register_backends(self, registry):
+            pass
+
+    extra = Extra()
+    manager = build_plugin_manager([extra])
+    providers = {dist.project_name for _, dist in manager.list_plugin_distinfo()}
+    assert "lofarexec" in providers
+    assert manager.provider(extra) == "lofarexec"
+    assert manager.backends.provider("local").split()[0] == "lofarexec"
+
+
 def test_cli_help():
     result = subprocess.run([sys.executable, "-m", "lofarexec.cli", "--help"], text=True,
                             capture_output=True, timeout=60)

@@ -2,8 +2,9 @@
 
 ``lofarexec backends`` lists the installed backends; ``lofarexec mapfile show FILE`` prints the
 files per host of a mapfile and ``lofarexec mapfile validate FILE...`` checks mapfiles, printing
-one ``file:line: what is wrong`` line per bad file and exiting 1 when any is bad. Both read the
-seed's parset mapfiles and the JSON or Python-literal DataMap files, told apart by content.
+one ``file:line: what is wrong`` line per bad file and exiting 1 when any is bad (an empty
+map is valid, but said to be EMPTY). Both read the seed's parset mapfiles and the JSON or
+Python-literal DataMap files, told apart by content.
 """
 
 from __future__ import annotations
@@ -50,7 +51,13 @@ def _show_mapfile(options: argparse.Namespace) -> int:
 
 
 def _validate_mapfiles(options: argparse.Namespace) -> int:
-    """Check each file; one ``file:line: what`` line on stderr per bad file, exit 1 if any."""
+    """Check each file; one ``file:line: what`` line on stderr per bad file, exit 1 if any.
+
+    A map with no entries (an empty file, only comments, ``[]``, or hosts with empty lists) is
+    well formed, so it stays valid (exit 0: a step may rightly produce nothing, and scripts
+    check many maps at once), but its line says ``but EMPTY: 0 entries`` (or ``0 files``) so
+    that nobody takes it for a map with work in it; a run of it warns likewise.
+    """
     from lofarexec.errors import DataMapError
     from lofarexec.mapfiles.datamaps import count_per_host
 
@@ -63,7 +70,14 @@ def _validate_mapfiles(options: argparse.Namespace) -> int:
             status = 1
             continue
         files = sum(count.files for count in counts)
-        print(f"{filename}: valid {kind}, {_count(len(counts), 'host')}, {_count(files, 'file')}")
+        if files:
+            print(f"{filename}: valid {kind}, {_count(len(counts), 'host')}, "
+                  f"{_count(files, 'file')}")
+        elif counts:
+            print(f"{filename}: valid {kind}, {_count(len(counts), 'host')}, but EMPTY: "
+                  "0 files (no job will run for it)")
+        else:
+            print(f"{filename}: valid {kind}, but EMPTY: 0 entries (no job will run for it)")
     return status
 
 

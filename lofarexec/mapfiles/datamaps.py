@@ -37,6 +37,7 @@ from lofarexec.mapfiles.parset import (
     parse_host_lists,
     read_entries,
     read_map_text,
+    warn_if_empty,
     write_atomically,
 )
 
@@ -200,7 +201,9 @@ class DataMap:
     def load(cls, filename: str | os.PathLike[str]) -> Self:
         """Read a map written by :meth:`save`, or by the framework (a Python literal)."""
         name = os.fspath(filename)
-        return cls.from_text(read_map_text(name), filename=name)
+        new = cls.from_text(read_map_text(name), filename=name)
+        warn_if_empty(name, len(new))
+        return new
 
     @classmethod
     def from_text(cls, text: str, *, filename: str | None = None) -> Self:
@@ -247,10 +250,17 @@ def load_map(filename: str | os.PathLike[str]) -> DataMap:
     """Any mapfile, its format found from its content, as a :class:`DataMap`.
 
     A list whose entries hold file lists (or ``file_skip``) gives a :class:`MultiDataMap`; a
-    parset mapfile gives a DataMap of its ``(host, file)`` pairs, none skipped.
+    parset mapfile gives a DataMap of its ``(host, file)`` pairs, none skipped. A map with no
+    entries loads, with a warning naming it.
     """
     name = os.fspath(filename)
-    text = read_map_text(name)
+    data_map = _read_map(name, read_map_text(name))
+    warn_if_empty(name, len(data_map))
+    return data_map
+
+
+def _read_map(name: str, text: str) -> DataMap:
+    """:func:`load_map` without the warning."""
     if map_format(text) == "parset":
         return DataMap(parse_data_map(text, filename=name))
     entries = read_entries(text, filename=name)
@@ -271,13 +281,14 @@ def count_per_host(filename: str | os.PathLike[str]) -> tuple[str, list[HostCoun
     """The format's name and the files per host, hosts in order of first appearance.
 
     For ``lofarexec mapfile show``; a parset host with an empty list is counted with 0 files.
+    An empty map gives no warning: the caller says so itself.
     """
     name = os.fspath(filename)
     text = read_map_text(name)
     if map_format(text) == "parset":
         groups = parse_host_lists(text, filename=name)
         return "parset mapfile", [HostCount(host, len(files)) for host, files in groups]
-    data_map = load_map(name)
+    data_map = _read_map(name, text)
     counts: dict[str, HostCount] = {}
     for entry in data_map:
         count = counts.setdefault(entry.host, HostCount(entry.host))

@@ -8,24 +8,30 @@
              /data/L1_SB010.MS ]
     lce003=[]
 
-Entries may span lines or share one; paths may contain spaces (items are split on commas and
-stripped), so a path cannot contain ``,`` or ``]``, nor start or end with white space. A host
-may be listed with an empty list (it holds nothing). Every malformed input raises
-:class:`~lofarexec.errors.DataMapError` naming the file and line. Nothing is ever ``eval``'d.
+Entries may share a line, and a list may go on over lines, as the original framework's
+ParameterSet reader let a value go on over lines holding no ``key=``; but a line that starts an
+entry (``host=``) always does, so a list left open before it is an error, never a file name
+holding the next entry; nor does a file name ever go on over a line break. Paths may contain
+spaces (items are split on commas and stripped), so a path cannot contain ``,`` or ``]``, nor
+start or end with white space. A host may be listed with an empty list (it holds nothing).
+Every malformed input raises :class:`~lofarexec.errors.DataMapError` naming the file and line.
+Nothing is ever ``eval``'d. A mapfile with no file at all loads, with a warning that names it.
 
 :func:`load_data_map` / :func:`store_data_map` are the seed's ``(host, file)`` pair interface;
 :func:`load_host_lists` / :func:`parse_host_lists` keep the per-host grouping, hosts with an
 empty list included.
 
-The later framework's maps (:class:`~lofarexec.mapfiles.datamaps.DataMap`) are a list of entries, as JSON
-or as a Python literal; this module reads their text (:func:`read_entries`) and tells the formats
-apart (:func:`map_format`); the classes are in :mod:`lofarexec.mapfiles.datamaps`.
+The later framework's maps (:class:`~lofarexec.mapfiles.datamaps.DataMap`) are a list of
+entries, as JSON or as a Python literal; this module reads their text (:func:`read_entries`) and
+tells the formats apart (:func:`map_format`); the classes are in
+:mod:`lofarexec.mapfiles.datamaps`.
 """
 
 from __future__ import annotations
 
 import ast
 import json
+import logging
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -33,16 +39,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from lofarexec.errors import DataMapError
-
-_HOST = re.compile(r"[A-Za-z0-9_.:-]+")
+from lofarexec.hostnames import is_host_name
 
 #: ``(host, [file, ...])`` in file order: the grouped form of a mapfile.
 HostLists = list[tuple[str, list[str]]]
 
-
-def is_host_name(text: str) -> bool:
-    """Whether ``text`` can be a host in a parset mapfile (letters, digits, ``_ . : -``)."""
-    return bool(_HOST.fullmatch(text))
+_log = logging.getLogger(__name__)
 
 
 def read_map_text(filename: str | os.PathLike[str]) -> str:
@@ -60,13 +62,23 @@ def read_map_text(filename: str | os.PathLike[str]) -> str:
 def load_data_map(filename: str | os.PathLike[str]) -> list[tuple[str, str]]:
     """Read a parset mapfile; ``(host, file)`` pairs in file order."""
     name = os.fspath(filename)
-    return parse_data_map(read_map_text(name), filename=name)
+    pairs = parse_data_map(read_map_text(name), filename=name)
+    warn_if_empty(name, len(pairs))
+    return pairs
 
 
 def load_host_lists(filename: str | os.PathLike[str]) -> HostLists:
     """Read a parset mapfile keeping its grouping: ``(host, files)`` in file order."""
     name = os.fspath(filename)
-    return parse_host_lists(read_map_text(name), filename=name)
+    groups = parse_host_lists(read_map_text(name), filename=name)
+    warn_if_empty(name, sum(len(paths) for _, paths in groups))
+    return groups
+
+
+def warn_if_empty(filename: str, entries: int) -> None:
+    """Warn, naming the file, when a loaded map has no entries: a run of it does nothing."""
+    if not entries:
+        _log.warning("%s: the mapfile has no entries: nothing will run for it", filename)
 
 
 def parse_data_map(text: str, *, filename: str | None = None) -> list[tuple[str, str]]:
@@ -102,7 +114,7 @@ def _read_host(text: str, position: int, filename: str | None, line: int) -> tup
         raise DataMapError("expected 'host=[ file, ... ]', found no '='",
                            filename=filename, line=line)
     host = text[position:equals].strip()
-    if not _HOST.fullmatch(host):
+    if not is_host_name(host):
         raise DataMapError(f"{host!r} is not a host name", filename=filename, line=line)
     start = _skip_space(text, equals + 1)
     if not text.startswith("[", start):
@@ -113,18 +125,47 @@ def _read_host(text: str, position: int, filename: str | None, line: int) -> tup
 def _read_list(
     text: str, start: int, host: str, filename: str | None, line: int
 ) -> tuple[list[str], int]:
-    """The items of the list opening at ``start``, and the position after its ``]``."""
+    """The items of the list opening at ``start``, and the position after its ``]``.
+
+    The list may go on over line breaks, as the original ParameterSet reader let a value go on
+    over lines without ``key=`` (a trailing ``\\`` is dropped, as it did), but a line that
+    starts a new entry ends nothing: the list is unclosed. A file name never holds a line break.
+    """
     end = text.find("]", start)
+    # same length and line breaks, so positions and line numbers stay right
+    body = _BACKSLASH_NEWLINE.sub(r" \1", text[start + 1:end if end >= 0 else len(text)])
+    for match in _ENTRY_START.finditer(body):
+        if is_host_name(match[1]):
+            next_line = line + 1 + body.count("\n", 0, match.start())
+            raise DataMapError(f"the list of host {host!r} is not closed: end it with ']' "
+                               f"(line {next_line} starts the entry of host {match[1]!r})",
+                               filename=filename, line=line)
     if end < 0:
         raise DataMapError(f"the list of host {host!r} is never closed with ']'",
                            filename=filename, line=line)
-    items = [item.strip() for item in text[start + 1:end].split(",")]
+    items: list[str] = []
+    offset = 0
+    for raw in body.split(","):
+        item = raw.strip()
+        if "\n" in item:
+            first = item.split("\n", 1)[0].strip()
+            at = line + body.count("\n", 0, offset + raw.index(item))
+            raise DataMapError(f"file name {first!r} of host {host!r} goes on over the line "
+                               f"break: end line {at} with ',' or ']'",
+                               filename=filename, line=at)
+        items.append(item)
+        offset += len(raw) + 1
     if items == [""]:
         items = []
     if "" in items:
         raise DataMapError(f"empty file name in the list of host {host!r}",
                            filename=filename, line=line)
     return items, end + 1
+
+
+#: a line inside a list that starts a new entry: ``name=`` (a host name, checked apart)
+_ENTRY_START = re.compile(r"\n[ \t]*([^\s=\[\],]+)[ \t]*=")
+_BACKSLASH_NEWLINE = re.compile(r"\\([ \t\r]*\n)")
 
 
 def store_data_map(
@@ -151,7 +192,7 @@ def store_data_map(
 
 def _check_writable(filename: str, host: str, paths: list[str]) -> None:
     """Refuse what would read back differently: the format cannot quote anything."""
-    if not isinstance(host, str) or not _HOST.fullmatch(host):
+    if not is_host_name(host):
         raise DataMapError(f"{host!r} is not a host name", filename=filename)
     for path in paths:
         if not isinstance(path, str):

@@ -122,7 +122,7 @@ def test_the_seed_import_path_still_works(tmp_path):
     assert seed_load(tmp_path / "m") == [("h1", "/x"), ("h1", "/z"), ("h2", "/y")]
 
 
-hosts = st.text("abcXYZ019_.:-", min_size=1, max_size=12)
+hosts = st.text("abcXYZ019_.:-", min_size=1, max_size=12).filter(lambda h: h[0] != "-")
 parset_paths = st.text(st.characters(blacklist_characters=",]\n", blacklist_categories=["Cs"]),
                        min_size=1, max_size=20).map(str.strip).filter(bool)
 

@@ -71,13 +71,15 @@ from lofarexec.transport import (
     DEFAULT_REMOTE_PYTHON,
     ProcessLauncher,
     RemoteLaunch,
+    host_name_problem,
     remote_launch,
 )
 
 #: Seconds that mpirun gets, after Open MPI's own SIGKILL of the job, to exit by itself.
 KILL_MARGIN = 2.0
-#: Characters that Open MPI's ``--host`` gives a meaning of its own (lists, slot counts).
-_HOST_SYNTAX = frozenset(",: \t\n")
+#: A character that Open MPI's ``--host`` gives a meaning of its own (slot counts); its other
+#: one, ',' (lists), is in no host name.
+_HOST_SYNTAX = ":"
 #: Open MPI puts Unix sockets in the session folder, whose paths are limited to 107 bytes.
 _MAX_SESSION_ROOT = 48
 
@@ -163,8 +165,8 @@ class MpirunBackend(Backend):
         return argv + shlex.split(settings.arguments)
 
     def start(self, request: LaunchRequest, report: Report) -> JobHandle:
-        problem = _host_problem(request.host)
-        if problem:
+        problem = host_name_problem(request.host, also_refused=_HOST_SYNTAX)
+        if problem is not None:
             report(Outcome(None, transport_error=problem))
             return NothingToKill()
         launch = remote_launch(request, python=self.settings.remote_python,
@@ -196,13 +198,6 @@ def _session_root() -> str:
         os.rmdir(directory)
         directory = tempfile.mkdtemp(prefix="lofarexec-mpirun-", dir="/tmp")
     return directory
-
-
-def _host_problem(host: str) -> str | None:
-    """Why ``host`` cannot be given to ``--host`` as one host name, or None."""
-    if not host.strip() or host.startswith("-") or _HOST_SYNTAX & set(host):
-        return f"{host!r} is not a host name mpirun can take (no ',', ':', spaces or leading '-')"
-    return None
 
 
 def _verdict(launch: RemoteLaunch, seen: Outcome) -> Outcome:

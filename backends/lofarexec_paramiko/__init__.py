@@ -50,7 +50,7 @@ from lofarexec import (
     hookimpl,
 )
 from lofarexec.backend import Report
-from lofarexec.transport import remote_launch
+from lofarexec.transport import host_name_problem, remote_launch
 
 from .connect import KeyCache
 from .hosts import KnownHosts, load_ssh_config, resolve_target
@@ -79,8 +79,9 @@ class ParamikoBackend(Backend):
         self._ssh_config = load_ssh_config(self.settings)
 
     def start(self, request: LaunchRequest, report: Report) -> JobHandle:
-        if not request.host.strip():
-            report(Outcome(None, transport_error=f"{request.host!r} is not a host name"))
+        problem = host_name_problem(request.host)
+        if problem is not None:
+            report(Outcome(None, transport_error=problem))
             return NothingToKill()
         try:
             pool = self._pool(request.host)

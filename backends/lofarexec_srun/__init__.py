@@ -47,7 +47,7 @@ from lofarexec import (
     hookimpl,
 )
 from lofarexec.backend import Report
-from lofarexec.transport import ProcessLauncher, RemoteLaunch, remote_launch
+from lofarexec.transport import ProcessLauncher, RemoteLaunch, host_name_problem, remote_launch
 from lofarexec_srun.job import Alarms, SrunJob
 from lofarexec_srun.settings import SrunSettings
 
@@ -110,8 +110,9 @@ class SrunBackend(Backend):
         launch = remote_launch(request, python=self.settings.remote_python,
                                kill_grace=self.settings.kill_grace)
         job = SrunJob(self, request, launch, report)
-        if request.host.startswith("-") or not request.host.strip() or "," in request.host:
-            job.finish(Outcome(None, transport_error=f"{request.host!r} is not a node name"))
+        problem = host_name_problem(request.host)  # also no ',' or '[': srun's host lists
+        if problem is not None:
+            job.finish(Outcome(None, transport_error=problem))
             return job
         with self._state:
             self._live.add(job)

@@ -17,12 +17,15 @@ The remote half
     transports that reach the agent another way (paramiko); :func:`kill_orphans` (running
     :func:`orphan_kill_command`) kills the jobs an agent killed on its host left behind.
 Small parts
+    :func:`host_name_problem` / :func:`is_host_name`: the one check of a host name (from
+    :mod:`lofarexec.hostnames`), made before a name goes on a launcher's command line;
     :class:`WakePipe` wakes a thread sleeping in ``select``; :class:`TimerHeap` (of
     :class:`Timer` entries) holds what such a thread must do later.
 """
 
 from __future__ import annotations
 
+from lofarexec.hostnames import host_name_problem, is_host_name
 from lofarexec.transport.agent import KILL_CONFIRM, AgentClient, AgentPool
 from lofarexec.transport.agent_frames import (
     PING,
@@ -76,7 +79,9 @@ __all__ = [
     "agent_command",
     "encode_kill",
     "encode_start",
+    "host_name_problem",
     "inline_program",
+    "is_host_name",
     "job_environment",
     "job_identity",
     "keep_tail",

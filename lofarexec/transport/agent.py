@@ -29,6 +29,7 @@ import threading
 from collections.abc import Callable, Sequence
 
 from lofarexec.backend import JobHandle, LaunchRequest, NothingToKill, Outcome, Report
+from lofarexec.hostnames import host_name_problem
 from lofarexec.transport.agent_frames import (
     PING,
     FrameReader,
@@ -343,8 +344,9 @@ class AgentPool:
     def start(self, request: LaunchRequest, report: Report) -> JobHandle:
         """Start ``request`` through its host's agent; a host name that could pass for an
         option, or a program that cannot be started, is the job's transport error."""
-        if request.host.startswith("-") or not request.host.strip():
-            report(Outcome(None, transport_error=f"{request.host!r} is not a host name"))
+        problem = host_name_problem(request.host)
+        if problem is not None:
+            report(Outcome(None, transport_error=problem))
             return NothingToKill()
         try:
             agent = self._agent(request.host)

@@ -23,6 +23,7 @@ from importlib import resources
 
 from lofarexec.backend import JobHandle, LaunchRequest, NothingToKill, Outcome, Report
 from lofarexec.channel.protocol import ENV_HOST, ENV_JOB_ID, ENV_TOKEN
+from lofarexec.hostnames import host_name_problem
 from lofarexec.transport.process import ProcessLauncher
 
 #: The wrapper's interpreter on the host when the backend's settings do not name one.
@@ -121,10 +122,12 @@ def start_through_wrapper(
     """Start ``request`` through a local program that runs a remote command (ssh, a template):
     ``local_argv(remote_command)`` is that program's argv. The wrapper's header goes to its
     stdin, which stays open for the job's life; its report is turned into the node's outcome.
-    A host name that could pass for an option is refused as a transport error.
+    A host that is no host name (:func:`~lofarexec.hostnames.host_name_problem`: one that
+    could pass for an option, say) is refused as a transport error.
     """
-    if request.host.startswith("-") or not request.host.strip():
-        report(Outcome(None, transport_error=f"{request.host!r} is not a host name"))
+    problem = host_name_problem(request.host)
+    if problem is not None:
+        report(Outcome(None, transport_error=problem))
         return NothingToKill()
     launch = remote_launch(request, python=python, kill_grace=kill_grace)
     return launcher.launch(local_argv(launch.command), lambda seen: report(launch.verdict(seen)),

@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import select
+import signal
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -105,3 +106,71 @@ class DaemonBed:
             return json.loads(path.read_text())
         except (OSError, ValueError) as error:
             raise cls.Error(f"{path}: no readable bed state ({error})") from error
+
+    def write_state(self, state: dict[str, Any]) -> None:
+        """Replace the state file at once (a reader never sees half of it)."""
+        path = self.directory / self.STATE_FILE
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(state, indent=2) + "\n")
+        temporary.replace(path)
+
+
+def cmdline(pid: int) -> str:
+    """The command line, arguments joined by spaces (sshd rewrites it as one string: its title)."""
+    try:
+        return (
+            Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        )
+    except OSError:
+        return ""
+
+
+def pids_with_cmdline(text: str) -> list[int]:
+    """Live processes whose command line contains ``text``."""
+    return [
+        int(entry.name)
+        for entry in Path("/proc").iterdir()
+        if entry.name.isdigit() and text in cmdline(int(entry.name))
+    ]
+
+
+def descendants(root: int) -> list[ProcId]:
+    """Every process below ``root`` in the process tree, as found in /proc now."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = stat_fields(int(entry.name))
+            if fields:
+                children.setdefault(int(fields[1]), []).append(int(entry.name))
+    found, todo = [], list(children.get(root, []))
+    while todo:
+        pid = todo.pop()
+        started = start_time(pid)
+        if started is not None:
+            found.append((pid, started))
+            todo += children.get(pid, [])
+    return found
+
+
+def kill_tree(root: ProcId, timeout: float) -> list[int]:
+    """SIGKILL a daemon and all its descendants, frozen first so none escapes by forking; wait
+    until each is gone or a zombie. Returns the pids still alive after ``timeout`` seconds."""
+    if not alive(root):
+        return []
+    send_signal(root, signal.SIGSTOP)
+    tree: set[ProcId] = {root}
+    for _ in range(5):  # a child may fork between our scan and its SIGSTOP: scan until stable
+        new = set(descendants(root[0])) - tree
+        for process in new:
+            send_signal(process, signal.SIGSTOP)
+        tree |= new
+        if not new:
+            break
+    for process in tree:
+        send_signal(process, signal.SIGKILL)
+    deadline = time.monotonic() + timeout
+    while any(alive(process) for process in tree):
+        if time.monotonic() > deadline:
+            return sorted(process[0] for process in tree if alive(process))
+        time.sleep(0.01)  # no pidfd for a daemon another process started: poll /proc
+    return []

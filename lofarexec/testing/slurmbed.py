@@ -8,7 +8,7 @@ spool folder and port, so ``srun -w n3`` lands on n3's daemon and the contract s
 Layout of the bed folder ``DIR``::
 
     DIR/slurmbed.json        state: pid and start time of every daemon, ports (read by ``down``)
-    DIR/slurm.conf           the cluster's config (see ``_slurm_conf`` for why each line is there)
+    DIR/slurm.conf           the cluster's config (``slurmbed_files.slurm_conf_text`` says why)
     DIR/state/               slurmctld's StateSaveLocation
     DIR/spool/nK/            slurmd's spool folder of node nK
     DIR/log/                 slurmctld.log, slurmd-nK.log (daemons run with their cwd here)
@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import shutil
 import signal
@@ -46,6 +45,15 @@ from lofarexec.testing.procs import DaemonBed, ProcId
 from lofarexec.testing.procs import alive as _alive
 from lofarexec.testing.procs import send_signal as _signal
 from lofarexec.testing.procs import start_time as _start_time
+from lofarexec.testing.slurmbed_files import (
+    MUNGE_USER,
+    SlurmBedError,
+    ensure_slurm_installed,
+    munged_argv,
+    prepare_munge,
+    slurm_conf_text,
+    slurm_missing,
+)
 
 __all__ = [
     "SlurmBedError",
@@ -54,44 +62,12 @@ __all__ = [
     "slurm_missing",
 ]
 
-PROGRAMS = ("/usr/sbin/munged", "/usr/sbin/slurmctld", "/usr/sbin/slurmd", "/usr/bin/srun",
-            "/usr/bin/sinfo", "/usr/bin/squeue", "/usr/bin/scancel")
 MUNGE_ROOT = Path("/run/lofarexec-slurmbed")
-MUNGE_USER = "munge"
 STATE_FILE = "slurmbed.json"
 MARK = "LOFAREXEC_SLURMBED"
 START_TIMEOUT = 30.0  # seconds for the daemons to start and every node to be idle
 STOP_TIMEOUT = 10.0  # seconds for jobs to be cancelled and daemons to exit
 MAX_DIRECTORY = 70  # slurmd's step sockets live in DIR/spool/nK/: a socket path has 107 bytes
-
-
-
-class SlurmBedError(RuntimeError):
-    """The bed could not be set up, started or stopped; the message says what to do."""
-
-
-def slurm_missing() -> str | None:
-    """Why the bed cannot run here (not root, programs missing), or None when it can."""
-    if os.geteuid() != 0:
-        return "the Slurm test bed needs root (munged as munge, slurmd)"
-    missing = [path for path in PROGRAMS if not os.access(path, os.X_OK)]
-    if missing:
-        return f"missing {', '.join(missing)}: run `apt-get install -y slurm-wlm munge`"
-    return None
-
-
-def ensure_slurm_installed() -> None:
-    """Install Debian's ``slurm-wlm`` and ``munge`` when a program is missing (needs root).
-
-    Nothing is started by the install (no systemd here); the bed starts its own daemons.
-    """
-    if all(os.access(path, os.X_OK) for path in PROGRAMS):
-        return
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    install = ["apt-get", "install", "-y", "-q", "slurm-wlm", "munge"]
-    if subprocess.run(install, env=env, check=False).returncode != 0:
-        subprocess.run(["apt-get", "update", "-q"], env=env, check=True)
-        subprocess.run(install, env=env, check=True)
 
 
 class SlurmTestBed(DaemonBed):
@@ -158,8 +134,8 @@ class SlurmTestBed(DaemonBed):
         self.stop()  # a half-started bed, or one left by a dead process: start afresh
         try:
             self._prepare()
-            self._launch("munged", self._munged_argv(), self.munge_folder / "run" / "munged.pid",
-                         user=MUNGE_USER)
+            self._launch("munged", munged_argv(self.munge_folder),
+                         self.munge_folder / "run" / "munged.pid", user=MUNGE_USER)
             self._launch("slurmctld", ["/usr/sbin/slurmctld", "-f", str(self.slurm_conf), "-c"],
                          self._run / "slurmctld.pid")
             for node in self.node_names:
@@ -210,80 +186,12 @@ class SlurmTestBed(DaemonBed):
     def _prepare(self) -> None:
         for folder in ("state", "log", "run", *(f"spool/{node}" for node in self.node_names)):
             (self.directory / folder).mkdir(parents=True, exist_ok=True)
-        self._prepare_munge()
+        prepare_munge(self.munge_folder)
         ports = _free_ports(1 + len(self.node_names))
         self.ports = {"slurmctld": ports[0]}
         self.ports.update(zip(self.node_names, ports[1:], strict=True))
-        self.slurm_conf.write_text(self._slurm_conf())
-
-    def _prepare_munge(self) -> None:
-        """munged checks ownership and modes of each folder, as Debian's package sets them."""
-        import pwd
-
-        try:
-            account = pwd.getpwnam(MUNGE_USER)
-        except KeyError:
-            raise SlurmBedError("no 'munge' user: run `apt-get install -y munge`") from None
-        MUNGE_ROOT.mkdir(mode=0o755, exist_ok=True)
-        self.munge_folder.mkdir(mode=0o755, exist_ok=True)
-        for name, mode in (("run", 0o755), ("etc", 0o700), ("lib", 0o711), ("log", 0o700)):
-            folder = self.munge_folder / name
-            folder.mkdir(exist_ok=True)
-            os.chown(folder, account.pw_uid, account.pw_gid)
-            folder.chmod(mode)
-        key = self.munge_folder / "etc" / "munge.key"
-        if not key.exists():  # a key of this bed's own: no system key is needed or read
-            key.write_bytes(os.urandom(1024))
-        os.chown(key, account.pw_uid, account.pw_gid)
-        key.chmod(0o600)
-
-    def _munged_argv(self) -> list[str]:
-        folder = self.munge_folder
-        return ["/usr/sbin/munged", f"--socket={folder}/run/munge.socket",
-                f"--key-file={folder}/etc/munge.key", f"--pid-file={folder}/run/munged.pid",
-                f"--log-file={folder}/log/munged.log", f"--seed-file={folder}/lib/munged.seed"]
-
-    def _slurm_conf(self) -> str:
-        host = socket.gethostname().split(".")[0]  # slurmctld refuses to run under another name
-        folder = self.directory
-        lines = [
-            f"# lofarexec Slurm test bed in {folder}",
-            "ClusterName=lofarexec-bed",
-            f"SlurmctldHost={host}(127.0.0.1)",
-            f"SlurmctldPort={self.ports['slurmctld']}",
-            "CommunicationParameters=NoInAddrAny,NoCtldInAddrAny",
-            "AuthType=auth/munge",
-            "CredType=cred/munge",
-            f"AuthInfo=socket={self.munge_folder}/run/munge.socket",
-            "SlurmUser=root",
-            "SlurmdUser=root",
-            f"StateSaveLocation={folder}/state",
-            f"SlurmdSpoolDir={folder}/spool/%n",
-            f"SlurmctldPidFile={folder}/run/slurmctld.pid",
-            f"SlurmdPidFile={folder}/run/slurmd-%n.pid",
-            f"SlurmctldLogFile={folder}/log/slurmctld.log",
-            f"SlurmdLogFile={folder}/log/slurmd-%n.log",
-            # No cgroups, no accounting daemon: what runs in a container without systemd.
-            "ProctrackType=proctrack/pgid",
-            "TaskPlugin=task/none",
-            "JobAcctGatherType=jobacct_gather/none",
-            "AccountingStorageType=accounting_storage/none",
-            "JobCompType=jobcomp/none",
-            "MpiDefault=none",
-            "SelectType=select/cons_tres",
-            "SelectTypeParameters=CR_CPU",
-            # CPUs above the machine's count would mark the nodes invalid without this.
-            "SlurmdParameters=config_overrides",
-            "ReturnToService=2",
-            "KillWait=2",  # a cancelled step gets SIGKILL 2 s after SIGTERM (default 30 s)
-            "InactiveLimit=0",
-            "MinJobAge=30",
-        ]
-        for node in self.node_names:
-            lines.append(f"NodeName={node} NodeAddr=127.0.0.1 NodeHostname={host} "
-                         f"Port={self.ports[node]} CPUs={self.cpus} State=UNKNOWN")
-        lines.append("PartitionName=bed Nodes=ALL Default=YES MaxTime=INFINITE State=UP")
-        return "\n".join(lines) + "\n"
+        self.slurm_conf.write_text(
+            slurm_conf_text(self.directory, self.munge_folder, self.ports, self.cpus))
 
     # -- processes -------------------------------------------------------------------------------
 
@@ -357,10 +265,7 @@ class SlurmTestBed(DaemonBed):
     def _save_state(self) -> None:
         state = {"nodes": self.node_names, "cpus": self.cpus, "ports": self.ports,
                  "slurm_conf": str(self.slurm_conf), "processes": self.processes}
-        path = self.directory / STATE_FILE
-        temporary = path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(state, indent=2) + "\n")
-        temporary.replace(path)
+        self.write_state(state)
 
 
 # -- helpers -------------------------------------------------------------------------------------
@@ -373,12 +278,6 @@ def _free_ports(count: int) -> list[int]:
         for probe in probes:
             probe.bind(("127.0.0.1", 0))
         return [int(probe.getsockname()[1]) for probe in probes]
-
-
-
-
-
-
 
 
 def _has_mark(pid: int, directory: str) -> bool:

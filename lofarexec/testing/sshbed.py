@@ -12,7 +12,8 @@ outside 127.0.0.0/8 is ever addressed. Layout of the bed folder ``DIR``::
     DIR/home/                       the remote sessions' HOME (see below)
     DIR/client/id_ed25519           the client key
     DIR/client/known_hosts          one line per host, checked strictly
-    DIR/client/ssh_config           Host node1 / HostName 127.0.0.2 / Port / User / ...
+    DIR/client/ssh_config           Host node1 / HostName 127.0.0.2 / Port / User / ...,
+                                    and Host unreachable (127.0.0.1 port 1: nothing answers)
     DIR/hosts/nodeN/                host key, sshd_config, sshd.pid, sshd.log (LogLevel VERBOSE)
 
 Which user the hosts log in as
@@ -36,90 +37,45 @@ read ``DIR``.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import pwd
-import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-from lofarexec.testing.procs import DaemonBed, ProcId
+from lofarexec.testing.procs import DaemonBed, ProcId, cmdline, kill_tree, pids_with_cmdline
 from lofarexec.testing.procs import alive as _alive
-from lofarexec.testing.procs import send_signal as _signal
 from lofarexec.testing.procs import start_time as _start_time
-from lofarexec.testing.procs import stat_fields as _stat
+from lofarexec.testing.sshbed_files import (
+    SSHD,
+    UNREACHABLE_HOST,
+    SshBedError,
+    SshHost,
+    ensure_openssh_installed,
+    free_port,
+    log_tail,
+    make_key,
+    sshd_config,
+    write_client_files,
+)
 
 __all__ = [
     "SSHD",
+    "UNREACHABLE_HOST",
     "SshBedError",
     "SshTestBed",
     "ensure_openssh_installed",
     "running_testbed",
 ]
 
-SSHD = Path("/usr/sbin/sshd")
 PRIVSEP_FOLDER = Path("/run/sshd")  # sshd refuses to start without it
 STATE_FILE = "sshbed.json"
 FIRST_OCTET = 2  # node1 is 127.0.0.2: 127.0.0.1 is left to whatever else runs here
 START_TIMEOUT = 10.0  # seconds for one sshd to listen and accept a login
 KILL_TIMEOUT = 5.0  # seconds for killed processes to disappear
-
-
-
-class SshBedError(RuntimeError):
-    """The test bed could not be set up, started or stopped; the message says what to do."""
-
-
-def ensure_openssh_installed() -> None:
-    """Install Debian's ``openssh-server`` if ``/usr/sbin/sshd`` is missing (needs root).
-
-    Runs ``apt-get update`` and tries again when the first install fails (a stale package list).
-    The package's own daemon is not started in a container (policy-rc.d); the bed never uses it.
-    """
-    if SSHD.exists():
-        return
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    install = ["apt-get", "install", "-y", "openssh-server"]
-    if subprocess.run(install, env=env, check=False).returncode != 0:
-        subprocess.run(["apt-get", "update"], env=env, check=True)
-        subprocess.run(install, env=env, check=True)
-    if not SSHD.exists():
-        raise SshBedError(f"openssh-server is installed but {SSHD} is still missing")
-
-
-@dataclass
-class _Host:
-    name: str
-    address: str
-    folder: Path
-    port: int = 0
-    pid: int | None = None
-    start_time: int | None = None
-
-    @property
-    def config(self) -> Path:
-        return self.folder / "sshd_config"
-
-    @property
-    def pid_file(self) -> Path:
-        return self.folder / "sshd.pid"
-
-    @property
-    def log_file(self) -> Path:
-        return self.folder / "sshd.log"
-
-    @property
-    def key(self) -> Path:
-        return self.folder / "ssh_host_ed25519_key"
-
-    @property
-    def known_hosts_name(self) -> str:
-        return self.address if self.port == 22 else f"[{self.address}]:{self.port}"
 
 
 class SshTestBed(DaemonBed):
@@ -141,7 +97,7 @@ class SshTestBed(DaemonBed):
         self._user = user or pwd.getpwuid(os.getuid()).pw_name
         self._clean_home = True  # set for real by _prepare, from the user's uid
         self._hosts = {
-            f"node{index}": _Host(
+            f"node{index}": SshHost(
                 name=f"node{index}",
                 address=f"127.0.0.{FIRST_OCTET + index - 1}",
                 folder=self.directory / "hosts" / f"node{index}",
@@ -269,7 +225,7 @@ class SshTestBed(DaemonBed):
 
     # -- set-up ----------------------------------------------------------------------------------
 
-    def _host(self, name: str) -> _Host:
+    def _host(self, name: str) -> SshHost:
         try:
             return self._hosts[name]
         except KeyError:
@@ -297,77 +253,30 @@ class SshTestBed(DaemonBed):
         PRIVSEP_FOLDER.mkdir(mode=0o755, parents=True, exist_ok=True)
         for folder in (self.directory / "home", self.identity_file.parent):
             folder.mkdir(parents=True, exist_ok=True)
-        _make_key(self.identity_file)
+        make_key(self.identity_file)
         authorized = self.directory / "authorized_keys"
         authorized.write_text(self.identity_file.with_suffix(".pub").read_text())
         authorized.chmod(0o644)  # sshd reads it as the logged-in user
         for host in self._hosts.values():
             host.folder.mkdir(parents=True, exist_ok=True)
-            _make_key(host.key)
+            make_key(host.key)
             if not self.is_running(host.name):
                 host.port = _free_port(host.address, preferred=host.port or 22)
             host.config.write_text(self._sshd_config(host))
         self._write_client_files()
 
-    def _sshd_config(self, host: _Host) -> str:
-        lines = [
-            f"# {host.name} of the lofarexec ssh test bed in {self.directory}",
-            f"Port {host.port}",
-            f"ListenAddress {host.address}:{host.port}",
-            "AddressFamily inet",
-            f"HostKey {_quote(host.key)}",
-            f"PidFile {_quote(host.pid_file)}",
-            f"AuthorizedKeysFile {_quote(self.directory / 'authorized_keys')}",
-            "PubkeyAuthentication yes",
-            "PasswordAuthentication no",
-            "KbdInteractiveAuthentication no",
-            "PermitRootLogin prohibit-password",
-            "UsePAM no",
-            "StrictModes no",  # keys under /tmp: sshd rejects that folder's modes otherwise
-            "MaxStartups 200",  # the defaults (10:30:100, 10) drop or refuse a fan-out
-            "MaxSessions 100",
-            "PermitUserRC no",
-            "PrintMotd no",
-            "PrintLastLog no",
-            "X11Forwarding no",
-            "Subsystem sftp internal-sftp",
-            "LogLevel VERBOSE",
-        ]
-        if self._clean_home:  # root's ~/.bashrc runs pyenv init: see the module docstring
-            home = self.directory / "home"
-            lines.append(f"SetEnv {_quote(f'HOME={home}')}")
-        return "\n".join(lines) + "\n"
+    def _sshd_config(self, host: SshHost) -> str:
+        return sshd_config(host, self.directory,
+                           self.directory / "home" if self._clean_home else None)
 
     def _write_client_files(self) -> None:
-        known, config = [], []
-        for host in self._hosts.values():
-            key_type, key = host.key.with_suffix(".pub").read_text().split()[:2]
-            known.append(f"{host.known_hosts_name} {key_type} {key}\n")
-            config += [
-                f"Host {host.name}",
-                f"    HostName {host.address}",
-                f"    Port {host.port}",
-                f"    User {self._user}",
-                f"    IdentityFile {_quote(self.identity_file)}",
-                "    IdentitiesOnly yes",
-                f"    UserKnownHostsFile {_quote(self.known_hosts)}",
-                "    GlobalKnownHostsFile /dev/null",
-                "    StrictHostKeyChecking yes",
-                "    UpdateHostKeys no",
-                # sntrup761, the default key exchange of OpenSSH 9, costs ~70 ms of CPU per fresh
-                # session here; the test hosts need no post-quantum secrecy.
-                "    KexAlgorithms ^curve25519-sha256",
-                "    BatchMode yes",
-                "    ConnectTimeout 10",
-                "    LogLevel ERROR",
-                "",
-            ]
-        self.known_hosts.write_text("".join(known))
-        self.ssh_config.write_text("\n".join(config))
+        write_client_files(self._hosts.values(), user=self._user,
+                           identity_file=self.identity_file, known_hosts=self.known_hosts,
+                           ssh_config=self.ssh_config)
 
     # -- processes -------------------------------------------------------------------------------
 
-    def _launch(self, host: _Host) -> None:
+    def _launch(self, host: SshHost) -> None:
         """Start one sshd. Its first process exits 0 once it has forked the daemon, BEFORE the
         daemon binds its port; the daemon writes its PidFile once it listens. Another process
         may take the probed port before the daemon binds it: then probe again, once."""
@@ -394,7 +303,7 @@ class SshTestBed(DaemonBed):
             host.config.write_text(self._sshd_config(host))
             self._write_client_files()
 
-    def _await_pid_file(self, host: _Host) -> bool:
+    def _await_pid_file(self, host: SshHost) -> bool:
         """True once the daemon listens (its PidFile names it), False if it died first."""
         marker = f"-f {host.config} "
         deadline = time.monotonic() + START_TIMEOUT
@@ -402,15 +311,15 @@ class SshTestBed(DaemonBed):
             with contextlib.suppress(OSError, ValueError):
                 pid = int(host.pid_file.read_text())
                 start_time = _start_time(pid)
-                if start_time is not None and marker in _cmdline(pid):
+                if start_time is not None and marker in cmdline(pid):
                     host.pid, host.start_time = pid, start_time
                     return True
-            if not _pids_with_cmdline(marker):
+            if not pids_with_cmdline(marker):
                 return False
             time.sleep(0.01)
         raise SshBedError(f"{host.name}: sshd wrote no {host.pid_file} in {START_TIMEOUT} s")
 
-    def _wait_ready(self, host: _Host) -> None:
+    def _wait_ready(self, host: SshHost) -> None:
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             try:
@@ -420,7 +329,7 @@ class SshTestBed(DaemonBed):
                 if time.monotonic() > deadline:
                     raise SshBedError(
                         f"{host.name}: nothing accepts on {host.address}:{host.port} ({error}); "
-                        f"{_tail(host.log_file)}"
+                        f"{log_tail(host.log_file)}"
                     ) from error
                 time.sleep(0.02)
         login = subprocess.run(
@@ -434,7 +343,7 @@ class SshTestBed(DaemonBed):
         if login.returncode != 0:
             raise SshBedError(
                 f"{host.name}: `ssh -F {self.ssh_config} {host.name} true` exited "
-                f"{login.returncode}: {login.stderr.strip()} {_tail(host.log_file)}"
+                f"{login.returncode}: {login.stderr.strip()} {log_tail(host.log_file)}"
             )
 
     def _save_state(self) -> None:
@@ -452,10 +361,7 @@ class SshTestBed(DaemonBed):
                 for host in self._hosts.values()
             ],
         }
-        path = self.directory / STATE_FILE
-        temporary = path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(state, indent=2) + "\n")
-        temporary.replace(path)
+        self.write_state(state)
 
 
 @contextlib.contextmanager
@@ -471,109 +377,14 @@ def running_testbed(
 # -- helpers -------------------------------------------------------------------------------------
 
 
-def _quote(value: object) -> str:
-    text = str(value)
-    return f'"{text}"' if any(char.isspace() for char in text) else text
-
-
-def _tail(path: Path, lines: int = 5) -> str:
-    with contextlib.suppress(OSError):
-        last = path.read_text(errors="replace").splitlines()[-lines:]
-        if last:
-            return f"(log {path}: {' | '.join(last)})"
-    return f"(log {path} is empty)"
-
-
-def _make_key(path: Path) -> None:
-    if path.exists() and path.with_suffix(".pub").exists():
-        return
-    path.unlink(missing_ok=True)
-    path.with_suffix(".pub").unlink(missing_ok=True)
-    subprocess.run(
-        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "lofarexec-sshbed", "-f", str(path)],
-        check=True,
-        capture_output=True,
-        stdin=subprocess.DEVNULL,
-        timeout=30,
-    )
-
-
 def _free_port(address: str, preferred: int) -> int:
-    """``preferred`` if it can be bound on ``address`` now, else a free port the kernel picks."""
-    for port in (preferred, 0):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as sshd binds
-            try:
-                probe.bind((address, port))
-            except OSError:
-                continue
-            return int(probe.getsockname()[1])
-    raise SshBedError(f"no free TCP port on {address}")
-
-
-
-
-
-
-def _cmdline(pid: int) -> str:
-    """The command line, arguments joined by spaces (sshd rewrites it as one string: its title)."""
-    try:
-        return (
-            Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        )
-    except OSError:
-        return ""
-
-
-def _pids_with_cmdline(text: str) -> list[int]:
-    """Live processes whose command line contains ``text``."""
-    return [
-        int(entry.name)
-        for entry in Path("/proc").iterdir()
-        if entry.name.isdigit() and text in _cmdline(int(entry.name))
-    ]
-
-
-
-
-def _descendants(root: int) -> list[ProcId]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            fields = _stat(int(entry.name))
-            if fields:
-                children.setdefault(int(fields[1]), []).append(int(entry.name))
-    found, todo = [], list(children.get(root, []))
-    while todo:
-        pid = todo.pop()
-        start_time = _start_time(pid)
-        if start_time is not None:
-            found.append((pid, start_time))
-            todo += children.get(pid, [])
-    return found
-
-
+    port = free_port(address, preferred)
+    if port is None:
+        raise SshBedError(f"no free TCP port on {address}")
+    return port
 
 
 def _kill_tree(root: ProcId) -> None:
-    """SIGKILL a listener and all its descendants, frozen first so none escapes by forking;
-    wait until each is gone or a zombie."""
-    if not _alive(root):
-        return
-    _signal(root, signal.SIGSTOP)
-    tree: set[ProcId] = {root}
-    for _ in range(5):  # a child may fork between our scan and its SIGSTOP: scan until stable
-        new = set(_descendants(root[0])) - tree
-        for process in new:
-            _signal(process, signal.SIGSTOP)
-        tree |= new
-        if not new:
-            break
-    for process in tree:
-        _signal(process, signal.SIGKILL)
-    deadline = time.monotonic() + KILL_TIMEOUT
-    while any(_alive(process) for process in tree):
-        if time.monotonic() > deadline:
-            left = sorted(process[0] for process in tree if _alive(process))
-            raise SshBedError(f"sshd processes {left} survived SIGKILL for {KILL_TIMEOUT} s")
-        time.sleep(0.01)
+    left = kill_tree(root, KILL_TIMEOUT)
+    if left:
+        raise SshBedError(f"sshd processes {left} survived SIGKILL for {KILL_TIMEOUT} s")

@@ -11,7 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from lofarexec.testing.sshbed import SSHD, SshBedError, SshTestBed, running_testbed
+from lofarexec.testing import procs
+from lofarexec.testing.sshbed import (
+    SSHD,
+    UNREACHABLE_HOST,
+    SshBedError,
+    SshTestBed,
+    running_testbed,
+)
 from tests.helpers import REPO
 
 pytestmark = [
@@ -46,45 +53,18 @@ def ssh(
     )
 
 
-def proc_state(pid: int) -> str | None:
-    """The state letter in /proc/PID/stat (Z for a zombie), or None once the pid is gone."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return text[text.rfind(")") + 2]
-
-
 def gone(pid: int) -> bool:
-    return proc_state(pid) in (None, "Z", "X")
+    return not procs.running(pid)
 
 
 def listeners_in(directory: Path) -> list[int]:
     """Live sshd processes started with a config of the bed in ``directory``."""
-    marker = f"sshd -f {directory}/hosts/".encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        with contextlib.suppress(OSError):  # not a process, or one that just ended
-            command_line = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
-            if entry.name.isdigit() and marker in command_line:
-                found.append(int(entry.name))
-    return [pid for pid in found if not gone(pid)]
+    return [pid for pid in procs.pids_with_cmdline(f"sshd -f {directory}/hosts/") if not gone(pid)]
 
 
 def process_tree(pid: int) -> set[int]:
-    """``pid`` and all its descendants, found through the parent pids in /proc."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        with contextlib.suppress(OSError, IndexError):
-            if entry.name.isdigit():
-                text = (entry / "stat").read_text()
-                parents[int(entry.name)] = int(text[text.rfind(")") + 2 :].split()[1])
-    tree = {pid}
-    while True:
-        more = {child for child, parent in parents.items() if parent in tree} - tree
-        if not more:
-            return tree
-        tree |= more
+    """``pid`` and all its descendants."""
+    return {pid, *(child for child, _ in procs.descendants(pid))}
 
 
 @contextlib.contextmanager
@@ -161,6 +141,11 @@ def test_an_unknown_host_key_is_refused(bed: SshTestBed) -> None:
     result = ssh(bed, "node1", "true", options=("-o", "UserKnownHostsFile=/dev/null"))
     assert result.returncode == 255
     assert "Host key verification failed" in result.stderr
+
+
+def test_the_unreachable_host_refuses_at_once(bed: SshTestBed) -> None:
+    result = ssh(bed, UNREACHABLE_HOST, "true")
+    assert result.returncode == 255 and "refused" in result.stderr, result.stderr
 
 
 def test_a_stopped_host_refuses_while_the_others_work(bed: SshTestBed) -> None:

@@ -63,7 +63,11 @@ class JobHandle(Protocol):
     """What :meth:`Backend.start` gives back: the one operation the scheduler needs on a job."""
 
     def kill(self) -> None:
-        """Make the job's whole process tree on its host go away; safe to call twice or late."""
+        """Make the job's whole process tree on its host go away (the backend still reports).
+
+        Never raises: calling it twice, or after the job has ended and been reported, does
+        nothing more and causes no second report.
+        """
 
 
 class NothingToKill:

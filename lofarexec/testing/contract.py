@@ -14,48 +14,39 @@ that returns a :class:`ContractSetup` for your backend::
 Every test runs real jobs through the whole runner (scheduler, log receiver, journal), with node
 scripts written to ``directory``, which must be visible at the same path on every host (as the
 seed's NFS-mounted pipeline is). Override :meth:`BackendContract.process_alive` when the hosts
-are other machines.
+are other machines, :meth:`~BackendContract.unreachable_host` when the backend can be given a
+host it cannot reach, and :meth:`~BackendContract.failing_open_overrides` when settings can make
+its ``open()`` fail (the tests that need them are skipped otherwise, saying so).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import signal
 import textwrap
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-import lofarexec
-from lofarexec.config import load_config
 from lofarexec.errors import PipelineQuit
 from lofarexec.job import ComputeJob
 from lofarexec.run.runner import JobRunner
 from lofarexec.testing import procs
+from lofarexec.testing.backend_promises import (
+    PACKAGE_ROOT,
+    BackendPromises,
+    ContractSetup,
+    contract_config,
+)
+
+__all__ = ["HOSTILE_ARGUMENTS", "BackendContract", "ContractSetup"]
 
 #: Arguments that break naive quoting: each must reach the node exactly.
 HOSTILE_ARGUMENTS = ["", " ", "two words", "'single'", '"double"', "$HOME", "${PATH}", "`id`",
                      "$(id)", "a;b", "a|b", "a&&b", "a\nb", "back\\slash", "ünïcødé ✓", "*",
                      "-n", "--", "%s%d", "tab\there", "trailing ", "~", "!event", "a'b\"c"]
-_PACKAGE_ROOT = str(Path(lofarexec.__file__).resolve().parent.parent)
-
-
-@dataclasses.dataclass
-class ContractSetup:
-    """How to reach the backend under test."""
-
-    method: str
-    hosts: list[str]
-    directory: Path
-    """A folder seen at the same path here and on every host."""
-    python: str
-    """The interpreter that runs node scripts on the hosts."""
-    config: str = ""
-    """Extra ``pipeline.cfg`` text: the backend's own section, ``[logging]`` addresses."""
 
 
 NODE_TEMPLATE = """\
@@ -71,8 +62,13 @@ if __name__ == "__main__":
 """
 
 
-class BackendContract:
-    """The behaviour every backend must have; see the module docstring for how to use it."""
+class BackendContract(BackendPromises):
+    """The behaviour every backend must have; see the module docstring for how to use it.
+
+    The tests here run real node scripts through the whole runner; those inherited from
+    :class:`~lofarexec.testing.backend_promises.BackendPromises` hold the backend alone to the
+    interface's promises (``report`` once, ``kill`` and ``close`` safe twice).
+    """
 
     # -- helpers ---------------------------------------------------------------------------------
     def node(self, setup: ContractSetup, name: str, body: str) -> str:
@@ -85,14 +81,7 @@ class BackendContract:
             overrides: dict[str, dict[str, str]] | None = None,
             runner_box: list[JobRunner] | None = None) -> threading.Event:
         """Run ``jobs`` through the whole runner; ``overrides`` are pipeline.cfg values."""
-        config_path = setup.directory / "pipeline.cfg"
-        config_path.write_text(
-            f"[DEFAULT]\nruntime_directory = {setup.directory}/runtime\n"
-            f"[deploy]\nengine_ppath = {_PACKAGE_ROOT}\n"
-            f"[remote]\nmethod = {setup.method}\n"
-            + textwrap.dedent(setup.config))
-        config = load_config(config_path, job_name="contract", start_time="now",
-                             overrides=overrides)
+        config = contract_config(setup, overrides)
         error = threading.Event()
         runner = JobRunner(config, recipe_name="contract", error=error)
         if runner_box is not None:
@@ -138,12 +127,12 @@ class BackendContract:
         self.run(contract_setup, [job], overrides={
             "remote": {"forward_environment":
                        "LOFAREXEC_CONTRACT_VALUE, LOFAREXEC_CONTRACT_UNSET"},
-            "deploy": {"engine_ppath": f"{_PACKAGE_ROOT}:/contract/ppath",
+            "deploy": {"engine_ppath": f"{PACKAGE_ROOT}:/contract/ppath",
                        "engine_lpath": "/contract/lpath"}})
         assert job.results["state"] == "succeeded", job.results
         seen = json.loads(out.read_text())
         environment = seen["env"]
-        assert environment["PYTHONPATH"].split(":")[:2] == [_PACKAGE_ROOT, "/contract/ppath"]
+        assert environment["PYTHONPATH"].split(":")[:2] == [PACKAGE_ROOT, "/contract/ppath"]
         assert environment["LD_LIBRARY_PATH"].split(":")[0] == "/contract/lpath"
         assert environment["LOFAREXEC_CONTRACT_VALUE"] == "it $travels; 'as is'"
         assert "LOFAREXEC_CONTRACT_UNSET" not in environment

@@ -21,6 +21,7 @@ from lofarexec.config import load_config
 from lofarexec.errors import BackendError, ConfigError
 from lofarexec.job import ComputeJob
 from lofarexec.testing.contract import BackendContract, ContractSetup
+from lofarexec.testing.sshbed import UNREACHABLE_HOST
 from tests.backends.test_mpirun import STUBBORN, Outcomes, PidPipe
 from tests.helpers import wait_gone, write_config
 
@@ -147,6 +148,11 @@ class TestShellTemplateContract(BackendContract):
                              config="[cmdline]\ntemplate = sh -c {command}\n"
                                     "[logging]\nbind_address = 127.0.0.1\n")
 
+    def failing_open_overrides(self, setup: ContractSetup) -> dict[str, dict[str, str]] | None:
+        if os.environ.get("SLURM_JOB_ID"):
+            return None  # inside an allocation the template below opens fine
+        return {"cmdline": {"template": "sh -c {command} {slurm_job_id}"}}
+
 
 @pytest.mark.slow
 class TestSshTemplateContract(BackendContract):
@@ -165,6 +171,9 @@ class TestSshTemplateContract(BackendContract):
                 bind_address = 127.0.0.1
                 """,
         )
+
+    def unreachable_host(self, setup: ContractSetup) -> str:
+        return UNREACHABLE_HOST
 
 
 @pytest.mark.slow

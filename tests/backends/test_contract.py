@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from lofarexec.testing.contract import BackendContract, ContractSetup
+from lofarexec.testing.sshbed import UNREACHABLE_HOST
 
 
 class TestLocalContract(BackendContract):
@@ -35,6 +36,9 @@ class TestSshContract(BackendContract):
                 bind_address = 127.0.0.1
                 """,
         )
+
+    def unreachable_host(self, setup: ContractSetup) -> str:
+        return UNREACHABLE_HOST
 
 
 @pytest.mark.slow

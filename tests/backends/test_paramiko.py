@@ -28,6 +28,7 @@ from lofarexec.errors import (
 )
 from lofarexec.job import ComputeJob
 from lofarexec.testing.contract import BackendContract, ContractSetup
+from lofarexec.testing.sshbed import UNREACHABLE_HOST
 from tests.helpers import Reports, wait_gone
 
 #: A job that ignores SIGTERM, has a child, tells the test both pids over TCP, then waits.
@@ -208,6 +209,14 @@ class TestParamikoContract(BackendContract):
                 bind_address = 127.0.0.1
                 """,
         )
+
+    def unreachable_host(self, setup: ContractSetup) -> str:
+        return UNREACHABLE_HOST
+
+    def failing_open_overrides(self, setup: ContractSetup) -> dict[str, dict[str, str]]:
+        broken = setup.directory / "broken_ssh_config"
+        broken.write_text("Host\n")  # a line paramiko cannot parse: open() raises
+        return {"paramiko": {"config_file": str(broken)}}
 
     def test_connections_within_the_sessions_limit(self, contract_setup, ssh_testbed) -> None:
         before = logins(ssh_testbed, "node1")

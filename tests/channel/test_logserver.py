@@ -368,24 +368,30 @@ class RecordSignal(logging.Handler):
         self.arrived.set()
 
 
-def test_wait_covers_an_open_connection(
-    server: LogServer, captured: pytest.LogCaptureFixture
-) -> None:
+@pytest.fixture
+def first_record() -> Iterator[threading.Event]:
+    """Set once a record of ``HOST`` is emitted: its connection's hello has been accepted."""
     signal = RecordSignal()
     node_logger = logging.getLogger(f"node.{HOST}")
     node_logger.addHandler(signal)
-    token = server.register_job(1, HOST)
     try:
-        with connect(server) as sock:
-            sock.sendall(encode_frame(hello(1, token)) + log_frame())
-            assert signal.arrived.wait(5)  # the hello was accepted: the connection is counted
-            server.job_exited(1)
-            assert server.wait_job_closed(1, timeout=0.05) is False
-            sock.shutdown(socket.SHUT_WR)
-            assert server.wait_job_closed(1, timeout=5) is True
-            wait_for_server_close(sock)
+        yield signal.arrived
     finally:
         node_logger.removeHandler(signal)
+
+
+def test_wait_covers_an_open_connection(
+    server: LogServer, captured: pytest.LogCaptureFixture, first_record: threading.Event
+) -> None:
+    token = server.register_job(1, HOST)
+    with connect(server) as sock:
+        sock.sendall(encode_frame(hello(1, token)) + log_frame())
+        assert first_record.wait(5)  # the hello was accepted: the connection is counted
+        server.job_exited(1)
+        assert server.wait_job_closed(1, timeout=0.05) is False
+        sock.shutdown(socket.SHUT_WR)
+        assert server.wait_job_closed(1, timeout=5) is True
+        wait_for_server_close(sock)
 
 
 def test_wait_on_unknown_or_forgotten_job(server: LogServer) -> None:
@@ -410,23 +416,17 @@ def test_forget_is_safe_twice_and_for_an_unknown_job(server: LogServer) -> None:
 
 
 def test_forget_keeps_an_open_connection_and_refuses_new_ones(
-    server: LogServer, captured: pytest.LogCaptureFixture
+    server: LogServer, captured: pytest.LogCaptureFixture, first_record: threading.Event
 ) -> None:
-    signal = RecordSignal()
-    node_logger = logging.getLogger(f"node.{HOST}")
-    node_logger.addHandler(signal)
     token = server.register_job(1, HOST)
-    try:
-        with connect(server) as sock:
-            sock.sendall(encode_frame(hello(1, token)) + log_frame(msg="first"))
-            assert signal.arrived.wait(5)  # admitted: the job's connection is open
-            sock.sendall(b"".join(log_frame(msg=f"sent {i}") for i in range(50)))
-            server.forget_job(1)  # the job is final while its records are still in flight
-            server.forget_job(1)
-            sock.sendall(log_frame(msg="last"))
-            finish(sock)
-    finally:
-        node_logger.removeHandler(signal)
+    with connect(server) as sock:
+        sock.sendall(encode_frame(hello(1, token)) + log_frame(msg="first"))
+        assert first_record.wait(5)  # admitted: the job's connection is open
+        sock.sendall(b"".join(log_frame(msg=f"sent {i}") for i in range(50)))
+        server.forget_job(1)  # the job is final while its records are still in flight
+        server.forget_job(1)
+        sock.sendall(log_frame(msg="last"))
+        finish(sock)
     sent = ["first", *(f"sent {i}" for i in range(50)), "last"]
     assert [r.getMessage() for r in node_records(captured)] == sent
     assert server_warnings(captured) == []

@@ -76,11 +76,13 @@ from lofarexec import (
 )
 from lofarexec.backend import Report
 from lofarexec.transport import (
-    DEFAULT_KILL_GRACE,
-    DEFAULT_REMOTE_PYTHON,
     KILL_CONFIRM,
     AgentPool,
     ProcessLauncher,
+    alive_interval_field,
+    check_shared_settings,
+    kill_grace_field,
+    remote_python_field,
     start_through_wrapper,
 )
 
@@ -121,22 +123,17 @@ class CmdlineSettings:
                                              "'agent': once per host, to start the host agent "
                                              "that starts the host's jobs (no per-job "
                                              "placeholders then)"})
-    alive_interval: int = dataclasses.field(
-        default=5, metadata={"help": "agent mode: seconds between pings to each host agent; "
-                                     "an agent that hears nothing for four intervals kills "
-                                     "its jobs (0: off)"})
-    remote_python: str = dataclasses.field(
-        default=DEFAULT_REMOTE_PYTHON,
-        metadata={"help": "Python that runs the launch wrapper or host agent where {command} "
-                          "runs"})
-    kill_grace: float = dataclasses.field(
-        default=DEFAULT_KILL_GRACE,
-        metadata={"help": "seconds between SIGTERM and SIGKILL for the node when a job is "
-                          "killed"})
+    alive_interval: int = alive_interval_field(
+        "agent mode: seconds between pings to each host agent; an agent that hears nothing "
+        "for four intervals kills its jobs")
+    remote_python: str = remote_python_field("the launch wrapper or host agent (where "
+                                             "{command} runs)")
+    kill_grace: float = kill_grace_field()
     words: tuple[Word, ...] = dataclasses.field(init=False, repr=False, compare=False)
     """The template, split and parsed once."""
 
     def __post_init__(self) -> None:
+        check_shared_settings(self)
         words = parse_template(self.template)
         used = {name for word in words for _, name in word if name}
         if "command" not in used:
@@ -151,12 +148,8 @@ class CmdlineSettings:
             names = ", ".join(f"{{{name}}}" for name in per_job)
             raise ValueError(f"launch = agent runs the template once per host, but it uses "
                              f"{names}, which differ per job: use launch = process")
-        if self.alive_interval < 0:
-            raise ValueError("alive_interval may not be negative")
         if self.nr_cores < 1:
             raise ValueError("nr_cores must be at least 1")
-        if not 0 <= self.kill_grace <= 3600:
-            raise ValueError("kill_grace must be between 0 and 3600 seconds")
         object.__setattr__(self, "words", tuple(words))
 
     @property

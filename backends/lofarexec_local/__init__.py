@@ -18,10 +18,11 @@ import os
 from lofarexec import Backend, JobHandle, LaunchRequest, hookimpl
 from lofarexec.backend import Report
 from lofarexec.transport import (
-    DEFAULT_KILL_GRACE,
     ExecEnvironment,
     ProcessLauncher,
+    check_shared_settings,
     job_identity,
+    kill_grace_field,
 )
 
 from .slots import SlotWatchers
@@ -31,10 +32,10 @@ from .slots import SlotWatchers
 class LocalSettings:
     """``[local]`` section of ``pipeline.cfg``."""
 
-    kill_grace: float = dataclasses.field(
-        default=DEFAULT_KILL_GRACE,
-        metadata={"help": "seconds between SIGTERM and SIGKILL when a job is killed"},
-    )
+    kill_grace: float = kill_grace_field()
+
+    def __post_init__(self) -> None:
+        check_shared_settings(self)
 
 
 class LocalBackend(Backend):

@@ -67,12 +67,13 @@ from lofarexec import (
 )
 from lofarexec.backend import Report
 from lofarexec.transport import (
-    DEFAULT_KILL_GRACE,
-    DEFAULT_REMOTE_PYTHON,
     ProcessLauncher,
     RemoteLaunch,
+    check_shared_settings,
     host_name_problem,
+    kill_grace_field,
     remote_launch,
+    remote_python_field,
 )
 
 #: Seconds that mpirun gets, after Open MPI's own SIGKILL of the job, to exit by itself.
@@ -106,23 +107,17 @@ class MpirunSettings:
         default=None, metadata={"help": "how mpirun reaches other hosts (Open MPI's "
                                         "plm_rsh_agent), e.g. 'ssh -F /path/ssh_config'; Open "
                                         "MPI splits it at spaces itself: no quotes"})
-    remote_python: str = dataclasses.field(
-        default=DEFAULT_REMOTE_PYTHON,
-        metadata={"help": "Python on the hosts that runs the launch wrapper"})
-    kill_grace: float = dataclasses.field(
-        default=DEFAULT_KILL_GRACE,
-        metadata={"help": "seconds between SIGTERM and SIGKILL for the node when a job is "
-                          "killed"})
+    remote_python: str = remote_python_field("the launch wrapper")
+    kill_grace: float = kill_grace_field()
 
     def __post_init__(self) -> None:
+        check_shared_settings(self)
         shlex.split(self.arguments)  # fails early on unbalanced quotes
         if self.rsh_agent is not None and any(quote in self.rsh_agent for quote in "'\"\\"):
             raise ValueError("rsh_agent: Open MPI splits it at spaces and does not understand "
                              "quotes or backslashes; use a path without spaces")
         if not self.bind_to.strip():
             raise ValueError("bind_to must name a policy, e.g. 'none'")
-        if not 0 <= self.kill_grace <= 3600:
-            raise ValueError("kill_grace must be between 0 and 3600 seconds")
 
     @property
     def sigkill_timeout(self) -> int:

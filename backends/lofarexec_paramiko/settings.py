@@ -10,7 +10,12 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from lofarexec.transport import DEFAULT_KILL_GRACE, DEFAULT_REMOTE_PYTHON
+from lofarexec.transport import (
+    alive_interval_field,
+    check_shared_settings,
+    kill_grace_field,
+    remote_python_field,
+)
 
 #: The client config file read when ``config_file`` is not set; a missing one is no error.
 DEFAULT_CONFIG_FILE = "~/.ssh/config"
@@ -67,18 +72,14 @@ class ParamikoSettings:
         default=10, metadata={"help": "channel mode: most jobs at once on one connection "
                                       "(sshd's MaxSessions, default 10); more jobs on a host "
                                       "open more connections"})
-    alive_interval: int = dataclasses.field(
-        default=5, metadata={"help": "TCP keepalive seconds; a host silent for about four "
-                                     "intervals is a dropped connection, and a host agent that "
-                                     "hears nothing for four kills its jobs (0: off)"})
-    remote_python: str = dataclasses.field(
-        default=DEFAULT_REMOTE_PYTHON,
-        metadata={"help": "Python on the hosts that runs the host agent or launch wrapper"})
-    kill_grace: float = dataclasses.field(
-        default=DEFAULT_KILL_GRACE,
-        metadata={"help": "seconds between SIGTERM and SIGKILL when a job is killed"})
+    alive_interval: int = alive_interval_field(
+        "TCP keepalive seconds; a host silent for about four intervals is a dropped "
+        "connection, and a host agent that hears nothing for four kills its jobs")
+    remote_python: str = remote_python_field("the host agent or launch wrapper")
+    kill_grace: float = kill_grace_field()
 
     def __post_init__(self) -> None:
+        check_shared_settings(self)
         if self.launch not in LAUNCH_MODES:
             raise ValueError(f"launch must be one of {', '.join(LAUNCH_MODES)}, "
                              f"not {self.launch!r}")
@@ -92,8 +93,6 @@ class ParamikoSettings:
         for name in ("connect_timeout", "banner_timeout", "auth_timeout", "channel_timeout"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be a positive number of seconds")
-        if self.alive_interval < 0 or self.kill_grace < 0:
-            raise ValueError("alive_interval and kill_grace may not be negative")
         if self.user is not None and not self.user.strip():
             raise ValueError("user may not be empty; leave it unset for the config file's User")
         config_file = os.path.expanduser(self.config_file)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import shlex
 
-from lofarexec.transport import DEFAULT_KILL_GRACE, DEFAULT_REMOTE_PYTHON
+from lofarexec.transport import check_shared_settings, kill_grace_field, remote_python_field
 
 MODES = ("auto", "steps", "jobs")
 
@@ -41,22 +41,19 @@ class SrunSettings:
                                      "(srun failed before reading the job's input)"})
     retry_backoff: float = dataclasses.field(
         default=1.0, metadata={"help": "seconds before the first retry; doubled for each next"})
-    remote_python: str = dataclasses.field(
-        default=DEFAULT_REMOTE_PYTHON,
-        metadata={"help": "Python on the nodes that runs the launch wrapper"})
-    kill_grace: float = dataclasses.field(
-        default=DEFAULT_KILL_GRACE,
-        metadata={"help": "seconds between SIGTERM and SIGKILL when a job is killed"})
+    remote_python: str = remote_python_field("the launch wrapper")
+    kill_grace: float = kill_grace_field()
 
     def __post_init__(self) -> None:
+        check_shared_settings(self)
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
         if self.max_concurrent_launches < 1:
             raise ValueError("max_concurrent_launches must be 1 or more")
         if self.launch_retries < 0:
             raise ValueError("launch_retries must be 0 or more")
-        if self.retry_backoff < 0 or self.kill_grace < 0:
-            raise ValueError("retry_backoff and kill_grace must be 0 or more seconds")
+        if self.retry_backoff < 0:
+            raise ValueError("retry_backoff must be 0 or more seconds")
         if self.cpus_per_task is not None and self.cpus_per_task < 1:
             raise ValueError("cpus_per_task must be 1 or more")
         shlex.split(self.extra_arguments)  # fails early on unbalanced quotes

@@ -33,11 +33,13 @@ import threading
 from lofarexec import Backend, JobHandle, LaunchRequest, hookimpl
 from lofarexec.backend import Report
 from lofarexec.transport import (
-    DEFAULT_KILL_GRACE,
-    DEFAULT_REMOTE_PYTHON,
     KILL_CONFIRM,
     AgentPool,
     ProcessLauncher,
+    alive_interval_field,
+    check_shared_settings,
+    kill_grace_field,
+    remote_python_field,
     start_through_wrapper,
 )
 
@@ -62,10 +64,9 @@ class SshSettings:
         default=None, metadata={"help": "ssh client config file (-F)"})
     connect_timeout: int = dataclasses.field(
         default=10, metadata={"help": "seconds to wait for a connection"})
-    alive_interval: int = dataclasses.field(
-        default=5, metadata={"help": "seconds between keepalives; a host silent for three "
-                                     "intervals is a dropped connection, and a host agent that "
-                                     "hears nothing for four kills its jobs (0: off)"})
+    alive_interval: int = alive_interval_field(
+        "seconds between keepalives; a host silent for three intervals is a dropped "
+        "connection, and a host agent that hears nothing for four kills its jobs")
     host_key_policy: str = dataclasses.field(
         default="yes", metadata={"help": "'yes': only known host keys; 'accept-new': also "
                                          "record keys of hosts never seen"})
@@ -76,16 +77,11 @@ class SshSettings:
                                            "job"})
     reuse_connections: bool = dataclasses.field(
         default=True, metadata={"help": "share one connection per host (ControlMaster)"})
-    remote_python: str = dataclasses.field(
-        default=DEFAULT_REMOTE_PYTHON,
-        metadata={"help": "Python on the hosts that runs the host agent or launch wrapper"})
-    kill_grace: float = dataclasses.field(
-        default=DEFAULT_KILL_GRACE,
-        metadata={"help": "seconds between SIGTERM and SIGKILL when a job is killed"})
+    remote_python: str = remote_python_field("the host agent or launch wrapper")
+    kill_grace: float = kill_grace_field()
 
     def __post_init__(self) -> None:
-        if self.alive_interval < 0 or self.kill_grace < 0:
-            raise ValueError("alive_interval and kill_grace may not be negative")
+        check_shared_settings(self)
         if self.launch not in _LAUNCH_MODES:
             raise ValueError(f"launch must be one of {', '.join(_LAUNCH_MODES)}")
         if self.host_key_policy not in _HOST_KEY_POLICIES:

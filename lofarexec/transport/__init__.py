@@ -16,6 +16,9 @@ The remote half
     (:func:`encode_start`, :class:`FrameReader`, :func:`take_frame`, :class:`Pinger`) for
     transports that reach the agent another way (paramiko); :func:`kill_orphans` (running
     :func:`orphan_kill_command`) kills the jobs an agent killed on its host left behind.
+Backend settings
+    :func:`remote_python_field`, :func:`kill_grace_field`, :func:`alive_interval_field` declare
+    the keys several backends share, and :func:`check_shared_settings` checks their bounds.
 Small parts
     :func:`host_name_problem` / :func:`is_host_name`: the one check of a host name (from
     :mod:`lofarexec.hostnames`), made before a name goes on a launcher's command line;
@@ -44,6 +47,12 @@ from lofarexec.transport.process import (
     ProcessLauncher,
     keep_tail,
     signal_group,
+)
+from lofarexec.transport.settings import (
+    alive_interval_field,
+    check_shared_settings,
+    kill_grace_field,
+    remote_python_field,
 )
 from lofarexec.transport.timers import Timer, TimerHeap
 from lofarexec.transport.wakeup import WakePipe
@@ -77,6 +86,8 @@ __all__ = [
     "TimerHeap",
     "WakePipe",
     "agent_command",
+    "alive_interval_field",
+    "check_shared_settings",
     "encode_kill",
     "encode_start",
     "host_name_problem",
@@ -85,10 +96,12 @@ __all__ = [
     "job_environment",
     "job_identity",
     "keep_tail",
+    "kill_grace_field",
     "kill_orphans",
     "last_lines",
     "orphan_kill_command",
     "remote_launch",
+    "remote_python_field",
     "signal_group",
     "spawn",
     "start_through_wrapper",

@@ -300,13 +300,20 @@ def _literal_entries(text: str, filename: str | None) -> list[tuple[Any, int]]:
     """Read the framework's Python-literal list with :func:`ast.literal_eval`, element-wise."""
     body = text.lstrip()
     offset = text.count("\n", 0, len(text) - len(body))  # ast counts lines from the body
+    # what ast refuses without a line: a NUL byte, a lone surrogate (only from_text has one)
+    unfit = re.search("[\0\ud800-\udfff]", body)
+    if unfit:
+        raise DataMapError(f"not a valid Python literal: it holds {unfit[0]!r}",
+                           filename=filename, line=_line_of(text, len(text) - len(body)
+                                                            + unfit.start()))
     try:
         tree = ast.parse(body, mode="eval")
     except SyntaxError as exc:
         raise DataMapError(f"not a valid Python literal: {exc.msg}", filename=filename,
                            line=(exc.lineno or 1) + offset) from None
     except (ValueError, MemoryError, RecursionError) as exc:
-        raise DataMapError(f"not a valid Python literal: {exc}", filename=filename) from None
+        raise DataMapError(f"not a valid Python literal: {exc}", filename=filename,
+                           line=offset + 1) from None
     if not isinstance(tree.body, ast.List):
         raise DataMapError("a data map is a list: expected '['", filename=filename,
                            line=tree.body.lineno + offset)

@@ -186,6 +186,8 @@ def test_the_literal_format_is_never_evaluated(tmp_path):
     ("[\n{'host': 'a', 'file': '/x'},\n{'host': 'b' 'file': '/y'}\n]", 3,
      "not a valid Python literal"),
     ("[\n{'host': 'a', 'file': '/x', 'skip': None}\n]", 2, "'skip' must be true/false"),
+    ("[\n{'host': 'a', 'file': '/x'},\n{'host': 'b', 'file': '/\0'}]", 3,
+     r"not a valid Python literal: it holds '\x00'"),
 ])
 def test_malformed_data_map_names_file_line_and_what(tmp_path, text, line, what):
     path = write(tmp_path, text)

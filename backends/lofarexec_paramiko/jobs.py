@@ -93,6 +93,7 @@ class Job:
             seen = Outcome(None, transport_error=failure or "no exit status")
         else:
             seen = self.launch.outcome(status, output, errors)
+            errors = seen.errors  # the node's stderr, without the wrapper's status line
         if seen.transport_error is None:
             return seen
         if failure is None:

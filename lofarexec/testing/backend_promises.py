@@ -35,6 +35,8 @@ from lofarexec.plugin.manager import build_plugin_manager
 from lofarexec.run.runner import node_environment
 
 PACKAGE_ROOT = str(Path(lofarexec.__file__).resolve().parent.parent)
+#: What every transport reports for a node program that does not exist.
+MISSING_PROGRAM_REASON = "cannot start '/no/such/node-program': No such file or directory"
 #: Seconds a test waits for a job's report (a first connection to a host included).
 REPORT_TIMEOUT = 60.0
 
@@ -150,7 +152,9 @@ class BackendPromises:
             handle.kill()
         assert len(reports.outcomes) == 1, reports.outcomes
         assert outcome.returncode is None and outcome.transport_error, outcome
-        assert "/no/such/node-program" in outcome.transport_error
+        # every transport in the same words (after the host's name, where it gives one)
+        assert outcome.transport_error.endswith(MISSING_PROGRAM_REASON), outcome
+        assert "@lofarexec-status" not in outcome.errors, "the wrapper's status line is no stderr"
 
     def test_report_once_for_an_unreachable_host(self, contract_setup: ContractSetup) -> None:
         host = self.unreachable_host(contract_setup)

@@ -35,6 +35,7 @@ from lofarexec.job import ComputeJob
 from lofarexec.run.runner import JobRunner
 from lofarexec.testing import procs
 from lofarexec.testing.backend_promises import (
+    MISSING_PROGRAM_REASON,
     PACKAGE_ROOT,
     BackendPromises,
     ContractSetup,
@@ -153,7 +154,7 @@ class BackendContract(BackendPromises):
         job = ComputeJob(contract_setup.hosts[0], "/no/such/node-program")
         self.run(contract_setup, [job])
         assert job.results["state"] == "transport_error", job.results
-        assert "/no/such/node-program" in job.results["reason"]
+        assert job.results["reason"].endswith(MISSING_PROGRAM_REASON), job.results["reason"]
         assert job.results["returncode"] is None
 
     def test_node_starts_with_default_signal_handling(self, contract_setup: ContractSetup

@@ -9,13 +9,21 @@ what went wrong, where, and what to do::
      +-- DataMapError         a mapfile that cannot be read or is malformed
      +-- PluginError          no backend of that name, a plugin that fails to load
      +-- ProtocolError        a frame on the job channel that is not ours
+     +-- JobListError         jobs that cannot run as given: an empty, unsplittable or NUL-holding
+     |                        command, arguments that are not JSON, no host and no host list, a
+     |                        limit below 1 (also a ValueError)
+     +-- WaitTimeout          nothing came in time: a batch to start, a value on the board, the
+     |                        master's reply to a node (also a TimeoutError)
      +-- BackendError         the transport failed (the job did not run, or its fate is unknown)
      |    +-- ConnectError        the host could not be reached
      |    +-- AuthenticationError the host refused our credentials
      |    +-- HostKeyError        the host's key is unknown or changed
-     +-- JobFailed            a job ended unsuccessfully (raised only when a caller asks for it)
-     |    +-- JobTimeout          a job ran past its time limit
+     +-- JobFailed            a job did not succeed; raised by ComputeJob.raise_for_state()
+     |    +-- JobTimeout          a job ran past its time limit and was killed
      +-- PipelineQuit         the run was stopped (Ctrl-C, SIGTERM, kill switch)
+
+The classes that also derive from a built-in exception keep older ``except ValueError`` and
+``except TimeoutError`` code working.
 
 Foreign exceptions (paramiko's, OSError from a transport) are translated into this tree at the
 edge where they occur (``raise BackendError(...) from exc``), so the scheduler and recipes only
@@ -78,6 +86,20 @@ class ProtocolError(LofarexecError):
     """A frame on the job channel is malformed, oversized, unauthenticated or of an unknown type."""
 
 
+class JobListError(LofarexecError, ValueError):
+    """The jobs handed to a run cannot run as given; raised before any job starts.
+
+    An empty or unsplittable command, a NUL byte in a command or argument, stored arguments that
+    are not JSON, a job without a host when the run has no host list, a job limit below 1. The
+    message names the job (its index in the list) and what to change.
+    """
+
+
+class WaitTimeout(LofarexecError, TimeoutError):
+    """Nothing came within the time asked for: a batch of jobs to start, a value on the run's
+    board (:meth:`~lofarexec.channel.exchange.JobExchange.get`), the master's reply to a node."""
+
+
 class BackendError(LofarexecError):
     """The transport failed: the job did not start on its host, or its outcome is unknown."""
 
@@ -99,11 +121,28 @@ class HostKeyError(BackendError):
 
 
 class JobFailed(LofarexecError):
-    """A job ended unsuccessfully; raised only by callers that ask for exceptions over flags."""
+    """A job did not succeed; raised by :meth:`~lofarexec.job.ComputeJob.raise_for_state` for a
+    recipe that wants an exception rather than the ``error`` flag and ``job.results``.
 
-    def __init__(self, message: str, *, job_id: int | None = None, host: str | None = None):
+    Carries the job's ``job_id``, ``host``, ``state`` (a ``JobState`` value), ``returncode``
+    (the node's exit status, ``None`` when it never ran) and ``reason``.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        job_id: int | None = None,
+        host: str | None = None,
+        state: str | None = None,
+        returncode: int | None = None,
+        reason: str | None = None,
+    ) -> None:
         self.job_id = job_id
         self.host = host
+        self.state = state
+        self.returncode = returncode
+        self.reason = reason
         super().__init__(message)
 
 

@@ -1,7 +1,9 @@
-"""What a recipe asks for (:class:`ComputeJob`) and what it gets back (its ``results``).
+"""What a recipe asks for (:class:`ComputeJob`) and what it gets back (its :class:`JobResult`).
 
 A ``ComputeJob`` is cheap: a queued job is this object and a slot in a per-host queue, nothing
 else (no thread, no process), so a recipe can hand the scheduler 100,000 of them.
+:data:`RESULT_KEYS` is the one list of the results keys lofarexec writes; the scheduler, the
+runner, the journal and the reports all name them from here.
 """
 
 from __future__ import annotations
@@ -10,6 +12,9 @@ import enum
 import os
 from collections.abc import Iterable
 from typing import Any
+
+from lofarexec.errors import JobFailed, JobListError, JobTimeout
+from lofarexec.hostnames import host_name_problem, is_host_name
 
 
 class JobState(str, enum.Enum):
@@ -35,6 +40,74 @@ class JobState(str, enum.Enum):
         return self.value
 
 
+#: The ``job.results`` keys lofarexec writes, in the order a journal line or report shows them;
+#: a node's ``outputs`` never replace them.
+RESULT_KEYS: tuple[str, ...] = (
+    "host", "backend", "attempts", "start_time", "end_time", "job_duration", "returncode",
+    "state", "reason", "output", "errors",
+)
+#: The keys a journal line or a report carries: all but the node's output and error text.
+SUMMARY_KEYS: tuple[str, ...] = RESULT_KEYS[:-2]
+_RESERVED = frozenset(RESULT_KEYS)
+
+
+class JobResult(dict[str, Any]):
+    """``job.results``: a dict (``results["state"]``, ``results.get("reason")``) whose own keys
+    are :data:`RESULT_KEYS`, plus whatever the node put in its ``self.outputs``.
+
+    The methods are the only places that write lofarexec's keys: :meth:`pending` when a batch
+    takes the job, :meth:`start` per attempt, :meth:`finish` with the verdict, and
+    :meth:`not_run` for a job that never starts.
+    """
+
+    __slots__ = ()
+
+    @classmethod
+    def pending(cls, host: str | None, backend: str) -> JobResult:
+        """A queued job's results: ``pending``, no attempt yet."""
+        return cls(state=JobState.PENDING.value, host=host, backend=backend, attempts=0,
+                   returncode=None)
+
+    @classmethod
+    def not_run(cls, host: str | None, reason: str) -> JobResult:
+        """The results of a job that will never start (a dry run)."""
+        return cls(state=JobState.NOT_STARTED.value, host=host, reason=reason, returncode=None,
+                   attempts=0)
+
+    def start(self, host: str, now: float) -> None:
+        """One more attempt begins on ``host`` at ``now`` (epoch seconds)."""
+        self["host"] = host
+        self["state"] = JobState.RUNNING.value
+        self["attempts"] += 1
+        self["start_time"] = now
+
+    def finish(self, state: JobState, reason: str | None, *, returncode: int | None,
+               output: str, errors: str, now: float) -> None:
+        """The attempt that began at ``start_time`` ended at ``now`` with this verdict."""
+        self["end_time"] = now
+        self["job_duration"] = now - self["start_time"]
+        self["returncode"] = returncode
+        self["output"] = output
+        self["errors"] = errors
+        self["state"] = state.value
+        if reason:
+            self["reason"] = reason
+
+    def stopped(self, reason: str) -> None:
+        """The run stopped before this queued job could start."""
+        self["state"] = JobState.NOT_STARTED.value
+        self["reason"] = reason
+
+    def add_outputs(self, outputs: dict[str, Any]) -> list[str]:
+        """Take a node's outputs; return (sorted) the ones refused for naming a result key."""
+        self.update((key, value) for key, value in outputs.items() if key not in _RESERVED)
+        return sorted(_RESERVED.intersection(outputs))
+
+    def summary(self) -> dict[str, Any]:
+        """The :data:`SUMMARY_KEYS` (``None`` when absent), for a journal line or a report."""
+        return {key: self.get(key) for key in SUMMARY_KEYS}
+
+
 class ComputeJob:
     """One invocation of a node script on one host.
 
@@ -42,11 +115,13 @@ class ComputeJob:
     split with :func:`shlex.split`, never given to a shell. ``arguments`` are passed to the node
     after the log host and port, each as one argv element, byte for byte.
 
-    After the run ``results`` holds: ``returncode`` (the real exit status, minus the signal number
-    when killed by a signal, ``None`` when it never ran), ``state`` (a :class:`JobState` value),
-    ``host``, ``start_time`` and ``end_time`` (epoch seconds), ``job_duration`` (seconds),
-    ``attempts``, ``reason`` (why it did not succeed) and ``backend``, plus whatever the node
-    put in its ``self.outputs`` (never replacing those keys).
+    After the run ``results`` (a :class:`JobResult`) holds: ``returncode`` (the real exit
+    status, minus the signal number when killed by a signal, ``None`` when it never ran),
+    ``state`` (a :class:`JobState` value), ``host``, ``start_time`` and ``end_time`` (epoch
+    seconds), ``job_duration`` (seconds), ``attempts``, ``reason`` (why it did not succeed),
+    ``output`` and ``errors`` (the ends of its stdout and stderr) and ``backend``, plus whatever
+    the node put in its ``self.outputs`` (never replacing those keys).
+    :meth:`raise_for_state` turns an unsuccessful end into an exception.
 
     With ``store_arguments=True`` the arguments may be any JSON values (None, bool, numbers,
     strings, lists, dicts) of any size: the node (a ``LOFARnodeTCP``) fetches them over the
@@ -64,10 +139,12 @@ class ComputeJob:
     ) -> None:
         if host is not None and not isinstance(host, str):
             raise TypeError(f"ComputeJob host must be a string, not {type(host).__name__}")
+        if host is not None and not is_host_name(host):
+            raise JobListError(f"ComputeJob {host_name_problem(host)}")
         if not isinstance(command, str) or not command.strip():
-            raise ValueError("ComputeJob command must be a non-empty string")
+            raise JobListError("ComputeJob command must be a non-empty string")
         if "\0" in command:
-            raise ValueError(f"ComputeJob command {command!r} holds a NUL byte, which no "
+            raise JobListError(f"ComputeJob command {command!r} holds a NUL byte, which no "
                              "program's argv can carry")
         self.host = host
         self.command = command
@@ -78,13 +155,35 @@ class ComputeJob:
             list(arguments) if store_arguments else [_argument_text(a) for a in arguments]
         )
         self.timeout = timeout
-        self.results: dict[str, Any] = {}
+        self.results: JobResult = JobResult()
         self.id: int | None = None
 
     @property
     def state(self) -> JobState:
         """The job's state; ``pending`` until the scheduler has seen it."""
         return JobState(self.results.get("state", JobState.PENDING))
+
+    def raise_for_state(self) -> ComputeJob:
+        """Return the job if it succeeded; else raise :class:`~lofarexec.errors.JobTimeout`
+        (it ran past its time limit) or :class:`~lofarexec.errors.JobFailed` (any other state,
+        a job that has not ended included), carrying its id, host, state, return code and
+        reason. Like httpx's ``raise_for_status``: for recipes that want an exception::
+
+            for job in self._schedule_jobs(jobs).values():
+                job.raise_for_state()
+        """
+        state = self.state
+        if state is JobState.SUCCEEDED:
+            return self
+        results = self.results
+        host = results.get("host") or self.host
+        reason = results.get("reason")
+        error = JobTimeout if state is JobState.TIMED_OUT else JobFailed
+        raise error(
+            f"job {self.id} on {host} {state.value}" + (f": {reason}" if reason else ""),
+            job_id=self.id, host=host, state=state.value,
+            returncode=results.get("returncode"), reason=reason,
+        )
 
     def __repr__(self) -> str:
         return (
@@ -100,7 +199,7 @@ def _argument_text(argument: Any) -> str:
     """
     if isinstance(argument, str):
         if "\0" in argument:
-            raise ValueError(f"ComputeJob argument {argument!r} holds a NUL byte, which no "
+            raise JobListError(f"ComputeJob argument {argument!r} holds a NUL byte, which no "
                              "program's argv can carry; pass it with store_arguments=True")
         return argument
     if isinstance(argument, (int, float)) and not isinstance(argument, bool):

@@ -11,8 +11,8 @@ line), and sends every record of ``self.logger`` there. If there is no token (th
 by hand) or the master cannot be reached, the records go to standard error instead: the work is
 never lost for want of a log channel.
 
-This module must import on a bare compute node: standard library, :mod:`lofarexec.channel.protocol` and
-:mod:`lofarexec.errors` only.
+This module must import on a bare compute node: standard library,
+:mod:`lofarexec.channel.protocol` and :mod:`lofarexec.errors` only.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from typing import Any
 
 from lofarexec.channel.protocol import (
     ENV_HOST,
+    ENV_JOB_DIRECTORY,
     ENV_JOB_ID,
     ENV_TOKEN,
     ENV_TOKEN_STDIN,
@@ -36,7 +37,7 @@ from lofarexec.channel.protocol import (
     log_record,
     read_frame,
 )
-from lofarexec.errors import ProtocolError
+from lofarexec.errors import ProtocolError, WaitTimeout
 
 CONNECT_TIMEOUT = 10.0
 #: How long one send may block on a stalled master before the node gives up on the channel.
@@ -48,8 +49,6 @@ STDERR_DATEFMT = "%Y-%m-%d %H:%M:%S"
 _MAX_TOKEN_LINE = 1024
 #: Replies come from the master we authenticated against: they may be large (arguments).
 _MAX_REPLY_BYTES = 1 << 30
-#: Environment variable naming the run's job directory; a job's own folder is jobs/<id> in it.
-ENV_JOB_DIRECTORY = "LOFAREXEC_JOB_DIRECTORY"
 
 
 def _stderr_handler() -> logging.Handler:
@@ -136,7 +135,8 @@ class _ChannelHandler(logging.Handler):
 
         Log records from other threads keep flowing meanwhile (only the send takes the handler
         lock). Raises :class:`ProtocolError` without a channel, on a lost one, or on an error
-        reply; TimeoutError when no reply comes within ``timeout`` seconds.
+        reply; :class:`WaitTimeout` (a TimeoutError) when no reply comes within ``timeout``
+        seconds.
         """
         with self._reply_lock:
             sock = self._sock
@@ -152,7 +152,7 @@ class _ChannelHandler(logging.Handler):
             finally:
                 self.release()
             if timeout is not None and not select.select([sock], [], [], timeout)[0]:
-                raise TimeoutError(f"no reply from the master within {timeout} s")
+                raise WaitTimeout(f"no reply from the master within {timeout} s")
             try:
                 reply = read_frame(sock, max_bytes=_MAX_REPLY_BYTES)
             except (OSError, EOFError) as exc:

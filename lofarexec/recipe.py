@@ -24,7 +24,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from lofarexec.config import PipelineConfig, find_config, load_config
-from lofarexec.errors import LofarexecError, PipelineQuit
+from lofarexec.errors import LofarexecError, PipelineQuit, WaitTimeout
 from lofarexec.job import ComputeJob
 
 if TYPE_CHECKING:
@@ -171,13 +171,14 @@ class RemoteCommandRecipeMixIn:
     def _board(self, timeout: float | None = None) -> JobExchange:
         """The value board of the batch ``_schedule_jobs`` is running, for a controller thread
         of the recipe: ``put(key, value)`` for the nodes' ``wait_for``, ``get(key)`` for what
-        they ``publish``. Waits until a batch runs; TimeoutError if none does in time."""
+        they ``publish``. Waits until a batch runs; :class:`~lofarexec.errors.WaitTimeout` (a
+        TimeoutError) if none does in time."""
         deadline = None if timeout is None else time.monotonic() + timeout
         if not self._runner_ready().wait(timeout):
-            raise TimeoutError("no batch of jobs started")
+            raise WaitTimeout("no batch of jobs started")
         runner = getattr(self, "_active_runner", None)
         if runner is None:
-            raise TimeoutError("the batch of jobs already ended")
+            raise WaitTimeout("the batch of jobs already ended")
         remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
         return runner.exchange_when_running(remaining)
 

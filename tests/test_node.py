@@ -251,7 +251,8 @@ def test_many_threads_log_without_interleaving(
     result = run_node(script, server.address, env=job_env(server))
     assert result.returncode == 0, result.stderr
     assert server.records_received(1) == 400
-    assert not [r for r in captured.records if r.name == "lofarexec.channel.logserver" and r.levelno > 20]
+    assert not [r for r in captured.records
+                if r.name == "lofarexec.channel.logserver" and r.levelno > 20]
 
 
 # --- in-process unit tests --------------------------------------------------------------------

@@ -24,7 +24,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from lofarexec.errors import ProtocolError
+from lofarexec.errors import ProtocolError, WaitTimeout
 
 Reply = Callable[[dict[str, Any]], None]
 _MAX_KEY = 200
@@ -70,11 +70,12 @@ class JobExchange:
             reply({"type": "value", "key": key, "value": value})
 
     def get(self, key: str, timeout: float | None = None) -> Any:
-        """Wait for a value under ``key``; raise TimeoutError after ``timeout`` seconds, and
-        EOFError when the batch ends first (its nodes can no longer publish anything)."""
+        """Wait for a value under ``key``; raise :class:`~lofarexec.errors.WaitTimeout` (a
+        TimeoutError) after ``timeout`` seconds, and EOFError when the batch ends first (its
+        nodes can no longer publish anything)."""
         with self._lock:
             if not self._changed.wait_for(lambda: key in self._board or self._closed, timeout):
-                raise TimeoutError(f"no value for {key!r} within {timeout} s")
+                raise WaitTimeout(f"no value for {key!r} within {timeout} s")
             if key not in self._board:
                 raise EOFError(f"the batch ended before anything was published under {key!r}")
             return self._board[key]

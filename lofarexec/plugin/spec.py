@@ -12,12 +12,13 @@ the specification, so adding an argument later breaks no plugin.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pluggy
 
 if TYPE_CHECKING:
     from lofarexec.backend import BackendRegistry
+    from lofarexec.context import RunContext
     from lofarexec.job import ComputeJob
 
 PROJECT_NAME = "lofarexec"
@@ -45,10 +46,10 @@ def lofarexec_register_backends(registry: BackendRegistry) -> None:
 # Run lifecycle: one run is one ``_schedule_jobs`` call
 # ---------------------------------------------------------------------------------------------
 @hookspec
-def lofarexec_run_started(run: Any, jobs: list[ComputeJob]) -> None:
+def lofarexec_run_started(run: RunContext, jobs: list[ComputeJob]) -> None:
     """Called before the first job of a ``_schedule_jobs`` call starts.
 
-    :param run: the :class:`~lofarexec.run.runner.RunContext`: recipe name, backend name, job
+    :param run: the :class:`~lofarexec.context.RunContext`: recipe name, backend name, job
         directory, log address.
     :param jobs: the jobs of this call, in input order (``job.id`` is set).
 
@@ -57,7 +58,7 @@ def lofarexec_run_started(run: Any, jobs: list[ComputeJob]) -> None:
 
 
 @hookspec
-def lofarexec_run_finished(run: Any, jobs: list[ComputeJob], error: bool) -> None:
+def lofarexec_run_finished(run: RunContext, jobs: list[ComputeJob], error: bool) -> None:
     """Called after every job of the call has a final state, also when the run was killed.
 
     :param run: as for :func:`lofarexec_run_started`.
@@ -72,7 +73,7 @@ def lofarexec_run_finished(run: Any, jobs: list[ComputeJob], error: bool) -> Non
 # Job lifecycle: called from the scheduler's thread; keep implementations quick
 # ---------------------------------------------------------------------------------------------
 @hookspec
-def lofarexec_job_started(run: Any, job: ComputeJob) -> None:
+def lofarexec_job_started(run: RunContext, job: ComputeJob) -> None:
     """Called just before a job's backend is asked to start it.
 
     :param run: as for :func:`lofarexec_run_started`.
@@ -83,7 +84,7 @@ def lofarexec_job_started(run: Any, job: ComputeJob) -> None:
 
 
 @hookspec
-def lofarexec_job_finished(run: Any, job: ComputeJob) -> None:
+def lofarexec_job_finished(run: RunContext, job: ComputeJob) -> None:
     """Called once a job has its final state (also ``not_started`` ones of a killed run).
 
     :param run: as for :func:`lofarexec_run_started`.

@@ -26,7 +26,8 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-from lofarexec.job import ComputeJob, JobState
+from lofarexec.context import RunContext
+from lofarexec.job import SUMMARY_KEYS, ComputeJob, JobState
 from lofarexec.plugin.spec import hookimpl
 
 JOURNAL_NAME = "journal.jsonl"
@@ -36,8 +37,6 @@ FLUSH_INTERVAL = 0.1
 FLUSH_LINES = 1000
 _SUCCEEDED = JobState.SUCCEEDED.value
 _encode = json.JSONEncoder(ensure_ascii=False).encode  # built once: json.dumps(**kw) is not
-_FIELDS = ("host", "backend", "attempts", "start_time", "end_time", "job_duration",
-           "returncode", "state", "reason")
 
 
 class JournalWriter:
@@ -59,7 +58,7 @@ class JournalWriter:
         self._timer: threading.Timer | None = None
 
     @hookimpl
-    def lofarexec_run_started(self, run: Any) -> None:
+    def lofarexec_run_started(self, run: RunContext) -> None:
         directory = Path(run.job_directory)
         directory.mkdir(parents=True, exist_ok=True)
         with self._lock:
@@ -72,7 +71,7 @@ class JournalWriter:
     def lofarexec_job_finished(self, job: ComputeJob) -> None:
         results = job.results
         entry = {"run": self._run, "id": job.id, "recipe": self._recipe, "command": job.command}
-        entry.update({name: results.get(name) for name in _FIELDS})
+        entry.update({name: results.get(name) for name in SUMMARY_KEYS})
         line = _encode(entry) + "\n"
         with self._lock:
             if self._file is None:

@@ -2,15 +2,15 @@
 
 The recipe layer owns the CLI and the logging set-up; this module owns what happens between
 "here is a list of jobs" and "every job has a final state": it picks the backend named by
-``[remote] method``, starts the run's :class:`~lofarexec.channel.logserver.LogServer`, builds each job's
-:class:`~lofarexec.backend.LaunchRequest` (argv, node environment, token), hands the batch to
-the :class:`~lofarexec.run.scheduler.Scheduler` and relays its events to the plugin hooks.
+``[remote] method``, starts the run's :class:`~lofarexec.channel.logserver.LogServer`, builds
+each job's :class:`~lofarexec.backend.LaunchRequest` (argv, node environment, token), hands the
+batch to the :class:`~lofarexec.run.scheduler.Scheduler` and relays its events to the plugin
+hooks. A job's token is withdrawn (``LogServer.forget_job``) once the job has its final state
+and its node's channel is closed.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import datetime
 import json
 import logging
 import os
@@ -19,17 +19,17 @@ import socket
 import threading
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from lofarexec.backend import Backend, LaunchRequest
 from lofarexec.channel.exchange import JobExchange
 from lofarexec.channel.logserver import LogServer
+from lofarexec.channel.protocol import ENV_JOB_DIRECTORY
 from lofarexec.config import PipelineConfig
 from lofarexec.config.hostlist import allocation_hosts
-from lofarexec.errors import ConfigError, PipelineQuit
-from lofarexec.job import ComputeJob, JobState
-from lofarexec.node import ENV_JOB_DIRECTORY
+from lofarexec.context import RunContext
+from lofarexec.errors import JobListError, PipelineQuit, WaitTimeout
+from lofarexec.job import ComputeJob, JobResult, JobState
 from lofarexec.plugin.manager import PluginManager, build_plugin_manager
 from lofarexec.run.journal import JournalWriter
 from lofarexec.run.scheduler import Limits, Scheduler
@@ -38,27 +38,13 @@ from lofarexec.run.scheduler import Limits, Scheduler
 DEFAULT_METHOD = "ssh"
 #: Variables the node gets from the control node's environment when they are set there.
 FORWARDED_VARIABLES = ("PATH", "PYTHONPATH", "LD_LIBRARY_PATH", "LOFARROOT")
-#: The results keys the scheduler owns: a node's outputs never replace them.
-RESERVED_RESULTS = frozenset({"returncode", "state", "host", "start_time", "end_time",
-                              "job_duration", "attempts", "reason", "backend", "output", "errors"})
 #: Seconds the end of a batch waits, in all, for the nodes' log channels to close.
 LOG_DRAIN_TIMEOUT = 5.0
 #: How many of a failed job's last stderr lines are repeated in the master's log.
 _STDERR_LINES = 10
 
 
-@dataclasses.dataclass
-class RunContext:
-    """What the hooks are told about the run in progress."""
-
-    recipe_name: str
-    backend_name: str
-    job_directory: Path
-    log_address: tuple[str, int]
-    dry_run: bool = False
-    started: str = dataclasses.field(
-        default_factory=lambda: datetime.datetime.now().isoformat(timespec="milliseconds"))
-    """When this batch began: tells apart the journal lines of successive batches."""
+__all__ = ["JobRunner", "RunContext", "node_environment"]  # RunContext: its old home
 
 
 class JobRunner:
@@ -87,9 +73,10 @@ class JobRunner:
 
     def exchange_when_running(self, timeout: float | None = None) -> JobExchange:
         """The job channel's board of the batch in progress (for a recipe's controller thread:
-        ``put`` values for nodes, ``get`` theirs); waits until a batch has started."""
+        ``put`` values for nodes, ``get`` theirs); waits until a batch has started, and raises
+        :class:`~lofarexec.errors.WaitTimeout` if none has after ``timeout`` seconds."""
         if not self._exchange_ready.wait(timeout) or self._exchange is None:
-            raise TimeoutError("no batch of jobs started")
+            raise WaitTimeout("no batch of jobs started")
         return self._exchange
 
     def kill(self, reason: str) -> None:
@@ -151,8 +138,9 @@ class JobRunner:
                     recipe_name=self.recipe_name,
                 )
 
+            relay = _HookRelay(hooks, context, log_server, self.logger)
             scheduler = Scheduler(backend, prepare, limits=limits, error=self.error,
-                                  observer=_HookRelay(hooks, context, log_server, self.logger),
+                                  observer=relay,
                                   job_timeout=self.config.job_timeout, pool=pool,
                                   fail_fast=fail_fast)
             hooks.lofarexec_run_started(run=context, jobs=jobs)
@@ -161,14 +149,7 @@ class JobRunner:
             finally:
                 self._exchange_ready.clear()
                 log_server.exchange.close()
-                # The nodes' last records come before "completed": wait for their channels to
-                # close, at most LOG_DRAIN_TIMEOUT in all (a stuck node must not stall a stop).
-                deadline = time.monotonic() + LOG_DRAIN_TIMEOUT
-                for job in jobs:
-                    if job.id is not None and job.results.get("attempts"):
-                        remaining = deadline - time.monotonic()
-                        if remaining <= 0 or not log_server.wait_job_closed(job.id, remaining):
-                            break
+                relay.drain_channels(LOG_DRAIN_TIMEOUT)
                 hooks.lofarexec_run_finished(run=context, jobs=jobs, error=self.error.is_set())
         if self._kill_reason is not None:  # a stop that came as the batch was ending
             raise PipelineQuit(f"run stopped ({self._kill_reason})")
@@ -178,8 +159,7 @@ class JobRunner:
         if self.dry_run:
             for index, job in enumerate(jobs):
                 job.id = index
-                job.results = {"state": JobState.NOT_STARTED.value, "host": job.host,
-                               "reason": "dry run", "returncode": None, "attempts": 0}
+                job.results = JobResult.not_run(job.host, "dry run")
                 self.logger.info("dry run: would run %s on %s", job.command, job.host)
             return
         self._scheduler = scheduler
@@ -195,11 +175,10 @@ class JobRunner:
             backend.close()
 
     def _limits(self, max_per_node: int | None) -> Limits:
+        """The limits of this batch; a ``max_per_node`` below 1 is a JobListError (the config's
+        own values are checked as they are read)."""
         per_host = max_per_node if max_per_node is not None else self.config.max_per_node
-        try:
-            return Limits(per_host, self.config.max_per_node_overrides, self.config.max_jobs)
-        except ValueError as exc:
-            raise ConfigError(str(exc), filename=str(self.config.path)) from None
+        return Limits(per_host, self.config.max_per_node_overrides, self.config.max_jobs)
 
     def _log_addresses(self, backend_class: type[Backend]) -> tuple[str, str | None]:
         """Where the log receiver listens, and the address nodes are told to use."""
@@ -233,11 +212,11 @@ def _split_commands(jobs: Sequence[ComputeJob]) -> dict[str, tuple[str, ...]]:
             try:
                 heads[job.command] = tuple(shlex.split(job.command))
             except ValueError as exc:
-                raise ValueError(
+                raise JobListError(
                     f"job {index}: cannot split command {job.command!r}: {exc}"
                 ) from None
             if not heads[job.command]:
-                raise ValueError(f"job {index}: the command is empty")
+                raise JobListError(f"job {index}: the command is empty")
     return heads
 
 
@@ -249,7 +228,7 @@ def _this_host_address() -> str:
 
 
 class _HookRelay:
-    """Turns scheduler events into plugin hook calls."""
+    """Turns scheduler events into plugin hook calls, and ends each job's channel."""
 
     def __init__(self, hooks: Any, context: RunContext, log_server: LogServer,
                  logger: logging.Logger) -> None:
@@ -259,6 +238,8 @@ class _HookRelay:
         self._context = context
         self._log_server = log_server
         self._logger = logger
+        self._channel_open: list[int] = []
+        """Jobs that ended while their node's channel was still open: still registered."""
 
     def job_started(self, job: ComputeJob) -> None:
         if self._started is not None:
@@ -267,7 +248,7 @@ class _HookRelay:
     def job_finished(self, job: ComputeJob) -> None:
         results = job.results
         if job.id is not None and results.get("attempts"):  # not_started: never registered
-            self._log_server.job_exited(job.id)
+            self._end_channel(job.id)
             outputs = self._log_server.exchange.take_outputs(job.id)
             if outputs:
                 _merge_outputs(self._logger, job, outputs)
@@ -276,18 +257,40 @@ class _HookRelay:
         if self._finished is not None:
             self._finished(run=self._context, job=job)
 
+    def _end_channel(self, job_id: int) -> None:
+        """The job has its final state: withdraw its token now if its node was heard from and
+        its channel is closed (the usual case: a node closes before it exits), else at the end
+        of the batch (the log server stops then). A node never heard from may have a hello
+        still in flight (a killed node's last records): its token stays valid until then."""
+        log_server = self._log_server
+        log_server.job_exited(job_id)
+        if log_server.records_received(job_id) and log_server.wait_job_closed(job_id, 0):
+            log_server.forget_job(job_id)
+        else:
+            self._channel_open.append(job_id)
+
+    def drain_channels(self, timeout: float) -> None:
+        """The nodes' last records come before "completed": wait for the channels still open
+        to close, at most ``timeout`` seconds in all (a stuck node must not stall a stop).
+        Their tokens end with the log server, right after the batch."""
+        deadline = time.monotonic() + timeout
+        for job_id in self._channel_open:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not self._log_server.wait_job_closed(job_id, remaining):
+                break
+        self._channel_open.clear()
+
 
 def _implemented(hook: Any) -> Any:
     return hook if hook.get_hookimpls() else None
 
 
 def _merge_outputs(logger: logging.Logger, job: ComputeJob, outputs: dict[str, Any]) -> None:
-    """Put a node's outputs into ``job.results``; the scheduler's own keys are never replaced."""
-    clashing = sorted(RESERVED_RESULTS.intersection(outputs))
+    """Put a node's outputs into ``job.results``; lofarexec's own keys are never replaced."""
+    clashing = job.results.add_outputs(outputs)
     if clashing:
         logger.warning("job %s: outputs %s not taken: those results keys are lofarexec's",
                        job.id, ", ".join(clashing))
-    job.results.update((k, v) for k, v in outputs.items() if k not in RESERVED_RESULTS)
 
 
 def _check_stored_arguments(jobs: Sequence[ComputeJob]) -> None:
@@ -297,7 +300,7 @@ def _check_stored_arguments(jobs: Sequence[ComputeJob]) -> None:
             try:
                 json.dumps(job.arguments, allow_nan=False)
             except (TypeError, ValueError) as exc:
-                raise ValueError(f"job {index}: its stored arguments are not JSON ({exc}); "
+                raise JobListError(f"job {index}: its stored arguments are not JSON ({exc}); "
                                  "use None, bool, numbers, strings, lists and dicts") from None
 
 

@@ -6,14 +6,14 @@ import threading
 from collections import Counter
 
 import pytest
-from tests.run.test_scheduler import Recorder, _finish_in_background, prepare
 
 from lofarexec.config.hostlist import allocation_hosts, expand_hostlist
-from lofarexec.errors import ConfigError
+from lofarexec.errors import ConfigError, JobListError
 from lofarexec.job import ComputeJob
 from lofarexec.run.runner import JobRunner
 from lofarexec.run.scheduler import Limits, Scheduler
 from lofarexec.testing.mock import MockBackend
+from tests.run.test_scheduler import Recorder, _finish_in_background, prepare
 
 
 @pytest.mark.parametrize("text, hosts", [
@@ -80,7 +80,7 @@ def test_placement_spreads_evenly_without_limits():
 
 def test_no_host_and_no_host_list_is_refused_before_anything_starts():
     backend = MockBackend()
-    with pytest.raises(ValueError, match="job 1 has no host.*\\[cluster\\] hosts"):
+    with pytest.raises(JobListError, match="job 1 has no host.*\\[cluster\\] hosts"):
         Scheduler(backend, prepare).run([ComputeJob("a", "node"), ComputeJob(None, "node")])
 
 

@@ -8,8 +8,8 @@ from collections import defaultdict
 import pytest
 
 from lofarexec.backend import LaunchRequest, Outcome
-from lofarexec.errors import PipelineQuit
-from lofarexec.job import ComputeJob, JobState
+from lofarexec.errors import JobFailed, JobListError, JobTimeout, PipelineQuit
+from lofarexec.job import ComputeJob, JobResult, JobState
 from lofarexec.run.scheduler import Limits, Scheduler
 from lofarexec.testing.mock import MockBackend
 
@@ -152,6 +152,14 @@ def test_verdicts_error_event_and_results():
         assert job.results["end_time"] >= job.results["start_time"]
         assert job.results["job_duration"] >= 0
         assert job.results["backend"] == "mock"
+        assert isinstance(job.results, JobResult)
+    assert jobs[0].raise_for_state() is jobs[0]
+    for job in jobs[1:]:
+        with pytest.raises(JobFailed) as caught:
+            job.raise_for_state()
+        assert (caught.value.job_id, caught.value.host) == (job.id, "h")
+        assert caught.value.returncode == job.results["returncode"]
+        assert caught.value.reason == job.results["reason"]
 
 
 def test_error_event_stays_clear_when_all_succeed():
@@ -167,6 +175,8 @@ def test_timeout_kills_the_job_and_marks_it():
     Scheduler(backend, prepare).run([job])  # the mock's kill reports -15 at once
     assert job.results["state"] == "timed_out"
     assert job.results["returncode"] == -15
+    with pytest.raises(JobTimeout, match="exceeding its time limit"):
+        job.raise_for_state()
 
 
 def test_kill_switch_stops_new_starts_and_kills_running():
@@ -213,7 +223,7 @@ def test_a_backend_that_raises_gives_a_transport_error_not_a_crash():
 
 
 def test_limits_must_be_positive():
-    with pytest.raises(ValueError, match="positive"):
+    with pytest.raises(JobListError, match="positive"):
         Limits(per_host=0)
 
 

@@ -1,0 +1,34 @@
+"""The run context: what the hooks are told about the ``_schedule_jobs`` call in progress.
+
+A leaf module (standard library only) beside :mod:`lofarexec.job`, so that the hook
+specifications in :mod:`lofarexec.plugin.spec` can type their ``run`` argument without importing
+the run layer that builds it (:mod:`lofarexec.run.runner`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+from pathlib import Path
+
+
+def _now() -> str:
+    return datetime.datetime.now().isoformat(timespec="milliseconds")
+
+
+@dataclasses.dataclass
+class RunContext:
+    """What the hooks are told about the run in progress; one per ``_schedule_jobs`` call."""
+
+    recipe_name: str
+    """The recipe's name (its class name), as in the node loggers ``node.<host>.<recipe>``."""
+    backend_name: str
+    """The backend running the jobs (``[remote] method``)."""
+    job_directory: Path
+    """``[layout] job_directory``: where the journal and the jobs' own folders are."""
+    log_address: tuple[str, int]
+    """The log server's ``(host, port)`` the nodes connect back to."""
+    dry_run: bool = False
+    """True when no job is started (``--dry-run``): every job ends ``not_started``."""
+    started: str = dataclasses.field(default_factory=_now)
+    """When this batch began: tells apart the journal lines of successive batches."""

@@ -1,0 +1,269 @@
+"""The state of one ``Scheduler.run``: queues, slots, handles, deadlines, and each job's verdict.
+
+Touched only by the thread that holds the scheduler's processing role (see
+:mod:`lofarexec.run.scheduler` for the data flow), so it takes no locks of its own.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from lofarexec.backend import JobHandle, LaunchRequest, Outcome
+from lofarexec.errors import JobListError, LofarexecError
+from lofarexec.job import ComputeJob, JobResult, JobState
+from lofarexec.run.placement import HostPool
+
+if TYPE_CHECKING:
+    from lofarexec.run.scheduler import Scheduler
+
+#: After a kill, how long to wait for a backend to report before giving up on a job.
+KILL_REPORT_TIMEOUT = 10.0
+# The scheduler's logger (documented for observer failures), whichever module writes to it.
+_log = logging.getLogger("lofarexec.run.scheduler")
+
+
+class Batch:
+    """The state of one ``Scheduler.run``; touched only by the thread draining the events."""
+
+    def __init__(self, scheduler: Scheduler, jobs: Sequence[ComputeJob]) -> None:
+        self.scheduler = scheduler
+        self.jobs = jobs
+        self.queues: dict[str, deque[int]] = {}
+        self.running_on: dict[str, int] = {}
+        self.handles: dict[int, JobHandle | None] = {}
+        self.waiting_for_total: deque[str] = deque()
+        self.deadlines: list[tuple[float, int]] = []
+        self.fates: dict[int, JobState] = {}
+        self.killed_reason: str | None = None
+        self.finished = not jobs
+        self.to_launch: list[tuple[int, LaunchRequest, Callable[[Outcome], None]]] = []
+        self.deadline_moved = False
+        self.quit = False
+        backend_name = scheduler.backend.name
+        self.open_jobs: deque[int] = deque()
+        self.pool = HostPool(scheduler.pool, self.running_on, self.takes_open_job)
+        for index, job in enumerate(jobs):
+            job.id = index
+            job.results = JobResult.pending(job.host, backend_name)
+            if job.host is None:
+                self.open_jobs.append(index)
+            else:
+                self.queues.setdefault(job.host, deque()).append(index)
+        if self.open_jobs and not scheduler.pool:
+            raise JobListError(
+                f"job {self.open_jobs[0]} has no host and the run has no host list: give each "
+                "job a host, set [cluster] hosts, or run inside an allocation "
+                "($SLURM_JOB_NODELIST, $PBS_NODEFILE)")
+
+    @property
+    def running(self) -> int:
+        return len(self.handles)
+
+    # -- starting ------------------------------------------------------------------------------
+    def fill_all(self) -> None:
+        for host in list(self.queues):
+            self.fill(host)
+        self.place_open_jobs()
+        if not self.handles:
+            self.finished = True
+
+    def fill(self, host: str) -> None:
+        """Start queued jobs of ``host`` while it has free slots (and the total allows)."""
+        pending = self.queues.get(host)
+        limit = self.scheduler.limits.for_host(host)
+        total = self.scheduler.limits.total
+        while pending and (limit is None or self.running_on.get(host, 0) < limit):
+            if self.killed_reason is not None:
+                return
+            if total is not None and self.running >= total:
+                if host not in self.waiting_for_total:
+                    self.waiting_for_total.append(host)
+                return
+            self.start(pending.popleft(), host)
+
+    def takes_open_job(self, host: str) -> bool:
+        """Whether ``host`` may start a host-less job now: room under its own limit (the total
+        apart) and no queued job of its own."""
+        limit = self.scheduler.limits.for_host(host)
+        return ((limit is None or self.running_on.get(host, 0) < limit)
+                and not self.queues.get(host))
+
+    def place_open_jobs(self) -> None:
+        """Start jobs without a host on the least-loaded pool hosts that have room.
+
+        A host's own queue goes first: jobs placed by data locality are never pushed back.
+        """
+        total = self.scheduler.limits.total
+        while self.open_jobs and self.killed_reason is None:
+            if total is not None and self.running >= total:
+                return
+            host = self.pool.least_loaded()
+            if host is None:
+                return
+            index = self.open_jobs.popleft()
+            self.jobs[index].host = host
+            self.start(index, host)
+            self.pool.update(host)
+
+    def start(self, index: int, host: str) -> None:
+        scheduler = self.scheduler
+        job = self.jobs[index]
+        job.results.start(host, time.time())
+        self.running_on[host] = self.running_on.get(host, 0) + 1
+        self.handles[index] = None  # counted as running before the backend may report
+        timeout = job.timeout if job.timeout is not None else scheduler.job_timeout
+        if timeout is not None:
+            deadline = time.monotonic() + timeout
+            self.deadline_moved |= not self.deadlines or deadline < self.deadlines[0][0]
+            heapq.heappush(self.deadlines, (deadline, index))
+        self.notify("job_started", job)
+        report = scheduler._report_to(index)
+        try:
+            request = scheduler.prepare(job)
+        except Exception as exc:  # one job's failure to prepare must not stop the run
+            _log.exception("preparing job %d on %s failed", index, host)
+            report(Outcome(None, transport_error=f"could not start: {exc}"))
+            return
+        if scheduler.backend.parallel_start:
+            self.to_launch.append((index, request, report))  # started once the role is given up
+            return
+        handle = self.launch(index, request, report)
+        if index in self.handles:  # not already reported (a report is processed after us)
+            self.handles[index] = handle
+
+    def launch(self, index: int, request: LaunchRequest,
+               report: Callable[[Outcome], None]) -> JobHandle | None:
+        """Ask the backend to start a job; a failure becomes the job's transport error."""
+        try:
+            return self.scheduler.backend.start(request, report)
+        except Exception as exc:  # one job's launch failure must not stop the run
+            if not isinstance(exc, LofarexecError):
+                _log.exception("starting job %d on %s failed", index, request.host)
+            report(Outcome(None, transport_error=f"could not start: {exc}"))
+            return None
+
+    def on_launched(self, index: int, handle: JobHandle | None) -> None:
+        """A start made outside the processing role has its handle: keep it, or use it at once
+        if the job was killed (or timed out) in the meantime."""
+        if handle is None or index not in self.handles:
+            return  # it could not start, or it has ended already
+        self.handles[index] = handle
+        if index in self.fates:
+            handle.kill()
+
+    # -- ending ----------------------------------------------------------------------------------
+    def on_report(self, index: int, outcome: Outcome) -> None:
+        if index not in self.handles:
+            return  # reported twice, or after we gave up waiting for it: keep the first verdict
+        del self.handles[index]
+        job = self.jobs[index]
+        host = str(job.host)
+        self.running_on[host] -= 1
+        self.record(job, outcome, self.fates.pop(index, None))
+        if self.killed_reason is None:
+            self.fill(host)
+            self.fill_waiting_hosts()
+            if self.open_jobs:
+                self.pool.update(host)
+                self.place_open_jobs()
+        if not self.handles:
+            self.finished = True
+
+    def record(self, job: ComputeJob, outcome: Outcome, fate: JobState | None) -> None:
+        state, reason = verdict(outcome, fate, self.killed_reason)
+        job.results.finish(state, reason, returncode=outcome.returncode, output=outcome.output,
+                           errors=outcome.errors, now=time.time())
+        if state is not JobState.SUCCEEDED:
+            self.scheduler.error.set()
+        self.notify("job_finished", job)
+        if (state is not JobState.SUCCEEDED and self.scheduler.fail_fast
+                and self.killed_reason is None):
+            self.on_kill(f"job {job.id} on {job.host} {state.value}", external=False)
+
+    def notify(self, event: str, job: ComputeJob) -> None:
+        """Tell the observer; a failing observer (a plugin) is logged and never stops the run."""
+        observer = self.scheduler.observer
+        if observer is None:
+            return
+        try:
+            getattr(observer, event)(job)
+        except Exception:
+            _log.exception("a %s observer failed for job %s; the run goes on", event, job.id)
+
+    def fill_waiting_hosts(self) -> None:
+        total = self.scheduler.limits.total
+        while self.waiting_for_total and (total is None or self.running < total):
+            self.fill(self.waiting_for_total.popleft())
+
+    # -- deadlines and kills -------------------------------------------------------------------
+    def next_wait(self) -> float | None:
+        if not self.deadlines:
+            return None
+        return max(0.0, self.deadlines[0][0] - time.monotonic())
+
+    def on_deadlines(self) -> None:
+        now = time.monotonic()
+        while self.deadlines and self.deadlines[0][0] <= now:
+            _, index = heapq.heappop(self.deadlines)
+            if index not in self.handles or index in self.fates:
+                continue
+            if self.killed_reason is not None:  # a kill that the backend never confirmed
+                self.abandon(index)
+                continue
+            self.fates[index] = JobState.TIMED_OUT
+            self.kill_one(index)
+
+    def on_kill(self, reason: str, external: bool = True) -> None:
+        """Stop the batch; ``external`` (a signal, the kill switch) makes ``run`` raise."""
+        if self.killed_reason is not None:
+            return
+        self.killed_reason = reason
+        self.quit = external
+        self.scheduler.error.set()
+        for pending in (*self.queues.values(), self.open_jobs):
+            while pending:
+                self.mark_not_started(self.jobs[pending.popleft()], reason)
+        self.deadlines = [(time.monotonic() + KILL_REPORT_TIMEOUT, i) for i in self.handles]
+        heapq.heapify(self.deadlines)
+        self.deadline_moved = True
+        for index in list(self.handles):
+            self.fates.setdefault(index, JobState.KILLED)
+            self.kill_one(index)
+        if not self.handles:
+            self.finished = True
+
+    def kill_one(self, index: int) -> None:
+        handle = self.handles.get(index)
+        if handle is not None:
+            handle.kill()
+
+    def abandon(self, index: int) -> None:
+        """The backend did not confirm a kill in time: record the job as killed and move on."""
+        lost = Outcome(None, transport_error="no report from the backend after kill")
+        self.on_report(index, lost)
+
+    def mark_not_started(self, job: ComputeJob, reason: str) -> None:
+        job.results.stopped(f"run stopped ({reason}) before it started")
+        self.notify("job_finished", job)
+
+
+def verdict(
+    outcome: Outcome, fate: JobState | None, killed_reason: str | None
+) -> tuple[JobState, str | None]:
+    """Decide a finished job's state and the reason shown to the user."""
+    if fate is JobState.TIMED_OUT:
+        return JobState.TIMED_OUT, "killed after exceeding its time limit"
+    if fate is JobState.KILLED:
+        return JobState.KILLED, f"run stopped ({killed_reason})"
+    if outcome.transport_error is not None:
+        return JobState.TRANSPORT_ERROR, outcome.transport_error
+    if outcome.returncode == 0:
+        return JobState.SUCCEEDED, None
+    if outcome.returncode is not None and outcome.returncode < 0:
+        return JobState.FAILED, f"node script killed by signal {-outcome.returncode}"
+    return JobState.FAILED, f"node script exited with status {outcome.returncode}"

@@ -68,8 +68,8 @@ from typing import ClassVar
 
 from lofarexec import (
     Backend,
-    BackendError,
     BackendRegistry,
+    ConfigError,
     JobHandle,
     LaunchRequest,
     hookimpl,
@@ -218,8 +218,9 @@ class CmdlineBackend(Backend):
         if "slurm_job_id" in settings.placeholders:
             job_id = os.environ.get("SLURM_JOB_ID")
             if not job_id:
-                raise BackendError("the [cmdline] template uses {slurm_job_id}, but SLURM_JOB_ID "
-                                   "is not set: run inside a Slurm allocation (salloc/sbatch)")
+                raise ConfigError("the template uses {slurm_job_id}, but SLURM_JOB_ID is not "
+                                  "set: run inside a Slurm allocation (salloc/sbatch)",
+                                  section="cmdline", key="template")
             values["slurm_job_id"] = job_id
         return values
 

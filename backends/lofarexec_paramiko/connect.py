@@ -2,9 +2,11 @@
 
 :func:`connect` runs in a connection's own thread (it blocks for a handshake's worth of round
 trips) and gives back a ready :class:`paramiko.Transport` or raises a
-:class:`~lofarexec.errors.BackendError` subclass naming the host. :func:`translate` turns any
-exception met while talking to a host into that tree, so no paramiko or socket type reaches the
-scheduler (errors.py: foreign exceptions are translated where they occur).
+:class:`~lofarexec.errors.BackendError` subclass naming the host (a
+:class:`~lofarexec.errors.ConfigError` for a key file of ``[paramiko] key_files`` that cannot
+be used). :func:`translate` turns any exception met while talking to a host into that tree, so
+no paramiko or socket type reaches the scheduler (errors.py: foreign exceptions are translated
+where they occur).
 """
 
 from __future__ import annotations
@@ -15,7 +17,14 @@ from collections.abc import Callable
 
 import paramiko
 
-from lofarexec.errors import AuthenticationError, BackendError, ConnectError, HostKeyError
+from lofarexec.errors import (
+    AuthenticationError,
+    BackendError,
+    ConfigError,
+    ConnectError,
+    HostKeyError,
+    LofarexecError,
+)
 
 from .hosts import KnownHosts, Target
 from .settings import ParamikoSettings
@@ -94,9 +103,10 @@ def authenticate(transport: paramiko.Transport, target: Target, keys: KeyCache) 
     for path in target.key_files:
         try:
             key = keys.load(path, required=target.keys_required)
-        except BackendError as exc:
-            if target.keys_required:
-                raise AuthenticationError(str(exc), host=target.name) from exc
+        except ConfigError as exc:
+            if target.keys_required:  # named in [paramiko] key_files: the config's mistake
+                raise ConfigError(f"{target.name}: {exc}", section="paramiko",
+                                  key="key_files") from exc
             problems.append(str(exc))
             continue
         if key is not None and _offer(transport, target, key):
@@ -149,7 +159,7 @@ class KeyCache:
         self._lock = threading.Lock()
 
     def load(self, path: str, *, required: bool) -> paramiko.PKey | None:
-        """The key in ``path``; None if an optional one is absent; BackendError if unusable."""
+        """The key in ``path``; None if an optional one is absent; ConfigError if unusable."""
         with self._lock:
             if path in self._keys:
                 return self._keys[path]
@@ -157,13 +167,15 @@ class KeyCache:
                 key: paramiko.PKey | None = paramiko.PKey.from_path(path)
             except FileNotFoundError as exc:
                 if required:
-                    raise BackendError(f"key file {path} does not exist") from exc
+                    raise ConfigError(f"key file {path} does not exist") from exc
                 key = None
-            except paramiko.PasswordRequiredException as exc:
-                raise BackendError(f"key file {path} needs a passphrase: load it into the ssh "
-                                   "agent instead") from exc
+            # paramiko says so for OpenSSH-format keys; for PEM ones, cryptography's TypeError
+            # ("Password was not given but private key is encrypted") comes through as it is
+            except (paramiko.PasswordRequiredException, TypeError) as exc:
+                raise ConfigError(f"key file {path} needs a passphrase: load it into the ssh "
+                                  "agent instead") from exc
             except (OSError, paramiko.SSHException, ValueError) as exc:
-                raise BackendError(f"key file {path} cannot be read: {exc}") from exc
+                raise ConfigError(f"key file {path} cannot be read: {exc}") from exc
             self._keys[path] = key
             return key
 
@@ -176,8 +188,11 @@ def close_transport(transport: paramiko.Transport) -> None:
         transport.join()
 
 
-def translate(exc: BaseException, target: Target, doing: str) -> BackendError:
-    """``exc``, met while ``doing`` something with ``target``, as one of lofarexec's errors."""
+def translate(exc: BaseException, target: Target, doing: str) -> LofarexecError:
+    """``exc``, met while ``doing`` something with ``target``, as one of lofarexec's errors
+    (a configuration mistake stays the :class:`ConfigError` it is)."""
+    if isinstance(exc, ConfigError):
+        return exc
     if isinstance(exc, BackendError):
         return exc if exc.host else type(exc)(str(exc), host=target.name)
     where = f"{target.hostname}:{target.port}"

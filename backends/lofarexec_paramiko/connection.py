@@ -153,7 +153,7 @@ class Connection:
         try:
             transport = connect(self.target, self.settings, self.pool.known_hosts,
                                 self.pool.keys, self._adopt)
-        except Exception as exc:  # noqa: BLE001 - the edge: anything becomes a BackendError
+        except Exception as exc:  # noqa: BLE001 - the edge: anything becomes our error
             error = translate(exc, self.target, "cannot connect to")
             _log.debug("%s", error)
             self._end(str(error), established=False)

@@ -17,7 +17,7 @@ import threading
 
 import paramiko
 
-from lofarexec.errors import BackendError, HostKeyError
+from lofarexec.errors import ConfigError, HostKeyError
 
 from .settings import DEFAULT_CONFIG_FILE, ParamikoSettings
 
@@ -60,25 +60,27 @@ def load_ssh_config(settings: ParamikoSettings) -> paramiko.SSHConfig:
     try:
         return paramiko.SSHConfig.from_path(path)
     except (OSError, paramiko.SSHException, ValueError) as exc:
-        raise BackendError(f"cannot read the ssh config file {path}: {exc}") from exc
+        raise ConfigError(f"cannot read it: {exc}; fix it or set [paramiko] config_file",
+                          filename=path) from exc
 
 
 def resolve_target(host: str, settings: ParamikoSettings, config: paramiko.SSHConfig) -> Target:
-    """``host`` looked up in ``config``, with the settings' explicit values on top."""
+    """``host`` looked up in ``config``, with the settings' explicit values on top; a
+    :class:`ConfigError` naming the config file and the host when it cannot be used."""
     try:
         found = config.lookup(host)
     except Exception as exc:  # paramiko raises bare exceptions for bad Match/canonical lines
-        raise BackendError(f"cannot resolve it in {settings.config_file}: {exc}",
-                           host=host) from exc
+        raise ConfigError(f"{host}: cannot be resolved: {exc}",
+                          filename=settings.config_file) from exc
     for unsupported in ("proxycommand", "proxyjump"):
         if found.get(unsupported, "none").lower() != "none":
-            raise BackendError(f"{settings.config_file} sets {unsupported}, which the paramiko "
-                               "backend does not support; use [remote] method = ssh", host=host)
+            raise ConfigError(f"{host}: sets {unsupported}, which the paramiko backend does not "
+                              "support; use [remote] method = ssh", filename=settings.config_file)
     try:
         port = settings.port or int(found.get("port", SSH_PORT))
     except ValueError:
-        raise BackendError(f"{settings.config_file} gives it a bad Port {found.get('port')!r}",
-                           host=host) from None
+        raise ConfigError(f"{host}: bad Port {found.get('port')!r}; give a number",
+                          filename=settings.config_file) from None
     identities_only = found.get("identitiesonly", "no").lower() == "yes"
     if settings.key_files:
         key_files, required = settings.key_files, True

@@ -39,8 +39,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from lofarexec import (
     Backend,
-    BackendError,
     BackendRegistry,
+    ConfigError,
     JobHandle,
     LaunchRequest,
     Outcome,
@@ -69,13 +69,15 @@ class SrunBackend(Backend):
     def open(self) -> None:
         settings = self.settings
         if shutil.which(settings.srun) is None:
-            raise BackendError(f"[srun] srun = {settings.srun}: no such program on PATH; "
-                               "install Slurm's client (Debian: slurm-client) or fix the path")
+            raise ConfigError(f"{settings.srun}: no such program on PATH; install Slurm's "
+                              "client (Debian: slurm-client) or fix the path",
+                              section="srun", key="srun")
         self.steps = settings.mode == "steps" or (
             settings.mode == "auto" and bool(os.environ.get("SLURM_JOB_ID")))
         if self.steps and not os.environ.get("SLURM_JOB_ID"):
-            raise BackendError("[srun] mode = steps, but SLURM_JOB_ID is not set: run the "
-                               "pipeline inside an allocation (salloc/sbatch) or use mode = jobs")
+            raise ConfigError("mode = steps, but SLURM_JOB_ID is not set: run the pipeline "
+                              "inside an allocation (salloc/sbatch) or use mode = jobs",
+                              section="srun", key="mode")
         self.srun_environment = _srun_environment(steps=self.steps)
         self.fifo_directory = tempfile.mkdtemp(prefix="lofarexec-srun-")  # 0700: the headers
         self.fallback_delay = settings.kill_grace + FALLBACK_MARGIN

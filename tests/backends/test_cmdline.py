@@ -18,7 +18,7 @@ from lofarexec_cmdline import CmdlineBackend, CmdlineSettings, job_name
 
 from lofarexec.backend import LaunchRequest
 from lofarexec.config import load_config
-from lofarexec.errors import BackendError, ConfigError
+from lofarexec.errors import ConfigError
 from lofarexec.job import ComputeJob
 from lofarexec.testing.contract import BackendContract, ContractSetup
 from lofarexec.testing.sshbed import UNREACHABLE_HOST
@@ -122,7 +122,7 @@ def test_job_name_is_the_script_not_the_interpreter(argv, name):
 
 def test_slurm_job_id_comes_from_the_allocation(opened, monkeypatch):
     monkeypatch.delenv("SLURM_JOB_ID", raising=False)
-    with pytest.raises(BackendError, match="SLURM_JOB_ID is not set"):
+    with pytest.raises(ConfigError, match="SLURM_JOB_ID is not set"):
         opened("srun --jobid={slurm_job_id} -w {host} sh -c {command}")
     monkeypatch.setenv("SLURM_JOB_ID", "4242")
     backend = opened("srun --jobid={slurm_job_id} -w {host} sh -c {command}")

@@ -134,6 +134,23 @@ def test_bad_settings_are_value_errors(bad: dict[str, object]) -> None:
         ParamikoSettings(**bad)  # type: ignore[arg-type]
 
 
+def test_ssh_config_mistakes_are_config_errors_naming_file_and_host(tmp_path: Path) -> None:
+    config_file = tmp_path / "ssh_config"
+    config_file.write_text("Host odd\n  Port twenty-two\n")
+    settings = ParamikoSettings(config_file=str(config_file))
+    config = paramiko.SSHConfig.from_path(str(config_file))
+    with pytest.raises(ConfigError, match=f"^{config_file}: odd: bad Port 'twenty-two'"):
+        resolve_target("odd", settings, config)
+
+
+def test_a_key_file_named_in_the_settings_that_needs_a_passphrase_is_a_config_error(
+        tmp_path: Path) -> None:
+    locked = tmp_path / "locked_key"
+    paramiko.ECDSAKey.generate().write_private_key_file(str(locked), password="secret")
+    with pytest.raises(ConfigError, match="needs a passphrase"):
+        KeyCache().load(str(locked), required=True)
+
+
 def test_pipeline_cfg_section_is_checked(tmp_path: Path) -> None:
     path = tmp_path / "pipeline.cfg"
     path.write_text(f"[DEFAULT]\nruntime_directory = {tmp_path}\n[remote]\nmethod = paramiko\n"

@@ -216,6 +216,18 @@ def test_bad_settings_name_the_key(tmp_path, bad):
 # -- the test bed --------------------------------------------------------------------------------
 
 
+def test_config_mistakes_found_at_open_are_config_errors(monkeypatch):
+    from lofarexec_srun import SrunBackend, SrunSettings
+
+    from lofarexec.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"\[srun\], key 'srun': .*no such program on PATH"):
+        SrunBackend(SrunSettings(srun="/no/such/srun")).open()
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    with pytest.raises(ConfigError, match=r"key 'mode': mode = steps, but SLURM_JOB_ID is not"):
+        SrunBackend(SrunSettings(srun=sys.executable, mode="steps")).open()
+
+
 def test_bed_start_and_stop_are_idempotent_and_leave_nothing(tmp_path_factory):
     from lofarexec.testing.slurmbed import _alive, _marked_processes
 

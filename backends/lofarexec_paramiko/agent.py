@@ -13,20 +13,31 @@ stdin even while its output waits, so ``sendall`` always finds room soon.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import paramiko
 
-from lofarexec.backend import LaunchRequest
+from lofarexec.backend import Outcome
 from lofarexec.transport import (
+    KILL_CONFIRM,
     PING,
     FrameReader,
     Pinger,
     agent_command,
     encode_kill,
     encode_start,
+    kill_orphans,
     last_lines,
+    take_frame,
 )
+
+from .connect import CHANNEL_ERRORS, describe
+
+if TYPE_CHECKING:
+    from .jobs import Job
+    from .settings import ParamikoSettings
 
 _CHUNK = 65536
 _READS_PER_TURN = 32  # then the connection's kills and new jobs get a turn
@@ -34,13 +45,16 @@ _STDERR_KEPT = 4096
 
 
 class AgentLink:
-    """One running agent: sends requests, decodes its frames, remembers how it ended."""
+    """One running agent: sends requests, decodes its frames into its jobs' ends, remembers
+    how it ended."""
 
     def __init__(self, channel: paramiko.Channel, python: str, pinger: Pinger) -> None:
         self.channel = channel
         self.pinger = pinger
         self._frames = FrameReader()
         self._stderr = bytearray()
+        self._jobs: dict[int, Job] = {}  # running, by their number on the agent
+        self._numbers = itertools.count(1)
         channel.exec_command(agent_command(python, pinger.silence_limit))
 
     @property
@@ -48,11 +62,29 @@ class AgentLink:
         """Whether the agent has started (it says so first)."""
         return self._frames.hello
 
-    def start(self, number: int, request: LaunchRequest, kill_grace: float) -> None:
-        """Ask the agent to start ``request`` as job ``number`` (raises what paramiko raises
-        when the channel is gone, ValueError for a request no argv can carry)."""
-        self.channel.sendall(encode_start(number, request, kill_grace))
+    def start(self, job: Job, kill_grace: float) -> None:
+        """Ask the agent to start ``job``, which gets its ``number`` there (raises what paramiko
+        raises when the channel is gone, ValueError for a request no argv can carry)."""
+        number = next(self._numbers)
+        self.channel.sendall(encode_start(number, job.request, kill_grace))
         self.pinger.sent()
+        job.number = number
+        self._jobs[number] = job
+
+    def forget(self, number: int) -> None:
+        """Stop waiting for job ``number`` (given up on: its kill got no answer in time)."""
+        self._jobs.pop(number, None)
+
+    def ended_jobs(self) -> Iterator[tuple[Job, Outcome]]:
+        """Apply the frames the channel holds now to their jobs; the jobs they ended."""
+        for kind, number, payload in self.frames():
+            job = self._jobs.get(number)
+            if job is None:
+                continue  # given up on already
+            outcome = take_frame(job, kind, payload)
+            if outcome is not None:
+                del self._jobs[number]
+                yield job, outcome
 
     def kill(self, number: int) -> None:
         self.channel.sendall(encode_kill(number))
@@ -93,3 +125,22 @@ class AgentLink:
             return f"the remote launcher failed (status {status}): {said}"
         what = f"status {status}" if status >= 0 else "no exit status: killed by a signal?"
         return f"the host's agent ended ({what}): {said}"
+
+
+def kill_orphans_on(transport: paramiko.Transport, host: str, groups: list[int],
+                    settings: ParamikoSettings) -> None:
+    """The agent died (killed on the host) and left its jobs running: kill their process
+    groups from a channel of their own, and wait for that, so that a job reported as lost is
+    gone (:func:`lofarexec.transport.kill_orphans`)."""
+
+    def run(command: str, seconds: float) -> str | None:
+        try:
+            channel = transport.open_session(timeout=settings.channel_timeout)
+            channel.exec_command(command)
+            finished = channel.status_event.wait(seconds)
+            channel.close()
+        except CHANNEL_ERRORS as exc:
+            return describe(exc)
+        return None if finished else f"no answer within {seconds:g} s"
+
+    kill_orphans(host, groups, settings.kill_grace, run, timeout=KILL_CONFIRM)

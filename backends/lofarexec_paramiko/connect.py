@@ -29,6 +29,8 @@ from lofarexec.errors import (
 from .hosts import KnownHosts, Target
 from .settings import ParamikoSettings
 
+#: What paramiko raises when a channel cannot be opened or used (the connection may be gone).
+CHANNEL_ERRORS = (paramiko.SSHException, OSError, EOFError)
 #: Keepalive probes before the kernel calls a silent peer gone (OpenSSH's ServerAliveCountMax).
 ALIVE_COUNT = 3
 
@@ -178,6 +180,33 @@ class KeyCache:
                 raise ConfigError(f"key file {path} cannot be read: {exc}") from exc
             self._keys[path] = key
             return key
+
+
+class StatusEvent(threading.Event):
+    """A channel's ``status_event`` that also calls ``notify`` when paramiko sets it (called in
+    paramiko's thread, under the channel's lock: ``notify`` must not block or take locks)."""
+
+    def __init__(self, notify: Callable[[], None]) -> None:
+        super().__init__()
+        self._notify = notify
+
+    def set(self) -> None:
+        super().set()
+        self._notify()
+
+
+def lost(transport: paramiko.Transport) -> bool:
+    """Whether the transport is dead or dying (its thread records why before it stops, and
+    unlinks the channels before it marks itself inactive)."""
+    return not transport.is_active() or transport.saved_exception is not None
+
+
+def lost_reason(transport: paramiko.Transport, target: Target) -> str:
+    """Why a lost transport was lost, naming the host's address."""
+    cause = transport.saved_exception
+    if cause is None or isinstance(cause, EOFError):
+        return f"{target.hostname}:{target.port} closed the connection"
+    return f"{target.hostname}:{target.port}: {describe(cause)}"
 
 
 def close_transport(transport: paramiko.Transport) -> None:

@@ -28,45 +28,34 @@ sets for both) is replaced by one that also wakes this thread.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import selectors
 import threading
 from collections import deque
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import paramiko
 
 from lofarexec.backend import Outcome
-from lofarexec.transport import Pinger, TimerHeap, WakePipe, kill_orphans, take_frame
+from lofarexec.transport import KILL_CONFIRM, Pinger, TimerHeap, WakePipe
 
-from .agent import AgentLink
-from .connect import close_transport, connect, describe, translate
+from .agent import AgentLink, kill_orphans_on
+from .connect import (
+    CHANNEL_ERRORS,
+    StatusEvent,
+    close_transport,
+    connect,
+    lost,
+    lost_reason,
+    translate,
+)
 from .jobs import Job, State, one_line
 
 if TYPE_CHECKING:
     from .pool import HostPool
 
-#: Seconds past ``kill_grace`` before a killed job's channel is closed without its answer.
-KILL_CONFIRM = 2.0
 _log = logging.getLogger("lofarexec.paramiko")
 _NO_PINGS = Pinger(0)  # channel mode: nobody to ping
-#: What paramiko raises when a channel cannot be opened or used (the connection may be gone).
-_CHANNEL_ERRORS = (paramiko.SSHException, OSError, EOFError)
-
-
-class _StatusEvent(threading.Event):
-    """A channel's ``status_event`` that also calls ``notify`` when paramiko sets it (called in
-    paramiko's thread, under the channel's lock: ``notify`` must not block or take locks)."""
-
-    def __init__(self, notify: Callable[[], None]) -> None:
-        super().__init__()
-        self._notify = notify
-
-    def set(self) -> None:
-        super().set()
-        self._notify()
 
 
 class Connection:
@@ -88,8 +77,6 @@ class Connection:
         self._notified: deque[Job | AgentLink] = deque()
         self._running: set[Job] = set()  # this thread's own
         self._agent: AgentLink | None = None  # agent mode: the host agent's channel
-        self._agent_jobs: dict[int, Job] = {}  # agent mode: running jobs by their number
-        self._numbers = itertools.count(1)
         self._timers: TimerHeap[Job] = TimerHeap()  # killed jobs awaiting their end
         self._dead = self._closing = self._established = False
         self._transport: paramiko.Transport | None = None
@@ -166,7 +153,7 @@ class Connection:
         except Exception as exc:  # noqa: BLE001 - a bug: fail this host's jobs loudly, not silently
             _log.exception("%s: the paramiko connection thread failed", self.target.name)
             reason = str(translate(exc, self.target, "serving jobs on"))
-        self._end(reason or self._lost_reason(transport), established=True)
+        self._end(reason or lost_reason(transport, self.target), established=True)
 
     def _adopt(self, transport: paramiko.Transport) -> None:
         with self._lock:
@@ -203,7 +190,7 @@ class Connection:
             if self._agent is not None:
                 try:
                     self._agent.ping_if_due()
-                except _CHANNEL_ERRORS as exc:  # the agent's channel is gone; its close tells
+                except CHANNEL_ERRORS as exc:  # the agent's channel is gone; its close tells
                     _log.debug("%s: cannot ping the host's agent: %s", self.target.name, exc)
 
     def _start_agent(self, transport: paramiko.Transport) -> str | None:
@@ -212,9 +199,9 @@ class Connection:
             channel = transport.open_session(timeout=self.settings.channel_timeout)
             link = AgentLink(channel, self.settings.remote_python,
                              Pinger(self.settings.alive_interval))
-        except _CHANNEL_ERRORS as exc:
+        except CHANNEL_ERRORS as exc:
             return str(translate(exc, self.target, "cannot start the agent on"))
-        channel.status_event = _StatusEvent(lambda: self._notify(link))
+        channel.status_event = StatusEvent(lambda: self._notify(link))
         self._agent = link
         self._selector.register(channel.fileno(), selectors.EVENT_READ, link)
         self._notified.append(link)  # whatever happened before we watched its fd
@@ -246,7 +233,7 @@ class Connection:
             return self._launch_through_agent(job)
         try:
             channel = transport.open_session(timeout=self.settings.channel_timeout)
-        except _CHANNEL_ERRORS as exc:
+        except CHANNEL_ERRORS as exc:
             if lost(transport):
                 return False
             error = translate(exc, self.target, "cannot open a session on")
@@ -254,11 +241,11 @@ class Connection:
                     "[paramiko] sessions" if isinstance(exc, paramiko.ChannelException) else "")
             self._done(job, Outcome(None, transport_error=f"{error}{hint}"))
             return True
-        channel.status_event = _StatusEvent(lambda: self._notify(job))
+        channel.status_event = StatusEvent(lambda: self._notify(job))
         try:
             channel.exec_command(job.launch.command)
             channel.sendall(job.launch.stdin)  # stdin then stays open: its EOF means "kill"
-        except _CHANNEL_ERRORS as exc:
+        except CHANNEL_ERRORS as exc:
             channel.close()
             error = translate(exc, self.target, "cannot start the job on")
             self._done(job, Outcome(None, transport_error=str(error)))
@@ -273,25 +260,21 @@ class Connection:
 
     def _launch_through_agent(self, job: Job) -> bool:
         assert self._agent is not None
-        number = next(self._numbers)
         try:
-            self._agent.start(number, job.request, self.settings.kill_grace)
+            self._agent.start(job, self.settings.kill_grace)
         except ValueError as exc:
             self._done(job, Outcome(None, transport_error=one_line(
                 f"{job.host}: cannot start the job: {exc}")))
             return True
-        except _CHANNEL_ERRORS:
+        except CHANNEL_ERRORS:
             return False  # the agent's channel is gone; its close tells why
         with self._lock:
-            job.number = number
             job.state = State.RUNNING
         self._running.add(job)
-        self._agent_jobs[number] = job
         return True
 
     def _service(self, item: Job | AgentLink) -> str | None:
-        """Serve what became readable or changed: a job's channel, or the agent's (whose end
-        ends the connection: returns why)."""
+        """Serve a job's channel, or the agent's (whose end ends the connection: returns why)."""
         if isinstance(item, AgentLink):
             return self._service_agent(item)
         self._service_channel(item)
@@ -299,14 +282,8 @@ class Connection:
 
     def _service_agent(self, link: AgentLink) -> str | None:
         """Hand the agent's frames to their jobs; report the ended ones."""
-        for kind, number, payload in link.frames():
-            job = self._agent_jobs.get(number)
-            if job is None:
-                continue  # given up on already (no answer to its kill in time)
-            outcome = take_frame(job, kind, payload)
-            if outcome is not None:
-                del self._agent_jobs[number]
-                self._done(job, outcome)
+        for job, outcome in link.ended_jobs():
+            self._done(job, outcome)
         channel = link.channel
         if link.drained():  # the agent is gone: why, unless it went with the connection
             return None if lost(channel.get_transport()) else link.ending()
@@ -315,29 +292,19 @@ class Connection:
         return None
 
     def _service_channel(self, job: Job) -> None:
-        """Move a running job's output into its tails; report it once its channel is closed."""
-        if job.state is not State.RUNNING or job.channel is None:
+        """Move a running job's output into its tails; report it once its channel is closed:
+        the wrapper's status line, or a one-line transport error."""
+        if job.state is not State.RUNNING or not job.serve_channel(self._selector):
             return
-        channel = job.channel
-        closed = channel.closed  # before draining: all its data was buffered before the close
-        ended = closed or channel.eof_received
-        if not job.drain(channel):
-            return  # more to read: its fd is still readable, so select() brings us back
-        if ended and not job.eof:
-            job.eof = True
-            self._selector.unregister(channel.fileno())  # readable for ever from now on
-        if closed:
-            channel.close()
-            status = channel.exit_status if channel.exit_status >= 0 else None
-            self._done(job, self._outcome(job, status))
-
-    def _outcome(self, job: Job, status: int | None) -> Outcome:
-        """The node's outcome from the wrapper's status line, or a one-line transport error."""
+        assert job.channel is not None
+        status = job.channel.exit_status if job.channel.exit_status >= 0 else None
         transport = self._transport
         if transport is not None and lost(transport):
-            why = f"the connection was lost while the job ran ({self._lost_reason(transport)})"
-            return job.outcome(status, why)
-        return job.outcome(status)
+            why = lost_reason(transport, self.target)
+            self._done(job, job.outcome(status, f"the connection was lost while the job ran "
+                                                f"({why})"))
+        else:
+            self._done(job, job.outcome(status))
 
     def _send_kill(self, job: Job) -> None:
         """A kill frame to the agent, or EOF on the job's stdin for the wrapper: either kills
@@ -350,15 +317,16 @@ class Connection:
                 self._agent.kill(job.number)
             elif job.channel is not None:
                 job.channel.shutdown_write()
-        except _CHANNEL_ERRORS as exc:  # the channel or connection is gone: its close tells
+        except CHANNEL_ERRORS as exc:  # the channel or connection is gone: its close tells
             _log.debug("%s: cannot send EOF to a killed job: %s", job.host, exc)
         self._timers.add(self.settings.kill_grace + KILL_CONFIRM, job)
 
     def _run_timers(self) -> None:
         for job in self._timers.pop_due():
             if job.state is State.RUNNING:
-                self._close_channel(job)
-                self._agent_jobs.pop(job.number, None)
+                job.close_channel(self._selector)
+                if self._agent is not None:
+                    self._agent.forget(job.number)
                 waited = self.settings.kill_grace + KILL_CONFIRM
                 self._done(job, Outcome(None, transport_error=(
                     f"{job.host}: no answer within {waited:g} s of its kill; given up")))
@@ -366,18 +334,6 @@ class Connection:
     def _next_timeout(self) -> float | None:
         pinger = self._agent.pinger if self._agent is not None else _NO_PINGS
         return pinger.wait_time(self._timers.next_due())
-
-    def _close_channel(self, job: Job) -> None:
-        channel = job.channel
-        if channel is None:
-            return
-        if not job.eof:
-            job.eof = True
-            try:
-                self._selector.unregister(channel.fileno())
-            except (KeyError, ValueError):
-                pass
-        channel.close()
 
     def _done(self, job: Job, outcome: Outcome) -> None:
         """Free the job's session, then report (a report may start the next job at once)."""
@@ -417,10 +373,10 @@ class Connection:
         self._running.clear()
         running_failure = self._running_failure(reason)  # before the transport is closed
         for job in running:
-            self._close_channel(job)
+            job.close_channel(self._selector)
         orphans = [job.pid for job in running if job.pid]
         if orphans and transport is not None and not lost(transport):
-            self._kill_orphans(transport, orphans)
+            kill_orphans_on(transport, self.target.name, orphans, self.settings)
         if transport is not None:
             close_transport(transport)
         self._selector.close()
@@ -434,39 +390,9 @@ class Connection:
         for job in failed:
             job.finish(Outcome(None, transport_error=one_line(unstarted)))
 
-    def _kill_orphans(self, transport: paramiko.Transport, groups: list[int]) -> None:
-        """The agent died (killed on the host) and left its jobs running: kill their process
-        groups from a channel of their own (TERM, then KILL after ``kill_grace``), and wait for
-        that, so that a job reported as lost is gone."""
-
-        def run(command: str, seconds: float) -> str | None:
-            try:
-                channel = transport.open_session(timeout=self.settings.channel_timeout)
-                channel.exec_command(command)
-                finished = channel.status_event.wait(seconds)
-                channel.close()
-            except _CHANNEL_ERRORS as exc:
-                return describe(exc)
-            return None if finished else f"no answer within {seconds:g} s"
-
-        kill_orphans(self.target.name, groups, self.settings.kill_grace, run,
-                     timeout=KILL_CONFIRM)
-
     def _running_failure(self, reason: str) -> str:
         """What a job that was running is told when the connection ends for ``reason``."""
         agent, transport = self._agent, self._transport
         if agent is not None and (not agent.hello or transport is None or not lost(transport)):
             return reason  # the agent's own end (or it never ran): its words say it
         return f"the connection was lost while the job ran ({reason})"
-
-    def _lost_reason(self, transport: paramiko.Transport) -> str:
-        cause = transport.saved_exception
-        if cause is None or isinstance(cause, EOFError):
-            return f"{self.target.hostname}:{self.target.port} closed the connection"
-        return f"{self.target.hostname}:{self.target.port}: {describe(cause)}"
-
-
-def lost(transport: paramiko.Transport) -> bool:
-    """Whether the transport is dead or dying (its thread records why before it stops, and
-    unlinks the channels before it marks itself inactive)."""
-    return not transport.is_active() or transport.saved_exception is not None

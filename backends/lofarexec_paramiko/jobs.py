@@ -14,6 +14,8 @@ from lofarexec.backend import LaunchRequest, Outcome, Report
 from lofarexec.transport import RemoteLaunch, keep_tail
 
 if TYPE_CHECKING:
+    import selectors
+
     import paramiko
 
     from .connection import Connection
@@ -81,6 +83,37 @@ class Job:
             if not took:
                 return True
         return False
+
+    def serve_channel(self, selector: selectors.BaseSelector) -> bool:
+        """Channel mode, in the connection's thread: move what the job's channel holds into the
+        tails; True once the channel is closed and drained (its ``exit_status`` is final)."""
+        channel = self.channel
+        if channel is None:
+            return False
+        closed = channel.closed  # before draining: all its data was buffered before the close
+        ended = closed or channel.eof_received
+        if not self.drain(channel):
+            return False  # more to read: its fd is still readable, so select() brings us back
+        if ended and not self.eof:
+            self.eof = True
+            selector.unregister(channel.fileno())  # readable for ever from now on
+        if closed:
+            channel.close()
+        return closed
+
+    def close_channel(self, selector: selectors.BaseSelector) -> None:
+        """Channel mode: stop watching the job's channel and close it (given up on, or the
+        connection ends)."""
+        channel = self.channel
+        if channel is None:
+            return
+        if not self.eof:
+            self.eof = True
+            try:
+                selector.unregister(channel.fileno())
+            except (KeyError, ValueError):
+                pass
+        channel.close()
 
     def outcome(self, status: int | None, failure: str | None = None) -> Outcome:
         """The node's outcome: the agent's status, or the wrapper's status line when it came

@@ -266,7 +266,8 @@ def parse_log_record(message: dict[str, Any]) -> dict[str, Any]:
         raise ProtocolError(f"log record has a bad message of type {type(msg).__name__}")
     if isinstance(created, bool) or not isinstance(created, int | float):
         raise ProtocolError(f"log record has a bad time {_short(created)}")
-    if not math.isfinite(created):
+    too_big = isinstance(created, int) and abs(created) > 1e300  # no float holds it
+    if too_big or not math.isfinite(created):
         raise ProtocolError(f"log record has a bad time {_short(created)}")
     if exc_text is not None and not isinstance(exc_text, str):
         raise ProtocolError(f"log record has a bad traceback of type {type(exc_text).__name__}")

@@ -1,4 +1,6 @@
-"""The host agent's wire format, control half: frames to and from :mod:`lofarexec.hostprograms.host_agent`.
+"""The host agent's wire format, control half: frames to and from the agent.
+
+The agent is :mod:`lofarexec.hostprograms.host_agent`.
 
 Shared by every transport that speaks to an agent (``ssh`` and ``cmdline`` through
 :class:`lofarexec.transport.agent.AgentClient`, ``paramiko`` on a channel of its own): how a
@@ -85,12 +87,26 @@ def take_frame(job: FrameJob, kind: bytes, payload: bytes) -> Outcome | None:
     elif kind == b"E":
         keep_tail(job.errors, payload)
     elif kind == b"P":
-        job.pid = int(payload)
+        pid = _number(payload)
+        if pid is not None and pid > 1:  # group 1 or below would be "every process" to kill
+            job.pid = pid
     elif kind == b"X":
-        return job.outcome(int(payload))
+        status = _number(payload)
+        if status is None:
+            return job.outcome(None, f"the agent's exit status is garbled: {payload[:40]!r}")
+        return job.outcome(status)
     elif kind == b"F":
         return job.outcome(None, payload.decode("utf-8", "replace"))
     return None
+
+
+def _number(payload: bytes) -> int | None:
+    """The decimal number a ``P`` or ``X`` frame carries; None for anything else (a garbled
+    stream must fail the job, not the thread serving every job of the host)."""
+    try:
+        return int(payload)
+    except ValueError:
+        return None
 
 
 class FrameReader:

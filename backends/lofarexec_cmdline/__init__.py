@@ -33,16 +33,16 @@ them only when the launcher itself needs them, and mind that they show in ``ps``
 ``}}`` are literal braces; an unknown placeholder is a config error naming it, and ``%`` must
 be written ``%%`` (pipeline.cfg interpolation).
 
-The node always runs under :mod:`lofarexec.hostprograms.launch_wrapper`, as over ssh: the exit status is
-the node's own, the environment and token travel on stdin, and the job is killed when that
+The node always runs under :mod:`lofarexec.hostprograms.launch_wrapper`, as over ssh: the exit
+status is the node's own, the environment and token travel on stdin, and the job is killed when that
 stdin ends. So the launcher must pass its stdin through to ``{command}`` (``docker run -i``,
 ``kubectl exec -i``) and must not return before the command ends (``setsid -w``, not plain
 ``setsid``, which forks and returns at once here: the job would be killed on the spot).
 
 With ``launch = agent`` the template is run once per host and run, with ``{command}`` starting
-the host agent (:mod:`lofarexec.hostprograms.host_agent`) instead of a job, and every job of that host is a
-request to that agent (:class:`lofarexec.transport.agent.AgentPool`): for launchers that cost
-much per call (``docker exec``, ``kubectl exec``: tens to hundreds of milliseconds) and hosts
+the host agent (:mod:`lofarexec.hostprograms.host_agent`) instead of a job, and every job of that
+host is a request to that agent (:class:`lofarexec.transport.agent.AgentPool`): for launchers that
+cost much per call (``docker exec``, ``kubectl exec``: tens to hundreds of milliseconds) and hosts
 that run many jobs. The template may then use only what is the same for all of a host's jobs
 (``{host}``, ``{uid}``, ``{slurm_job_id}``, ``{docker_image}``, ``{command}``).
 
@@ -54,7 +54,9 @@ itself with the last command of ``sh -c``, so without it the shell would die of 
 once, and the process launcher, which SIGKILLs whatever a finished job leaves in its process
 group, would kill the wrapper before it could SIGKILL a node that ignores SIGTERM.
 
-Written exactly as a third-party backend would be, against lofarexec's public API only.
+Written exactly as a third-party backend would be: it imports only :mod:`lofarexec`,
+:mod:`lofarexec.backend`, :mod:`lofarexec.errors` and the backend toolkit
+:mod:`lofarexec.transport`.
 """
 
 from __future__ import annotations
@@ -282,7 +284,6 @@ def job_name(argv: Sequence[str]) -> str:
             if not word.startswith("-"):
                 return os.path.basename(word)
     return first
-
 
 
 @hookimpl

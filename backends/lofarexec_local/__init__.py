@@ -6,8 +6,10 @@ on the cluster, but every node script runs here. The command is split with :func
 by the caller and run as an argv list, never through a shell; the job's token reaches the node
 through its environment, which ``ps`` does not show to other users.
 
-Written exactly as a third-party backend would be, against lofarexec's public API only, and
-registered through the ``lofarexec`` entry-point group in ``pyproject.toml``.
+Written exactly as a third-party backend would be: it imports only :mod:`lofarexec`,
+:mod:`lofarexec.backend`, :mod:`lofarexec.errors` and the backend toolkit
+:mod:`lofarexec.transport`, and is registered through the ``lofarexec`` entry-point group in
+``pyproject.toml``.
 """
 
 from __future__ import annotations

@@ -6,8 +6,8 @@ holds the next one. A worker that watches one job at a time (its stdout, stderr 
 host's next job from the thread that reported (``parallel_start``), watches that next job
 itself: no hand-off between threads, no shared event loop whose one thread serves every job in
 turn. A job started from any other thread goes to an idle worker, or a new one up to
-``max_workers``; beyond that, to the shared :class:`~lofarexec.transport.process.ProcessLauncher`, so a
-run with thousands of jobs at once does not make thousands of threads.
+``max_workers``; beyond that, to the shared :class:`~lofarexec.transport.process.ProcessLauncher`,
+so a run with thousands of jobs at once does not make thousands of threads.
 
 The guarantees are the launcher's: each child in a session of its own; its stdout and stderr
 drained as they come (64 KiB tails kept); whatever it left in its process group killed before

@@ -43,7 +43,9 @@ once in a few hundred launches; Open MPI issue #8510). The ``orted`` daemons on 
 still share their host's default folder: there the race remains possible, rarely, and shows as a
 transport error.
 
-Written exactly as a third-party backend would be, against lofarexec's public API only.
+Written exactly as a third-party backend would be: it imports only :mod:`lofarexec`,
+:mod:`lofarexec.backend`, :mod:`lofarexec.errors` and the backend toolkit
+:mod:`lofarexec.transport`.
 """
 
 from __future__ import annotations
@@ -209,7 +211,6 @@ def _verdict(launch: RemoteLaunch, seen: Outcome) -> Outcome:
               else f"status {seen.returncode}")
     return Outcome(None, transport_error=f"mpirun failed ({status}): {reason}",
                    output=seen.output, errors=seen.errors)
-
 
 
 @hookimpl

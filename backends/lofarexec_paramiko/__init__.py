@@ -15,8 +15,8 @@ on the control node per job, and a host's jobs share its connection::
                                            stdin header
                                          select() over its channels -> report(Outcome)
 
-``launch = agent`` (the default) starts :mod:`lofarexec.hostprograms.host_agent` once per connection and
-asks it to start each job (:mod:`.agent`): a job then costs a ``posix_spawn`` on the host, not
+``launch = agent`` (the default) starts :mod:`lofarexec.hostprograms.host_agent` once per connection
+and asks it to start each job (:mod:`.agent`): a job then costs a ``posix_spawn`` on the host, not
 an SSH session, a remote shell and a Python start-up. ``launch = channel`` runs each job as the
 ``ssh`` backend does (:func:`lofarexec.transport.remote_launch`: the launch wrapper, the node's
 argv quoted once; environment, token and status marker on stdin, which stays open for the
@@ -31,7 +31,9 @@ reaches the scheduler as an ``Outcome`` whose ``transport_error`` is one line na
 paramiko's exceptions are translated into :mod:`lofarexec.errors` where they occur
 (:func:`.connect.translate`).
 
-Written exactly as a third-party backend would be, against lofarexec's public API only.
+Written exactly as a third-party backend would be: it imports only :mod:`lofarexec`,
+:mod:`lofarexec.backend`, :mod:`lofarexec.errors` and the backend toolkit
+:mod:`lofarexec.transport` (plus paramiko).
 """
 
 from __future__ import annotations
@@ -120,7 +122,6 @@ class ParamikoBackend(Backend):
                 pool = self._pools[host] = HostPool(target, self.settings, self._known_hosts,
                                                     self._keys)
             return pool
-
 
 
 @hookimpl

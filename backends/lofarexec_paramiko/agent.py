@@ -1,4 +1,6 @@
-"""The control-node end of a host agent (:mod:`lofarexec.hostprograms.host_agent`): one channel, many jobs.
+"""The control-node end of a host agent on a paramiko channel: one channel, many jobs.
+
+The agent is :mod:`lofarexec.hostprograms.host_agent`.
 
 In ``launch = agent`` mode each connection opens one session channel that runs the agent, and
 the connection's thread sends it start and kill requests and reads the jobs' output and ends

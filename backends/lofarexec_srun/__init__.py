@@ -23,7 +23,9 @@ started); later jobs wait in the order they came, in the worker pool's queue (a 
 each, no thread). A job that runs no longer counts: the cap throttles launches, not how many
 jobs run, which stays the scheduler's business.
 
-Written exactly as a third-party backend would be, against lofarexec's public API only.
+Written exactly as a third-party backend would be: it imports only :mod:`lofarexec`,
+:mod:`lofarexec.backend`, :mod:`lofarexec.errors` and the backend toolkit
+:mod:`lofarexec.transport`.
 """
 
 from __future__ import annotations

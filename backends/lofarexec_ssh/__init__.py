@@ -5,19 +5,21 @@ With ``launch = agent`` (the default) one ``ssh`` process per host runs the host
     ssh -T -o BatchMode=yes -o StrictHostKeyChecking=yes ... -- HOST 'python3 -c <agent>'
 
 and every job of that host is a start frame on its stdin (:mod:`lofarexec.transport.agent`, the
-agent in :mod:`lofarexec.hostprograms.host_agent`): no process here, no session, shell or Python start-up
-there per job. With ``launch = process`` each job runs as its own::
+agent in :mod:`lofarexec.hostprograms.host_agent`): no process here, no session, shell or
+Python start-up there per job. With ``launch = process`` each job runs as its own::
 
     ssh ... -- HOST 'python3 -c <launch wrapper> <node argv, quoted once>'
 
 with the job's environment, token and status marker written to ssh's stdin, which is held open
-for the job's lifetime (see :mod:`lofarexec.hostprograms.launch_wrapper`). Either way: never a tty (it would
-merge stderr into stdout and echo stdin), never a prompt (``BatchMode``), and the job's process
-group on the host dies when its kill arrives, or when the link to the control node ends.
+for the job's lifetime (see :mod:`lofarexec.hostprograms.launch_wrapper`). Either way: never a tty
+(it would merge stderr into stdout and echo stdin), never a prompt (``BatchMode``), and the job's
+process group on the host dies when its kill arrives, or when the link to the control node ends.
 Connections are shared per host through an OpenSSH ControlMaster socket in a private folder that
 ``close()`` tears down, so only a host's first session pays for the handshake.
 
-Written exactly as a third-party backend would be, against lofarexec's public API only.
+Written exactly as a third-party backend would be: it imports only :mod:`lofarexec`,
+:mod:`lofarexec.backend`, :mod:`lofarexec.errors` and the backend toolkit
+:mod:`lofarexec.transport`.
 """
 
 from __future__ import annotations
@@ -175,7 +177,6 @@ def _control_directory() -> str:
         os.rmdir(directory)
         directory = tempfile.mkdtemp(prefix="lofarexec-ssh-", dir="/tmp")
     return directory
-
 
 
 @hookimpl

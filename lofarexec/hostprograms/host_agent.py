@@ -1,7 +1,10 @@
-"""The remote half of the paramiko backend's agent mode: one process per connection, many jobs.
+"""The host agent: one process per host link, many jobs (agent mode of ssh, paramiko, cmdline).
 
-Started once per SSH connection (``python3 -I -S -c ...``, like :mod:`lofarexec.hostprograms.launch_wrapper`)
-and kept up while the connection lives, it starts the host's jobs on request, so a job costs a
+Started once per link to a host (``python3 -I -S -c ...``, like
+:mod:`lofarexec.hostprograms.launch_wrapper`): one ``ssh`` process per host for the ``ssh``
+backend, one session channel per connection for ``paramiko``, one run of the template per host
+for ``cmdline`` with ``launch = agent``. Kept up while that link lives, it starts the host's
+jobs on request, so a job costs a
 ``posix_spawn`` on the host instead of an SSH session, a remote shell and a Python start-up
 (about 15 ms of host CPU per job, which is what kept a 2-core cluster node busy). Standard
 library only; it must run on any Python >= 3.8 a compute node may have.
@@ -26,7 +29,7 @@ and every byte reaches the job as sent), ``K`` kill, ``N`` nothing (a ping). Fro
 group: should the agent be killed outright, the control node kills that group itself),
 ``O``/``E`` a chunk of the job's stdout/stderr, ``F`` the job could not be started (payload:
 why), ``X`` the job ended (payload: its status in ASCII). The agent's own stderr is the
-channel's stderr: a crash of the agent shows there.
+link's stderr: a crash of the agent shows there.
 
 Output flows under back-pressure: while more than ``_OUTBOX_LIMIT`` bytes wait to be sent, the
 agent stops reading its jobs' pipes (so a job that writes faster than the link carries it

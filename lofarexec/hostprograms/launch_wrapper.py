@@ -1,8 +1,9 @@
 """The remote half of every shell-hop transport: start the node, watch the link, report truly.
 
 Sent inline (``python3 -c ...``) by transports that reach a host through a remote shell (ssh,
-paramiko, the ``cmdline`` template), so nothing but a Python 3 interpreter is needed on the
-host. Standard library only; it must run on any Python >= 3.8 a compute node may have.
+paramiko, the ``cmdline`` template) or a launcher (``mpirun``, ``srun``), so nothing but a
+Python 3 interpreter is needed on the host. Standard library only; it must run on any Python
+>= 3.8 a compute node may have.
 
 It exists because a remote shell alone cannot give three guarantees:
 
@@ -11,7 +12,8 @@ It exists because a remote shell alone cannot give three guarantees:
   channel); end-of-file, SIGHUP or SIGTERM means the control node gave up on the job, and the
   wrapper kills the job's whole process group: TERM, then KILL after the grace period.
 * **Secrets stay off command lines.** The job's environment and token arrive as the first line
-  of stdin (JSON), not as ``env VAR=...`` words that ``ps`` on the host would show.
+  of stdin (ASCII words: the status marker, the kill grace, then ``NAME=<base64 of the value>``
+  for each variable), not as ``env VAR=...`` words that ``ps`` on the host would show.
 * **The exit status is the node's, exactly.** The wrapper writes ``<marker> <status>`` as the
   last line of stderr (a negative status: killed by that signal; ``start-failed`` when the node
   program could not be started at all). ``ssh`` exiting 255 without that line is a transport

@@ -1,9 +1,10 @@
-"""The control-node end of a host agent (:mod:`lofarexec.hostprograms.host_agent`) reached through a local
-program's pipes (``ssh HOST python3 -c <agent>``, a ``cmdline`` template).
+"""The control-node end of a host agent reached through a local program's pipes.
 
-A transport that can keep one remote command running per host gets every job of that host
-through it: a start frame of a few hundred bytes each (:mod:`lofarexec.transport.agent_frames`), instead
-of a process here, an SSH session, a remote shell and a Python start-up there.
+The agent (:mod:`lofarexec.hostprograms.host_agent`) runs behind ``ssh HOST python3 -c <agent>``
+or a ``cmdline`` template. A transport that can keep one remote command running per host gets
+every job of that host through it: a start frame of a few hundred bytes each
+(:mod:`lofarexec.transport.agent_frames`), instead of a process here, an SSH session, a remote
+shell and a Python start-up there.
 :class:`AgentPool` keeps one :class:`AgentClient` per host.
 
 One :class:`AgentClient` per host: a local process (the transport's client, in a session of its
@@ -313,8 +314,6 @@ class _AgentJobHandle:
 
     def kill(self) -> None:
         self._client.kill(self._job)
-
-
 
 
 class AgentPool:

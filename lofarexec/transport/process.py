@@ -15,10 +15,10 @@ behind. :class:`ProcessLauncher` does this for thousands of processes with one t
                                                           v
                                                report(Outcome) exactly once
 
-``launch`` creates the child as ``subprocess.Popen`` would (:mod:`lofarexec.transport.execenv`, with the
-environment encoded once per run) in the caller's thread, and registers the child's descriptors
-with the epoll object directly (epoll is thread-safe), so starting a job costs no hand-off
-between threads.
+``launch`` creates the child as ``subprocess.Popen`` would (:mod:`lofarexec.transport.execenv`,
+with the environment encoded once per run) in the caller's thread, and registers the child's
+descriptors with the epoll object directly (epoll is thread-safe), so starting a job costs no
+hand-off between threads.
 Waiting is on the kernel's pidfd and pipe readiness, never a polling sleep, so an exit is seen
 at once. When the main process exits, anything it left in its process group is killed: a job's
 processes do not outlive the job.
@@ -154,8 +154,8 @@ class ProcessLauncher:
         """Start ``argv`` (no shell, ``PATH`` searched) in a new session; ``report`` at its end.
 
         ``env`` is the child's whole environment (None: this process's); a backend starting
-        many children passes an :class:`~lofarexec.transport.execenv.ExecEnvironment` built once per run,
-        plus each job's own variables, rather than a mapping that must be encoded every time.
+        many children passes an :class:`~lofarexec.transport.execenv.ExecEnvironment` built once per
+        run, plus each job's own variables, rather than a mapping that must be encoded every time.
         ``stdin_data`` (at most 64 KiB: secrets, not payloads) is written to its stdin, which is
         then closed, or held open until the process exits when ``keep_stdin_open`` (so a remote
         side watching stdin sees EOF if the control node dies). A launch that fails at once
@@ -174,10 +174,10 @@ class ProcessLauncher:
                 stdin, stdin_write = _pipe(pipes, reader_blocks=True)
             if env is not None and not isinstance(env, ExecEnvironment):
                 env = ExecEnvironment(env)
-            # Created as Popen creates it (see lofarexec.transport.execenv): the interpreter lock is let go
-            # while the child is being created, and it gets the PATH the child has, not ours.
-            # Not os.posix_spawn, which holds the lock until the child has exec'd: under load
-            # that froze every thread of the control node for milliseconds per launch.
+            # Created as Popen creates it (see lofarexec.transport.execenv): the interpreter lock is
+            # let go while the child is being created, and it gets the PATH the child has, not ours.
+            # Not os.posix_spawn, which holds the lock until the child has exec'd: under load that
+            # froze every thread of the control node for milliseconds per launch.
             pid, popen = spawn(argv, env=env, stdin=stdin, stdout=out_write, stderr=err_write)
         except OSError as exc:
             for fd in pipes:

@@ -1,6 +1,6 @@
-"""The host agent (lofarexec.hostprograms.host_agent) on its own: frames in, processes started, frames out.
+"""The host agent (lofarexec.hostprograms.host_agent) alone: frames in, processes, frames out.
 
-Run here as the paramiko backend runs it on a host (``python3 -I -S -c <inline program>``),
+Run here as the backends run it on a host (``python3 -I -S -c <inline program>``),
 with pipes for the channel, so every guarantee is checked without sshd in the way.
 """
 

@@ -32,7 +32,7 @@ from lofarexec.transport import (
     encode_start,
     kill_orphans,
     last_lines,
-    take_frame,
+    take_frames,
 )
 
 from .connect import CHANNEL_ERRORS, describe
@@ -79,14 +79,7 @@ class AgentLink:
 
     def ended_jobs(self) -> Iterator[tuple[Job, Outcome]]:
         """Apply the frames the channel holds now to their jobs; the jobs they ended."""
-        for kind, number, payload in self.frames():
-            job = self._jobs.get(number)
-            if job is None:
-                continue  # given up on already
-            outcome = take_frame(job, kind, payload)
-            if outcome is not None:
-                del self._jobs[number]
-                yield job, outcome
+        yield from take_frames(self.frames(), self._jobs)
 
     def kill(self, number: int) -> None:
         self.channel.sendall(encode_kill(number))

@@ -11,9 +11,9 @@ Local processes
     :func:`signal_group` signals a process group; :func:`keep_tail` keeps an output tail.
 The remote half
     :func:`remote_launch` / :func:`start_through_wrapper` run a job under the launch wrapper,
-    whose status line :meth:`RemoteLaunch.outcome` reads; :class:`AgentPool` keeps one host
-    agent per host behind a local program (``ssh``, ``docker exec``); the agent frames
-    (:func:`encode_start`, :class:`FrameReader`, :func:`take_frame`, :class:`Pinger`) for
+    whose status line :meth:`RemoteLaunch.node_outcome` alone reads; :class:`AgentPool` keeps
+    one host agent per host behind a local program (``ssh``, ``docker exec``); the agent frames
+    (:func:`encode_start`, :class:`FrameReader`, :func:`take_frames`, :class:`Pinger`) for
     transports that reach the agent another way (paramiko); :func:`kill_orphans` (running
     :func:`orphan_kill_command`) kills the jobs an agent killed on its host left behind.
 Backend settings
@@ -37,6 +37,7 @@ from lofarexec.transport.agent_frames import (
     encode_kill,
     encode_start,
     take_frame,
+    take_frames,
 )
 from lofarexec.transport.execenv import ExecEnvironment, spawn
 from lofarexec.transport.orphans import kill_orphans, orphan_kill_command
@@ -106,4 +107,5 @@ __all__ = [
     "spawn",
     "start_through_wrapper",
     "take_frame",
+    "take_frames",
 ]

@@ -37,7 +37,7 @@ from lofarexec.transport.agent_frames import (
     Pinger,
     encode_kill,
     encode_start,
-    take_frame,
+    take_frames,
 )
 from lofarexec.transport.orphans import kill_orphans
 from lofarexec.transport.process import signal_group
@@ -250,14 +250,8 @@ class AgentClient:
             self._stderr += data
             del self._stderr[:-4096]
             return True
-        for kind, number, payload in self._frames.feed(data):
-            job = self._jobs.get(number)
-            if job is None:
-                continue  # given up on already
-            outcome = take_frame(job, kind, payload)
-            if outcome is not None:
-                del self._jobs[number]
-                job.report(outcome)
+        for job, outcome in take_frames(self._frames.feed(data), self._jobs):
+            job.report(outcome)
         return True
 
     def _run_timers(self) -> None:

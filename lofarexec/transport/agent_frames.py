@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import struct
 import time
-from typing import Protocol
+from collections.abc import Iterable, Iterator
+from typing import Protocol, TypeVar
 
 from lofarexec.backend import LaunchRequest, Outcome
 from lofarexec.transport.process import keep_tail
@@ -80,6 +81,9 @@ class FrameJob(Protocol):
     def outcome(self, status: int | None, failure: str | None = None) -> Outcome: ...
 
 
+_Job = TypeVar("_Job", bound=FrameJob)
+
+
 def take_frame(job: FrameJob, kind: bytes, payload: bytes) -> Outcome | None:
     """Apply one of the agent's frames about ``job``; its outcome when the frame ends it."""
     if kind == b"O":
@@ -107,6 +111,21 @@ def _number(payload: bytes) -> int | None:
         return int(payload)
     except ValueError:
         return None
+
+
+def take_frames(frames: Iterable[tuple[bytes, int, bytes]],
+                jobs: dict[int, _Job]) -> Iterator[tuple[_Job, Outcome]]:
+    """Apply ``frames`` to the jobs they name in ``jobs`` (by number); each job a frame ended,
+    with its outcome, taken out of ``jobs``. A frame about a job no longer there (given up
+    on: its kill got no answer in time) is dropped."""
+    for kind, number, payload in frames:
+        job = jobs.get(number)
+        if job is None:
+            continue
+        outcome = take_frame(job, kind, payload)
+        if outcome is not None:
+            del jobs[number]
+            yield job, outcome
 
 
 class FrameReader:

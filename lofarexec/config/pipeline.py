@@ -219,8 +219,8 @@ class PipelineConfig:
         Only read here, for recipes that want it; lofarexec never searches these folders (a
         recipe runs as a program, found by its path). Empty when absent.
         """
-        listed = self.get_list(DEFAULT_SECTION, "recipe_directories", fallback=[])
-        return [Path(folder).expanduser() for folder in listed]
+        return self._typed(DEFAULT_SECTION, "recipe_directories", [],
+                           lambda text: [parse_path(folder) for folder in parse_list(text)])
 
     @property
     def job_directory(self) -> Path:

@@ -104,7 +104,10 @@ def parse_path(text: str) -> Path:
     """A path, ``~`` expanded; a relative path is left relative; empty is an error."""
     if not text.strip():
         raise ValueError("is empty; write a path, or remove the line")
-    return Path(text.strip()).expanduser()
+    try:
+        return Path(text.strip()).expanduser()
+    except RuntimeError:  # '~name' of a user this machine does not know
+        raise ValueError("starts with '~' of an unknown user; write the path in full") from None
 
 
 def split_search_path(text: str) -> list[str]:

@@ -255,7 +255,7 @@ def test_any_data_map_text_is_a_map_or_our_error(text):
 @given(data_map_like)
 def test_any_map_file_loads_in_the_format_it_looks_like_or_is_our_error(tmp_path_factory, text):
     path: Path = tmp_path_factory.getbasetemp() / "any.map"
-    path.write_text(text, encoding="utf-8", newline="")
+    path.write_bytes(text.encode("utf-8", "surrogatepass"))  # a lone surrogate: not UTF-8
     try:
         loaded = load_map(path)
     except DataMapError as exc:

@@ -240,3 +240,39 @@ def test_every_built_in_backend_has_a_page_listing_each_setting():
         fields = [field.name for field in dataclasses.fields(backend.Settings) if field.init]
         missing = [field for field in fields if f"``{field}``" not in text]
         assert missing == [], f"docs/backends/{name}.rst does not document {missing}"
+
+
+# --------------------------------------------------------------------------- the public surface
+_AUTODOC = re.compile(r"^\.\. auto(?:class|function|data|exception)::\s+(\S+)\s*$", re.MULTILINE)
+
+
+def _documented(prefix: str) -> set[str]:
+    text = (DOCS / "api.rst").read_text()
+    names = set()
+    for target in _AUTODOC.findall(text):
+        owner, _, name = target.rpartition(".")
+        if owner == prefix:
+            names.add(name)
+    return names
+
+
+@pytest.mark.parametrize("module_name", ["lofarexec", "lofarexec.transport"])
+def test_api_page_documents_exactly_the_public_names(module_name):
+    """docs/api.rst documents every name of the package's ``__all__`` under the package's own
+    path, and nothing else there: a name added to one and not the other fails here."""
+    import importlib
+
+    exported = set(importlib.import_module(module_name).__all__)
+    documented = _documented(module_name)
+    assert exported - documented == set(), "in __all__, not in docs/api.rst"
+    assert documented - exported == set(), "in docs/api.rst, not in __all__"
+
+
+def test_the_public_names_resolve():
+    import lofarexec
+    import lofarexec.transport
+
+    for module in (lofarexec, lofarexec.transport):
+        assert len(set(module.__all__)) == len(module.__all__), "a name twice in __all__"
+        for name in module.__all__:
+            assert getattr(module, name) is not None

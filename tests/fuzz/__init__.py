@@ -19,6 +19,6 @@ from hypothesis import HealthCheck, settings
 _DEEP = int(os.environ.get("LOFAREXEC_FUZZ_EXAMPLES", "0"))
 
 #: The settings of every fuzz test: deterministic, a few hundred examples, no deadline.
-FUZZ = settings(max_examples=_DEEP or 250, deadline=None, derandomize=not _DEEP, database=None,
+FUZZ = settings(max_examples=_DEEP or 200, deadline=None, derandomize=not _DEEP, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
                                        HealthCheck.function_scoped_fixture])

@@ -12,7 +12,7 @@ import string
 from pathlib import Path
 from typing import Any
 
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from lofarexec.config import load_config
@@ -95,6 +95,8 @@ values = st.text(st.characters(blacklist_categories=["Cc", "Cs", "Zl", "Zp"]), m
 # -- the tests ---------------------------------------------------------------------------------
 @FUZZ
 @given(config_like | structured() | st.text(max_size=40))
+@example(text="[DEFAULT]\nruntime_directory = ~nosuchuser0/x\n")  # was a RuntimeError
+@example(text="[DEFAULT]\nrecipe_directories = [~nosuchuser0]\n")
 def test_any_text_is_a_configuration_or_our_error(tmp_path_factory, text):
     read_everything(write(tmp_path_factory, text))
 

@@ -17,7 +17,7 @@ import logging
 import struct
 from typing import Any
 
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from lofarexec.backend import Outcome
@@ -180,6 +180,7 @@ def test_a_body_is_a_message_or_our_error(body):
 
 @FUZZ
 @given(messages)
+@example(message={"type": "log", "name": "", "levelno": 0, "msg": "", "created": 10**400})
 def test_hello_and_log_fields_are_checked_or_our_error(message):
     message = {"v": 1, **message}
     for parse in (parse_hello, parse_log_record):
@@ -247,6 +248,9 @@ def test_the_agents_output_cuts_into_its_frames_whatever_the_pieces(data, stream
 
 @FUZZ
 @given(st.sampled_from(AGENT_KINDS), agent_payloads)
+@example(kind=b"X", payload=b"")  # was a ValueError in the thread serving the host
+@example(kind=b"P", payload=b"x")
+@example(kind=b"P", payload=b"1")  # "kill -- -1" would be every process of the user
 def test_an_agent_frame_reaches_its_job_or_fails_it_never_raises(kind, payload):
     reports: list[Outcome] = []
     job = AgentJob(1, "node01", reports.append)

@@ -14,7 +14,7 @@ import re
 import string
 from pathlib import Path
 
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from lofarexec.errors import DataMapError
@@ -137,6 +137,8 @@ def test_parset_layouts_read_back_as_written(data, groups):
 
 @FUZZ
 @given(parset_like)
+@example(text="lce002=[ /c, /d \nlce003=[ /e ]\n")  # issue 12: swallowed lce003
+@example(text="lce002=[ /c, /d,\nlce003=[ /e ]\n")
 def test_parset_like_text_reads_as_the_reference_or_is_our_error(text):
     ours, reference = parse_or_error(text), reference_host_lists(text)
     if isinstance(ours, DataMapError):
@@ -242,6 +244,8 @@ data_map_like = mutated(
 
 @FUZZ
 @given(data_map_like | st.text(max_size=40))
+@example(text="[\n'\x00']")  # was named line 1
+@example(text="[\n'\ud800']")  # was named no line
 def test_any_data_map_text_is_a_map_or_our_error(text):
     for kind in (DataMap, MultiDataMap):
         ours = read_or_error(kind, text)

@@ -24,6 +24,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from lofarexec.config import PipelineConfig, find_config, load_config
+from lofarexec.config.known import check_names
 from lofarexec.errors import LofarexecError, PipelineQuit, WaitTimeout
 from lofarexec.job import ComputeJob
 
@@ -45,7 +46,14 @@ class BaseRecipe:
     (the :class:`~lofarexec.config.PipelineConfig`), ``self.logger`` (named after the recipe),
     ``self.error`` (a :class:`threading.Event` set when a job failed) and ``self.__file__``
     (this recipe's source file, from which node scripts are found by the seed's convention).
+
+    A recipe that reads sections of its own from ``pipeline.cfg`` names them in
+    :attr:`config_sections`; any other section lofarexec does not know is an error.
     """
+
+    #: ``pipeline.cfg`` sections this recipe reads itself (``("bbs",)``); their keys are the
+    #: recipe's business. Other unknown sections stop the recipe (a misspelt ``[remtoe]``).
+    config_sections: tuple[str, ...] = ()
 
     def __init__(self) -> None:
         self.name = type(self).__name__
@@ -64,6 +72,7 @@ class BaseRecipe:
         self.logger.debug("Pipeline start time: %s", self.inputs["start_time"])
         if not hasattr(self, "config"):
             self.config = self._read_config()
+        _check_config_names(self.config, self.config_sections)
         formatter = _log_formatter(self.config)
         for handler in logging.getLogger().handlers:
             if getattr(handler, "_lofarexec_console", False):
@@ -226,6 +235,20 @@ class _StopOnSignals:
 
 class _Stopped(KeyboardInterrupt):
     """A signal arrived while no batch of jobs was running."""
+
+
+def _check_config_names(config: PipelineConfig, recipe_sections: Sequence[str]) -> None:
+    """Stop at a misspelt section or key, before any job runs (see lofarexec.config.known)."""
+    from lofarexec.plugin.manager import build_plugin_manager  # deferred: light recipe import
+
+    backends = build_plugin_manager().backends
+    fallback_keys: dict[str, set[str]] = {}
+    for name in backends.names():
+        fallbacks = getattr(backends.get(name).Settings, "config_fallbacks", {})
+        for section, key in fallbacks.values():
+            fallback_keys.setdefault(section, set()).add(key)
+    check_names(config, backend_sections=backends.names(), recipe_sections=recipe_sections,
+                fallback_keys=fallback_keys)
 
 
 def _set_up_console(*, debug: bool, verbose: bool) -> None:

@@ -30,6 +30,7 @@ from lofarexec.errors import ConfigError
 from lofarexec.job import ComputeJob
 from lofarexec.run.runner import JobRunner
 from lofarexec.testing.contract import BackendContract, ContractSetup
+from lofarexec.testing.sshbed import UNREACHABLE_HOST
 from tests.helpers import wait_gone, write_config
 
 #: Open MPI's launcher by its own name: ``mpirun`` may point to MPICH through alternatives.
@@ -198,6 +199,9 @@ class TestMpirunTestBedContract(BackendContract):
                 """,
         )
 
+    def unreachable_host(self, setup: ContractSetup) -> str | None:
+        return UNREACHABLE_HOST
+
 
 @pytest.fixture
 def opened():
@@ -327,16 +331,6 @@ def test_an_unknown_host_is_a_transport_error_in_ssh_s_words(opened, ssh_testbed
     assert outcome.returncode is None
     assert outcome.transport_error.startswith("mpirun failed")
     assert "Could not resolve hostname" in outcome.transport_error
-
-
-@pytest.mark.slow
-def test_a_node_program_missing_on_the_host_is_a_transport_error_in_the_wrappers_words(opened):
-    outcomes = Outcomes()
-    opened().start(launch_request(["/nonexistent/node"]), outcomes)
-    outcome = outcomes.wait()
-    assert outcome.returncode is None
-    # the same reason as the local launcher's and every other transport's
-    assert outcome.transport_error == "cannot start '/nonexistent/node': No such file or directory"
 
 
 @pytest.mark.slow

@@ -3,8 +3,8 @@
 A recipe file ends with ``sys.exit(MyRecipe().main())`` and runs as
 ``python my_recipe.py -j JOB [-c pipeline.cfg] [-d] [args...]``. ``main`` parses the command
 line, sets up console (and file) logging in the seed's format, calls ``go()``, prints the
-results, and turns errors into one line and a non-zero exit status. Ctrl-C and SIGTERM stop new
-jobs, kill running ones on their hosts and end the recipe with :class:`PipelineQuit`.
+results, and turns errors into one line and a non-zero exit status. Ctrl-C, SIGTERM and SIGHUP
+stop new jobs, kill running ones on their hosts and end the recipe with :class:`PipelineQuit`.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from lofarexec.config import PipelineConfig, find_config, load_config
 from lofarexec.config.known import check_names
-from lofarexec.errors import LofarexecError, PipelineQuit, WaitTimeout
+from lofarexec.errors import ConfigError, LofarexecError, PipelineQuit, WaitTimeout
 from lofarexec.job import ComputeJob
 
 if TYPE_CHECKING:
@@ -77,7 +77,10 @@ class BaseRecipe:
         for handler in logging.getLogger().handlers:
             if getattr(handler, "_lofarexec_console", False):
                 handler.setFormatter(formatter)
-        _add_log_file(self.config.log_file, formatter)
+        if self.inputs.get("dry_run"):  # a dry run writes nothing, not even a log file
+            self.logger.debug("dry run: no log file written")
+        else:
+            _add_log_file(self.config.log_file, formatter)
         return 0
 
     # -- command line --------------------------------------------------------------------------
@@ -205,8 +208,13 @@ class RemoteCommandRecipeMixIn:
             return ready
 
 
+#: The signals that stop a recipe: Ctrl-C, ``kill``, and a terminal that went away (SIGHUP,
+#: which would otherwise end the process with no log line and no journal end lines).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 class _StopOnSignals:
-    """While a recipe runs: SIGINT/SIGTERM kill the batch in progress, or quit outright."""
+    """While a recipe runs: SIGINT/SIGTERM/SIGHUP kill the batch in progress, or quit outright."""
 
     def __init__(self, recipe: BaseRecipe) -> None:
         self.recipe = recipe
@@ -214,7 +222,7 @@ class _StopOnSignals:
 
     def __enter__(self) -> _StopOnSignals:
         if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGINT, signal.SIGTERM):
+            for signum in STOP_SIGNALS:
                 self.previous[signum] = signal.signal(signum, self.handle)
         return self
 
@@ -224,6 +232,7 @@ class _StopOnSignals:
 
     def handle(self, signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
+        self.recipe.logger.warning("received %s: stopping the recipe", name)
         runner = getattr(self.recipe, "_active_runner", None)
         if runner is not None:
             runner.kill(name)  # its jobs are killed (or never started), then PipelineQuit
@@ -280,8 +289,13 @@ def _add_log_file(path: Path | None, formatter: logging.Formatter) -> None:
     root = logging.getLogger()
     if any(getattr(h, "baseFilename", None) == str(path) for h in root.handlers):
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(path, encoding="utf-8")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(path, encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot write the log file {path}: {exc.strerror or exc}; make its "
+                          "folder writable, or name another file", section="logging",
+                          key="log_file") from None
     handler.setFormatter(formatter)
     handler.setLevel(logging.DEBUG)
     root.addHandler(handler)

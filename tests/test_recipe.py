@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -148,8 +149,9 @@ if __name__ == "__main__":
 """
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
 def test_signal_kills_running_jobs_and_leaves_no_process(tmp_path, signum):
+    """SIGHUP (a terminal that went away) stops the run exactly like SIGTERM and Ctrl-C."""
     recipe = tmp_path / "master" / "stubborn.py"
     recipe.parent.mkdir()
     node = tmp_path / "nodes" / "stubborn.py"
@@ -180,11 +182,15 @@ def test_signal_kills_running_jobs_and_leaves_no_process(tmp_path, signum):
             master.wait()
         master.stdout.close()
         master.stderr.close()
-    assert "stopped" in remaining and signal.Signals(signum).name in remaining
+    name = signal.Signals(signum).name
+    assert "stopped" in remaining and f"received {name}: stopping the recipe" in remaining
     assert [pid for pid in pids if not wait_gone(pid, 5)] == []
     journal = (tmp_path / "runtime" / "jobs" / "stop" / "journal.jsonl").read_text()
     assert journal.count('"state": "killed"') == 4
     assert journal.count('"state": "not_started"') == 2
+    lines = [json.loads(line) for line in journal.splitlines()]
+    running = {line["id"] for line in lines if line["state"] == "killed"}
+    assert {line["id"] for line in lines if line["event"] == "started"} == running
 
 
 def test_log_format_from_the_config(tmp_path):

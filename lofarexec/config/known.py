@@ -4,7 +4,7 @@ Checked once per recipe, right after the file is read (:func:`check_names`), so 
 ``[remote] job_timout = 3`` or ``[remtoe]`` stops the run before any job starts instead of
 silently removing a limit or choosing another backend. The keys of lofarexec's own sections are
 listed here (every key it reads; ``tests/config/test_known.py`` keeps the list equal to the
-documented ones). The original LOFAR framework's ``pipeline.cfg`` files carry more keys and
+keys the code reads). The original LOFAR framework's ``pipeline.cfg`` files carry more keys and
 sections; those stay valid, so an existing file keeps working, and a debug line says lofarexec
 ignores them. Backends' sections are checked against their settings class elsewhere
 (:mod:`lofarexec.config.settings`); a recipe declares sections of its own in its
@@ -34,7 +34,7 @@ KEYS_READ: dict[str, frozenset[str]] = {
     "remote": frozenset({"method", "max_per_node", "max_jobs", "job_timeout",
                          "forward_environment"}),
     "logging": frozenset({"log_file", "bind_address", "advertise_address", "format",
-                          "datefmt"}),
+                          "datefmt", "max_message_mib", "max_kept_mib"}),
     "cluster": frozenset({"hosts"}),
 }
 

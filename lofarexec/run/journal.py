@@ -1,84 +1,120 @@
-"""The journal: one JSON line per job attempt, appended to ``<job_directory>/journal.jsonl``.
+"""The journal: JSON lines appended to ``<job_directory>/journal.jsonl``, two per job attempt.
 
 A plugin of the job hooks, like pytest's reporters. Resume, reports and timelines read it.
 
-When lines reach the file: a write and a flush per line cost more than the rest of the
-journal's work, and thousands of short jobs a second end on the control node, so lines are
-gathered in memory and written together. A line is written out at once when
+A ``started`` line is written (and flushed) before a job's backend is asked to start it, so after
+any death of the control node (SIGKILL, power) the journal tells a job that was running from one
+that never ran. An ``ended`` line follows when the job has its final state.
 
-* its job did not succeed (the record one most wants after a crash);
+When ``ended`` lines reach the file: a write per line costs more than the rest of the journal's
+work, and thousands of short jobs a second end on the control node, so they are gathered in
+memory and written together. They are written out at once when
+
+* their job did not succeed (the record one most wants after a crash), or a job starts;
 * the previous write is :data:`FLUSH_INTERVAL` or more ago (at a low rate every line is written
   as its job ends);
 * :data:`FLUSH_LINES` lines are waiting;
 * the run ends, however it ends (``lofarexec_run_finished`` is called from a ``finally``).
 
 Otherwise a timer writes the waiting lines :data:`FLUSH_INTERVAL` after the previous write. So a
-control node that dies without unwinding (SIGKILL, power) loses at most the succeeded jobs of the
-last 0.1 s, which a resumed run simply runs again; everything else is on disk.
+control node that dies without unwinding loses at most the ``ended`` lines of succeeded jobs of
+the last 0.1 s; their ``started`` lines are on disk, so a resume knows they may have run.
+
+A full or failing disk: each write is whole or nothing (a partial write is cut off again), lines
+that could not be written wait in memory and go out with the next write that succeeds (never
+twice), and the recipe's log gets one error saying what that means for a resume, instead of a
+traceback per job. A journal whose last line was torn by an earlier crash is read without it.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import math
+import os
 import threading
 import time
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from lofarexec.context import RunContext
+from lofarexec.errors import ConfigError, LofarexecError
 from lofarexec.job import SUMMARY_KEYS, ComputeJob, JobState
 from lofarexec.plugin.spec import hookimpl
 
 JOURNAL_NAME = "journal.jsonl"
 #: Seconds a succeeded job's line may wait in memory before it is written to the file.
 FLUSH_INTERVAL = 0.1
-#: Lines that may wait in memory at most (bounds memory and the batch of a single write).
+#: Lines that wait in memory before they are written together (bounds a single write).
 FLUSH_LINES = 1000
+#: The ``event`` of a journal line: written when a job starts, and when it has its final state.
+STARTED, ENDED = "started", "ended"
 _SUCCEEDED = JobState.SUCCEEDED.value
 _encode = json.JSONEncoder(ensure_ascii=False).encode  # built once: json.dumps(**kw) is not
+_log = logging.getLogger(__name__)
 
 
 class JournalWriter:
-    """Appends a line per finished job; opened at run start, closed at run end.
+    """Appends a line per job start and per job end; opened at run start, closed at run end.
 
     The job hooks come from one thread at a time, the timer from its own: a lock orders them.
     """
 
     def __init__(self, flush_interval: float = FLUSH_INTERVAL,
-                 flush_lines: int = FLUSH_LINES) -> None:
+                 flush_lines: int = FLUSH_LINES, logger: logging.Logger | None = None) -> None:
         self.flush_interval = flush_interval
         self.flush_lines = flush_lines
-        self._file: IO[str] | None = None
+        self.logger = logger or _log
+        self._fd: int | None = None
+        self._path = Path()
         self._recipe = ""
         self._run = ""
         self._lock = threading.Lock()
         self._waiting: list[str] = []
         self._last_write = -math.inf
         self._timer: threading.Timer | None = None
+        self._failure: OSError | None = None
 
     @hookimpl
     def lofarexec_run_started(self, run: RunContext) -> None:
+        if getattr(run, "dry_run", False):
+            return  # a dry run writes nothing
         directory = Path(run.job_directory)
-        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / JOURNAL_NAME
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot write the journal {path}: {exc.strerror or exc}; make the folder "
+                "writable, or set it to a writable folder", section="layout",
+                key="job_directory") from None
+        _cut_torn_tail(fd, path, self.logger)
         with self._lock:
-            self._file = open(directory / JOURNAL_NAME, "a", encoding="utf-8")
+            self._fd, self._path = fd, path
             self._last_write = -math.inf  # the first line is written at once
+            self._failure = None
         self._recipe = run.recipe_name
         self._run = run.started
 
     @hookimpl
-    def lofarexec_job_finished(self, job: ComputeJob) -> None:
-        results = job.results
-        entry = {"run": self._run, "id": job.id, "recipe": self._recipe, "command": job.command}
-        entry.update({name: results.get(name) for name in SUMMARY_KEYS})
-        line = _encode(entry) + "\n"
+    def lofarexec_job_started(self, job: ComputeJob) -> None:
+        line = self._line(job, STARTED)
         with self._lock:
-            if self._file is None:
+            if self._fd is not None:
+                self._waiting.append(line)
+                self._write_waiting(time.monotonic())  # before the backend is asked
+
+    @hookimpl
+    def lofarexec_job_finished(self, job: ComputeJob) -> None:
+        line = self._line(job, ENDED)
+        with self._lock:
+            if self._fd is None:
                 return
             self._waiting.append(line)
             now = time.monotonic()
-            if (results.get("state") != _SUCCEEDED or len(self._waiting) >= self.flush_lines
+            if (job.results.get("state") != _SUCCEEDED or len(self._waiting) >= self.flush_lines
                     or now - self._last_write >= self.flush_interval):
                 self._write_waiting(now)
             elif self._timer is None:
@@ -93,29 +129,143 @@ class JournalWriter:
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
-            if self._file is not None:
-                self._write_waiting(time.monotonic())
-                self._file.close()
-                self._file = None
+            if self._fd is None:
+                return
+            self._write_waiting(time.monotonic())
+            if self._waiting:
+                self.logger.error(
+                    "the journal %s lacks %d lines of this run (%s): a resumed run cannot tell "
+                    "whether those jobs ran, and runs them again", self._path,
+                    len(self._waiting), _reason(self._failure))
+                self._waiting.clear()
+            os.close(self._fd)
+            self._fd = None
+
+    def _line(self, job: ComputeJob, event: str) -> str:
+        results = job.results
+        entry = {"run": self._run, "id": job.id, "recipe": self._recipe,
+                 "command": job.command, "event": event}
+        entry.update({name: results.get(name) for name in SUMMARY_KEYS})
+        return _encode(entry) + "\n"
 
     def _write_when_due(self) -> None:
         with self._lock:
             self._timer = None
-            if self._file is not None and self._waiting:
+            if self._fd is not None and self._waiting:
                 self._write_waiting(time.monotonic())
 
     def _write_waiting(self, now: float) -> None:
-        """Write and flush the waiting lines (the lock is held)."""
-        assert self._file is not None
-        if self._waiting:
-            self._file.write("".join(self._waiting))
-            self._file.flush()
-            self._waiting.clear()
+        """Write the waiting lines whole, or none of them (the lock is held)."""
+        assert self._fd is not None
         self._last_write = now
+        if not self._waiting:
+            return
+        # backslashreplace: a lone surrogate becomes its JSON escape, which reads back the same
+        data = "".join(self._waiting).encode("utf-8", "backslashreplace")
+        try:
+            _append_whole(self._fd, data)
+        except OSError as exc:
+            if self._failure is None:
+                self.logger.error(
+                    "cannot write the journal %s (%s): its lines wait in memory and are written "
+                    "once the disk takes them; if the run ends first, a resumed run cannot tell "
+                    "whether those jobs ran, and runs them again", self._path, _reason(exc))
+            self._failure = exc
+            return
+        if self._failure is not None:
+            self.logger.warning("the journal %s is written again (%d lines had waited)",
+                                self._path, len(self._waiting))
+            self._failure = None
+        self._waiting.clear()
 
 
-def read_journal(job_directory: str | Path) -> list[dict[str, Any]]:
-    """Every entry of a job directory's journal, oldest first."""
+def _append_whole(fd: int, data: bytes) -> None:
+    """Append ``data`` to the file, or leave the file as it was and raise ``OSError``."""
+    size = os.fstat(fd).st_size
+    view = memoryview(data)
+    try:
+        while view:
+            written = os.write(fd, view)
+            if written == 0:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            view = view[written:]
+    except OSError:
+        try:
+            os.ftruncate(fd, size)  # cut off a partial write: no torn line, no duplicate later
+        except OSError:
+            pass
+        raise
+
+
+def _cut_torn_tail(fd: int, path: Path, logger: logging.Logger) -> None:
+    """Remove a last line without its newline (an earlier crash), so appending stays clean."""
+    try:
+        size = os.fstat(fd).st_size
+        if size == 0:
+            return
+        with open(path, "rb") as journal:
+            journal.seek(max(0, size - 65536))
+            tail = journal.read()
+        if tail.endswith(b"\n"):
+            return
+        keep = tail.rfind(b"\n")
+        if keep < 0 and size > len(tail):
+            return  # a last line longer than 64 KiB is not ours: leave it to the reader
+        new_size = size - len(tail) + keep + 1
+        os.ftruncate(fd, new_size)
+    except OSError as exc:
+        logger.warning("cannot check the end of the journal %s (%s)", path, _reason(exc))
+        return
+    logger.warning("the journal %s ended in a torn line (%d bytes, from a run that died while "
+                   "writing it); removed", path, size - new_size)
+
+
+def _reason(exc: OSError | None) -> str:
+    return "unknown" if exc is None else exc.strerror or str(exc)
+
+
+def read_journal(job_directory: str | Path, *, every_line: bool = False) -> list[dict[str, Any]]:
+    """The entries of a job directory's journal, oldest first: one per job attempt.
+
+    Each attempt's entry is its ``ended`` line, or, for a job whose run died while it ran, its
+    ``started`` line (``state`` ``running``); a job that never ran has no entry. Lines written
+    before journals had ``started`` lines (no ``event``) are ``ended`` lines. With
+    ``every_line`` every line comes back as written. A torn last line (the control node died,
+    or the disk was full, while writing it) is skipped with a warning; any other line that is
+    not JSON is a :class:`~lofarexec.errors.LofarexecError` naming file and line.
+    """
     path = Path(job_directory) / JOURNAL_NAME
-    with open(path, encoding="utf-8") as journal:
-        return [json.loads(line) for line in journal if line.strip()]
+    lines = _journal_lines(path)
+    if every_line:
+        return lines
+    entries: list[tuple[int, dict[str, Any]]] = []
+    running: dict[tuple[Any, Any], tuple[int, dict[str, Any]]] = {}
+    for position, entry in enumerate(lines):
+        attempt = (entry.get("run"), entry.get("id"))
+        if entry.get("event") == STARTED:
+            running[attempt] = (position, entry)
+        else:
+            running.pop(attempt, None)
+            entries.append((position, entry))
+    entries.extend(running.values())
+    return [entry for _, entry in sorted(entries, key=lambda pair: pair[0])]
+
+
+def _journal_lines(path: Path) -> list[dict[str, Any]]:
+    with open(path, "rb") as journal:
+        data = journal.read()
+    lines = data.split(b"\n")
+    torn = lines.pop()  # b"" when the file ends with a newline
+    if torn.strip():
+        _log.warning("%s: the last line is torn (%d bytes without an end, written as the "
+                     "control node died or the disk filled up); skipped", path, len(torn))
+    entries = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            entries.append(json.loads(line.decode("utf-8")))
+        except ValueError as exc:
+            raise LofarexecError(f"{path}:{number}: not a journal line ({exc}); the file was "
+                                 "changed by hand or by another program") from None
+    return entries

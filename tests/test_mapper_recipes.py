@@ -63,6 +63,15 @@ def test_storagemapper_takes_the_host_from_the_path(tmp_path):
     ]
 
 
+def test_storagemapper_dry_run_writes_no_mapfile(tmp_path):
+    listing = tmp_path / "paths.txt"
+    listing.write_text("/net/sub3/lse007/data/L1/SB000.MS\n")
+    config = write_config(tmp_path)
+    recipe = recipe_module("storagemapper").storagemapper()
+    assert recipe.main(["-j", "store", "-n", "-c", str(config), str(listing)]) == 0
+    assert not (tmp_path / "runtime").exists()
+
+
 def test_storagemapper_component_is_configurable(tmp_path):
     listing = tmp_path / "paths.txt"
     listing.write_text("/mnt/node2/scratch/a.MS\n")

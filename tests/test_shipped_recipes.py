@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
@@ -21,8 +20,10 @@ def run_bbs(config, *args, timeout=120):
 
 
 def journal(config_dir):
-    lines = (config_dir / "runtime" / "jobs" / "bbs" / "journal.jsonl").read_text().splitlines()
-    return {entry["host"]: entry for entry in map(json.loads, lines)}
+    from lofarexec.run.journal import read_journal
+
+    entries = read_journal(config_dir / "runtime" / "jobs" / "bbs")
+    return {entry["host"]: entry for entry in entries}
 
 
 def test_bbs_controller_and_workers_run_in_step(tmp_path):
@@ -102,3 +103,26 @@ def test_executable_args_runs_on_each_file_and_skips_failures(tmp_path):
     assert (tmp_path / "h1" / "a.txt.out").read_text() == "DATA OF A.TXT"
     assert "cannot read" in result.stderr and "1 of 3 jobs failed" in result.stderr
     assert not (tmp_path / "h2" / "d.txt.out").exists()
+
+
+def test_executable_args_dry_run_writes_nothing_and_exits_0(tmp_path):
+    from lofarexec.mapfiles.datamaps import DataMap, DataProduct
+
+    DataMap([DataProduct("h1", str(tmp_path / "a.txt")),
+             DataProduct("h2", str(tmp_path / "b.txt"))]).save(tmp_path / "in.mapfile")
+    config = write_config(tmp_path, "[logging]\nlog_file = %(runtime_directory)s/run.log\n")
+    result = subprocess.run(
+        [sys.executable, str(EXECUTABLE_ARGS), "-j", "ea", "-n", "-v", "-c", str(config),
+         "--executable", "/bin/true", str(tmp_path / "in.mapfile")],
+        capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("dry run: would run") == 2
+    assert not (tmp_path / "runtime").exists()  # no output mapfile, journal or log file
+
+
+def test_bbs_dry_run_exits_0_at_once(tmp_path):
+    config = write_config(tmp_path)
+    result = run_bbs(config, "-n", "h1", "h2", timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("dry run: would run") == 2
+    assert not (tmp_path / "runtime").exists()

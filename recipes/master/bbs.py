@@ -37,6 +37,9 @@ class bbs(BaseRecipe, RemoteCommandRecipeMixIn):
         fail_at = {self.inputs.get("fail_host"): 1}  # testing: that host's worker fails
         jobs = [ComputeJob(host, node, [index, steps, fail_at.get(host, -1)], store_arguments=True)
                 for index, host in enumerate(hosts)]
+        if self.inputs.get("dry_run"):  # no worker starts: nothing to control
+            self._schedule_jobs(jobs, fail_fast=True)
+            return 0
         controller = threading.Thread(target=self._control, args=(len(jobs), steps), daemon=True)
         controller.start()
         self._schedule_jobs(jobs, fail_fast=True)

@@ -33,9 +33,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from lofarexec.mapfiles.parset import is_host_name, store_data_map
 from lofarexec.errors import LofarexecError
 from lofarexec.job import ComputeJob
+from lofarexec.mapfiles.parset import is_host_name, store_data_map
 from lofarexec.recipe import BaseRecipe, RemoteCommandRecipeMixIn
 
 _GLOB_CHARACTERS = re.compile(r"[*?\[]")

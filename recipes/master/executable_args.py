@@ -13,7 +13,8 @@ whose input was already skipped, so the next step goes on with what succeeded::
 
 The output mapfile goes to ``--mapfile-out`` (default
 ``<job_directory>/mapfiles/executable_args.mapfile``) and its path into ``outputs['mapfile']``.
-The recipe ends with status 1 when any job failed.
+The recipe ends with status 1 when any job failed. A dry run (``-n``) lists the jobs, writes
+nothing and ends with status 0.
 """
 
 from __future__ import annotations
@@ -59,6 +60,9 @@ class executable_args(BaseRecipe, RemoteCommandRecipeMixIn):
                                                       entry.file, output], store_arguments=True))
             positions.append(position)
         self._schedule_jobs(jobs, max_per_node=self.inputs.get("max_per_node"))
+        if self.inputs.get("dry_run"):  # nothing ran: no output mapfile, and no failure
+            self.logger.info("dry run: no output mapfile written (%d jobs would run)", len(jobs))
+            return 0
         return self._write_output_map(inputs, dict(zip(positions, jobs)))
 
     def _write_output_map(self, inputs, jobs_at):

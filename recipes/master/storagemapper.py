@@ -21,8 +21,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from lofarexec.mapfiles.parset import is_host_name, store_data_map
 from lofarexec.errors import DataMapError
+from lofarexec.mapfiles.parset import is_host_name, store_data_map
 from lofarexec.recipe import BaseRecipe
 
 DEFAULT_COMPONENT = 3
@@ -56,6 +56,10 @@ class storagemapper(BaseRecipe):
                 held.setdefault(host, []).append(path)
         default = self.config.job_directory / "mapfiles" / "storagemapper.mapfile"
         mapfile = Path(self.inputs.get("mapfile") or default).absolute()
+        if self.inputs.get("dry_run"):
+            self.logger.info("dry run: %d hosts found, no mapfile written to %s",
+                             len(held), mapfile)
+            return 0
         store_data_map(mapfile, held)
         self.outputs["mapfile"] = str(mapfile)
         total = sum(len(paths) for paths in held.values())

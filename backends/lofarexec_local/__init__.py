@@ -27,6 +27,7 @@ from lofarexec.transport import (
     kill_grace_field,
 )
 
+from .lifeline import Lifeline
 from .slots import SlotWatchers
 
 
@@ -53,6 +54,7 @@ class LocalBackend(Backend):
     parallel_start = True
 
     def open(self) -> None:
+        self._lifeline = Lifeline(self.settings.kill_grace)  # first: every job needs its marker
         self._launcher = ProcessLauncher(kill_grace=self.settings.kill_grace,
                                          name="local-jobs")
         self._launcher.start()
@@ -68,7 +70,7 @@ class LocalBackend(Backend):
         per-job variables, so that adding them to it is a plain append."""
         cached = getattr(self, "_cached_environment", None)
         if cached is None or cached[0] is not request.environment:
-            merged = {**os.environ, **request.environment}
+            merged = {**os.environ, **request.environment, **self._lifeline.variable()}
             for name in job_identity(request):  # never inherited from this process
                 merged.pop(name, None)
             self._cached_environment = cached = (request.environment, ExecEnvironment(merged))
@@ -79,6 +81,9 @@ class LocalBackend(Backend):
         if slots is not None:
             slots.close()
             self._launcher.close()
+        lifeline = getattr(self, "_lifeline", None)
+        if lifeline is not None:
+            lifeline.close()
 
 
 @hookimpl

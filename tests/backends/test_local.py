@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
+import sys
 import threading
 from pathlib import Path
 
@@ -11,6 +15,7 @@ import pytest
 from lofarexec.job import ComputeJob
 from lofarexec.run.journal import read_journal
 from lofarexec.run.runner import JobRunner
+from tests.helpers import kill_control_node_outright, wait_gone, write_config
 
 TIMING_NODE = """
 import fcntl
@@ -123,3 +128,16 @@ def test_host_overrides_ignore_case(make_config, node_script, tmp_path):
     run_jobs(config, jobs)
     spans = [tuple(pair) for pair in intervals(record).values()]
     assert peak_overlap(spans) == 1
+
+
+@pytest.mark.slow
+def test_local_jobs_die_when_the_control_node_is_killed_outright(tmp_path):
+    write_config(tmp_path)
+    # no handler of ours runs: only the lifeline's pipe closing tells anyone
+    pids = kill_control_node_outright(tmp_path, ["h1", "h2"], sys.executable)
+    try:
+        assert [pid for pid in pids if not wait_gone(pid, 10)] == []
+    finally:
+        for pid in pids:  # what the fix did not kill, the test does
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)

@@ -291,7 +291,7 @@ def _add_log_file(path: Path | None, formatter: logging.Formatter) -> None:
         return
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(path, encoding="utf-8")
+        handler = _LogFileHandler(path, encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot write the log file {path}: {exc.strerror or exc}; make its "
                           "folder writable, or name another file", section="logging",
@@ -300,6 +300,25 @@ def _add_log_file(path: Path | None, formatter: logging.Formatter) -> None:
     handler.setLevel(logging.DEBUG)
     root.addHandler(handler)
     root.setLevel(logging.DEBUG)
+
+
+class _LogFileHandler(logging.FileHandler):
+    """The log file; a record it cannot write (a full disk) is said once, not a traceback each.
+
+    logging's own handleError prints a traceback for every record that fails, tens of thousands
+    on a full disk; the console handler still shows every record.
+    """
+
+    failed = 0
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        self.failed += 1
+        if self.failed == 1:
+            error = sys.exc_info()[1]
+            reason = getattr(error, "strerror", None) or error
+            sys.stderr.write(f"lofarexec: cannot write the log file {self.baseFilename} "
+                             f"({reason}): records are missing from it while this lasts; the "
+                             "console still shows them\n")
 
 
 def _now() -> str:

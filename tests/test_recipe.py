@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -198,3 +199,30 @@ def test_log_format_from_the_config(tmp_path):
     result = run_recipe([SEED_RECIPE, "-j", "fmt", "-v", "-c", config, "nodeF"], cwd=REPO)
     assert result.returncode == 0, result.stderr
     assert "<INFO> Received example_argument as argument" in result.stderr
+
+
+@pytest.mark.slow
+def test_a_full_disk_under_the_log_file_is_said_once_not_a_traceback_per_record(tmp_path,
+                                                                                  capfd):
+    import logging
+
+    from lofarexec import recipe
+    from tests.run.test_journal import fill, small_tmpfs
+
+    with small_tmpfs(tmp_path / "disk") as disk:
+        log_file = disk / "logs" / "pipeline.log"
+        recipe._add_log_file(log_file, logging.Formatter("%(message)s"))
+        root = logging.getLogger()
+        handler = next(h for h in root.handlers if getattr(h, "baseFilename", "") == str(log_file))
+        try:
+            fill(disk, leave=0)
+            for index in range(2000):
+                logging.getLogger("full").debug("record %d %s", index, "x" * 100)
+        finally:
+            root.removeHandler(handler)
+            with contextlib.suppress(OSError):
+                handler.close()
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "Logging error" not in err
+    assert err.count("cannot write the log file") == 1
+    assert "No space left on device" in err

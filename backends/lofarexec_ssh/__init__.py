@@ -89,6 +89,19 @@ class SshSettings:
         if self.host_key_policy not in _HOST_KEY_POLICIES:
             raise ValueError(f"host_key_policy must be one of {', '.join(_HOST_KEY_POLICIES)}")
         shlex.split(self.options)  # fails early on unbalanced quotes
+        if self.config_file and self.config_file != "none":  # -F none: no config file at all
+            _check_readable(self.config_file)
+
+
+def _check_readable(config_file: str) -> None:
+    """Fail at configuration time, naming the key, when ssh could not read its ``-F`` file
+    (ssh would fail every job with it, one at a time)."""
+    try:
+        with open(config_file, "rb"):
+            pass
+    except OSError as exc:
+        raise ValueError(f"config_file {config_file!r} cannot be read ({exc.strerror}): give "
+                         "the path of an ssh client config file, or remove the key") from None
 
 
 class SshBackend(Backend):

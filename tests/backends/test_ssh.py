@@ -260,3 +260,18 @@ def test_an_agent_cut_off_from_the_control_node_kills_its_jobs(ssh_testbed):
         os.kill(session, signal.SIGCONT)
         client.close()
     assert outcomes[0].returncode == -15, outcomes
+
+
+def test_a_missing_config_file_stops_the_run_before_any_job(tmp_path):
+    from lofarexec.errors import ConfigError
+
+    missing = tmp_path / "no_such_ssh_config"
+    marker = tmp_path / "ran"
+    job = ComputeJob("node1", f"touch {marker}")
+    text = f"[remote]\nmethod = ssh\n[ssh]\nconfig_file = {missing}\n"
+    with pytest.raises(ConfigError) as excinfo:
+        run(tmp_path, text, [job])
+    message = str(excinfo.value)
+    assert message.startswith(f"{tmp_path / 'pipeline.cfg'}, section [ssh]: config_file ")
+    assert str(missing) in message and "\n" not in message
+    assert job.results.get("state") is None and not marker.exists()

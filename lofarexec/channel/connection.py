@@ -23,6 +23,7 @@ from lofarexec.channel.protocol import (
     MSG_HELLO,
     MSG_LOG,
     FrameDecoder,
+    count_frames,
     parse_hello,
     parse_log_record,
 )
@@ -33,6 +34,26 @@ from lofarexec.errors import ProtocolError
 logger = logging.getLogger("lofarexec.channel.logserver")
 
 _RECV_BYTES = 1 << 16
+_HEADER_BYTES = 4
+#: At a stop, how much of a connection's unread data is read just to say how much is lost.
+_MAX_UNREAD_COUNTED = 64 << 20
+
+
+class Refusals:
+    """Warns of refused connections, but only of the first few: a flood must not flood the log."""
+
+    WARNED = 10
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def note(self, text: str) -> None:
+        self.count += 1
+        if self.count <= self.WARNED:
+            logger.warning("%s%s", text, "" if self.count < self.WARNED else
+                           " (further refused connections are logged at debug level)")
+        else:
+            logger.debug("%s", text)
 
 
 @dataclass(frozen=True)
@@ -47,6 +68,7 @@ class Shared:
     """The frame size allowed once a connection has authenticated (outputs can be big)."""
     send: Callable[[NodeConnection, dict[str, Any]], None]
     """Sends a reply from any thread (the server queues those of other threads)."""
+    refusals: Refusals = field(default_factory=Refusals)
 
 
 @dataclass(eq=False)
@@ -67,14 +89,19 @@ class NodeConnection:
 
     def on_readable(self) -> None:
         """Read what arrived and handle each whole frame; close on EOF or a protocol error."""
+        # Before its hello a connection may not make us hold more than one small frame.
+        size = _RECV_BYTES if self.job is not None else max(
+            1, self.decoder.max_bytes + _HEADER_BYTES - self.decoder.buffered)
         try:
-            data = self.sock.recv(_RECV_BYTES)
+            data = self.sock.recv(size)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
             data = b""
             if self.job_id is None:
                 self.reject(f"connection error before hello: {exc}")
+        if data and self.job is not None:
+            self.shared.table.count_bytes(self.job, len(data))
         try:
             if data:
                 for message in self.decoder.feed_iter(data):
@@ -148,9 +175,39 @@ class NodeConnection:
         """Log the one warning for a misbehaving connection, then close it."""
         if self.closed:
             return
-        who = f" (job {self.job_id} on {self.host})" if self.job_id is not None else ""
-        logger.warning("log connection from %s%s closed: %s", self.peer, who, reason)
+        if self.job_id is not None:
+            logger.warning("log connection from %s (job %d on %s) closed: %s",
+                           self.peer, self.job_id, self.host, reason)
+        else:
+            self.shared.refusals.note(f"log connection from {self.peer} closed: {reason}")
         self.close()
+
+    def abandon(self) -> None:
+        """Close at the server's stop; warn (naming the job) of what its node sent unread."""
+        if self.closed:
+            return
+        if self.job_id is not None:
+            unread, records = self._unread()
+            if unread:
+                logger.warning(
+                    "log channel of job %d on %s closed with the run: %d bytes it sent (about "
+                    "%d records) were never read; they are lost", self.job_id, self.host,
+                    unread, records)
+        self.close()
+
+    def _unread(self) -> tuple[int, int]:
+        """Bytes received but not handled, and how many whole records they hold (counted from
+        the frame headers, never decoded)."""
+        pending = bytearray(self.decoder.pending())
+        while len(pending) < _MAX_UNREAD_COUNTED:
+            try:
+                chunk = self.sock.recv(_RECV_BYTES)
+            except OSError:
+                break
+            if not chunk:
+                break
+            pending += chunk
+        return len(pending), count_frames(pending)
 
     def close(self) -> None:
         """Close the socket and drop it from its job's open set; safe to call twice."""

@@ -20,6 +20,7 @@ directly. Values are JSON: nothing received is unpickled or evaluated.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -28,12 +29,17 @@ from lofarexec.errors import ProtocolError, WaitTimeout
 
 Reply = Callable[[dict[str, Any]], None]
 _MAX_KEY = 200
+#: Default cap on the outputs and board values nodes may have stored at once (JSON bytes).
+DEFAULT_MAX_KEPT_BYTES = 256 << 20
 
 
 class JobExchange:
     """Stored arguments, received outputs and a run-wide key/value board for one run."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_kept_bytes: int = DEFAULT_MAX_KEPT_BYTES) -> None:
+        self.max_kept_bytes = max_kept_bytes
+        """What nodes may have stored here at once; a request past it gets an error reply."""
+        self._kept: dict[tuple[str, str | int], int] = {}
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._arguments: dict[int, list[Any]] = {}
@@ -58,6 +64,7 @@ class JobExchange:
         """The outputs the node delivered (once), or None if it sent none."""
         with self._lock:
             self._arguments.pop(job_id, None)
+            self._kept.pop(("outputs", job_id), None)
             return self._outputs.pop(job_id, None)
 
     def put(self, key: str, value: Any) -> None:
@@ -90,11 +97,19 @@ class JobExchange:
         if kind == "get_arguments":
             reply(self._arguments_of(job_id))
         elif kind == "outputs":
-            self._keep_outputs(job_id, message.get("outputs"))
-            reply({"type": "ack"})
+            outputs = message.get("outputs")
+            if not isinstance(outputs, dict) or not all(isinstance(k, str) for k in outputs):
+                raise ProtocolError("outputs must be a JSON object with string keys")
+            refusal = self._reserve(("outputs", job_id), outputs)
+            if refusal is None:
+                self._keep_outputs(job_id, outputs)
+            reply(refusal or {"type": "ack"})
         elif kind == "put":
-            self.put(_key(message), message.get("value"))
-            reply({"type": "ack"})
+            key = _key(message)
+            refusal = self._reserve(("board", key), message.get("value"))
+            if refusal is None:
+                self.put(key, message.get("value"))
+            reply(refusal or {"type": "ack"})
         elif kind == "get":
             self._answer_get(_key(message), reply)
         else:
@@ -108,9 +123,20 @@ class JobExchange:
                                    "create it with ComputeJob(..., store_arguments=True)"}
             return {"type": "arguments", "arguments": self._arguments[job_id]}
 
-    def _keep_outputs(self, job_id: int, outputs: object) -> None:
-        if not isinstance(outputs, dict) or not all(isinstance(k, str) for k in outputs):
-            raise ProtocolError("outputs must be a JSON object with string keys")
+    def _reserve(self, slot: tuple[str, str | int], value: object) -> dict[str, Any] | None:
+        """Count ``value`` against :attr:`max_kept_bytes`; an error reply if it does not fit."""
+        size = len(json.dumps(value, ensure_ascii=False))
+        with self._lock:
+            others = sum(self._kept.values()) - self._kept.get(slot, 0)
+            if others + size > self.max_kept_bytes:
+                return {"type": "error", "message": (
+                    f"the master keeps at most {self.max_kept_bytes >> 20} MiB of node outputs "
+                    f"and values at once ([logging] max_kept_mib); this {size}-byte one does not "
+                    "fit: write large results to files and send their paths")}
+            self._kept[slot] = size
+        return None
+
+    def _keep_outputs(self, job_id: int, outputs: dict[str, Any]) -> None:
         with self._lock:
             if job_id in self._outputs:
                 raise ProtocolError(f"job {job_id} delivered its outputs twice")

@@ -22,6 +22,8 @@ class RegisteredJob:
     host: str
     token: str
     records: int = 0
+    received_bytes: int = 0
+    """Bytes read from its authenticated connections: how a waiter tells progress from a stall."""
     exited: bool = False
     connections: set[object] = field(default_factory=set)
     """The authenticated connections now open; a set, so releasing one twice cannot miscount."""
@@ -63,6 +65,16 @@ class JobTable:
         with self._lock:
             return self._get(job_id).records
 
+    def waiting_count(self) -> int:
+        """Jobs registered, not ended and not connected: each will want a descriptor."""
+        with self._lock:
+            return sum(1 for job in self._jobs.values()
+                       if not job.exited and not job.connections and not job.records)
+
+    def received_bytes(self, job_id: int) -> int:
+        with self._lock:
+            return self._get(job_id).received_bytes
+
     def wait_closed(self, job_id: int, timeout: float | None) -> bool:
         """True once the job has exited and none of its connections is open; False after
         ``timeout`` seconds or when the job is forgotten meanwhile."""
@@ -91,6 +103,10 @@ class JobTable:
     def count_record(self, job: RegisteredJob) -> None:
         with self._lock:
             job.records += 1
+
+    def count_bytes(self, job: RegisteredJob, count: int) -> None:
+        with self._lock:
+            job.received_bytes += count
 
     def release(self, job: RegisteredJob, connection: object) -> None:
         """The connection is closed: it no longer keeps the job's waiters waiting."""

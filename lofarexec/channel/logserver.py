@@ -12,10 +12,16 @@ job's token, and stream their log records, which are re-emitted into the master'
     shutdown(WR), wait for EOF <─────────── EOF seen: close; job 7's open count -1, notify
 
 A connection that misbehaves (junk, oversized header, wrong token, silence past
-``hello_timeout``) is closed with one warning on ``lofarexec.channel.logserver``; others are
-unaffected. Because the node waits for the server to close before it exits, by the time the
-master sees the node's process end its records have been emitted;
-:meth:`LogServer.wait_job_closed` covers nodes that do not wait.
+``hello_timeout``) is closed with one warning on ``lofarexec.channel.logserver`` (the first ten;
+then at debug level); others are unaffected. Before its hello a connection may send at most
+:data:`MAX_HELLO_BYTES`, and at most :data:`MAX_UNAUTHENTICATED` such connections are held: a
+new one beyond that closes the oldest (after reading what it sent), so strangers cannot starve
+the port. Out of file descriptors, accepting pauses and retries, with one warning.
+
+Because the node waits for the server to close before it exits, by the time the master sees
+the node's process end its records have usually been emitted; :meth:`LogServer.wait_job_closed`
+and :meth:`LogServer.bytes_received` let the runner wait for the rest while it still arrives.
+At a stop, a connection still open is closed with a warning counting what it sent unread.
 
 This module owns the port, the serving thread and the job table's public face;
 :mod:`~lofarexec.channel.connection` handles each connection's frames and
@@ -25,7 +31,9 @@ This module owns the port, the serving thread and the job table's public face;
 from __future__ import annotations
 
 import collections
+import errno
 import logging
+import resource
 import selectors
 import socket
 import threading
@@ -36,12 +44,20 @@ from typing import Any, Self
 from lofarexec.channel.connection import NodeConnection, Shared
 from lofarexec.channel.exchange import JobExchange
 from lofarexec.channel.jobtable import JobTable
-from lofarexec.channel.protocol import DEFAULT_MAX_FRAME_BYTES, FrameDecoder, encode_frame
+from lofarexec.channel.protocol import FrameDecoder, encode_frame
 
 logger = logging.getLogger("lofarexec.channel.logserver")
 
-#: Frame size allowed after authentication: a node's outputs may be large; a stranger's not.
-DEFAULT_MAX_MESSAGE_BYTES = 1 << 30
+#: Frame size allowed after authentication (``[logging] max_message_mib``): outputs may be big.
+DEFAULT_MAX_MESSAGE_BYTES = 64 << 20
+#: What a connection may send before its hello is accepted: a hello is about 100 bytes.
+MAX_HELLO_BYTES = 4096
+#: Seconds a new connection has to say hello (a node sends it right after connecting).
+HELLO_TIMEOUT = 5.0
+#: Connections without an accepted hello held at once; a new one beyond closes the oldest.
+MAX_UNAUTHENTICATED = 64
+#: Out of descriptors, accepting pauses this long at first, doubling up to ``_MAX_PAUSE``.
+_FIRST_PAUSE, _MAX_PAUSE = 0.05, 2.0
 _WILDCARD_HOSTS = ("", "0.0.0.0", "::")
 
 
@@ -59,11 +75,12 @@ class LogServer:
         *,
         bind_address: str = "127.0.0.1",
         advertise_address: str | None = None,
-        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
-        hello_timeout: float = 10.0,
+        max_frame_bytes: int = MAX_HELLO_BYTES,
+        hello_timeout: float = HELLO_TIMEOUT,
         recipe_name: str = "pipeline",
         exchange: JobExchange | None = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        max_unauthenticated: int = MAX_UNAUTHENTICATED,
     ) -> None:
         self.exchange = exchange if exchange is not None else JobExchange()
         """Answers the frames that are not log records (arguments, outputs, values)."""
@@ -73,7 +90,13 @@ class LogServer:
         self.bind_address = bind_address
         self.advertise_address = advertise_address
         self.max_frame_bytes = max_frame_bytes
+        """The frame size allowed before a connection's hello is accepted."""
+        self.max_unauthenticated = max_unauthenticated
         self.hello_timeout = hello_timeout
+        self._awaiting: collections.deque[NodeConnection] = collections.deque()
+        self._accept_resumes: float | None = None  # paused, out of descriptors, until then
+        self._pause = _FIRST_PAUSE
+        self._told_descriptors = False
         self.recipe_name = recipe_name
         self._table = JobTable()
         self._listener: socket.socket | None = None
@@ -81,7 +104,7 @@ class LogServer:
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
         self._stopping = False
-        self._shared: Shared | None = None  # made by the serving thread, with its selector
+        self._shared: Shared | None = None  # made by start(), with the selector
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -94,6 +117,13 @@ class LogServer:
         self._listener.setblocking(False)
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
+        # Made here, not in the thread: out of descriptors, start() fails instead of the thread.
+        selector = selectors.DefaultSelector()
+        self._shared = Shared(selector=selector, table=self._table, exchange=self.exchange,
+                              recipe_name=self.recipe_name,
+                              max_message_bytes=self.max_message_bytes, send=self._send)
+        selector.register(self._listener, selectors.EVENT_READ, None)
+        selector.register(self._wake_r, selectors.EVENT_READ, None)
         self._thread = threading.Thread(target=self._serve, name="lofarexec-logserver", daemon=True)
         self._thread.start()
 
@@ -162,6 +192,16 @@ class LogServer:
         """How many log records the job has sent so far (over all its connections)."""
         return self._table.records(job_id)
 
+    def bytes_received(self, job_id: int) -> int:
+        """How many bytes the job's authenticated connections have delivered so far: while this
+        grows, the job's channel is still draining."""
+        return self._table.received_bytes(job_id)
+
+    def unauthenticated(self) -> tuple[int, int]:
+        """Connections now waiting for their hello, and the bytes held for them (a measure)."""
+        waiting = [conn for conn in list(self._awaiting) if conn.job is None and not conn.closed]
+        return len(waiting), sum(conn.decoder.buffered for conn in waiting)
+
     def wait_job_closed(self, job_id: int, timeout: float | None) -> bool:
         """Block until the job has exited (:meth:`job_exited`) and none of its connections is
         open; return False if ``timeout`` seconds pass first, or the job is forgotten."""
@@ -171,17 +211,14 @@ class LogServer:
 
     def _serve(self) -> None:
         assert self._listener is not None and self._wake_r is not None
-        selector = selectors.DefaultSelector()
-        self._shared = Shared(selector=selector, table=self._table, exchange=self.exchange,
-                              recipe_name=self.recipe_name,
-                              max_message_bytes=self.max_message_bytes, send=self._send)
-        selector.register(self._listener, selectors.EVENT_READ, None)
-        selector.register(self._wake_r, selectors.EVENT_READ, None)
+        assert self._shared is not None
+        selector = self._shared.selector
         # Hello deadlines are accept time + a constant, so they expire in accept order.
-        awaiting_hello: collections.deque[NodeConnection] = collections.deque()
+        awaiting_hello = self._awaiting
         try:
             while not self._stopping:
                 timeout = self._expire_hellos(awaiting_hello)
+                timeout = self._resume_accepting(timeout)
                 for key, events in selector.select(timeout):
                     if key.fileobj is self._listener:
                         self._accept(awaiting_hello)
@@ -214,14 +251,19 @@ class LogServer:
 
     def _accept(self, awaiting: collections.deque[NodeConnection]) -> None:
         assert self._listener is not None and self._shared is not None
-        while True:
+        for _ in range(self.max_unauthenticated):  # then serve the reads: hellos get in
             try:
                 sock, peer = self._listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as exc:  # e.g. EMFILE: keep serving the connections we have
-                logger.warning("log server cannot accept a connection: %s", exc)
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    self._pause_accepting(exc)
+                else:
+                    logger.warning("log server cannot accept a connection: %s", exc)
                 return
+            self._pause = _FIRST_PAUSE
+            self._make_room(awaiting)
             sock.setblocking(False)
             conn = NodeConnection(
                 sock=sock,
@@ -232,6 +274,49 @@ class LogServer:
             )
             self._shared.selector.register(sock, selectors.EVENT_READ, conn)
             awaiting.append(conn)
+
+    def _make_room(self, awaiting: collections.deque[NodeConnection]) -> None:
+        """Keep fewer than ``max_unauthenticated`` connections without hello: close the oldest,
+        after one last read of what it sent (a node's hello comes right after its connect)."""
+        if len(awaiting) < self.max_unauthenticated:
+            return
+        live = [conn for conn in awaiting if conn.job is None and not conn.closed]
+        awaiting.clear()
+        awaiting.extend(live)
+        while len(awaiting) >= self.max_unauthenticated:
+            oldest = awaiting.popleft()
+            oldest.on_readable()
+            if oldest.job is None:
+                oldest.reject(f"more than {self.max_unauthenticated} connections without hello")
+
+    def _pause_accepting(self, exc: OSError) -> None:
+        """Out of descriptors: stop watching the port for a while (no busy loop), say so once."""
+        assert self._listener is not None and self._shared is not None
+        self._shared.selector.unregister(self._listener)
+        self._accept_resumes = time.monotonic() + self._pause
+        self._pause = min(self._pause * 2, _MAX_PAUSE)
+        if self._told_descriptors:
+            return
+        self._told_descriptors = True
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        needed = soft + max(self._table.waiting_count(), 1)
+        logger.warning(
+            "log server cannot accept node connections: %s (open files limit %d, hard limit "
+            "%s); it retries as descriptors free up. This run needs at least %d: raise the "
+            "limit (ulimit -n) or lower [remote] max_per_node", exc.strerror, soft,
+            "unlimited" if hard == resource.RLIM_INFINITY else hard, needed)
+
+    def _resume_accepting(self, timeout: float | None) -> float | None:
+        """Watch the port again once the pause is over; the select timeout, shortened to it."""
+        if self._accept_resumes is None:
+            return timeout
+        left = self._accept_resumes - time.monotonic()
+        if left > 0:
+            return left if timeout is None else min(timeout, left)
+        assert self._listener is not None and self._shared is not None
+        self._accept_resumes = None
+        self._shared.selector.register(self._listener, selectors.EVENT_READ, None)
+        return timeout
 
     def _send(self, conn: NodeConnection, message: dict[str, Any]) -> None:
         """Send a reply; from another thread (a deferred reply) it is queued for the server's."""
@@ -253,9 +338,11 @@ class LogServer:
 
     def _close_all(self, selector: selectors.BaseSelector) -> None:
         assert self._wake_w is not None
+        if self._accept_resumes is not None and self._listener is not None:
+            self._listener.close()  # paused: not in the selector
         for key in list(selector.get_map().values()):
             if isinstance(key.data, NodeConnection):
-                key.data.close()
+                key.data.abandon()
             else:
                 selector.unregister(key.fileobj)
                 key.fileobj.close()  # type: ignore[union-attr]

@@ -170,6 +170,10 @@ class FrameDecoder:
         """Bytes received but not yet part of a whole frame (non-zero at EOF: a cut frame)."""
         return len(self._buffer)
 
+    def pending(self) -> bytes:
+        """The bytes received but not yet part of a whole frame."""
+        return bytes(self._buffer)
+
     def feed(self, data: bytes) -> list[dict[str, Any]]:
         """Add ``data``; return every message it completes. Raises :class:`ProtocolError`."""
         return list(self.feed_iter(data))
@@ -204,6 +208,18 @@ class FrameDecoder:
                 yield decode_body(body)
         finally:
             del self._buffer[:start]
+
+
+def count_frames(data: bytes | bytearray) -> int:
+    """How many whole frames ``data`` starts with, from their headers only (nothing decoded)."""
+    start = count = 0
+    while len(data) - start >= _HEADER.size:
+        (length,) = _HEADER.unpack_from(data, start)
+        start += _HEADER.size + length
+        if start > len(data):
+            break
+        count += 1
+    return count
 
 
 # --- messages -------------------------------------------------------------------------------

@@ -38,8 +38,11 @@ from lofarexec.run.scheduler import Limits, Scheduler
 DEFAULT_METHOD = "ssh"
 #: Variables the node gets from the control node's environment when they are set there.
 FORWARDED_VARIABLES = ("PATH", "PYTHONPATH", "LD_LIBRARY_PATH", "LOFARROOT")
-#: Seconds the end of a batch waits, in all, for the nodes' log channels to close.
-LOG_DRAIN_TIMEOUT = 5.0
+#: At the end of a batch, a node's log channel that delivers nothing for this many seconds is
+#: given up (with a warning saying how much is lost); while it delivers, the batch waits.
+LOG_STALL_SECONDS = 10.0
+#: The same, when the run is being stopped: a stop must not wait long for a stuck channel.
+LOG_STALL_SECONDS_STOPPING = 1.0
 #: How many of a failed job's last stderr lines are repeated in the master's log.
 _STDERR_LINES = 10
 
@@ -149,7 +152,8 @@ class JobRunner:
             finally:
                 self._exchange_ready.clear()
                 log_server.exchange.close()
-                relay.drain_channels(LOG_DRAIN_TIMEOUT)
+                relay.drain_channels(LOG_STALL_SECONDS if self._kill_reason is None
+                                     else LOG_STALL_SECONDS_STOPPING)
                 hooks.lofarexec_run_finished(run=context, jobs=jobs, error=self.error.is_set())
         if self._kill_reason is not None:  # a stop that came as the batch was ending
             raise PipelineQuit(f"run stopped ({self._kill_reason})")
@@ -269,16 +273,29 @@ class _HookRelay:
         else:
             self._channel_open.append(job_id)
 
-    def drain_channels(self, timeout: float) -> None:
+    def drain_channels(self, stall_seconds: float) -> None:
         """The nodes' last records come before "completed": wait for the channels still open
-        to close, at most ``timeout`` seconds in all (a stuck node must not stall a stop).
-        Their tokens end with the log server, right after the batch."""
-        deadline = time.monotonic() + timeout
-        for job_id in self._channel_open:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not self._log_server.wait_job_closed(job_id, remaining):
-                break
+        to close for as long as they deliver; one that delivers nothing for ``stall_seconds``
+        is given up with a warning (the log server says how much it loses as it stops). Their
+        tokens end with the log server, right after the batch."""
+        server = self._log_server
+        pending = list(self._channel_open)
         self._channel_open.clear()
+        seen = {job_id: server.bytes_received(job_id) for job_id in pending}
+        deadline = time.monotonic() + stall_seconds
+        while pending:
+            if server.wait_job_closed(pending[0], max(0.0, deadline - time.monotonic())):
+                pending.pop(0)
+                continue
+            for job_id in list(pending):  # a stall period passed: who delivered nothing?
+                now = server.bytes_received(job_id)
+                if now == seen[job_id]:
+                    pending.remove(job_id)
+                    self._logger.warning(
+                        "job %s: its node's log channel delivered nothing for %g s after the "
+                        "job ended; giving up on it", job_id, stall_seconds)
+                seen[job_id] = now
+            deadline = time.monotonic() + stall_seconds
 
 
 def _implemented(hook: Any) -> Any:

@@ -152,3 +152,73 @@ def test_waiting_for_a_batch_that_never_starts_is_a_wait_timeout(make_config):
         runner.exchange_when_running(timeout=0.01)
     with pytest.raises(TimeoutError):  # older `except TimeoutError` code still works
         runner.exchange_when_running(timeout=0.01)
+
+
+FLOOD_NODE = """
+import lofarexec.node
+lofarexec.node.CLOSE_TIMEOUT = 0.01  # exit without waiting for the master to read it all
+for index in range(int(args[0])):
+    self.logger.debug("record %d", index)
+self.logger.error("final line of job %s", args[1])
+return 0
+"""
+
+
+@pytest.mark.slow
+def test_every_record_a_node_sent_reaches_the_log(make_config, node_script, caplog, tmp_path,
+                                                  request):
+    """8 local jobs each log 20,000 records and a final ERROR line: all 8 final lines arrive.
+
+    The master writes a formatted log file as a recipe does, so it re-emits slower than the
+    nodes send; the nodes exit without waiting for it (as a killed node does), and the records
+    still in flight when the jobs end must still come out.
+    """
+    caplog.set_level(logging.DEBUG)
+    log_file = logging.FileHandler(tmp_path / "pipeline.log")
+    log_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    logging.getLogger("node").addHandler(log_file)
+    request.addfinalizer(lambda: (logging.getLogger("node").removeHandler(log_file),
+                                  log_file.close()))
+    command = node_script(FLOOD_NODE, name="flood")
+    jobs = [ComputeJob(f"h{index}", command, ["20000", str(index)]) for index in range(8)]
+    runner_for(make_config()).schedule(jobs)
+    assert [job.results["state"] for job in jobs] == ["succeeded"] * 8
+    finals = {r.getMessage() for r in caplog.records if r.getMessage().startswith("final line")}
+    assert finals == {f"final line of job {index}" for index in range(8)}
+    node_records = sum(1 for r in caplog.records if r.name.startswith("node."))
+    assert node_records == 8 * 20_001
+
+
+class SilentChannel(MockBackend):
+    """Each job's node says hello and one record, ends, and leaves its channel open and silent
+    (as a child process that inherited the socket would)."""
+
+    name = "silent"
+    sockets: list[socket.socket] = []
+
+    def start(self, request: LaunchRequest, report: Report):
+        sock = connect((request.argv[-2], int(request.argv[-1])), request.job_id, request.token)
+        sock.sendall(log_frame("hello from a node that will not close"))
+        self.sockets.append(sock)
+        report(Outcome(0))
+        return Ended()
+
+
+class SilentPlugin:
+    @hookimpl
+    def lofarexec_register_backends(self, registry) -> None:
+        registry.add(SilentChannel)
+
+
+def test_a_silent_open_channel_is_given_up_with_a_warning(make_config, caplog, monkeypatch):
+    monkeypatch.setattr("lofarexec.run.runner.LOG_STALL_SECONDS", 0.2)
+    monkeypatch.setattr(SilentChannel, "sockets", [])
+    caplog.set_level(logging.INFO)
+    try:
+        runner_for(make_config(method="silent"), SilentPlugin()).schedule([ComputeJob(HOST, "n")])
+    finally:
+        for sock in SilentChannel.sockets:
+            sock.close()
+    given_up = [r.getMessage() for r in caplog.records if "giving up" in r.getMessage()]
+    assert given_up == ["job 0: its node's log channel delivered nothing for 0.2 s after the "
+                        "job ended; giving up on it"]

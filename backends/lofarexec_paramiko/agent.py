@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import paramiko
 
 from lofarexec.backend import Outcome
+from lofarexec.errors import BackendError
 from lofarexec.transport import (
     KILL_CONFIRM,
     PING,
@@ -48,7 +49,8 @@ _STDERR_KEPT = 4096
 
 class AgentLink:
     """One running agent: sends requests, decodes its frames into its jobs' ends, remembers
-    how it ended."""
+    how it ended; ``failure`` says why the link must end from here (the agent's output is
+    garbled, or it was silent for its silence limit)."""
 
     def __init__(self, channel: paramiko.Channel, python: str, pinger: Pinger) -> None:
         self.channel = channel
@@ -57,6 +59,7 @@ class AgentLink:
         self._stderr = bytearray()
         self._jobs: dict[int, Job] = {}  # running, by their number on the agent
         self._numbers = itertools.count(1)
+        self.failure: str | None = None
         channel.exec_command(agent_command(python, pinger.silence_limit))
 
     @property
@@ -86,7 +89,10 @@ class AgentLink:
         self.pinger.sent()
 
     def ping_if_due(self) -> None:
-        """Tell the agent we are still here, if nothing was said for a ping interval."""
+        """Tell the agent we are still here, if nothing was said for a ping interval; give it
+        up if it said nothing for the silence limit."""
+        if self.pinger.silent() and self.failure is None:
+            self.failure = self.pinger.given_up("the host's agent")
         if self.pinger.due():
             self.channel.sendall(PING)
             self.pinger.sent()
@@ -101,11 +107,15 @@ class AgentLink:
                 self._stderr += channel.recv_stderr(_CHUNK)
                 del self._stderr[:-_STDERR_KEPT]
                 took = True
-            if channel.recv_ready():
-                yield from self._frames.feed(channel.recv(_CHUNK))
+            if channel.recv_ready() and self.failure is None:
+                try:
+                    yield from self._frames.feed(channel.recv(_CHUNK))
+                except BackendError as exc:
+                    self.failure = str(exc)
                 took = True
             if not took:
                 return
+            self.pinger.heard()
 
     def drained(self) -> bool:
         """Whether the agent's channel is closed and nothing of it is left to read."""

@@ -36,11 +36,12 @@ ALIVE_COUNT = 3
 
 
 def connect(target: Target, settings: ParamikoSettings, known_hosts: KnownHosts,
-            keys: KeyCache, on_transport: Callable[[paramiko.Transport], None]
-            ) -> paramiko.Transport:
+            keys: KeyCache, on_transport: Callable[[paramiko.Transport], None],
+            on_heard: Callable[[], None] = lambda: None) -> paramiko.Transport:
     """An authenticated transport to ``target``; ``on_transport`` gets it before the handshake
-    (so that another thread can abort a slow handshake by closing it)."""
-    sock = open_socket(target, settings)
+    (so that another thread can abort a slow handshake by closing it); ``on_heard`` is called
+    (in paramiko's thread) whenever bytes arrive from the host."""
+    sock = open_socket(target, settings, on_heard)
     try:
         transport = paramiko.Transport(sock)
     except BaseException:
@@ -62,12 +63,17 @@ def connect(target: Target, settings: ParamikoSettings, known_hosts: KnownHosts,
     return transport
 
 
-def open_socket(target: Target, settings: ParamikoSettings) -> socket.socket:
+def open_socket(target: Target, settings: ParamikoSettings,
+                on_heard: Callable[[], None] = lambda: None) -> socket.socket:
     """A TCP connection to the target with Nagle off (≈40 ms per SSH exchange otherwise) and,
-    when ``alive_interval`` is set, kernel keepalives that notice a silent peer."""
-    sock = socket.create_connection((target.hostname, target.port),
-                                    timeout=settings.connect_timeout)
+    when ``alive_interval`` is set, kernel keepalives that notice a dead link (not a frozen
+    host: its kernel answers them; :func:`probe` does); ``on_heard`` hears every byte read."""
+    plain = socket.create_connection((target.hostname, target.port),
+                                     timeout=settings.connect_timeout)
+    sock = HeardSocket(plain.family, plain.type, plain.proto, fileno=plain.detach())
+    sock.on_heard = on_heard
     try:
+        sock.settimeout(settings.connect_timeout)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if settings.alive_interval:
             _set_keepalive(sock, settings.alive_interval)
@@ -75,6 +81,31 @@ def open_socket(target: Target, settings: ParamikoSettings) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+class HeardSocket(socket.socket):
+    """A socket that says when the host said something: the connection's silence limit is
+    measured from the last byte read (paramiko's thread does all the reading)."""
+
+    on_heard: Callable[[], None]
+
+    def recv(self, size: int, flags: int = 0) -> bytes:
+        data = super().recv(size, flags)
+        if data:
+            self.on_heard()
+        return data
+
+
+def probe(transport: paramiko.Transport) -> None:
+    """Ask the host for an answer without waiting for it, as OpenSSH's ServerAliveInterval
+    does: a global request no server knows, which every server refuses; the refusal, like any
+    bytes, counts as heard. (paramiko's own keepalive asks for no answer, and its
+    ``global_request`` would block this thread until one came.)"""
+    message = paramiko.Message()
+    message.add_byte(paramiko.common.cMSG_GLOBAL_REQUEST)
+    message.add_string("keepalive@openssh.com")
+    message.add_boolean(True)  # want a reply
+    transport._send_user_message(message)  # noqa: SLF001 - the public call waits for the reply
 
 
 def _set_keepalive(sock: socket.socket, interval: int) -> None:

@@ -15,7 +15,9 @@
             channel's fd; when the server closes the channel: the wrapper's status line ->
             report(Outcome); kill: shutdown_write() = EOF on the wrapper's stdin, and it kills
             the job's group
-        select() on the channels' fds and the wake pipe
+        select() on the channels' fds and the wake pipe; probe the host (and ping its agent)
+        every alive_interval: silent for four, it is given up (a frozen host answers no probe,
+        though its kernel answers TCP keepalives)
     connection (or agent) lost: running jobs are transport errors; jobs not started yet move
     (once) to another connection of the host, so a dropped idle connection costs no job
 
@@ -47,6 +49,7 @@ from .connect import (
     connect,
     lost,
     lost_reason,
+    probe,
     translate,
 )
 from .jobs import Job, State, one_line
@@ -55,7 +58,6 @@ if TYPE_CHECKING:
     from .pool import HostPool
 
 _log = logging.getLogger("lofarexec.paramiko")
-_NO_PINGS = Pinger(0)  # channel mode: nobody to ping
 
 
 class Connection:
@@ -80,6 +82,7 @@ class Connection:
         self._timers: TimerHeap[Job] = TimerHeap()  # killed jobs awaiting their end
         self._dead = self._closing = self._established = False
         self._transport: paramiko.Transport | None = None
+        self._alive = Pinger(self.settings.alive_interval)  # the host: probed, heard, given up
         self._selector = selectors.DefaultSelector()
         self._waker = WakePipe()
         self._selector.register(self._waker, selectors.EVENT_READ, None)
@@ -139,7 +142,7 @@ class Connection:
     def _main(self) -> None:
         try:
             transport = connect(self.target, self.settings, self.pool.known_hosts,
-                                self.pool.keys, self._adopt)
+                                self.pool.keys, self._adopt, self._alive.heard)
         except Exception as exc:  # noqa: BLE001 - the edge: anything becomes our error
             error = translate(exc, self.target, "cannot connect to")
             _log.debug("%s", error)
@@ -187,11 +190,26 @@ class Connection:
                 if ended is not None:
                     return ended
             self._run_timers()
-            if self._agent is not None:
-                try:
-                    self._agent.ping_if_due()
-                except CHANNEL_ERRORS as exc:  # the agent's channel is gone; its close tells
-                    _log.debug("%s: cannot ping the host's agent: %s", self.target.name, exc)
+            if self._alive.silent():
+                transport.close()  # nothing more to say over it (no orphan kill: it is frozen)
+                return self._alive.given_up(f"{self.target.hostname}:{self.target.port}")
+            silent_agent = self._keep_alive(transport)
+            if silent_agent is not None:
+                return silent_agent
+
+    def _keep_alive(self, transport: paramiko.Transport) -> str | None:
+        """Probe the host and ping its agent when due; why the connection must end if the
+        agent said nothing for its silence limit (or garbled its output)."""
+        agent = self._agent
+        try:
+            if self._alive.due():
+                probe(transport)
+                self._alive.sent()
+            if agent is not None:
+                agent.ping_if_due()
+        except CHANNEL_ERRORS as exc:  # the connection or channel is gone: its close tells
+            _log.debug("%s: cannot probe the host or ping its agent: %s", self.target.name, exc)
+        return agent.failure if agent is not None else None
 
     def _start_agent(self, transport: paramiko.Transport) -> str | None:
         """Start the host agent in a channel of its own; why not, if it could not be."""
@@ -284,6 +302,8 @@ class Connection:
         """Hand the agent's frames to their jobs; report the ended ones."""
         for job, outcome in link.ended_jobs():
             self._done(job, outcome)
+        if link.failure is not None:
+            return link.failure
         channel = link.channel
         if link.drained():  # the agent is gone: why, unless it went with the connection
             return None if lost(channel.get_transport()) else link.ending()
@@ -332,8 +352,11 @@ class Connection:
                     f"{job.host}: no answer within {waited:g} s of its kill; given up")))
 
     def _next_timeout(self) -> float | None:
-        pinger = self._agent.pinger if self._agent is not None else _NO_PINGS
-        return pinger.wait_time(self._timers.next_due())
+        waits = [self._alive.wait_time(self._timers.next_due())]
+        if self._agent is not None:
+            waits.append(self._agent.pinger.wait_time())
+        known = [wait for wait in waits if wait is not None]
+        return min(known) if known else None
 
     def _done(self, job: Job, outcome: Outcome) -> None:
         """Free the job's session, then report (a report may start the next job at once)."""

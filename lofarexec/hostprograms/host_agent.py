@@ -17,6 +17,8 @@ It keeps the wrapper's guarantees, for every job it runs:
   given a limit (its first argument, seconds), the agent expects a frame at least that often
   (the control node pings while it has nothing else to say), so a link that died without a
   word (a pulled cable: neither end sees EOF for a long time) does not leave the jobs running.
+  It pings back as often (every quarter of the limit while it has nothing else to say), so
+  that the control node gives up on a frozen host after the same limit.
 * **Secrets stay off command lines.** argv and environment arrive on stdin, never in ``ps``.
 * **The exit status is the node's, exactly**, reported in its own frame (negative: killed by
   that signal), after all of the job's stdout and stderr frames.
@@ -24,12 +26,12 @@ It keeps the wrapper's guarantees, for every job it runs:
 Wire format, both ways: frames of ``kind (1 byte) job (uint32) length (uint32)`` then
 ``length`` bytes. To the agent: ``S`` start (payload: NUL-separated ``grace``, ``argc``, argv
 words, ``NAME=VALUE`` environment entries: none of them can hold a NUL, so the split is exact
-and every byte reaches the job as sent), ``K`` kill, ``N`` nothing (a ping). From the agent:
-``H`` hello (once, at start), ``P`` the job started (payload: its pid, which is also its process
-group: should the agent be killed outright, the control node kills that group itself),
-``O``/``E`` a chunk of the job's stdout/stderr, ``F`` the job could not be started (payload:
-why), ``X`` the job ended (payload: its status in ASCII). The agent's own stderr is the
-link's stderr: a crash of the agent shows there.
+and every byte reaches the job as sent), ``K`` kill, ``N`` nothing (a ping, both ways). From
+the agent: ``H`` hello (once, at start), ``P`` the job started (payload: its pid, which is
+also its process group: should the agent be killed outright, the control node kills that group
+itself), ``O``/``E`` a chunk of the job's stdout/stderr, ``F`` the job could not be started
+(payload: why), ``X`` the job ended (payload: its status in ASCII). The agent's own stderr is
+the link's stderr: a crash of the agent shows there.
 
 Output flows under back-pressure: while more than ``_OUTBOX_LIMIT`` bytes wait to be sent, the
 agent stops reading its jobs' pipes (so a job that writes faster than the link carries it
@@ -49,6 +51,8 @@ _OUTBOX_LIMIT = 4 << 20
 #: Seconds a job's pipes may stay open after it exited (something it left outside its process
 #: group still holds them); then the job is reported without the rest of its output.
 _PIPE_LINGER = 5.0
+#: Pings per silence limit (the control side's SILENCE_FACTOR: it gives up after as many).
+_PINGS_PER_LIMIT = 4
 
 
 class _Job:
@@ -70,7 +74,8 @@ class Agent:
 
     def __init__(self, silence_limit=0.0):
         self.silence_limit = silence_limit  # seconds without a frame: the control node is gone
-        self.heard = time.monotonic()
+        self.heard = self.said = time.monotonic()
+        self.ping_interval = silence_limit / _PINGS_PER_LIMIT  # 0: the control node never asks
         self.selector = selectors.DefaultSelector()
         self.jobs = {}  # number -> _Job
         self.by_pid = {}
@@ -164,6 +169,8 @@ class Agent:
                     self.read_pipe(key.fd, key.data)
             self.reap()
             self.run_timers()
+            if self.ping_interval and self.ping_due_at() <= time.monotonic():
+                self.send(b"N", 0, b"")
             if (self.silence_limit and not self.quitting
                     and time.monotonic() - self.heard > self.silence_limit):
                 os.write(2, ("lofarexec host agent: no word from the control node for %g s: "
@@ -266,12 +273,20 @@ class Agent:
                     if job.exited_at is not None]
         if self.silence_limit and not self.quitting:
             moments.append(self.heard + self.silence_limit + 0.01)
+        if self.ping_interval and not self.outbox:
+            moments.append(self.ping_due_at())
         if not moments:
             return None
         return max(0.0, min(moments) - time.monotonic())
 
     # -- output ----------------------------------------------------------------------------
+    def ping_due_at(self):
+        """When to ping the control node: a ping interval after the last frame; never while
+        frames wait to be sent (the link is full or stalled: a ping would not get through)."""
+        return float("inf") if self.outbox else self.said + self.ping_interval
+
     def send(self, kind, number, payload):
+        self.said = time.monotonic()
         was_empty = not self.outbox
         self.outbox += _HEADER.pack(kind, number, len(payload))
         self.outbox += payload

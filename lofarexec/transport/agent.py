@@ -16,7 +16,9 @@ own) and one thread that owns its pipes. Other threads only queue requests and w
     the client's thread: select() on the agent's stdout and stderr, its stdin when frames
     wait to be written, the wake pipe; frames in -> each job's output tails, its end ->
     report(Outcome); a kill not answered within kill_grace + 2 s -> reported as a transport
-    error; the local process ends -> its running jobs are transport errors in its own words
+    error; the local process ends -> its running jobs are transport errors in its own words;
+    the agent silent for its silence limit, or its output garbled (a login script printing
+    before it started) -> the local process is killed, and its jobs are told why
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import threading
 from collections.abc import Callable, Sequence
 
 from lofarexec.backend import JobHandle, LaunchRequest, NothingToKill, Outcome, Report
+from lofarexec.errors import BackendError
 from lofarexec.hostnames import host_name_problem
 from lofarexec.transport.agent_frames import (
     PING,
@@ -76,7 +79,8 @@ class AgentJob:
 class AgentClient:
     """One host's agent, started as the local program ``argv`` (which must run the agent and
     connect its stdin and stdout to it), and the thread that serves its jobs. ``pinger`` says
-    when to ping (the agent was started with its silence limit).
+    when to ping (the agent was started with its silence limit) and when the agent, silent for
+    as long, is given up.
 
     ``kill_orphans(pids)`` is called when the agent ended while the local program could still
     reach the host (it was killed there): it should kill those process groups on the host and
@@ -96,6 +100,7 @@ class AgentClient:
         self._numbers = itertools.count(1)
         self._closing = self._dead = False
         self._end_reason = "the host's agent is closing"  # what late jobs are told
+        self._failure: str | None = None  # why this side ended the link, if it did
         self._outbox = bytearray()
         self._stderr = bytearray()
         self._frames = FrameReader()
@@ -192,6 +197,9 @@ class AgentClient:
                         selector.unregister(key.fileobj)
                         open_streams -= 1
                 self._run_timers()
+                if self._pinger.silent():
+                    self._give_up(self._pinger.given_up("the host's agent") + "; it kills its "
+                                  "jobs after as long without word from here")
                 if self._pinger.due() and not process.stdin.closed:
                     self._outbox += PING
                     self._pinger.sent()
@@ -239,20 +247,34 @@ class AgentClient:
         return True
 
     def _read(self, fd: int, which: str) -> bool:
-        """Take what the program said; False at the stream's end."""
+        """Take what the program said; False at the stream's end (or a garbled one's)."""
         try:
             data = os.read(fd, _CHUNK * 4)
         except OSError:
             data = b""
         if not data:
             return False
+        self._pinger.heard()
         if which == "stderr":
             self._stderr += data
             del self._stderr[:-4096]
             return True
-        for job, outcome in take_frames(self._frames.feed(data), self._jobs):
+        try:
+            frames = self._frames.feed(data)
+        except BackendError as exc:
+            self._give_up(str(exc))
+            return False
+        for job, outcome in take_frames(frames, self._jobs):
             job.report(outcome)
         return True
+
+    def _give_up(self, reason: str) -> None:
+        """End the link from here (its end then fails the running jobs with ``reason``): the
+        agent cannot be understood or heard. Its jobs need no orphan kill: the agent kills
+        them at its link's end, or after its own silence limit."""
+        self._failure = reason
+        self._pinger = Pinger(0)  # asked once
+        signal_group(self._process.pid, signal.SIGKILL)
 
     def _run_timers(self) -> None:
         for number in self._timers.pop_due():
@@ -278,7 +300,9 @@ class AgentClient:
         process.stdout.close()  # type: ignore[union-attr]
         process.stderr.close()  # type: ignore[union-attr]
         said = last_lines(self._stderr.decode("utf-8", "replace")) or "no output"
-        if not self._frames.hello:
+        if self._failure is not None:
+            reason = self._failure
+        elif not self._frames.hello:
             what = ("the connection failed" if status == 255
                     else f"the remote launcher failed (status {status})")
             reason = f"{what}: {said}"
@@ -290,7 +314,7 @@ class AgentClient:
                 self._end_reason = reason
             unstarted = [job for what, job, _ in self._requests if what == "start"]
             self._requests.clear()
-        if self._frames.hello and self._jobs:
+        if self._frames.hello and self._jobs and self._failure is None:
             orphans = [job.pid for job in self._jobs.values() if job.pid]
             if orphans and self._kill_orphans is not None:
                 self._kill_orphans(orphans)

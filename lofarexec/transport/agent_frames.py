@@ -16,13 +16,19 @@ from collections.abc import Iterable, Iterator
 from typing import Protocol, TypeVar
 
 from lofarexec.backend import LaunchRequest, Outcome
+from lofarexec.errors import BackendError
 from lofarexec.transport.process import keep_tail
 from lofarexec.transport.wrapper import job_environment
 
 HEADER = struct.Struct("!cII")
-#: The agent gives up on a control node silent for this many ping intervals (the local ssh
-#: client or paramiko gives up on a silent host after about three).
+#: Each side gives up on the other after this many ping intervals without a frame: the agent
+#: on the control node, the control node on the agent (both ping while they have nothing to say).
 SILENCE_FACTOR = 4
+#: The longest frame the agent sends (its output comes in 64 KiB chunks): a longer length is a
+#: garbled stream, not something to wait for.
+MAX_AGENT_FRAME = 1 << 20
+#: How the agent's first frame, its hello, begins.
+_HELLO_START = HEADER.pack(b"H", 0, 0)[:5]
 
 
 def encode_start(number: int, request: LaunchRequest, kill_grace: float) -> bytes:
@@ -49,25 +55,40 @@ PING = HEADER.pack(b"N", 0, 0)
 class Pinger:
     """When the control side must say something (a :data:`PING` if nothing else) so that the
     agent, which gives up after ``interval`` x :data:`SILENCE_FACTOR` s of silence, knows it is
-    still there. An ``interval`` of 0 turns pings (and the agent's limit) off."""
+    still there; and when the control side gives up on the agent in turn (it pings as often),
+    having :meth:`heard` nothing from it for as long. An ``interval`` of 0 turns pings and both
+    limits off."""
 
     def __init__(self, interval: float) -> None:
         self.interval = max(0.0, interval)
         self.silence_limit = self.interval * SILENCE_FACTOR
-        self._last = time.monotonic()
+        self._last = self._heard = time.monotonic()
 
     def sent(self) -> None:
         self._last = time.monotonic()
 
+    def heard(self) -> None:
+        """The other side said something (any byte counts); may be called from any thread."""
+        self._heard = time.monotonic()
+
     def due(self) -> bool:
         return self.interval > 0 and time.monotonic() >= self._last + self.interval
 
+    def silent(self) -> bool:
+        """Whether nothing was heard for the silence limit: the other side is gone (frozen, or
+        its link is, which TCP keepalives do not show: the kernel answers them)."""
+        return self.interval > 0 and time.monotonic() >= self._heard + self.silence_limit
+
+    def given_up(self, who: str) -> str:
+        """Why ``who`` (the host, its agent), :meth:`silent` for the limit, is given up."""
+        return f"{who} was silent for {self.silence_limit:g} s (a frozen host or link?)"
+
     def wait_time(self, deadline: float | None = None) -> float | None:
-        """Seconds until a ping is due or ``deadline`` (monotonic) comes, whichever is first;
-        None: neither ever."""
+        """Seconds until a ping is due, the silence limit passes or ``deadline`` (monotonic)
+        comes, whichever is first; None: none ever."""
         moments = [deadline] if deadline is not None else []
         if self.interval > 0:
-            moments.append(self._last + self.interval)
+            moments += [self._last + self.interval, self._heard + self.silence_limit]
         return max(0.0, min(moments) - time.monotonic()) if moments else None
 
 
@@ -129,7 +150,14 @@ def take_frames(frames: Iterable[tuple[bytes, int, bytes]],
 
 
 class FrameReader:
-    """Cuts the agent's output into ``(kind, job number, payload)`` frames; notes its hello."""
+    """Cuts the agent's output into ``(kind, job number, payload)`` frames; notes its hello and
+    drops its pings.
+
+    :meth:`feed` raises :class:`~lofarexec.errors.BackendError` (to be reported with the host's
+    name) for a stream that cannot be the agent's: anything before its hello (a login script
+    that prints to standard output) or a frame longer than :data:`MAX_AGENT_FRAME`, which would
+    otherwise be waited for, swallowing everything after it.
+    """
 
     def __init__(self) -> None:
         self._buffer = bytearray()
@@ -138,16 +166,30 @@ class FrameReader:
     def feed(self, data: bytes) -> list[tuple[bytes, int, bytes]]:
         buffer = self._buffer
         buffer += data
+        if not self.hello and not buffer.startswith(_HELLO_START[:len(buffer)]):
+            raise BackendError(f"the host printed {_shown(buffer)} before the agent started: a "
+                               "login script writing to standard output? Make it print only "
+                               "for interactive shells (or to stderr)")
         frames, offset = [], 0
         while len(buffer) - offset >= HEADER.size:
             kind, number, length = HEADER.unpack_from(buffer, offset)
+            if length > MAX_AGENT_FRAME:
+                raise BackendError(f"the host agent's output is garbled: a frame of {length} "
+                                   f"bytes (at most {MAX_AGENT_FRAME}) near "
+                                   f"{_shown(buffer[offset:])}")
             end = offset + HEADER.size + length
             if end > len(buffer):
                 break
             if kind == b"H":
                 self.hello = True
-            else:
+            elif kind != b"N":
                 frames.append((kind, number, bytes(buffer[offset + HEADER.size:end])))
             offset = end
         del buffer[:offset]
         return frames
+
+
+def _shown(data: bytes | bytearray) -> str:
+    """The first bytes of ``data``, quoted, for a message."""
+    text = bytes(data[:40]).decode("utf-8", "replace")
+    return repr(text) + ("..." if len(data) > 40 else "")

@@ -486,3 +486,48 @@ def test_close_kills_running_jobs_and_refuses_new_ones(either_mode, ssh_testbed,
     assert wait_gone(pids, 0.5)
     backend.start(request(2, "node4", "/bin/true"), outcomes(2))
     assert "closed" in outcomes.wait(2, timeout=0).transport_error
+
+
+# -- silence and garbage: a frozen host, a login script that prints ----------------------------
+def sshd_session_of(pid: int) -> int:
+    """The sshd process serving the connection a job runs through: its nearest sshd ancestor."""
+    while Path(f"/proc/{pid}/comm").read_text().strip() != "sshd":
+        with open(f"/proc/{pid}/stat") as stat:
+            pid = int(stat.read().rsplit(")", 1)[1].split()[1])
+    return pid
+
+
+@pytest.mark.slow
+def test_a_frozen_host_is_given_up_after_the_silence_limit(either_mode, ssh_testbed,
+                                                           pid_catcher) -> None:
+    """The host's sshd session is stopped: its kernel still answers TCP keepalives, so only
+    the probes (and the agent's pings) can show that nothing answers any more."""
+    backend = either_mode(alive_interval=1)  # given up after 4 s of silence
+    outcomes = Reports()
+    backend.start(request(1, "node3", *pid_catcher.argv(ssh_testbed.python)), outcomes(1))
+    pids = pid_catcher.pids()
+    session = sshd_session_of(pids[0])
+    os.kill(session, signal.SIGSTOP)
+    try:
+        reason = outcomes.wait(1).transport_error
+    finally:
+        os.kill(session, signal.SIGCONT)
+    assert reason.startswith("node3: "), reason
+    assert "was silent for 4 s (a frozen host or link?)" in reason, reason
+    assert wait_gone(pids, 10.0)  # by the agent's own limit, or at the wrapper's EOF once thawed
+    backend.start(request(2, "node3", "/bin/true"), outcomes(2))
+    assert outcomes.wait(2) == Outcome(0)  # on a new connection
+
+
+@pytest.mark.slow
+def test_a_login_script_that_prints_fails_the_agents_jobs_in_words_saying_so(
+        backends, ssh_testbed, tmp_path) -> None:
+    chatty = tmp_path / "chatty-python"
+    chatty.write_text(f'#!/bin/sh\necho "Welcome to node1"\nexec {ssh_testbed.python} "$@"\n')
+    chatty.chmod(0o755)
+    backend = backends(remote_python=str(chatty))
+    outcomes = Reports()
+    backend.start(request(1, "node1", "/bin/true"), outcomes(1))
+    reason = outcomes.wait(1).transport_error
+    assert reason.startswith("node1: the host printed 'Welcome to node1\\n") and (
+        "a login script writing to standard output?" in reason), reason

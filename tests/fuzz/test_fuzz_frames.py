@@ -17,6 +17,7 @@ import logging
 import struct
 from typing import Any
 
+import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
@@ -31,7 +32,7 @@ from lofarexec.channel.protocol import (
     parse_log_record,
     read_frame,
 )
-from lofarexec.errors import ProtocolError
+from lofarexec.errors import BackendError, ProtocolError
 from lofarexec.transport.agent import AgentJob
 from lofarexec.transport.agent_frames import FrameReader, take_frame
 from tests.fuzz import FUZZ
@@ -210,28 +211,37 @@ def test_what_a_node_sends_reads_back(name, level, text, job_id):
 
 
 # -- the host agent's frames -------------------------------------------------------------------
-AGENT_KINDS = [b"H", b"P", b"O", b"E", b"F", b"X", b"S", b"\0", b"\xff"]
+AGENT_KINDS = [b"H", b"P", b"O", b"E", b"F", b"X", b"S", b"N", b"\0", b"\xff"]
 agent_payloads = (st.binary(max_size=10) | st.integers().map(lambda n: str(n).encode())
                   | st.sampled_from([b"1", b"0", b"-1", b"-9", b" 7\n", b"1_0", b"9" * 5000,
                                      "\u0665".encode(), b"\xff\xfe"]))
 agent_frames = st.builds(lambda kind, number, payload: struct.pack("!cII", kind, number,
                                                                     len(payload)) + payload,
                          st.sampled_from(AGENT_KINDS), st.integers(0, 2**32 - 1), agent_payloads)
-agent_streams = st.lists(agent_frames, max_size=5).map(b"".join) | st.binary(max_size=40)
+agent_hello = struct.pack("!cII", b"H", 0, 1) + b"1"
+agent_streams = (st.lists(agent_frames, max_size=5).map(lambda frames: agent_hello
+                                                        + b"".join(frames))
+                 | st.lists(agent_frames, max_size=5).map(b"".join) | st.binary(max_size=40))
 
 
-def reference_agent(data: bytes) -> tuple[list[tuple[bytes, int, bytes]], bool]:
-    """The agent's frames in ``data`` (hello left out), and whether a hello came."""
+def reference_agent(data: bytes) -> tuple[list[tuple[bytes, int, bytes]], bool] | None:
+    """The agent's frames in ``data`` (hello and pings left out), and whether a hello came;
+    None for a stream that cannot be the agent's (not starting with its hello, or a frame
+    longer than 1 MiB)."""
+    if not data.startswith(b"H\0\0\0\0"[:len(data)]):
+        return None
     found, said_hello, position = [], False, 0
     while len(data) - position >= 9:
         kind = data[position:position + 1]
         number = int.from_bytes(data[position + 1:position + 5], "big")
         length = int.from_bytes(data[position + 5:position + 9], "big")
+        if length > 1 << 20:
+            return None
         if len(data) - position - 9 < length:
             break
         if kind == b"H":
             said_hello = True
-        else:
+        elif kind != b"N":
             found.append((kind, number, data[position + 9:position + 9 + length]))
         position += 9 + length
     return found, said_hello
@@ -240,10 +250,15 @@ def reference_agent(data: bytes) -> tuple[list[tuple[bytes, int, bytes]], bool]:
 @FUZZ
 @given(st.data(), agent_streams)
 def test_the_agents_output_cuts_into_its_frames_whatever_the_pieces(data, stream):
-    reader, found = FrameReader(), []
+    reader, found, expected = FrameReader(), [], reference_agent(stream)
+    if expected is None:
+        with pytest.raises(BackendError):
+            for piece in data.draw(pieces(stream)):
+                reader.feed(piece)
+        return
     for piece in data.draw(pieces(stream)):
         found.extend(reader.feed(piece))
-    assert (found, reader.hello) == reference_agent(stream)
+    assert (found, reader.hello) == expected
 
 
 @FUZZ

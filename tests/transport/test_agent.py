@@ -13,8 +13,9 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from lofarexec.backend import LaunchRequest, Outcome
+from lofarexec.errors import BackendError
 from lofarexec.transport.agent import AgentClient
-from lofarexec.transport.agent_frames import Pinger
+from lofarexec.transport.agent_frames import HEADER, PING, FrameReader, Pinger
 from lofarexec.transport.wrapper import inline_program
 from tests.helpers import Reports, wait_gone
 
@@ -125,9 +126,64 @@ def test_a_killed_agent_fails_its_jobs_and_its_orphans_are_killed(clients, stubb
     assert killed == [[job_pid]] and wait_gone(job_pid, 2.0)
 
 
-def test_the_client_pings_an_agent_that_would_give_up_on_silence(clients) -> None:
-    pinger = Pinger(0.1)  # the agent gives up after 0.4 s of silence
+def test_client_and_agent_ping_each_other_while_a_job_says_nothing(clients) -> None:
+    pinger = Pinger(0.1)  # each side gives up on the other after 0.4 s of silence
     client = clients([*AGENT, f"{pinger.silence_limit:g}"], pinger=pinger)
     reports = Reports()
     client.start(request(1, "/bin/sh", "-c", "sleep 1.2; echo slept"), reports(1))
     assert reports.wait(1) == Outcome(0, output="slept\n")
+
+
+# -- what the agent says back: its pings, a garbled stream, silence ---------------------------
+def test_the_frame_reader_drops_pings_and_takes_a_hello_in_pieces() -> None:
+    reader = FrameReader()
+    stream = HEADER.pack(b"H", 0, 1) + b"1" + PING + HEADER.pack(b"X", 7, 1) + b"0"
+    frames = [frame for byte in range(len(stream)) for frame in reader.feed(stream[byte:byte + 1])]
+    assert reader.hello and frames == [(b"X", 7, b"0")]
+
+
+@pytest.mark.parametrize("stream, said", [
+    (b"Welcome to node9!\n" + HEADER.pack(b"H", 0, 1) + b"1",
+     "the host printed 'Welcome to node9!\\nH\\x00"),
+    (b"Welcome to node9!\n", "before the agent started: a login script writing to standard "
+     "output? Make it print only for interactive shells"),
+    (b"H\0\0\0\1", "the host printed 'H\\x00\\x00\\x00\\x01' before the agent started"),
+    (HEADER.pack(b"H", 0, 1) + b"1" + b"Last login: today\n",
+     "the host agent's output is garbled: a frame of 1819240297 bytes (at most 1048576) near "
+     "'Last login: today\\n'"),
+])
+def test_a_stream_that_cannot_be_the_agents_is_an_error_saying_what_came(stream, said) -> None:
+    with pytest.raises(BackendError) as raised:
+        FrameReader().feed(stream)
+    assert said in str(raised.value)
+
+
+@pytest.mark.slow
+def test_a_login_script_that_prints_fails_the_jobs_in_words_saying_so(clients) -> None:
+    reports = Reports()
+    client = clients(["/bin/sh", "-c", 'echo "Welcome to node9"; exec "$@"', "sh", *AGENT])
+    client.start(request(1, "/bin/true"), reports(1))
+    reason = reports.wait(1).transport_error
+    assert reason.startswith("here: the host printed 'Welcome to node9\\n") and (
+        "a login script writing to standard output?" in reason), reason
+    client.start(request(2, "/bin/true"), reports(2))  # a late job is told the same
+    assert reports.wait(2).transport_error == reason
+
+
+@pytest.mark.slow
+def test_a_frozen_agent_fails_its_jobs_after_the_silence_limit(clients, stubborn) -> None:
+    """Here the agent is the local program itself: stopped, it says nothing, yet its pipes
+    stay open (as a frozen host's connection does)."""
+    pinger = Pinger(0.2)  # both sides give up after 0.8 s of silence
+    client = clients([*AGENT, f"{pinger.silence_limit:g}"], pinger=pinger)
+    reports = Reports()
+    argv, started = stubborn
+    client.start(request(1, *argv), reports(1))
+    job_pid = started()
+    os.kill(client._process.pid, signal.SIGSTOP)
+    try:
+        reason = reports.wait(1).transport_error
+    finally:
+        os.killpg(job_pid, signal.SIGKILL)  # its agent, frozen, cannot
+    assert reason.startswith("here: the host's agent was silent for 0.8 s"), reason
+    assert not client.usable()

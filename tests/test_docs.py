@@ -40,6 +40,8 @@ CONFIG_KEYS = {
     ("logging", "log_file"),
     ("logging", "bind_address"),
     ("logging", "advertise_address"),
+    ("logging", "max_message_mib"),
+    ("logging", "max_kept_mib"),
     ("logging", "format"),
     ("logging", "datefmt"),
 }

@@ -236,6 +236,16 @@ class PipelineConfig:
         return self.get_path("logging", "log_file", fallback=None)
 
     @property
+    def max_message_bytes(self) -> int:
+        """``[logging] max_message_mib``: largest frame a node may send (MiB, default 64)."""
+        return self.get_int("logging", "max_message_mib", fallback=64, minimum=1) << 20
+
+    @property
+    def max_kept_bytes(self) -> int:
+        """``[logging] max_kept_mib``: node outputs and board values held at once (MiB, 256)."""
+        return self.get_int("logging", "max_kept_mib", fallback=256, minimum=1) << 20
+
+    @property
     def engine_ppath(self) -> list[str]:
         """``[deploy] engine_ppath``: prepended to the node's PYTHONPATH; empty when absent."""
         return split_search_path(self.get("deploy", "engine_ppath", fallback=""))

@@ -11,9 +11,11 @@ and its node's channel is closed.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import os
+import resource
 import shlex
 import socket
 import threading
@@ -28,7 +30,7 @@ from lofarexec.channel.protocol import ENV_JOB_DIRECTORY
 from lofarexec.config import PipelineConfig
 from lofarexec.config.hostlist import allocation_hosts
 from lofarexec.context import RunContext
-from lofarexec.errors import JobListError, PipelineQuit, WaitTimeout
+from lofarexec.errors import ConfigError, JobListError, PipelineQuit, WaitTimeout
 from lofarexec.job import ComputeJob, JobResult, JobState
 from lofarexec.plugin.manager import PluginManager, build_plugin_manager
 from lofarexec.run.journal import JournalWriter
@@ -114,9 +116,12 @@ class JobRunner:
         limits = self._limits(max_per_node)
         pool = allocation_hosts(self.config.get("cluster", "hosts", fallback=None),
                                 source=str(self.config.path))
-        bind, advertise = self._log_addresses(backend_class)
+        raise_open_files_limit(self.logger)
+        bind, advertise = self._log_addresses(backend_class, jobs, pool)
         with LogServer(bind_address=bind, advertise_address=advertise,
-                       recipe_name=self.recipe_name) as log_server:
+                       recipe_name=self.recipe_name,
+                       max_message_bytes=self.config.max_message_bytes,
+                       exchange=JobExchange(self.config.max_kept_bytes)) as log_server:
             host, port = log_server.address
             self.logger.debug("Logging to %s:%d", host, port)
             self._exchange = log_server.exchange
@@ -184,15 +189,61 @@ class JobRunner:
         per_host = max_per_node if max_per_node is not None else self.config.max_per_node
         return Limits(per_host, self.config.max_per_node_overrides, self.config.max_jobs)
 
-    def _log_addresses(self, backend_class: type[Backend]) -> tuple[str, str | None]:
-        """Where the log receiver listens, and the address nodes are told to use."""
-        local_only = getattr(backend_class, "local_only", False)
-        bind = self.config.get("logging", "bind_address",
-                               fallback="127.0.0.1" if local_only else "0.0.0.0")
-        advertise = self.config.get("logging", "advertise_address", fallback="") or None
-        if advertise is None and bind in ("0.0.0.0", ""):
-            advertise = _this_host_address()
-        return bind, advertise
+    def _log_addresses(self, backend_class: type[Backend], jobs: Sequence[ComputeJob],
+                       pool: Sequence[str] | None) -> tuple[str, str | None]:
+        """Where the log receiver listens, and the address nodes are told to use: for a remote
+        backend the advertised address, bound by default (never every interface unasked)."""
+        if getattr(backend_class, "local_only", False):
+            bind = self.config.get("logging", "bind_address", fallback="127.0.0.1")
+            advertise = self.config.get("logging", "advertise_address", fallback="") or None
+            return bind, advertise
+        configured = self.config.get("logging", "advertise_address", fallback="") or None
+        bind = self.config.get("logging", "bind_address", fallback="") or None
+        if configured is None and bind not in (None, "0.0.0.0", "::"):
+            configured = bind  # an explicit bind address is what nodes are told, as before
+        advertise = configured or _this_host_address()
+        if _is_loopback(advertise):
+            hosts = {job.host for job in jobs if job.host} | set(pool or ())
+            where = f"{self.config.path}: [logging]"
+            if all(_is_this_machine(host) for host in hosts):
+                self.logger.warning("%s the log address %s is loopback: only nodes on this "
+                                    "machine can reach it", where, advertise)
+            elif configured is None:
+                raise ConfigError(
+                    f"{where} this machine's name resolves to the loopback address {advertise}, "
+                    f"which nodes on other hosts cannot reach: set advertise_address to an "
+                    "address they can reach")
+            else:
+                self.logger.warning("%s advertise/bind address %s is loopback: nodes on other "
+                                    "hosts cannot send their logs", where, advertise)
+        return bind or advertise, advertise
+
+
+def raise_open_files_limit(logger: logging.Logger) -> None:
+    """Raise the soft open-files limit to the hard one: each running job holds descriptors
+    (its log channel, its transport's), and a low soft limit starves the log receiver."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as exc:  # e.g. an unlimited hard limit some kernels refuse
+            logger.debug("cannot raise the open files limit from %d: %s", soft, exc)
+        else:
+            logger.debug("open files limit raised from %d to %s", soft, hard)
+
+
+def _is_loopback(address: str) -> bool:
+    try:
+        resolved = socket.getaddrinfo(address, None, type=socket.SOCK_STREAM)[0][4][0]
+        return ipaddress.ip_address(resolved).is_loopback
+    except (OSError, ValueError):
+        return False
+
+
+def _is_this_machine(host: str) -> bool:
+    """True for a name of this machine or one that resolves to a loopback address."""
+    names = {"localhost", socket.gethostname(), socket.getfqdn()}
+    return host in names or _is_loopback(host)
 
 
 def node_environment(config: PipelineConfig) -> dict[str, str]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import socket
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -12,13 +14,14 @@ import pytest
 from lofarexec.backend import LaunchRequest, Outcome, Report
 from lofarexec.channel.logserver import LogServer
 from lofarexec.channel.protocol import encode_frame, hello
-from lofarexec.errors import JobListError, WaitTimeout
+from lofarexec.errors import ConfigError, JobListError, WaitTimeout
 from lofarexec.job import ComputeJob
 from lofarexec.plugin.manager import build_plugin_manager
 from lofarexec.plugin.spec import hookimpl
 from lofarexec.run.journal import JournalWriter
 from lofarexec.run.runner import JobRunner
 from lofarexec.testing.mock import MockBackend
+from tests.helpers import REPO
 
 HOST = "h"
 
@@ -200,6 +203,7 @@ class SilentChannel(MockBackend):
         sock = connect((request.argv[-2], int(request.argv[-1])), request.job_id, request.token)
         sock.sendall(log_frame("hello from a node that will not close"))
         self.sockets.append(sock)
+        assert ChannelProbe.heard.wait(5)  # its channel is open on the master's side
         report(Outcome(0))
         return Ended()
 
@@ -210,9 +214,15 @@ class SilentPlugin:
         registry.add(SilentChannel)
 
 
-def test_a_silent_open_channel_is_given_up_with_a_warning(make_config, caplog, monkeypatch):
+def test_a_silent_open_channel_is_given_up_with_a_warning(make_config, caplog, monkeypatch,
+                                                         request):
     monkeypatch.setattr("lofarexec.run.runner.LOG_STALL_SECONDS", 0.2)
     monkeypatch.setattr(SilentChannel, "sockets", [])
+    monkeypatch.setattr(ChannelProbe, "heard", threading.Event())
+    heard = logging.Handler()
+    heard.emit = lambda record: ChannelProbe.heard.set()  # type: ignore[method-assign]
+    logging.getLogger(f"node.{HOST}").addHandler(heard)
+    request.addfinalizer(lambda: logging.getLogger(f"node.{HOST}").removeHandler(heard))
     caplog.set_level(logging.INFO)
     try:
         runner_for(make_config(method="silent"), SilentPlugin()).schedule([ComputeJob(HOST, "n")])
@@ -222,3 +232,30 @@ def test_a_silent_open_channel_is_given_up_with_a_warning(make_config, caplog, m
     given_up = [r.getMessage() for r in caplog.records if "giving up" in r.getMessage()]
     assert given_up == ["job 0: its node's log channel delivered nothing for 0.2 s after the "
                         "job ended; giving up on it"]
+
+
+def test_a_loopback_log_address_for_remote_hosts_is_an_error(make_config, monkeypatch, caplog):
+    monkeypatch.setattr("lofarexec.run.runner._this_host_address", lambda: "127.0.1.1")
+    monkeypatch.setattr(MockBackend, "local_only", False)
+    with pytest.raises(ConfigError, match=r"\[logging\] this machine's name resolves to the "
+                                          r"loopback address 127.0.1.1.*advertise_address"):
+        runner_for(make_config(method="mock")).schedule([ComputeJob("lce001.invalid", "n")])
+    caplog.set_level(logging.WARNING)
+    jobs = [ComputeJob("localhost", "n")]  # every host is this machine: a warning only
+    runner_for(make_config(method="mock")).schedule(jobs)
+    assert any("is loopback: only nodes on this machine" in r.getMessage()
+               for r in caplog.records)
+
+
+@pytest.mark.slow
+def test_a_run_raises_the_open_files_limit_to_the_hard_limit(tmp_path):
+    script = tmp_path / "limit.py"
+    script.write_text(
+        "import logging, resource\n"
+        "from lofarexec.run.runner import raise_open_files_limit\n"
+        "raise_open_files_limit(logging.getLogger('x'))\n"
+        "print(*resource.getrlimit(resource.RLIMIT_NOFILE))\n")
+    result = subprocess.run(["bash", "-c", f"ulimit -Sn 64 && {sys.executable} {script}"],
+                            capture_output=True, text=True, check=True, cwd=REPO)
+    soft, hard = result.stdout.split()
+    assert soft == hard

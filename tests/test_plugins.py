@@ -91,7 +91,9 @@ def test_recipe_runs_through_a_third_party_backend(installed_plugin, tmp_path):
     from tests.helpers import REPO, write_config
 
     target = tmp_path / "echo.jsonl"
-    config = write_config(tmp_path, f"[echo]\ntarget = {target}\n", method="echo")
+    # the echo backend runs nothing remote: the loopback log address is what a test wants
+    config = write_config(tmp_path, f"[echo]\ntarget = {target}\n"
+                          "[logging]\nadvertise_address = 127.0.0.1\n", method="echo")
     recipe = REPO / "recipes" / "master" / "example_parallel.py"
     result = subprocess.run([sys.executable, str(recipe), "-j", "e", "-c", str(config), "nodeX"],
                             text=True, capture_output=True, env=with_plugin(installed_plugin),

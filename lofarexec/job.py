@@ -98,6 +98,11 @@ class JobResult(dict[str, Any]):
         self["state"] = JobState.NOT_STARTED.value
         self["reason"] = reason
 
+    def add_reason(self, text: str) -> None:
+        """Add ``text`` to the reason: what the run learnt about the job beyond its verdict."""
+        reason = self.get("reason")
+        self["reason"] = f"{reason}; {text}" if reason else text
+
     def add_outputs(self, outputs: dict[str, Any]) -> list[str]:
         """Take a node's outputs; return (sorted) the ones refused for naming a result key."""
         self.update((key, value) for key, value in outputs.items() if key not in _RESERVED)

@@ -32,6 +32,7 @@ from lofarexec.channel.protocol import (
     ENV_JOB_ID,
     ENV_TOKEN,
     ENV_TOKEN_STDIN,
+    NODE_UNREACHED,
     encode_frame,
     hello,
     log_record,
@@ -263,6 +264,8 @@ class LOFARnode:
         finally:
             self.logger.removeHandler(handler)
             handler.close()
+            if credentials and sock is None:  # last on stderr: the runner reads it in the tail
+                _say(NODE_UNREACHED.format(address=f"{self.loghost}:{self.logport}"))
 
     def _deliver_outputs(self, code: int) -> int:
         """Send ``self.outputs`` and wait for the master's acknowledgement."""

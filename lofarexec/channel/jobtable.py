@@ -25,6 +25,8 @@ class RegisteredJob:
     received_bytes: int = 0
     """Bytes read from its authenticated connections: how a waiter tells progress from a stall."""
     exited: bool = False
+    said_hello: bool = False
+    """Whether the current attempt's node has been admitted (a retry starts unheard again)."""
     connections: set[object] = field(default_factory=set)
     """The authenticated connections now open; a set, so releasing one twice cannot miscount."""
 
@@ -39,14 +41,14 @@ class JobTable:
 
     def register(self, job_id: int, host: str) -> str:
         """Let job ``job_id`` on ``host`` in; return its fresh secret token (a retry gets a
-        new one, and its exited mark is cleared)."""
+        new one, and its exited and hello marks are cleared)."""
         token = secrets.token_hex(16)
         with self._lock:
             job = self._jobs.get(job_id)
             if job is None:
                 self._jobs[job_id] = RegisteredJob(host=host, token=token)
             else:
-                job.host, job.token, job.exited = host, token, False
+                job.host, job.token, job.exited, job.said_hello = host, token, False, False
         return token
 
     def forget(self, job_id: int) -> None:
@@ -64,6 +66,10 @@ class JobTable:
     def records(self, job_id: int) -> int:
         with self._lock:
             return self._get(job_id).records
+
+    def said_hello(self, job_id: int) -> bool:
+        with self._lock:
+            return self._get(job_id).said_hello
 
     def waiting_count(self) -> int:
         """Jobs registered, not ended and not connected: each will want a descriptor."""
@@ -98,6 +104,7 @@ class JobTable:
             if not hmac.compare_digest(token.encode("utf-8"), job.token.encode("utf-8")):
                 raise ProtocolError(f"wrong token for job {job_id} on {job.host}")
             job.connections.add(connection)
+            job.said_hello = True
             return job
 
     def count_record(self, job: RegisteredJob) -> None:

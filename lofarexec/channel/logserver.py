@@ -192,6 +192,11 @@ class LogServer:
         """How many log records the job has sent so far (over all its connections)."""
         return self._table.records(job_id)
 
+    def said_hello(self, job_id: int) -> bool:
+        """Whether the job's current attempt has connected and been admitted: a lofarexec node
+        that ends without it could not reach this server (see ``find_unreached``)."""
+        return self._table.said_hello(job_id)
+
     def bytes_received(self, job_id: int) -> int:
         """How many bytes the job's authenticated connections have delivered so far: while this
         grows, the job's channel is still draining."""

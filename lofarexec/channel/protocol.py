@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import socket
 import struct
 from collections.abc import Iterator
@@ -50,6 +51,12 @@ ENV_TOKEN_STDIN = "LOFAREXEC_TOKEN_STDIN"
 ENV_HOST = "LOFAREXEC_HOST"
 #: The run's job directory; a job's own folder is ``jobs/<id>`` in it.
 ENV_JOB_DIRECTORY = "LOFAREXEC_JOB_DIRECTORY"
+
+#: The last line (after ``lofarexec.node: ``) a node writes on standard error when it was given
+#: a job channel but never reached the log server, so its records went to stderr instead: the
+#: runner finds it in the job's stderr tail (:func:`find_unreached`) and the job's results say so.
+NODE_UNREACHED = "never reached the log server at {address}; its log records went to stderr"
+_NODE_LINE_PREFIX = "lofarexec.node: "
 
 _HEADER = struct.Struct(">I")
 _TRUNCATED = " [... truncated]"
@@ -295,3 +302,27 @@ def parse_log_record(message: dict[str, Any]) -> dict[str, Any]:
         "created": min(max(float(created), 0.0), 1e11),
         "exc_text": _cap(exc_text) if exc_text else None,
     }
+
+
+#: A node's first complaint (node.py): which address it could not reach, and why.
+_COMPLAINT = re.compile(r"^lofarexec\.node: cannot (?:reach|say hello to) the log server at "
+                        r"(\S+) \((.*)\); logging to stderr$")
+
+
+def find_unreached(errors: str) -> tuple[str, str | None] | None:
+    """The log address a node that never reached its log server names in ``errors`` (the end
+    of its stderr), and why, when its first complaint is still there; None for a node that
+    reached it or no lofarexec node (a plain program). The :data:`NODE_UNREACHED` line comes
+    last and survives a long stderr; the complaint alone is there when the node was killed."""
+    if _NODE_LINE_PREFIX not in errors:
+        return None
+    head, _, tail = NODE_UNREACHED.partition("{address}")
+    head = _NODE_LINE_PREFIX + head
+    address = None
+    for line in reversed(errors.splitlines()):
+        match = _COMPLAINT.match(line)
+        if match and address in (None, match.group(1)):
+            return match.group(1), match.group(2)
+        if address is None and line.startswith(head) and line.endswith(tail):
+            address = line[len(head):len(line) - len(tail)]
+    return None if address is None else (address, None)

@@ -26,7 +26,7 @@ from typing import Any
 from lofarexec.backend import Backend, LaunchRequest
 from lofarexec.channel.exchange import JobExchange
 from lofarexec.channel.logserver import LogServer
-from lofarexec.channel.protocol import ENV_JOB_DIRECTORY
+from lofarexec.channel.protocol import ENV_JOB_DIRECTORY, find_unreached
 from lofarexec.config import PipelineConfig
 from lofarexec.config.hostlist import allocation_hosts
 from lofarexec.context import RunContext
@@ -303,6 +303,7 @@ class _HookRelay:
     def job_finished(self, job: ComputeJob) -> None:
         results = job.results
         if job.id is not None and results.get("attempts"):  # not_started: never registered
+            self._check_log_channel(job)  # before _end_channel may forget the job
             self._end_channel(job.id)
             outputs = self._log_server.exchange.take_outputs(job.id)
             if outputs:
@@ -311,6 +312,26 @@ class _HookRelay:
                 _log_failure(self._logger, job)
         if self._finished is not None:
             self._finished(run=self._context, job=job)
+
+    def _check_log_channel(self, job: ComputeJob) -> None:
+        """A lofarexec node that never said hello wrote its records to stderr: the job stays as
+        its exit made it (its work is done), its reason and a warning say where the logs went.
+        A plain program never connects and writes no such line: nothing to say about it."""
+        assert job.id is not None
+        if self._log_server.said_hello(job.id):
+            return
+        unreached = find_unreached(job.results.get("errors") or "")
+        if unreached is None:
+            return
+        address, cause = unreached
+        note = (f"its node could not reach the log server at {address}"
+                + (f" ({cause})" if cause else "")
+                + ": its log records went to its stderr, whose end is in results['errors']")
+        job.results.add_reason(note)
+        self._logger.warning("job %s on %s: %s; check [logging] advertise_address and that the "
+                             "host can connect to it", job.id, job.host, note)
+        if job.results["state"] == JobState.SUCCEEDED.value:  # a failure's are logged below
+            _log_stderr(self._logger, logging.WARNING, job)
 
     def _end_channel(self, job_id: int) -> None:
         """The job has its final state: withdraw its token now if its node was heard from and
@@ -376,7 +397,10 @@ def _log_failure(logger: logging.Logger, job: ComputeJob) -> None:
     """Say why a job did not succeed, with the end of what it wrote to stderr."""
     results = job.results
     logger.error("job %s on %s %s: %s", job.id, job.host, results["state"], results.get("reason"))
-    errors = results.get("errors", "").rstrip().splitlines()[-_STDERR_LINES:]
-    for line in errors:
-        logger.error("job %s stderr: %s", job.id, line)
+    _log_stderr(logger, logging.ERROR, job)
 
+
+def _log_stderr(logger: logging.Logger, level: int, job: ComputeJob) -> None:
+    """Repeat the last lines of the job's stderr in the master's log."""
+    for line in (job.results.get("errors") or "").rstrip().splitlines()[-_STDERR_LINES:]:
+        logger.log(level, "job %s stderr: %s", job.id, line)

@@ -17,10 +17,12 @@ from hypothesis import strategies as st
 from lofarexec.channel.protocol import (
     DEFAULT_MAX_FRAME_BYTES,
     MAX_TEXT_CHARS,
+    NODE_UNREACHED,
     PROTOCOL_VERSION,
     FrameDecoder,
     decode_body,
     encode_frame,
+    find_unreached,
     hello,
     log_record,
     parse_hello,
@@ -304,3 +306,21 @@ def test_parse_log_record_clamps_and_drops_extras() -> None:
     assert len(fields["msg"]) == MAX_TEXT_CHARS
     assert set(fields) == {"name", "levelno", "msg", "created", "exc_text"}
     assert parse_log_record(good_log(levelno=-5, created=-1))["levelno"] == 1
+
+
+COMPLAINT = ("lofarexec.node: cannot reach the log server at head:4000 ([Errno 111] Connection "
+             "refused); logging to stderr")
+FINAL = "lofarexec.node: " + NODE_UNREACHED.format(address="head:4000")
+
+
+@pytest.mark.parametrize(("errors", "found"), [
+    (f"{COMPLAINT}\nrecord\n{FINAL}\n", ("head:4000", "[Errno 111] Connection refused")),
+    ("record\n" * 10 + f"{FINAL}\nprinted after the session\n", ("head:4000", None)),  # cut
+    (f"{COMPLAINT}\nrecord\n", ("head:4000", "[Errno 111] Connection refused")),  # killed
+    ("record\nlofarexec.node: lost the log channel to head:4000 (reset); logging to stderr\n",
+     None),
+    ("a plain program's stderr\n", None),
+    ("", None),
+])
+def test_a_node_that_never_reached_its_log_server_is_found_in_its_stderr(errors, found):
+    assert find_unreached(errors) == found

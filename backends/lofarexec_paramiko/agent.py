@@ -16,7 +16,7 @@ stdin even while its output waits, so ``sendall`` always finds room soon.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import paramiko
@@ -36,9 +36,10 @@ from lofarexec.transport import (
     take_frames,
 )
 
-from .connect import CHANNEL_ERRORS, describe
+from .connect import CHANNEL_ERRORS, StatusEvent, describe, translate
 
 if TYPE_CHECKING:
+    from .hosts import Target
     from .jobs import Job
     from .settings import ParamikoSettings
 
@@ -130,6 +131,20 @@ class AgentLink:
             return f"the remote launcher failed (status {status}): {said}"
         what = f"status {status}" if status >= 0 else "no exit status: killed by a signal?"
         return f"the host's agent ended ({what}): {said}"
+
+
+def open_agent(transport: paramiko.Transport, settings: ParamikoSettings, target: Target,
+               notify: Callable[[AgentLink], None]) -> AgentLink | str:
+    """Start the host agent in a session channel of its own; ``notify(link)`` is called (in
+    paramiko's thread) when the channel's exit status or close arrives. Why not, if it could
+    not be started."""
+    try:
+        channel = transport.open_session(timeout=settings.channel_timeout)
+        link = AgentLink(channel, settings.remote_python, Pinger(settings.alive_interval))
+    except CHANNEL_ERRORS as exc:
+        return str(translate(exc, target, "cannot start the agent on"))
+    channel.status_event = StatusEvent(lambda: notify(link))
+    return link
 
 
 def kill_orphans_on(transport: paramiko.Transport, host: str, groups: list[int],

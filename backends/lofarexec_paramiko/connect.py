@@ -99,13 +99,15 @@ class HeardSocket(socket.socket):
 def probe(transport: paramiko.Transport) -> None:
     """Ask the host for an answer without waiting for it, as OpenSSH's ServerAliveInterval
     does: a global request no server knows, which every server refuses; the refusal, like any
-    bytes, counts as heard. (paramiko's own keepalive asks for no answer, and its
-    ``global_request`` would block this thread until one came.)"""
+    bytes, counts as heard. paramiko has no public call for this: ``global_request(kind,
+    wait=False)`` sets want-reply to ``wait`` (so no answer comes), ``wait=True`` blocks this
+    thread until the answer, and ``send_ignore`` / ``set_keepalive`` ask for none. So the
+    message is built here and queued with the same call ``global_request`` itself uses."""
     message = paramiko.Message()
     message.add_byte(paramiko.common.cMSG_GLOBAL_REQUEST)
     message.add_string("keepalive@openssh.com")
     message.add_boolean(True)  # want a reply
-    transport._send_user_message(message)  # noqa: SLF001 - the public call waits for the reply
+    transport._send_user_message(message)  # noqa: SLF001 - see above: no public call does it
 
 
 def _set_keepalive(sock: socket.socket, interval: int) -> None:

@@ -10,11 +10,9 @@
     then loop:
         agent mode: a start frame per pending job on the agent's channel; read its frames:
             output -> 64 KiB tails, the job's end -> report(Outcome); kill: a kill frame
-        channel mode: open a channel per pending job: exec the wrapper, write its stdin header
-            (kept open); drain stdout/stderr into 64 KiB tails, at EOF stop watching the
-            channel's fd; when the server closes the channel: the wrapper's status line ->
-            report(Outcome); kill: shutdown_write() = EOF on the wrapper's stdin, and it kills
-            the job's group
+        channel mode (.channels): a channel per pending job runs the wrapper; output ->
+            64 KiB tails; its close -> the wrapper's status line -> report(Outcome); kill:
+            EOF on the wrapper's stdin, and it kills the job's group
         select() on the channels' fds and the wake pipe; probe the host (and ping its agent)
         every alive_interval: silent for four, it is given up (a frozen host answers no probe,
         though its kernel answers TCP keepalives)
@@ -41,10 +39,10 @@ import paramiko
 from lofarexec.backend import Outcome
 from lofarexec.transport import KILL_CONFIRM, Pinger, TimerHeap, WakePipe
 
-from .agent import AgentLink, kill_orphans_on
+from .agent import AgentLink, kill_orphans_on, open_agent
+from .channels import closed_channel_outcome, open_job_channel
 from .connect import (
     CHANNEL_ERRORS,
-    StatusEvent,
     close_transport,
     connect,
     lost,
@@ -213,15 +211,11 @@ class Connection:
 
     def _start_agent(self, transport: paramiko.Transport) -> str | None:
         """Start the host agent in a channel of its own; why not, if it could not be."""
-        try:
-            channel = transport.open_session(timeout=self.settings.channel_timeout)
-            link = AgentLink(channel, self.settings.remote_python,
-                             Pinger(self.settings.alive_interval))
-        except CHANNEL_ERRORS as exc:
-            return str(translate(exc, self.target, "cannot start the agent on"))
-        channel.status_event = StatusEvent(lambda: self._notify(link))
+        link = open_agent(transport, self.settings, self.target, self._notify)
+        if isinstance(link, str):
+            return link
         self._agent = link
-        self._selector.register(channel.fileno(), selectors.EVENT_READ, link)
+        self._selector.register(link.channel.fileno(), selectors.EVENT_READ, link)
         self._notified.append(link)  # whatever happened before we watched its fd
         return None
 
@@ -249,30 +243,18 @@ class Connection:
         turned out to be dead (then nothing was started and the job can go elsewhere)."""
         if self._agent is not None:
             return self._launch_through_agent(job)
-        try:
-            channel = transport.open_session(timeout=self.settings.channel_timeout)
-        except CHANNEL_ERRORS as exc:
-            if lost(transport):
-                return False
-            error = translate(exc, self.target, "cannot open a session on")
-            hint = ("; the server may allow fewer sessions per connection (MaxSessions) than "
-                    "[paramiko] sessions" if isinstance(exc, paramiko.ChannelException) else "")
-            self._done(job, Outcome(None, transport_error=f"{error}{hint}"))
-            return True
-        channel.status_event = StatusEvent(lambda: self._notify(job))
-        try:
-            channel.exec_command(job.launch.command)
-            channel.sendall(job.launch.stdin)  # stdin then stays open: its EOF means "kill"
-        except CHANNEL_ERRORS as exc:
-            channel.close()
-            error = translate(exc, self.target, "cannot start the job on")
-            self._done(job, Outcome(None, transport_error=str(error)))
+        started = open_job_channel(transport, job, self.settings, self.target,
+                                   lambda: self._notify(job))
+        if started is None:
+            return False
+        if isinstance(started, Outcome):
+            self._done(job, started)
             return True
         with self._lock:
-            job.channel = channel
+            job.channel = started
             job.state = State.RUNNING
         self._running.add(job)
-        self._selector.register(channel.fileno(), selectors.EVENT_READ, job)
+        self._selector.register(started.fileno(), selectors.EVENT_READ, job)
         self._notified.append(job)  # whatever happened before we watched its fd
         return True
 
@@ -316,15 +298,7 @@ class Connection:
         the wrapper's status line, or a one-line transport error."""
         if job.state is not State.RUNNING or not job.serve_channel(self._selector):
             return
-        assert job.channel is not None
-        status = job.channel.exit_status if job.channel.exit_status >= 0 else None
-        transport = self._transport
-        if transport is not None and lost(transport):
-            why = lost_reason(transport, self.target)
-            self._done(job, job.outcome(status, f"the connection was lost while the job ran "
-                                                f"({why})"))
-        else:
-            self._done(job, job.outcome(status))
+        self._done(job, closed_channel_outcome(job, self._transport, self.target))
 
     def _send_kill(self, job: Job) -> None:
         """A kill frame to the agent, or EOF on the job's stdin for the wrapper: either kills

@@ -29,7 +29,7 @@ Small parts
 from __future__ import annotations
 
 from lofarexec.hostnames import host_name_problem, is_host_name
-from lofarexec.transport.agent import KILL_CONFIRM, AgentClient, AgentPool
+from lofarexec.transport.agent import KILL_CONFIRM, AgentClient
 from lofarexec.transport.agent_frames import (
     PING,
     FrameReader,
@@ -39,6 +39,7 @@ from lofarexec.transport.agent_frames import (
     take_frame,
     take_frames,
 )
+from lofarexec.transport.agent_pool import AgentPool
 from lofarexec.transport.execenv import ExecEnvironment, spawn
 from lofarexec.transport.orphans import kill_orphans, orphan_kill_command
 from lofarexec.transport.process import (

@@ -5,7 +5,7 @@ or a ``cmdline`` template. A transport that can keep one remote command running 
 every job of that host through it: a start frame of a few hundred bytes each
 (:mod:`lofarexec.transport.agent_frames`), instead of a process here, an SSH session, a remote
 shell and a Python start-up there.
-:class:`AgentPool` keeps one :class:`AgentClient` per host.
+An :class:`~lofarexec.transport.agent_pool.AgentPool` keeps one :class:`AgentClient` per host.
 
 One :class:`AgentClient` per host: a local process (the transport's client, in a session of its
 own) and one thread that owns its pipes. Other threads only queue requests and wake it, so
@@ -31,9 +31,8 @@ import subprocess
 import threading
 from collections.abc import Callable, Sequence
 
-from lofarexec.backend import JobHandle, LaunchRequest, NothingToKill, Outcome, Report
+from lofarexec.backend import JobHandle, LaunchRequest, Outcome, Report
 from lofarexec.errors import BackendError
-from lofarexec.hostnames import host_name_problem
 from lofarexec.transport.agent_frames import (
     PING,
     FrameReader,
@@ -42,11 +41,10 @@ from lofarexec.transport.agent_frames import (
     encode_start,
     take_frames,
 )
-from lofarexec.transport.orphans import kill_orphans
 from lofarexec.transport.process import signal_group
 from lofarexec.transport.timers import TimerHeap
 from lofarexec.transport.wakeup import WakePipe
-from lofarexec.transport.wrapper import agent_command, last_lines
+from lofarexec.transport.wrapper import last_lines
 
 #: Seconds past ``kill_grace`` before a killed job with no answer is given up.
 KILL_CONFIRM = 2.0
@@ -332,85 +330,3 @@ class _AgentJobHandle:
 
     def kill(self) -> None:
         self._client.kill(self._job)
-
-
-class AgentPool:
-    """One :class:`AgentClient` per host for a transport that reaches hosts through a local
-    program: made by the first job of a host, and made again when the last one ended.
-
-    ``launcher_argv(host, remote_command)`` is the local program's argv that runs
-    ``remote_command`` (one shell command line) on ``host``; ``program`` names that program in
-    errors. The agents' orphans (jobs left running by an agent killed on its host) are killed by
-    running :func:`~lofarexec.transport.orphans.orphan_kill_command` the same way, within
-    ``orphan_timeout`` seconds (:func:`~lofarexec.transport.orphans.kill_orphans`).
-    """
-
-    def __init__(self, launcher_argv: Callable[[str, str], list[str]], *, program: str,
-                 python: str, kill_grace: float, alive_interval: float,
-                 orphan_timeout: float) -> None:
-        self._launcher_argv = launcher_argv
-        self._program = program
-        self._python = python
-        self._kill_grace = kill_grace
-        self._alive_interval = alive_interval
-        self._orphan_timeout = orphan_timeout
-        self._lock = threading.Lock()
-        self._agents: dict[str, AgentClient] = {}
-        self._ended: list[AgentClient] = []
-
-    def start(self, request: LaunchRequest, report: Report) -> JobHandle:
-        """Start ``request`` through its host's agent; a host name that could pass for an
-        option, or a program that cannot be started, is the job's transport error."""
-        problem = host_name_problem(request.host)
-        if problem is not None:
-            report(Outcome(None, transport_error=problem))
-            return NothingToKill()
-        try:
-            agent = self._agent(request.host)
-        except OSError as exc:
-            report(Outcome(None, transport_error=f"cannot start {self._program!r}: "
-                                                 f"{exc.strerror or exc}"))
-            return NothingToKill()
-        return agent.start(request, report)
-
-    def close(self) -> None:
-        """Close every agent (their running jobs are killed, all within one grace period)."""
-        with self._lock:
-            agents = [*self._agents.values(), *self._ended]
-            self._agents, self._ended = {}, []
-        for agent in agents:
-            agent.shutdown()
-        for agent in agents:
-            agent.close()
-
-    def _agent(self, host: str) -> AgentClient:
-        with self._lock:
-            agent = self._agents.get(host)
-            if agent is not None and agent.usable():
-                return agent
-            if agent is not None:
-                self._ended.append(agent)
-            pinger = Pinger(self._alive_interval)
-            command = agent_command(self._python, pinger.silence_limit)
-            agent = self._agents[host] = AgentClient(
-                host, self._launcher_argv(host, command), kill_grace=self._kill_grace,
-                pinger=pinger, kill_orphans=lambda pids: self._kill_orphans(host, pids))
-            return agent
-
-    def _kill_orphans(self, host: str, pids: list[int]) -> bool:
-        """The agent of ``host`` ended but the host may still be reachable: kill the process
-        groups of the jobs it ran through the local program."""
-
-        def run(command: str, seconds: float) -> str | None:
-            try:
-                done = subprocess.run(
-                    self._launcher_argv(host, command), stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False,
-                    timeout=seconds)
-            except subprocess.TimeoutExpired as exc:
-                return str(exc)
-            if done.returncode == 0:
-                return None
-            return done.stderr.decode("utf-8", "replace").strip() or f"status {done.returncode}"
-
-        return kill_orphans(host, pids, self._kill_grace, run, timeout=self._orphan_timeout)

@@ -21,7 +21,8 @@ from lofarexec.config import load_config
 from lofarexec.errors import ConfigError
 from lofarexec.job import ComputeJob
 from lofarexec.testing.contract import BackendContract, ContractSetup
-from lofarexec.testing.sshbed import UNREACHABLE_HOST
+from lofarexec.testing.sshbed import SshTestBed
+from lofarexec.testing.sshbed_contract import SshBedContract
 from tests.backends.test_mpirun import STUBBORN, Outcomes, PidPipe
 from tests.helpers import wait_gone, write_config
 
@@ -155,25 +156,13 @@ class TestShellTemplateContract(BackendContract):
 
 
 @pytest.mark.slow
-class TestSshTemplateContract(BackendContract):
+class TestSshTemplateContract(SshBedContract):
+    method = "cmdline"
     launch = "process"
 
-    @pytest.fixture
-    def contract_setup(self, tmp_path, ssh_testbed):
-        return ContractSetup(
-            method="cmdline", hosts=ssh_testbed.host_names, directory=tmp_path,
-            python=ssh_testbed.python,
-            config=f"""
-                [cmdline]
-                template = ssh -F {ssh_testbed.ssh_config} {{host}} {{command}}
-                launch = {self.launch}
-                [logging]
-                bind_address = 127.0.0.1
-                """,
-        )
-
-    def unreachable_host(self, setup: ContractSetup) -> str:
-        return UNREACHABLE_HOST
+    def backend_section(self, bed: SshTestBed) -> str:
+        return (f"[cmdline]\ntemplate = ssh -F {bed.ssh_config} {{host}} {{command}}\n"
+                f"launch = {self.launch}\n")
 
 
 @pytest.mark.slow

@@ -7,7 +7,8 @@ import sys
 import pytest
 
 from lofarexec.testing.contract import BackendContract, ContractSetup
-from lofarexec.testing.sshbed import UNREACHABLE_HOST
+from lofarexec.testing.sshbed import SshTestBed
+from lofarexec.testing.sshbed_contract import SshBedContract
 
 
 class TestLocalContract(BackendContract):
@@ -18,27 +19,14 @@ class TestLocalContract(BackendContract):
 
 
 @pytest.mark.slow
-class TestSshContract(BackendContract):
+class TestSshContract(SshBedContract):
     """The default: one ssh process per host runs the host agent."""
 
+    method = "ssh"
     launch = "agent"
 
-    @pytest.fixture
-    def contract_setup(self, tmp_path, ssh_testbed):
-        return ContractSetup(
-            method="ssh", hosts=ssh_testbed.host_names, directory=tmp_path,
-            python=ssh_testbed.python,
-            config=f"""
-                [ssh]
-                config_file = {ssh_testbed.ssh_config}
-                launch = {self.launch}
-                [logging]
-                bind_address = 127.0.0.1
-                """,
-        )
-
-    def unreachable_host(self, setup: ContractSetup) -> str:
-        return UNREACHABLE_HOST
+    def backend_section(self, bed: SshTestBed) -> str:
+        return f"[ssh]\nconfig_file = {bed.ssh_config}\nlaunch = {self.launch}\n"
 
 
 @pytest.mark.slow

@@ -1,4 +1,5 @@
-"""The paramiko backend: settings, config resolution, and real jobs on the sshd test bed."""
+"""The paramiko backend on the sshd test bed: host keys, failures in one line, and the life of
+real jobs (kills, dropped connections, dead agents, frozen hosts)."""
 
 from __future__ import annotations
 
@@ -14,21 +15,11 @@ from pathlib import Path
 import paramiko
 import pytest
 from lofarexec_paramiko import ParamikoBackend, ParamikoSettings
-from lofarexec_paramiko.connect import KeyCache, connect, translate
+from lofarexec_paramiko.connect import KeyCache, connect
 from lofarexec_paramiko.hosts import KnownHosts, resolve_target
 
 from lofarexec.backend import LaunchRequest, Outcome
-from lofarexec.config import load_config
-from lofarexec.errors import (
-    AuthenticationError,
-    BackendError,
-    ConfigError,
-    ConnectError,
-    HostKeyError,
-)
-from lofarexec.job import ComputeJob
-from lofarexec.testing.contract import BackendContract, ContractSetup
-from lofarexec.testing.sshbed import UNREACHABLE_HOST
+from lofarexec.errors import AuthenticationError
 from tests.helpers import Reports, wait_gone
 
 #: A job that ignores SIGTERM, has a child, tells the test both pids over TCP, then waits.
@@ -123,152 +114,6 @@ def pid_catcher() -> Iterator[PidCatcher]:
 def known_hosts_file(path: Path, lines: str = "") -> str:
     path.write_text(lines)
     return str(path)
-
-
-# -- settings and config resolution (no sshd) --------------------------------------------------
-@pytest.mark.parametrize("bad", [{"host_key_policy": "yes"}, {"sessions": 0}, {"port": 70000},
-                                 {"connect_timeout": 0}, {"config_file": "/no/such/config"},
-                                 {"key_files": ("/no/such/key",)}, {"user": " "}])
-def test_bad_settings_are_value_errors(bad: dict[str, object]) -> None:
-    with pytest.raises(ValueError):
-        ParamikoSettings(**bad)  # type: ignore[arg-type]
-
-
-def test_ssh_config_mistakes_are_config_errors_naming_file_and_host(tmp_path: Path) -> None:
-    config_file = tmp_path / "ssh_config"
-    config_file.write_text("Host odd\n  Port twenty-two\n")
-    settings = ParamikoSettings(config_file=str(config_file))
-    config = paramiko.SSHConfig.from_path(str(config_file))
-    with pytest.raises(ConfigError, match=f"^{config_file}: odd: bad Port 'twenty-two'"):
-        resolve_target("odd", settings, config)
-
-
-def test_a_key_file_named_in_the_settings_that_needs_a_passphrase_is_a_config_error(
-        tmp_path: Path) -> None:
-    locked = tmp_path / "locked_key"
-    paramiko.ECDSAKey.generate().write_private_key_file(str(locked), password="secret")
-    with pytest.raises(ConfigError, match="needs a passphrase"):
-        KeyCache().load(str(locked), required=True)
-
-
-def test_pipeline_cfg_section_is_checked(tmp_path: Path) -> None:
-    path = tmp_path / "pipeline.cfg"
-    path.write_text(f"[DEFAULT]\nruntime_directory = {tmp_path}\n[remote]\nmethod = paramiko\n"
-                    "[paramiko]\nhost_key_policy = maybe\nkey_files = a, b\n")
-    config = load_config(path, job_name="t", start_time="now")
-    with pytest.raises(ConfigError, match=r"\[paramiko\].*host_key_policy"):
-        config.section_settings("paramiko", ParamikoSettings)
-
-
-def test_target_follows_ssh_config_and_settings_win(tmp_path: Path) -> None:
-    (tmp_path / "key").write_text("")
-    config_file = tmp_path / "ssh_config"
-    config_file.write_text("Host n1\n  HostName 10.0.0.1\n  Port 2222\n  User alice\n"
-                           f"  IdentityFile {tmp_path}/key\n  IdentitiesOnly yes\n"
-                           f"  UserKnownHostsFile {tmp_path}/kh {tmp_path}/kh2\n"
-                           "  GlobalKnownHostsFile /dev/null\n"
-                           "Host jump\n  ProxyJump n1\n")
-    config = paramiko.SSHConfig.from_path(str(config_file))
-    target = resolve_target("n1", ParamikoSettings(config_file=str(config_file)), config)
-    assert (target.hostname, target.port, target.user) == ("10.0.0.1", 2222, "alice")
-    assert target.key_files == (f"{tmp_path}/key",) and not target.use_agent
-    assert target.user_known_hosts == (f"{tmp_path}/kh", f"{tmp_path}/kh2")
-    assert target.global_known_hosts == () and target.known_hosts_name == "[10.0.0.1]:2222"
-    mine = ParamikoSettings(config_file=str(config_file), user="bob", port=22,
-                            known_hosts_files=(f"{tmp_path}/other",))
-    target = resolve_target("n1", mine, config)
-    assert (target.user, target.port, target.known_hosts_name) == ("bob", 22, "10.0.0.1")
-    assert target.user_known_hosts == (f"{tmp_path}/other",)
-    with pytest.raises(Exception, match="jump: .*proxyjump.*method = ssh"):
-        resolve_target("jump", ParamikoSettings(config_file=str(config_file)), config)
-
-
-def test_foreign_errors_are_translated_with_the_host(tmp_path: Path) -> None:
-    target = resolve_target("n9", ParamikoSettings(port=2200), paramiko.SSHConfig())
-    cases = {ConnectionRefusedError(111, "Connection refused"): ConnectError,
-             TimeoutError("timed out"): ConnectError, EOFError(): ConnectError,
-             paramiko.SSHException("Error reading SSH protocol banner\nmore"): ConnectError,
-             paramiko.AuthenticationException("no"): AuthenticationError,
-             paramiko.ChannelException(2, "Connect failed"): BackendError,
-             paramiko.BadHostKeyException("n9", paramiko.RSAKey.generate(1024),
-                                          paramiko.RSAKey.generate(1024)): HostKeyError}
-    for exc, kind in cases.items():
-        error = translate(exc, target, "cannot connect to")
-        assert type(error) is kind and error.host == "n9"
-        assert str(error).startswith("n9: ") and "\n" not in str(error)
-
-
-# -- the contract, and runs through the whole runner ----------------------------------------
-def logins(bed, host: str) -> int:
-    """How many logins ``host``'s sshd has accepted so far."""
-    return (Path(bed.directory) / "hosts" / host / "sshd.log").read_text().count(
-        "Accepted publickey")
-
-
-@pytest.mark.slow
-class TestParamikoContract(BackendContract):
-    """The default mode: one agent per connection starts the host's jobs."""
-
-    launch = "agent"
-    #: Logins that five jobs at once with ``sessions = 2`` take: the agent needs one session.
-    logins_for_five = 1
-
-    @pytest.fixture
-    def contract_setup(self, tmp_path, ssh_testbed):
-        return ContractSetup(
-            method="paramiko", hosts=ssh_testbed.host_names, directory=tmp_path,
-            python=ssh_testbed.python,
-            config=f"""
-                [paramiko]
-                config_file = {ssh_testbed.ssh_config}
-                launch = {self.launch}
-                [logging]
-                bind_address = 127.0.0.1
-                """,
-        )
-
-    def unreachable_host(self, setup: ContractSetup) -> str:
-        return UNREACHABLE_HOST
-
-    def failing_open_overrides(self, setup: ContractSetup) -> dict[str, dict[str, str]]:
-        broken = setup.directory / "broken_ssh_config"
-        broken.write_text("Host\n")  # a line paramiko cannot parse: open() raises
-        return {"paramiko": {"config_file": str(broken)}}
-
-    def test_connections_within_the_sessions_limit(self, contract_setup, ssh_testbed) -> None:
-        before = logins(ssh_testbed, "node1")
-        command = self.node(contract_setup, "nap_node", "time.sleep(1)\nreturn 0")
-        jobs = [ComputeJob("node1", command) for _ in range(5)]
-        error = self.run(contract_setup, jobs, max_per_node=5,
-                         overrides={"paramiko": {"sessions": "2"}})
-        assert not error.is_set(), [job.results.get("reason") for job in jobs]
-        assert logins(ssh_testbed, "node1") - before == self.logins_for_five
-
-    def test_host_down_fails_only_its_jobs(self, contract_setup, ssh_testbed) -> None:
-        command = self.node(contract_setup, "ok_node", "return 0")
-        jobs = [ComputeJob(host, command) for host in contract_setup.hosts * 2]
-        ssh_testbed.stop_host("node2")
-        try:
-            self.run(contract_setup, jobs)
-        finally:
-            ssh_testbed.start_host("node2")
-        for job in jobs:
-            if job.host == "node2":
-                assert job.results["state"] == "transport_error"
-                reason = job.results["reason"]
-                assert reason.startswith("node2: cannot connect to 127.0.0.3:"), reason
-                assert "refused" in reason and "\n" not in reason
-            else:
-                assert job.results["state"] == "succeeded", job.results
-
-
-@pytest.mark.slow
-class TestParamikoChannelContract(TestParamikoContract):
-    """``launch = channel``: a session channel and the launch wrapper per job."""
-
-    launch = "channel"
-    logins_for_five = 3  # two jobs a connection: beyond the sessions limit, more connections
-
 
 
 # -- host keys ---------------------------------------------------------------------------------

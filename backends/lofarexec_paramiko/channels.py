@@ -1,0 +1,62 @@
+"""Channel mode (``launch = channel``): each job in a session channel of its own.
+
+The channel runs the launch wrapper (:func:`lofarexec.transport.remote_launch`), whose stdin
+header is written at once and whose stdin then stays open: its EOF means "kill". When the server
+closes the channel, the wrapper's status line (or the channel's exit status) is the job's end.
+Called from the connection's thread only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import paramiko
+
+from lofarexec.backend import Outcome
+
+from .connect import CHANNEL_ERRORS, StatusEvent, lost, lost_reason, translate
+
+if TYPE_CHECKING:
+    from .hosts import Target
+    from .jobs import Job
+    from .settings import ParamikoSettings
+
+
+def open_job_channel(transport: paramiko.Transport, job: Job, settings: ParamikoSettings,
+                     target: Target, notify: Callable[[], None]
+                     ) -> paramiko.Channel | Outcome | None:
+    """Start ``job`` in a new channel; ``notify`` is called (in paramiko's thread) when its
+    exit status or close arrives. The channel once the job runs; the job's outcome when it
+    cannot start; None when the connection turned out to be dead (nothing was started, so the
+    job can go elsewhere)."""
+    assert job.launch is not None
+    try:
+        channel = transport.open_session(timeout=settings.channel_timeout)
+    except CHANNEL_ERRORS as exc:
+        if lost(transport):
+            return None
+        error = translate(exc, target, "cannot open a session on")
+        hint = ("; the server may allow fewer sessions per connection (MaxSessions) than "
+                "[paramiko] sessions" if isinstance(exc, paramiko.ChannelException) else "")
+        return Outcome(None, transport_error=f"{error}{hint}")
+    channel.status_event = StatusEvent(notify)
+    try:
+        channel.exec_command(job.launch.command)
+        channel.sendall(job.launch.stdin)  # stdin then stays open: its EOF means "kill"
+    except CHANNEL_ERRORS as exc:
+        channel.close()
+        return Outcome(None, transport_error=str(translate(exc, target, "cannot start the job on")))
+    return channel
+
+
+def closed_channel_outcome(job: Job, transport: paramiko.Transport | None,
+                           target: Target) -> Outcome:
+    """The end of a job whose channel the server closed: the wrapper's status line when it
+    came, else why the connection was lost while the job ran."""
+    assert job.channel is not None
+    status = job.channel.exit_status if job.channel.exit_status >= 0 else None
+    if transport is not None and lost(transport):
+        why = lost_reason(transport, target)
+        return job.outcome(status, f"the connection was lost while the job ran ({why})")
+    return job.outcome(status)

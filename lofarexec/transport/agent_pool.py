@@ -1,0 +1,101 @@
+"""One host agent per host for a transport that reaches hosts through a local program.
+
+:class:`AgentPool` makes an :class:`~lofarexec.transport.agent.AgentClient` for a host's first
+job and again after its agent ended; when an agent ended while its host could still be reached,
+it kills the jobs the agent left running there through the same program.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+from collections.abc import Callable
+
+from lofarexec.backend import JobHandle, LaunchRequest, NothingToKill, Outcome, Report
+from lofarexec.hostnames import host_name_problem
+from lofarexec.transport.agent import AgentClient
+from lofarexec.transport.agent_frames import Pinger
+from lofarexec.transport.orphans import kill_orphans
+from lofarexec.transport.wrapper import agent_command
+
+
+class AgentPool:
+    """One :class:`AgentClient` per host for a transport that reaches hosts through a local
+    program: made by the first job of a host, and made again when the last one ended.
+
+    ``launcher_argv(host, remote_command)`` is the local program's argv that runs
+    ``remote_command`` (one shell command line) on ``host``; ``program`` names that program in
+    errors. The agents' orphans (jobs left running by an agent killed on its host) are killed by
+    running :func:`~lofarexec.transport.orphans.orphan_kill_command` the same way, within
+    ``orphan_timeout`` seconds (:func:`~lofarexec.transport.orphans.kill_orphans`).
+    """
+
+    def __init__(self, launcher_argv: Callable[[str, str], list[str]], *, program: str,
+                 python: str, kill_grace: float, alive_interval: float,
+                 orphan_timeout: float) -> None:
+        self._launcher_argv = launcher_argv
+        self._program = program
+        self._python = python
+        self._kill_grace = kill_grace
+        self._alive_interval = alive_interval
+        self._orphan_timeout = orphan_timeout
+        self._lock = threading.Lock()
+        self._agents: dict[str, AgentClient] = {}
+        self._ended: list[AgentClient] = []
+
+    def start(self, request: LaunchRequest, report: Report) -> JobHandle:
+        """Start ``request`` through its host's agent; a host name that could pass for an
+        option, or a program that cannot be started, is the job's transport error."""
+        problem = host_name_problem(request.host)
+        if problem is not None:
+            report(Outcome(None, transport_error=problem))
+            return NothingToKill()
+        try:
+            agent = self._agent(request.host)
+        except OSError as exc:
+            report(Outcome(None, transport_error=f"cannot start {self._program!r}: "
+                                                 f"{exc.strerror or exc}"))
+            return NothingToKill()
+        return agent.start(request, report)
+
+    def close(self) -> None:
+        """Close every agent (their running jobs are killed, all within one grace period)."""
+        with self._lock:
+            agents = [*self._agents.values(), *self._ended]
+            self._agents, self._ended = {}, []
+        for agent in agents:
+            agent.shutdown()
+        for agent in agents:
+            agent.close()
+
+    def _agent(self, host: str) -> AgentClient:
+        with self._lock:
+            agent = self._agents.get(host)
+            if agent is not None and agent.usable():
+                return agent
+            if agent is not None:
+                self._ended.append(agent)
+            pinger = Pinger(self._alive_interval)
+            command = agent_command(self._python, pinger.silence_limit)
+            agent = self._agents[host] = AgentClient(
+                host, self._launcher_argv(host, command), kill_grace=self._kill_grace,
+                pinger=pinger, kill_orphans=lambda pids: self._kill_orphans(host, pids))
+            return agent
+
+    def _kill_orphans(self, host: str, pids: list[int]) -> bool:
+        """The agent of ``host`` ended but the host may still be reachable: kill the process
+        groups of the jobs it ran through the local program."""
+
+        def run(command: str, seconds: float) -> str | None:
+            try:
+                done = subprocess.run(
+                    self._launcher_argv(host, command), stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False,
+                    timeout=seconds)
+            except subprocess.TimeoutExpired as exc:
+                return str(exc)
+            if done.returncode == 0:
+                return None
+            return done.stderr.decode("utf-8", "replace").strip() or f"status {done.returncode}"
+
+        return kill_orphans(host, pids, self._kill_grace, run, timeout=self._orphan_timeout)

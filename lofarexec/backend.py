@@ -38,6 +38,8 @@ class LaunchRequest:
     token: str
     """The job's secret for the log channel: deliver it through environment or stdin only."""
     recipe_name: str = "pipeline"
+    cores: int | None = None
+    """The cores the recipe asked for (``ComputeJob(..., resources={"cores": N})``), if any."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

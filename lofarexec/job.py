@@ -9,8 +9,9 @@ runner, the journal and the reports all name them from here.
 from __future__ import annotations
 
 import enum
+import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from lofarexec.errors import JobFailed, JobListError, JobTimeout
@@ -128,9 +129,16 @@ class ComputeJob:
     the node put in its ``self.outputs`` (never replacing those keys).
     :meth:`raise_for_state` turns an unsuccessful end into an exception.
 
-    With ``store_arguments=True`` the arguments may be any JSON values (None, bool, numbers,
-    strings, lists, dicts) of any size: the node (a ``LOFARnodeTCP``) fetches them over the
-    authenticated job channel, and is started as ``<command> <job id> <log host> <log port>``.
+    How the arguments reach the node is ``store_arguments``: ``True``, the node (a
+    ``LOFARnodeTCP``, the later framework's nodes) is started as ``<command> <job id> <log host>
+    <log port>`` and fetches them over the authenticated job channel, so they may be any JSON
+    values (None, bool, numbers, strings, lists, dicts; tuples arrive as lists) of any size;
+    ``False``, they follow the log host and port on the node's command line, as text (the
+    seed's nodes); ``None`` (the default), ``[remote] node_arguments`` chooses, ``command_line``
+    when absent. Either way the value types are checked before any job starts.
+
+    ``resources`` is the original's ``{"cores": N}``: the node gets ``OMP_NUM_THREADS=N`` and
+    the cmdline backend's template ``{nr_cores}`` is ``N``. Other keys are refused.
     """
 
     def __init__(
@@ -138,9 +146,10 @@ class ComputeJob:
         host: str | None,
         command: str,
         arguments: Iterable[Any] = (),
+        resources: Mapping[str, Any] | None = None,
         *,
         timeout: float | None = None,
-        store_arguments: bool = False,
+        store_arguments: bool | None = None,
     ) -> None:
         if host is not None and not isinstance(host, str):
             raise TypeError(f"ComputeJob host must be a string, not {type(host).__name__}")
@@ -155,13 +164,21 @@ class ComputeJob:
         self.command = command
         self.store_arguments = store_arguments
         # Stored arguments travel as JSON over the job channel, so any JSON value will do;
-        # argv arguments are text, as the seed has them.
+        # argv arguments are text, as the seed has them. Undecided ones are kept as given and
+        # checked by launch_arguments() once the configuration has chosen.
         self.arguments: list[Any] = (
-            list(arguments) if store_arguments else [_argument_text(a) for a in arguments]
+            [_argument_text(a) for a in arguments] if store_arguments is False
+            else list(arguments)
         )
+        self.resources: dict[str, Any] = _checked_resources(resources)
         self.timeout = timeout
         self.results: JobResult = JobResult()
         self.id: int | None = None
+
+    @property
+    def cores(self) -> int | None:
+        """``resources["cores"]``, or None when the recipe did not ask for a number of cores."""
+        return self.resources.get("cores")
 
     @property
     def state(self) -> JobState:
@@ -195,6 +212,64 @@ class ComputeJob:
             f"ComputeJob(host={self.host!r}, command={self.command!r}, "
             f"arguments={self.arguments!r})"
         )
+
+
+#: ``[remote] node_arguments`` values: how a job whose ``store_arguments`` is None passes them.
+NODE_ARGUMENTS_STORED = "stored"
+NODE_ARGUMENTS_COMMAND_LINE = "command_line"
+NODE_ARGUMENT_MODES = (NODE_ARGUMENTS_COMMAND_LINE, NODE_ARGUMENTS_STORED)
+#: The keys ``ComputeJob(..., resources=...)`` knows.
+RESOURCE_KEYS = ("cores",)
+_STORED_HINT = ("set '[remote] node_arguments = stored' in pipeline.cfg (nodes that call "
+                "run_with_stored_arguments), or pass text")
+
+
+def launch_arguments(jobs: Sequence[ComputeJob], node_arguments: str) -> list[list[str] | None]:
+    """Per job: its command-line arguments as text, or None when the node fetches them (stored).
+
+    Called before any job starts, with ``[remote] node_arguments``, so that a value that
+    cannot travel the chosen way is one :class:`~lofarexec.errors.JobListError` naming the job
+    and what to do, not a failure on a host.
+    """
+    default_stored = node_arguments == NODE_ARGUMENTS_STORED
+    plans: list[list[str] | None] = []
+    for index, job in enumerate(jobs):
+        stored = default_stored if job.store_arguments is None else job.store_arguments
+        if stored:
+            try:
+                json.dumps(job.arguments, allow_nan=False)
+            except (TypeError, ValueError) as exc:
+                raise JobListError(f"job {index}: its stored arguments are not JSON ({exc}); "
+                                   "use None, bool, numbers, strings, lists and dicts") from None
+            plans.append(None)
+            continue
+        try:
+            plans.append([_argument_text(argument) for argument in job.arguments])
+        except (TypeError, JobListError) as exc:
+            if job.store_arguments is False:
+                raise JobListError(f"job {index}: {exc}") from None
+            raise JobListError(f"job {index}: {exc}; for typed arguments "
+                               f"{_STORED_HINT}") from None
+    return plans
+
+
+def _checked_resources(resources: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``resources`` as a dict, its keys known and ``cores`` a whole number of at least 1."""
+    if resources is None:
+        return {}
+    if not isinstance(resources, Mapping):
+        raise JobListError(f"ComputeJob resources must be a dict such as {{'cores': 4}}, not "
+                           f"{type(resources).__name__}")
+    unknown = sorted(str(key) for key in resources if key not in RESOURCE_KEYS)
+    if unknown:
+        raise JobListError(f"ComputeJob resources: unknown key {', '.join(map(repr, unknown))}; "
+                           f"known: {', '.join(RESOURCE_KEYS)}")
+    cores = resources.get("cores")
+    if cores is not None and (isinstance(cores, bool) or not isinstance(cores, int)
+                              or cores < 1):
+        raise JobListError(f"ComputeJob resources: cores={cores!r} must be a whole number of "
+                           "at least 1")
+    return dict(resources)
 
 
 def _argument_text(argument: Any) -> str:

@@ -30,6 +30,7 @@ from lofarexec.channel.protocol import (
     ENV_HOST,
     ENV_JOB_DIRECTORY,
     ENV_JOB_ID,
+    ENV_NODE_ARGUMENTS,
     ENV_TOKEN,
     ENV_TOKEN_STDIN,
     NODE_UNREACHED,
@@ -61,6 +62,29 @@ def _stderr_handler() -> logging.Handler:
 def _say(text: str) -> None:
     """One line to standard error, for problems with the log channel itself."""
     print(f"lofarexec.node: {text}", file=sys.stderr, flush=True)
+
+
+_STORED_HINT = ("a run starts such nodes when pipeline.cfg has '[remote] node_arguments = "
+                "stored' (or the job has store_arguments=True)")
+_COMMAND_LINE_HINT = ("remove '[remote] node_arguments = stored' from pipeline.cfg (or create "
+                      "the job with store_arguments=False)")
+
+
+def _stop_if_started_otherwise(name: str, expected: str) -> None:
+    """Exit at once, with one line, when the run passed the arguments the other way.
+
+    A node never runs with arguments meant for the other convention (a job id taken for a log
+    host, a log port taken for a file name). Run by hand (no run's variable), nothing is checked.
+    """
+    given = os.environ.pop(ENV_NODE_ARGUMENTS, None)  # the node's own programs are not nodes
+    if given is None or given == expected:
+        return
+    if expected == "stored":
+        raise SystemExit(f"lofarexec.node: {name} fetches its arguments "
+                         "(run_with_stored_arguments), but this run passed them on the command "
+                         f"line; set '[remote] node_arguments = stored' in pipeline.cfg")
+    raise SystemExit(f"lofarexec.node: {name} takes its arguments from the command line "
+                     f"(run_with_logging), but this run stored them; {_COMMAND_LINE_HINT}")
 
 
 def _read_token_line() -> str:
@@ -224,7 +248,11 @@ class LOFARnode:
     master.
     """
 
+    #: How this class of node gets its arguments (``ENV_NODE_ARGUMENTS``'s values).
+    argument_mode = "command_line"
+
     def __init__(self, loghost: str, logport: int | str) -> None:
+        _stop_if_started_otherwise(type(self).__name__, self.argument_mode)
         self.loghost = loghost
         self.logport = int(logport)
         self.outputs: dict[str, Any] = {}
@@ -319,12 +347,22 @@ class LOFARnodeTCP(LOFARnode):
 
         sys.exit(MyNode(sys.argv[1], sys.argv[2], sys.argv[3]).run_with_stored_arguments())
 
-    so arguments of any size or structure never touch a command line.
+    so arguments of any size or structure never touch a command line. A run starts nodes so
+    when ``pipeline.cfg`` has ``[remote] node_arguments = stored`` (or the job asks for it);
+    started the seed's way, the node exits at once with one line saying so.
     """
 
+    argument_mode = "stored"
+
     def __init__(self, job_id: int | str, loghost: str, logport: int | str) -> None:
+        _stop_if_started_otherwise(type(self).__name__, self.argument_mode)
+        try:
+            self.job_id = int(job_id)
+        except ValueError:
+            raise SystemExit(f"lofarexec.node: {type(self).__name__} expects <job id> <log host> "
+                             f"<log port> as its first arguments, not {job_id!r}; "
+                             f"{_STORED_HINT}") from None
         super().__init__(loghost, logport)
-        self.job_id = int(job_id)
 
     def run_with_stored_arguments(self) -> int:
         """Fetch the arguments over the channel, then run as :meth:`run_with_logging` does."""

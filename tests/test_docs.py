@@ -37,6 +37,7 @@ CONFIG_KEYS = {
     ("remote", "max_jobs"),
     ("remote", "job_timeout"),
     ("remote", "forward_environment"),
+    ("remote", "node_arguments"),
     ("logging", "log_file"),
     ("logging", "bind_address"),
     ("logging", "advertise_address"),

@@ -7,21 +7,66 @@ from pathlib import Path
 import pytest
 
 from lofarexec.errors import JobFailed, JobListError, JobTimeout, LofarexecError
-from lofarexec.job import RESULT_KEYS, SUMMARY_KEYS, ComputeJob, JobResult, JobState
+from lofarexec.job import (
+    RESULT_KEYS,
+    SUMMARY_KEYS,
+    ComputeJob,
+    JobResult,
+    JobState,
+    launch_arguments,
+)
 
 
 def test_arguments_become_argv_text() -> None:
-    job = ComputeJob("node1", "python node.py", ["a b", 3, 2.5, Path("/data/x.MS")])
+    job = ComputeJob("node1", "python node.py", ["a b", 3, 2.5, Path("/data/x.MS")],
+                     store_arguments=False)
     assert job.arguments == ["a b", "3", "2.5", "/data/x.MS"]
+    undecided = ComputeJob("node1", "python node.py", ["a b", 3, 2.5, Path("/data/x.MS")])
+    assert launch_arguments([undecided], "command_line") == [["a b", "3", "2.5", "/data/x.MS"]]
+
+
+@pytest.mark.parametrize("bad", [True, None, [1], {"PATH": "/bin"}, ("a", "b")])
+def test_typed_arguments_go_stored_when_the_config_says_so(bad: object) -> None:
+    job = ComputeJob("node1", "python node.py", ["x", bad])
+    assert job.arguments == ["x", bad]  # kept as given until the configuration has chosen
+    assert launch_arguments([job], "stored") == [None]
+    with pytest.raises(JobListError) as caught:
+        launch_arguments([ComputeJob("h", "c"), job], "command_line")
+    message = str(caught.value)
+    assert message.startswith("job 1: ComputeJob argument ") and "\n" not in message
+    assert message.endswith("set '[remote] node_arguments = stored' in pipeline.cfg (nodes "
+                            "that call run_with_stored_arguments), or pass text")
+
+
+def test_the_job_s_own_choice_wins_over_the_configuration() -> None:
+    stored = ComputeJob("node1", "python node.py", [None], store_arguments=True)
+    text = ComputeJob("node1", "python node.py", ["a"], store_arguments=False)
+    assert launch_arguments([stored, text], "command_line") == [None, ["a"]]
+    assert launch_arguments([stored, text], "stored") == [None, ["a"]]
+    with pytest.raises(JobListError, match="job 0: its stored arguments are not JSON"):
+        launch_arguments([ComputeJob("h", "c", [{1, 2}])], "stored")
+
+
+def test_resources_take_cores_only() -> None:
+    assert ComputeJob("node1", "c", [], {"cores": 4}).cores == 4
+    assert ComputeJob("node1", "c").cores is None and ComputeJob("node1", "c").resources == {}
+    with pytest.raises(JobListError, match="resources: unknown key 'memory'; known: cores"):
+        ComputeJob("node1", "c", resources={"cores": 2, "memory": 8})
+    for bad in (0, True, "4", 2.5):
+        with pytest.raises(JobListError, match="must be a whole number of at least 1"):
+            ComputeJob("node1", "c", resources={"cores": bad})
 
 
 @pytest.mark.parametrize("command, arguments", [("python node.py", ["a\0b"]),
                                                 ("python node\0.py", [])])
 def test_a_nul_byte_is_refused_in_one_line(command: str, arguments: list[str]) -> None:
     with pytest.raises(JobListError, match="holds a NUL byte") as caught:
-        ComputeJob("node1", command, arguments)
+        ComputeJob("node1", command, arguments, store_arguments=False)
     assert "\n" not in str(caught.value)
     assert isinstance(caught.value, ValueError)  # older `except ValueError` code still works
+    if arguments:  # left to the configuration, the same refusal comes before any job starts
+        with pytest.raises(JobListError, match="job 0: .*holds a NUL byte"):
+            launch_arguments([ComputeJob("node1", command, arguments)], "command_line")
 
 
 def test_stored_arguments_may_hold_anything_json_can() -> None:
@@ -32,7 +77,7 @@ def test_stored_arguments_may_hold_anything_json_can() -> None:
 @pytest.mark.parametrize("bad", [b"bytes", object(), True])
 def test_arguments_that_are_not_text_are_refused(bad: object) -> None:
     with pytest.raises(TypeError, match="arguments travel as command-line strings"):
-        ComputeJob("node1", "python node.py", [bad])
+        ComputeJob("node1", "python node.py", [bad], store_arguments=False)
 
 
 @pytest.mark.parametrize("command", ["", "   ", "python node\0.py"])

@@ -335,3 +335,46 @@ def test_import_needs_only_the_standard_library() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["['lofarexec']", "False False"]
+
+
+TRUNK_SHAPED = (
+    "import sys\n"
+    "from lofarpipe.support.lofarnode import LOFARnodeTCP\n"
+    "class trunk(LOFARnodeTCP):\n"
+    "    def run(self, *args):\n"
+    "        print('RAN', args)\n"
+    "jobid, jobhost, jobport = sys.argv[1:4]\n"
+    "sys.exit(trunk(jobid, jobhost, jobport).run_with_stored_arguments())\n"
+)
+
+
+@pytest.mark.parametrize("mode, argv, expected", [
+    ("command_line", ["127.0.0.1", "9", "x"],
+     "trunk fetches its arguments (run_with_stored_arguments), but this run passed them on the "
+     "command line; set '[remote] node_arguments = stored' in pipeline.cfg"),
+    (None, ["127.0.0.1", "9", "x"],
+     "trunk expects <job id> <log host> <log port> as its first arguments, not '127.0.0.1'; a "
+     "run starts such nodes when pipeline.cfg has '[remote] node_arguments = stored' (or the "
+     "job has store_arguments=True)"),
+])
+def test_a_trunk_node_given_command_line_arguments_stops_in_one_line(
+        tmp_path: Path, mode: str | None, argv: list[str], expected: str) -> None:
+    script = tmp_path / "trunk.py"
+    script.write_text(TRUNK_SHAPED)
+    env = node_env()
+    if mode:
+        env[node_module.ENV_NODE_ARGUMENTS] = mode
+    result = subprocess.run([sys.executable, str(script), *argv], env=env, capture_output=True,
+                            text=True, timeout=30, check=False)
+    assert result.returncode == 1 and "RAN" not in result.stdout
+    assert result.stderr.splitlines() == [f"lofarexec.node: {expected}"]
+
+
+def test_a_seed_node_given_stored_arguments_stops_in_one_line(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(node_module.ENV_NODE_ARGUMENTS, "stored")
+    with pytest.raises(SystemExit, match=r"^lofarexec.node: LOFARnode takes its arguments from "
+                       r"the command line \(run_with_logging\), but this run stored them; remove "
+                       r"'\[remote\] node_arguments = stored' from pipeline.cfg"):
+        node_module.LOFARnode("7", "127.0.0.1")
+    assert node_module.ENV_NODE_ARGUMENTS not in os.environ  # never inherited by its programs

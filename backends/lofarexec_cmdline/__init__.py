@@ -22,7 +22,7 @@ stays one argument and is never re-split (the seed split after substituting). Pl
 ``{docker_image}``  ``[cmdline] docker_image`` (a config error if used but unset)
 ``{job_name}``      the node script's name: the command's first word, or for a Python
                     interpreter the first word after it that is not an option
-``{nr_cores}``      ``[cmdline] nr_cores``
+``{nr_cores}``      the job's ``resources={"cores": N}``, else ``[cmdline] nr_cores``
 ``{env}``           one ``NAME=value`` word per node variable (for ``env {env} ...``)
 ``{docker_env}``    ``-e`` and ``NAME=value`` words per node variable (for ``docker run``)
 ==================  ===========================================================================
@@ -231,6 +231,9 @@ class CmdlineBackend(Backend):
         as ``{command}``."""
         values = {**self._fixed, "host": request.host, "command": command,
                   "job_name": job_name(request.argv)}
+        cores = getattr(request, "cores", None)  # a job's resources={"cores": N} wins
+        if cores:
+            values["nr_cores"] = str(cores)
         argv: list[str] = []
         for word in self.settings.words:
             name = word[0][1] if len(word) == 1 and not word[0][0] else None

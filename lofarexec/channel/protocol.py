@@ -51,6 +51,9 @@ ENV_TOKEN_STDIN = "LOFAREXEC_TOKEN_STDIN"
 ENV_HOST = "LOFAREXEC_HOST"
 #: The run's job directory; a job's own folder is ``jobs/<id>`` in it.
 ENV_JOB_DIRECTORY = "LOFAREXEC_JOB_DIRECTORY"
+#: How the node was given its arguments: ``stored`` (argv is job id, log host, log port) or
+#: ``command_line`` (log host, log port, arguments); a node of the other kind stops at once.
+ENV_NODE_ARGUMENTS = "LOFAREXEC_NODE_ARGUMENTS"
 
 #: The last line (after ``lofarexec.node: ``) a node writes on standard error when it was given
 #: a job channel but never reached the log server, so its records went to stderr instead: the

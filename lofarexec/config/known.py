@@ -32,7 +32,7 @@ KEYS_READ: dict[str, frozenset[str]] = {
     "layout": frozenset({"job_directory"}),
     "deploy": frozenset({"engine_ppath", "engine_lpath"}),
     "remote": frozenset({"method", "max_per_node", "max_jobs", "job_timeout",
-                         "forward_environment"}),
+                         "forward_environment", "node_arguments"}),
     "logging": frozenset({"log_file", "bind_address", "advertise_address", "format",
                           "datefmt", "max_message_mib", "max_kept_mib"}),
     "cluster": frozenset({"hosts"}),

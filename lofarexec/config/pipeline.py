@@ -30,6 +30,7 @@ from lofarexec.config.values import (
     split_search_path,
 )
 from lofarexec.errors import ConfigError
+from lofarexec.job import NODE_ARGUMENT_MODES, NODE_ARGUMENTS_COMMAND_LINE
 
 # find_config is re-exported: lofarexec.config.pipeline was its home before files.py.
 __all__ = ["PipelineConfig", "find_config", "load_config"]
@@ -273,6 +274,18 @@ class PipelineConfig:
     def max_jobs(self) -> int | None:
         """``[remote] max_jobs``: jobs at once over all hosts; ``None`` (no limit) when absent."""
         return self.get_int("remote", "max_jobs", fallback=None, minimum=1)
+
+    @property
+    def node_arguments(self) -> str:
+        """``[remote] node_arguments``: ``command_line`` (the seed's nodes, the default) or
+        ``stored`` (the later framework's ``LOFARnodeTCP`` nodes fetch typed arguments)."""
+        value = self.get("remote", "node_arguments", fallback=NODE_ARGUMENTS_COMMAND_LINE)
+        value = value.strip().lower()
+        if value not in NODE_ARGUMENT_MODES:
+            message = (f"value {value!r} is not a way to pass arguments; write 'stored' (nodes "
+                       "that call run_with_stored_arguments) or 'command_line' (the seed's)")
+            raise self._error(message, "remote", "node_arguments")
+        return value
 
     @property
     def job_timeout(self) -> float | None:

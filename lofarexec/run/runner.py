@@ -12,7 +12,6 @@ and its node's channel is closed.
 from __future__ import annotations
 
 import ipaddress
-import json
 import logging
 import os
 import resource
@@ -26,12 +25,12 @@ from typing import Any
 from lofarexec.backend import Backend, LaunchRequest
 from lofarexec.channel.exchange import JobExchange
 from lofarexec.channel.logserver import LogServer
-from lofarexec.channel.protocol import ENV_JOB_DIRECTORY, find_unreached
+from lofarexec.channel.protocol import ENV_JOB_DIRECTORY, ENV_NODE_ARGUMENTS, find_unreached
 from lofarexec.config import PipelineConfig
 from lofarexec.config.hostlist import allocation_hosts
 from lofarexec.context import RunContext
 from lofarexec.errors import ConfigError, JobListError, PipelineQuit, WaitTimeout
-from lofarexec.job import ComputeJob, JobResult, JobState
+from lofarexec.job import ComputeJob, JobResult, JobState, launch_arguments
 from lofarexec.plugin.manager import PluginManager, build_plugin_manager
 from lofarexec.run.journal import JournalWriter
 from lofarexec.run.scheduler import Limits, Scheduler
@@ -106,7 +105,7 @@ class JobRunner:
         for index, job in enumerate(jobs):
             job.id = index  # the ids the hooks and the report use (the scheduler's too)
         argv_heads = _split_commands(jobs)
-        _check_stored_arguments(jobs)
+        plans = launch_arguments(jobs, self.config.node_arguments)
         if self.plugins is None:
             self.plugins = build_plugin_manager([JournalWriter()])
         method = self.config.remote_method or DEFAULT_METHOD
@@ -131,17 +130,23 @@ class JobRunner:
             environment = node_environment(self.config)
             environment[ENV_JOB_DIRECTORY] = str(context.job_directory)
             hooks = self.plugins.hook
+            # One mapping per (argument mode, cores): backends encode each mapping once.
+            variants: dict[tuple[bool, int | None], dict[str, str]] = {}
 
             def prepare(job: ComputeJob) -> LaunchRequest:
                 assert job.id is not None and job.host is not None  # placed by now
                 self.logger.debug("Dispatching command to %s with %s", job.host, method)
-                if job.store_arguments:
+                plan = plans[job.id]
+                if plan is None:
                     log_server.exchange.store_arguments(job.id, job.arguments)
                     argv = (*argv_heads[job.command], str(job.id), host, str(port))
                 else:
-                    argv = (*argv_heads[job.command], host, str(port), *job.arguments)
+                    argv = (*argv_heads[job.command], host, str(port), *plan)
+                variant = variants.setdefault((plan is None, job.cores), {
+                    **environment, ENV_NODE_ARGUMENTS: "stored" if plan is None else "command_line",
+                    **({"OMP_NUM_THREADS": str(job.cores)} if job.cores else {})})
                 return LaunchRequest(
-                    job_id=job.id, host=job.host, argv=argv, environment=environment,
+                    job_id=job.id, host=job.host, argv=argv, environment=variant, cores=job.cores,
                     token=log_server.register_job(job.id, job.host),
                     recipe_name=self.recipe_name,
                 )
@@ -382,17 +387,6 @@ def _merge_outputs(logger: logging.Logger, job: ComputeJob, outputs: dict[str, A
                        job.id, ", ".join(clashing))
 
 
-def _check_stored_arguments(jobs: Sequence[ComputeJob]) -> None:
-    """Stored arguments must be JSON; find out before any job starts."""
-    for index, job in enumerate(jobs):
-        if job.store_arguments:
-            try:
-                json.dumps(job.arguments, allow_nan=False)
-            except (TypeError, ValueError) as exc:
-                raise JobListError(f"job {index}: its stored arguments are not JSON ({exc}); "
-                                 "use None, bool, numbers, strings, lists and dicts") from None
-
-
 def _log_failure(logger: logging.Logger, job: ComputeJob) -> None:
     """Say why a job did not succeed, with the end of what it wrote to stderr."""
     results = job.results
@@ -404,3 +398,4 @@ def _log_stderr(logger: logging.Logger, level: int, job: ComputeJob) -> None:
     """Repeat the last lines of the job's stderr in the master's log."""
     for line in (job.results.get("errors") or "").rstrip().splitlines()[-_STDERR_LINES:]:
         logger.log(level, "job %s stderr: %s", job.id, line)
+

@@ -11,9 +11,9 @@ so a run with thousands of jobs at once does not make thousands of threads.
 
 The guarantees are the launcher's: each child in a session of its own; its stdout and stderr
 drained as they come (64 KiB tails kept); whatever it left in its process group killed before
-it is reaped; a kill TERMs the group and KILLs it after ``kill_grace``; pipes held open past the
-exit by an escaped process are given up after ``DRAIN_GRACE``; ``close`` kills what still runs
-and waits for every report.
+it is reaped; a kill TERMs the group and KILLs it after ``kill_grace`` (timed by the launcher's
+one timer heap, never a thread per kill); pipes held open past the exit by an escaped process
+are given up after ``DRAIN_GRACE``; ``close`` kills what still runs and waits for every report.
 """
 
 from __future__ import annotations
@@ -77,7 +77,6 @@ class SlotWatchers:
         self._idle = 0  # workers waiting on the queue, less the jobs already put there for them
         self._workers: list[threading.Thread] = []
         self._running: set[_Job] = set()
-        self._timers: set[threading.Timer] = set()
         self._closing = False
         self._here = threading.local()  # in a worker: a one-item list, its next job or None
         self._devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
@@ -124,11 +123,7 @@ class SlotWatchers:
                 return
             job.killed = True
             signal_group(job.pid, signal.SIGTERM)
-        timer = threading.Timer(self.kill_grace, lambda: self._force_kill(job, timer))
-        timer.daemon = True
-        with self._lock:
-            self._timers.add(timer)
-        timer.start()
+        self._fallback.call_later(self.kill_grace, lambda: self._force_kill(job))
 
     def close(self) -> None:
         """Kill whatever still runs, wait for every report, stop the workers; safe twice."""
@@ -141,13 +136,8 @@ class SlotWatchers:
             self.kill(job)
         for _ in workers:
             self._queue.put(None)
-        for worker in workers:
+        for worker in workers:  # each job is reaped: a KILL still due will find it exited
             worker.join()
-        with self._lock:
-            timers = list(self._timers)
-        for timer in timers:  # their jobs were all reaped: nothing left to KILL
-            timer.cancel()
-            timer.join()
         os.close(self._devnull)
 
     # -- helpers ---------------------------------------------------------------------------
@@ -175,12 +165,11 @@ class SlotWatchers:
             self._running.add(job)
         return job
 
-    def _force_kill(self, job: _Job, timer: threading.Timer) -> None:
+    @staticmethod
+    def _force_kill(job: _Job) -> None:
         with job.lock:
             if not job.exited:
                 signal_group(job.pid, signal.SIGKILL)
-        with self._lock:
-            self._timers.discard(timer)
 
     def _work(self, job: _Job | None) -> None:
         slot: list[_Job | None] = [None]

@@ -211,6 +211,11 @@ class ProcessLauncher:
         self._call_soon(lambda: self._timers.add(self.kill_grace,
                                                   lambda: self._force_kill(child)))
 
+    def call_later(self, delay: float, action: Callable[[], None]) -> None:
+        """Run ``action`` on the launcher's thread ``delay`` seconds from now (a backend's own
+        TERM-then-KILL): its one timer heap, no thread per timer. Dropped once it is closed."""
+        self._call_soon(lambda: self._timers.add(delay, action))
+
     # -- any thread --------------------------------------------------------------------------------
     def _watch(self, child: _Child) -> None:
         self._children.add(child)

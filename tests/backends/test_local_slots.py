@@ -101,6 +101,26 @@ def test_kill_terms_then_kills_the_group(slots) -> None:
     assert all(wait_gone(pid, 0.5) for pid in pids)
 
 
+def test_kills_wait_out_their_grace_on_the_launcher_s_timers_not_a_thread_each(slots) -> None:
+    watchers, reports = slots(), Reports()
+    pids: list[int] = []
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.settimeout(10)
+        port = str(listener.getsockname()[1])
+        handles = [watchers.launch((sys.executable, "-c", STUBBORN, port), reports(n), ENV)
+                   for n in range(3)]
+        for _ in handles:
+            link, _ = listener.accept()  # one of them ignores SIGTERM from now on
+            with link:
+                pids += [int(word) for word in link.makefile().read().split()]
+    threads = set(threading.enumerate())
+    for handle in handles:
+        handle.kill()
+    assert set(threading.enumerate()) - threads == set()
+    assert [reports.wait(n).returncode for n in range(3)] == [-signal.SIGKILL] * 3
+    assert all(wait_gone(pid, 0.5) for pid in pids)
+
+
 def test_a_program_that_cannot_start_is_reported_at_once(slots) -> None:
     watchers, reports = slots(), Reports()
     handle = watchers.launch(("/no/such/program",), reports(1), ENV)

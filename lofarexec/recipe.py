@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from lofarexec.config import PipelineConfig, find_config, load_config
 from lofarexec.config.known import check_names
 from lofarexec.errors import ConfigError, LofarexecError, PipelineQuit, WaitTimeout
+from lofarexec.ingredients import RecipeArgumentParser, RecipeIngredients
 from lofarexec.job import ComputeJob
 
 if TYPE_CHECKING:
@@ -38,7 +39,7 @@ REPORT_OUTPUTS = frozenset({"return_xml", "return_json"})
 _READY_LOCK = threading.Lock()
 
 
-class BaseRecipe:
+class BaseRecipe(RecipeIngredients):
     """A pipeline step run on the control node. Override :meth:`go` and call ``super().go()``.
 
     Attributes available in ``go``: ``self.inputs`` (the parsed command line; positional
@@ -58,8 +59,7 @@ class BaseRecipe:
     def __init__(self) -> None:
         self.name = type(self).__name__
         self.logger = logging.getLogger(self.name)
-        self.inputs: dict[str, Any] = {}
-        self.outputs: dict[str, Any] = {}
+        self.inputs, self.outputs = self._new_ingredients(REPORT_OUTPUTS)  # see ingredients
         self.error = ErrorFlag()
         self.__file__ = os.path.abspath(inspect.getfile(type(self)))
 
@@ -73,6 +73,7 @@ class BaseRecipe:
         if not hasattr(self, "config"):
             self.config = self._read_config()
         _check_config_names(self.config, self.config_sections)
+        self._inputs_from_config(self.config)
         formatter = _log_formatter(self.config)
         for handler in logging.getLogger().handlers:
             if getattr(handler, "_lofarexec_console", False):
@@ -86,8 +87,8 @@ class BaseRecipe:
     # -- command line --------------------------------------------------------------------------
     def option_parser(self) -> argparse.ArgumentParser:
         """The recipe's options; extend with ``parser.add_argument`` in a subclass."""
-        parser = argparse.ArgumentParser(prog=os.path.basename(self.__file__),
-                                         description=(type(self).__doc__ or "").strip() or None)
+        parser = RecipeArgumentParser(prog=os.path.basename(self.__file__),
+                                      description=(type(self).__doc__ or "").strip() or None)
         parser.add_argument("-j", "--job-name", required=True, help="name of this pipeline job")
         parser.add_argument("-c", "--config", help="pipeline.cfg to use")
         parser.add_argument("-d", "--debug", action="store_true", help="show debug messages")
@@ -98,6 +99,7 @@ class BaseRecipe:
                             help="show the jobs that would run; start none")
         parser.add_argument("--start-time", help="start time of the pipeline run (ISO 8601)")
         parser.add_argument("args", nargs="*", help="recipe arguments (e.g. a mapfile)")
+        self._add_input_options(parser)
         return parser
 
     def main(self, argv: Sequence[str] | None = None) -> int:
@@ -117,6 +119,7 @@ class BaseRecipe:
                 return 1
         status = int(status or 0)
         if status == 0:
+            self._check_outputs()
             self.logger.info("recipe %s completed", self.name)
         else:
             self.logger.error("recipe %s failed (status %d)", self.name, status)

@@ -19,6 +19,7 @@ import pytest
 from lofarexec.channel.exchange import JobExchange
 from lofarexec.channel.logserver import LogServer
 from lofarexec.channel.protocol import encode_frame, hello
+from tests.channel.logserver_helpers import wait_for_server_close
 
 HOST = "lce001"
 
@@ -85,20 +86,11 @@ def wait_until(condition, what: str) -> None:
         time.sleep(0.01)
 
 
-def closed_by_server(sock: socket.socket) -> None:
-    sock.settimeout(5)
-    try:
-        while sock.recv(4096):
-            pass
-    except ConnectionResetError:
-        pass
-
-
 def report_as_a_node(server: LogServer, job_id: int, token: str) -> None:
     with socket.create_connection(server.address, timeout=10) as sock:
         sock.sendall(encode_frame(hello(job_id, token)) + log_frame(f"job {job_id} reports"))
         sock.shutdown(socket.SHUT_WR)
-        closed_by_server(sock)
+        wait_for_server_close(sock)
 
 
 @pytest.mark.slow
@@ -111,7 +103,7 @@ def test_a_stranger_holds_a_few_kb_per_connection_and_no_more(
             sock = strangers.enter_context(socket.create_connection(server.address, timeout=5))
             with contextlib.suppress(OSError):  # the server may reset before all is sent
                 sock.sendall(struct.pack(">I", 1_000_000) + b"x" * 100_000)
-            closed_by_server(sock)
+            wait_for_server_close(sock)
         partial = []
         for _ in range(20):  # a small frame, never finished: held, but only it
             sock = strangers.enter_context(socket.create_connection(server.address, timeout=5))
@@ -214,7 +206,7 @@ def test_out_of_descriptors_the_server_pauses_says_so_once_and_recovers(
                 while descriptors_left:
                     os.close(descriptors_left.pop())
                 node.shutdown(socket.SHUT_WR)
-                closed_by_server(node)
+                wait_for_server_close(node)
             assert server.records_received(1) == 1
     finally:
         logging.getLogger("lofarexec.channel.logserver").removeHandler(heard)

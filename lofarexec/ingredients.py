@@ -216,6 +216,8 @@ class RecipeIngredients(metaclass=RecipeIngredientsMeta):
         """Add an option to ``parser`` for each declared input the framework does not provide."""
         if not isinstance(self.inputs, LOFARingredient):
             return
+        if self._outfields:
+            parser.epilog = f"outputs: {', '.join(sorted(self._outfields))}"
         for name, field in self.inputs.fields.items():
             if name in _FRAMEWORK_INPUTS:
                 continue
@@ -259,7 +261,7 @@ class RecipeIngredients(metaclass=RecipeIngredientsMeta):
             options = ", ".join(_flag(name, inputs.fields[name]) for name in missing)
             where = f" or as '{missing[0]} = ...' under [{section}] in {config.path}" * bool(
                 section)
-            raise IngredientError(f"{type(self).__name__}: required input missing: {options}; "
+            raise IngredientError(f"{type(self).__name__}: required input(s) missing: {options}; "
                                   f"give it on the command line{where}")
 
     def _check_outputs(self) -> list[str]:

@@ -115,7 +115,8 @@ def test_options_config_section_and_defaults_reach_the_recipe_and_its_job(recipe
 def test_help_lists_the_inputs_with_their_defaults(recipe):
     result = run(recipe, "--help")
     assert result.returncode == 0
-    for text in ("--label", "--count", "[Default: 2]", "--workdir", "[Optional]", "--job-name"):
+    for text in ("--label", "--count", "[Default: 2]", "--workdir", "[Optional]", "--job-name",
+                 "outputs: never, runtime, summary"):
         assert text in result.stdout
 
 

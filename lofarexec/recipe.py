@@ -61,7 +61,25 @@ class BaseRecipe(RecipeIngredients):
         self.logger = logging.getLogger(self.name)
         self.inputs, self.outputs = self._new_ingredients(REPORT_OUTPUTS)  # see ingredients
         self.error = ErrorFlag()
-        self.__file__ = os.path.abspath(inspect.getfile(type(self)))
+        #: The master's ``*PATH`` and ``*ROOT`` variables (and ``QUEUE_PREFIX``, ``LOFARENV``),
+        #: which the original framework's recipes pass on to their nodes as an argument.
+        self.environment: dict[str, str] = {
+            key: value for key, value in os.environ.items()
+            if key.endswith(("PATH", "ROOT")) or key in ("QUEUE_PREFIX", "LOFARENV")}
+
+    @property
+    def __file__(self) -> str:
+        """This recipe's source file, usable before ``__init__`` runs (a subclass's own
+        ``__init__`` may need it first); node scripts are found from it."""
+        return os.path.abspath(inspect.getfile(type(self)))
+
+    def _store_data_map(self, path: str | os.PathLike[str], data: Any, message: str = "") -> None:
+        """Write ``data`` (a DataMap, or ``(host, file)`` tuples) to ``path`` as a DataMap and
+        say so at debug level, as the original framework's recipes expect."""
+        from lofarexec.mapfiles.datamaps import DataMap  # deferred: light recipe import
+
+        (data if hasattr(data, "save") else DataMap(data)).save(path)
+        self.logger.debug("Wrote data_map <%s>: %s", path, message)
 
     # -- to override ---------------------------------------------------------------------------
     def go(self) -> int | None:
@@ -116,6 +134,10 @@ class BaseRecipe(RecipeIngredients):
                 return 1
             except (LofarexecError, ValueError) as exc:
                 self.logger.error("recipe %s failed: %s", self.name, exc)
+                return 1
+            except Exception as exc:  # a recipe's own bug: one line; the traceback with -d
+                self.logger.error("recipe %s failed: %s: %s", self.name, type(exc).__name__, exc)
+                self.logger.debug("recipe %s: the traceback", self.name, exc_info=True)
                 return 1
         status = int(status or 0)
         if status == 0:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from lofarexec.config.files import DEFAULT_SECTION, StrPath, find_config, read_config
+from lofarexec.config.parsercalls import ConfigParserCalls, MissingOptionError, MissingSectionError
 from lofarexec.config.settings import settings_from_section
 from lofarexec.config.values import (
     parse_bool,
@@ -82,8 +83,11 @@ def load_config(
     return config
 
 
-class PipelineConfig:
+class PipelineConfig(ConfigParserCalls):
     """A parsed ``pipeline.cfg`` with typed accessors; build one with :func:`load_config`.
+
+    It also answers the :mod:`configparser` calls older recipes make (``has_option``,
+    ``getboolean``, ``items``, ...: :class:`~lofarexec.config.parsercalls.ConfigParserCalls`).
 
     Accessors return ``fallback`` when the key (or its section) is absent; without one an absent
     key is a :class:`ConfigError`. A value that is present but bad is always an error. Keys are
@@ -331,9 +335,9 @@ class PipelineConfig:
             return fallback
         if section != DEFAULT_SECTION and not self._parser.has_section(section):
             message = f"the section is missing; add [{section}] with a line '{key} = ...'"
-        else:
-            message = f"is missing; add '{key} = ...' under [{section}]"
-        raise self._error(message, section, key)
+            raise MissingSectionError(message, filename=str(self.path), section=section, key=key)
+        message = f"is missing; add '{key} = ...' under [{section}]"
+        raise MissingOptionError(message, filename=str(self.path), section=section, key=key)
 
     def _typed(
         self, section: str, key: str, fallback: _T | _Missing, parse: Callable[[str], _V]

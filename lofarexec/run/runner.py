@@ -398,4 +398,3 @@ def _log_stderr(logger: logging.Logger, level: int, job: ComputeJob) -> None:
     """Repeat the last lines of the job's stderr in the master's log."""
     for line in (job.results.get("errors") or "").rstrip().splitlines()[-_STDERR_LINES:]:
         logger.log(level, "job %s stderr: %s", job.id, line)
-

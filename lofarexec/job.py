@@ -124,9 +124,9 @@ class ComputeJob:
     After the run ``results`` (a :class:`JobResult`) holds: ``returncode`` (the real exit
     status, minus the signal number when killed by a signal, ``None`` when it never ran),
     ``state`` (a :class:`JobState` value), ``host``, ``start_time`` and ``end_time`` (epoch
-    seconds), ``job_duration`` (seconds), ``attempts``, ``reason`` (why it did not succeed, or a succeeded job's caveat),
-    ``output`` and ``errors`` (the ends of its stdout and stderr) and ``backend``, plus whatever
-    the node put in its ``self.outputs`` (never replacing those keys).
+    seconds), ``job_duration`` (seconds), ``attempts``, ``reason`` (why it did not succeed; for a
+    succeeded job, a caveat), ``output`` and ``errors`` (the ends of its stdout and stderr) and
+    ``backend``, plus whatever the node put in its ``self.outputs`` (never replacing those keys).
     :meth:`raise_for_state` turns an unsuccessful end into an exception.
 
     How the arguments reach the node is ``store_arguments``: ``True``, the node (a

@@ -227,9 +227,9 @@ class RecipeIngredients(metaclass=RecipeIngredientsMeta):
             try:
                 parser.add_argument(*flags, dest=name, default=None, help=field.option_help(),
                                     type=_option_type(name, field), **extra)
-            except argparse.ArgumentError as exc:
-                raise IngredientError(f"input '{name}' of {type(self).__name__}: {exc}; "
-                                      "give it other option strings") from None
+            except argparse.ArgumentError as exc:  # -r/--rerun: -r is the framework's
+                parser.error(f"input '{name}' of {type(self).__name__}: {exc}; give it other "
+                             "option strings")
 
     def _inputs_from_config(self, config: _Config) -> None:
         """Fill inputs the command line left out from ``[<recipe file name>]``; then stop with

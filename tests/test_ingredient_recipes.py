@@ -167,3 +167,22 @@ def test_an_unknown_section_is_still_refused_for_other_names(recipe, tmp_path):
     result = run(recipe, "-j", "J", "-c", config, "--label", "x")
     assert result.returncode == 1
     one_error_line(result, "[shapes]")
+
+
+def test_an_input_taking_a_framework_option_is_one_line(tmp_path):
+    recipe = tmp_path / "master" / "clash.py"
+    recipe.parent.mkdir()
+    recipe.write_text(textwrap.dedent("""\
+        import sys
+        from lofarpipe.support import lofaringredient as ingredient
+        from lofarpipe.support.baserecipe import BaseRecipe
+
+        class clash(BaseRecipe):
+            inputs = {'rerun': ingredient.BoolField('-r', '--rerun', default=False)}
+
+        if __name__ == '__main__':
+            sys.exit(clash().main())
+        """))
+    result = run(recipe, "-j", "J")
+    assert result.returncode == 2
+    assert "-r" in one_error_line(result, "'rerun'", "other option strings")

@@ -28,6 +28,7 @@ from lofarpipe.support.remotecommand import ComputeJob, RemoteCommandRecipeMixIn
 class shape(BaseRecipe, RemoteCommandRecipeMixIn):
     inputs = {
         'label': ingredient.StringField('--label', help="what the node is told"),
+        'host': ingredient.StringField('--host', default='localhost'),
         'count': ingredient.IntField('-k', '--count', default=2, help="how many"),
         'scale': ingredient.FloatField('--scale', default=1.5),
         'flag': ingredient.BoolField('--flag', default=False),
@@ -44,7 +45,7 @@ class shape(BaseRecipe, RemoteCommandRecipeMixIn):
     def go(self):
         super(shape, self).go()
         node = "%s %s" % (sys.executable, self.__file__.replace("master", "nodes"))
-        job = ComputeJob("localhost", node, arguments=[self.inputs['label']])
+        job = ComputeJob(self.inputs['host'], node, arguments=[self.inputs['label']])
         self._schedule_jobs([job])
         self.outputs['summary'] = repr([self.inputs[key] for key in
                                         ('label', 'count', 'scale', 'flag', 'names')])
@@ -110,6 +111,24 @@ def test_options_config_section_and_defaults_reach_the_recipe_and_its_job(recipe
     assert f"runtime = {tmp_path}/runtime" in result.stdout
     assert "node told from-config" in result.stderr
     assert "did not set its output(s) never" in result.stderr
+
+
+@pytest.mark.slow
+def test_an_ingredient_recipe_runs_its_job_over_ssh(recipe, tmp_path, ssh_testbed):
+    config = write_config(tmp_path, f"""\
+        [remote]
+        method = ssh
+        [ssh]
+        config_file = {ssh_testbed.ssh_config}
+        [logging]
+        bind_address = 127.0.0.1
+        advertise_address = 127.0.0.1
+        [shape]
+        host = node2
+        """)
+    result = run(recipe, "-j", "J", "-c", config, "--label", "over-ssh", "-v")
+    assert result.returncode == 0, result.stderr
+    assert "node.node2.shape: node told over-ssh" in result.stderr
 
 
 def test_help_lists_the_inputs_with_their_defaults(recipe):

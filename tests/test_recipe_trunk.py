@@ -112,3 +112,53 @@ def test_an_exception_in_go_is_one_line_and_status_1(tmp_path: Path, debug: bool
     assert errors == [textwrap.dedent(errors[0])] and len(errors) == 1, result.stderr
     assert errors[0].endswith("failing: recipe failing failed: KeyError: 'missing key'")
     assert ("Traceback (most recent call last)" in result.stderr) is debug
+
+
+TRUNK_MASTER = """\
+import os, sys
+from lofarpipe.support.baserecipe import BaseRecipe
+from lofarpipe.support.remotecommand import RemoteCommandRecipeMixIn, ComputeJob
+
+class trunkpair(BaseRecipe, RemoteCommandRecipeMixIn):
+    def go(self):
+        super().go()
+        command = "python3 %s" % (self.__file__.replace("master", "nodes"))
+        jobs = [ComputeJob("localhost", command, arguments=[self.environment, True, None, [1, 2]],
+                           resources={"cores": 2})]
+        self._schedule_jobs(jobs)
+        self.outputs["echo"] = jobs[0].results.get("echo") == [self.environment, True, None, [1, 2]]
+        self.outputs["omp"] = jobs[0].results.get("omp")
+        return 1 if self.error.is_set() else 0
+
+if __name__ == "__main__":
+    sys.exit(trunkpair().main())
+"""
+TRUNK_PAIR_NODE = """\
+import os, sys
+from lofarpipe.support.lofarnode import LOFARnodeTCP
+
+class trunkpair(LOFARnodeTCP):
+    def run(self, environment, flag, nothing, items):
+        self.outputs["echo"] = [environment, flag, nothing, items]
+        self.outputs["omp"] = os.environ["OMP_NUM_THREADS"]
+        return 0
+
+if __name__ == "__main__":
+    jobid, jobhost, jobport = sys.argv[1:4]
+    sys.exit(trunkpair(jobid, jobhost, jobport).run_with_stored_arguments())
+"""
+
+
+@pytest.mark.slow
+def test_a_trunk_shaped_recipe_pair_passes_its_environment_to_its_node(tmp_path: Path) -> None:
+    (tmp_path / "master").mkdir()
+    (tmp_path / "nodes").mkdir()
+    (tmp_path / "master" / "trunkpair.py").write_text(TRUNK_MASTER)
+    (tmp_path / "nodes" / "trunkpair.py").write_text(TRUNK_PAIR_NODE)
+    config = write_config(tmp_path, "[remote]\nmethod = local\nnode_arguments = stored\n")
+    result = subprocess.run(
+        [sys.executable, str(tmp_path / "master" / "trunkpair.py"), "-j", "j", "-c", str(config)],
+        capture_output=True, text=True, timeout=60,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "LOFARROOT": "/opt/lofar"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["Results:", "echo = True", "omp = 2"]

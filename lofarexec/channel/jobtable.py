@@ -63,6 +63,19 @@ class JobTable:
             self._get(job_id).exited = True
             self._changed.notify_all()
 
+    def end(self, job_id: int) -> tuple[bool, bool]:
+        """Mark the job exited (its final state is known); forget it at once if its node was
+        heard from and no connection of it is open. Returns (said hello, forgotten): one lock
+        for what the runner asks of every job that ends."""
+        with self._lock:
+            job = self._get(job_id)
+            job.exited = True
+            forget = bool(job.records) and not job.connections
+            if forget:
+                del self._jobs[job_id]
+            self._changed.notify_all()
+            return job.said_hello, forget
+
     def records(self, job_id: int) -> int:
         with self._lock:
             return self._get(job_id).records

@@ -188,6 +188,12 @@ class LogServer:
         """Record that the job's process has ended, so waiting no longer expects a connection."""
         self._table.mark_exited(job_id)
 
+    def job_ended(self, job_id: int) -> tuple[bool, bool]:
+        """:meth:`job_exited`, then :meth:`forget_job` if the node was heard from and its
+        channel is closed (the usual case: a node closes before it exits). Returns (whether it
+        said hello, whether it was forgotten): the runner's one call per job that ends."""
+        return self._table.end(job_id)
+
     def records_received(self, job_id: int) -> int:
         """How many log records the job has sent so far (over all its connections)."""
         return self._table.records(job_id)

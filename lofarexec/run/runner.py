@@ -308,8 +308,11 @@ class _HookRelay:
     def job_finished(self, job: ComputeJob) -> None:
         results = job.results
         if job.id is not None and results.get("attempts"):  # not_started: never registered
-            self._check_log_channel(job)  # before _end_channel may forget the job
-            self._end_channel(job.id)
+            said_hello, forgotten = self._log_server.job_ended(job.id)
+            if not said_hello:
+                self._check_log_channel(job)
+            if not forgotten:  # a node never heard from may have a hello still in flight (a
+                self._channel_open.append(job.id)  # killed node's last records): wait for it
             outputs = self._log_server.exchange.take_outputs(job.id)
             if outputs:
                 _merge_outputs(self._logger, job, outputs)
@@ -322,9 +325,6 @@ class _HookRelay:
         """A lofarexec node that never said hello wrote its records to stderr: the job stays as
         its exit made it (its work is done), its reason and a warning say where the logs went.
         A plain program never connects and writes no such line: nothing to say about it."""
-        assert job.id is not None
-        if self._log_server.said_hello(job.id):
-            return
         unreached = find_unreached(job.results.get("errors") or "")
         if unreached is None:
             return
@@ -337,18 +337,6 @@ class _HookRelay:
                              "host can connect to it", job.id, job.host, note)
         if job.results["state"] == JobState.SUCCEEDED.value:  # a failure's are logged below
             _log_stderr(self._logger, logging.WARNING, job)
-
-    def _end_channel(self, job_id: int) -> None:
-        """The job has its final state: withdraw its token now if its node was heard from and
-        its channel is closed (the usual case: a node closes before it exits), else at the end
-        of the batch (the log server stops then). A node never heard from may have a hello
-        still in flight (a killed node's last records): its token stays valid until then."""
-        log_server = self._log_server
-        log_server.job_exited(job_id)
-        if log_server.records_received(job_id) and log_server.wait_job_closed(job_id, 0):
-            log_server.forget_job(job_id)
-        else:
-            self._channel_open.append(job_id)
 
     def drain_channels(self, stall_seconds: float) -> None:
         """The nodes' last records come before "completed": wait for the channels still open

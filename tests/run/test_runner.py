@@ -107,17 +107,19 @@ class ProbePlugin:
 
 def test_a_finished_job_s_token_is_refused(make_config, caplog, monkeypatch, request):
     forgotten: list[int] = []
-    forget, register = LogServer.forget_job, LogServer.register_job
+    ended, register = LogServer.job_ended, LogServer.register_job
 
-    def forget_spy(server: LogServer, job_id: int) -> None:
-        forgotten.append(job_id)
-        forget(server, job_id)
+    def ended_spy(server: LogServer, job_id: int) -> tuple[bool, bool]:
+        said_hello, forgot = ended(server, job_id)
+        if forgot:
+            forgotten.append(job_id)
+        return said_hello, forgot
 
     def register_spy(server: LogServer, job_id: int, host: str) -> str:
         ChannelProbe.server = server
         return register(server, job_id, host)
 
-    monkeypatch.setattr(LogServer, "forget_job", forget_spy)
+    monkeypatch.setattr(LogServer, "job_ended", ended_spy)
     monkeypatch.setattr(LogServer, "register_job", register_spy)
     monkeypatch.setattr(ChannelProbe, "server", None)
     monkeypatch.setattr(ChannelProbe, "heard", threading.Event())

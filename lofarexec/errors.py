@@ -7,6 +7,7 @@ what went wrong, where, and what to do::
     LofarexecError
      +-- ConfigError          pipeline.cfg: a missing file, section or key, or a bad value
      +-- DataMapError         a mapfile that cannot be read or is malformed
+ |    +-- DataMapSyntaxError  its text does not parse (also a SyntaxError, as the framework's)
      +-- PluginError          no backend of that name, a plugin that fails to load
      +-- ProtocolError        a frame on the job channel that is not ours
      +-- JobListError         jobs that cannot run as given: an empty, unsplittable or NUL-holding
@@ -76,6 +77,19 @@ class DataMapError(LofarexecError):
         if line is not None:
             where = f"{where}:{line}" if where else f"line {line}"
         super().__init__(f"{where}: {message}" if where else message)
+
+
+class DataMapSyntaxError(DataMapError, SyntaxError):
+    """A mapfile's text does not parse; also a ``SyntaxError``, which the framework's reader
+    raised, so ``except SyntaxError`` in older recipes still catches it."""
+
+    def __init__(self, message: str, *, filename: str | None = None, line: int | None = None):
+        super().__init__(message, filename=filename, line=line)
+        self.lineno = line
+
+    def __str__(self) -> str:
+        # SyntaxError's own str() would append "(filename, line N)" a second time
+        return str(self.args[0]) if self.args else ""
 
 
 class PluginError(LofarexecError):

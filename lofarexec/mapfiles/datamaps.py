@@ -1,21 +1,24 @@
-"""``DataMap`` and ``MultiDataMap``: mapfiles with a ``skip`` flag per entry, stored as JSON.
+"""``DataMap`` and ``MultiDataMap``: mapfiles with a ``skip`` flag per entry.
 
 The later LOFAR framework replaced the seed's parset mapfile with a list of data products, one
 per line, so that a step can mark a product it could not make (``skip``) and later steps leave
-it out without losing its place::
+it out without losing its place. Maps are written in the framework's own format, the Python
+literal of the list, one entry per line, so the framework's reader (which ``eval``'s the file)
+reads them too::
 
     [
-    {"host": "lce001", "file": "/data/L1_SB000.MS", "skip": false},
-    {"host": "lce002", "file": "/data/L1_SB001.MS", "skip": true}
+    {'host': 'lce001', 'file': '/data/L1_SB000.MS', 'skip': False},
+    {'host': 'lce002', 'file': '/data/L1_SB001.MS', 'skip': True}
     ]
 
-A :class:`MultiDataMap` entry holds a list of files on one host, each with its own skip flag
-(``{"host": ..., "file": [...], "skip": false, "file_skip": [false, ...]}``). Maps are written
-as JSON (ASCII, so any file name survives); the framework's own format - the Python ``repr`` of
-the same list, ``[{'host': 'lce001', 'file': '/data/x.MS', 'skip': False}, ...]`` - is read
-with :func:`ast.literal_eval`, never ``eval``. Which of the two a file holds is decided by its
-first quote character. Every malformed entry raises :class:`~lofarexec.errors.DataMapError`
-naming the file and the entry's line.
+Strings are written with :func:`ascii`, so any file name survives. A :class:`MultiDataMap`
+entry holds a list of files on one host, each with its own skip flag (``{'host': ...,
+'file': [...], 'skip': False, 'file_skip': [False, ...]}``). Maps are read with
+:func:`ast.literal_eval`, never ``eval``; JSON maps (what earlier lofarexec versions wrote)
+are read too, which of the two a file holds decided by its first quote character. Text that does
+not parse raises :class:`~lofarexec.errors.DataMapSyntaxError` (also a ``SyntaxError``, as the
+framework's reader raised), every malformed entry a :class:`~lofarexec.errors.DataMapError`,
+both naming the file and the entry's line.
 
 Entries are compared position by position across maps: the n-th entry of every map describes
 the same piece of work, so :func:`validate_data_maps` checks that hosts agree in order and
@@ -25,7 +28,6 @@ the same piece of work, so :func:`validate_data_maps` checks that hosts agree in
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, ClassVar, Self
@@ -125,7 +127,7 @@ class DataMap:
         iterator: Callable[[list[Any]], Iterator[Any]] | None = None,
     ) -> None:
         self._data: list[Any] = []
-        self.data = list(data)
+        self.data = data
         self.iterator = iterator
 
     @staticmethod
@@ -145,6 +147,8 @@ class DataMap:
 
     @data.setter
     def data(self, items: Iterable[Any]) -> None:
+        if isinstance(items, (str, bytes, dict)) or not isinstance(items, Iterable):
+            raise DataMapError(f"a data map is a list of entries, not {items!r}")
         converted = []
         for index, item in enumerate(items):
             try:
@@ -188,14 +192,14 @@ class DataMap:
         return f"{type(self).__name__}({self._data!r})"
 
     # -- storage -------------------------------------------------------------------------------
-    def to_json(self) -> str:
-        """The map as JSON text, one entry per line (so errors can name a line)."""
-        lines = [json.dumps(entry.to_dict()) for entry in self._data]
+    def to_text(self) -> str:
+        """The map as the framework writes it, one entry per line (so errors can name a line)."""
+        lines = [ascii(entry.to_dict()) for entry in self._data]
         return "[\n" + ",\n".join(lines) + "\n]\n" if lines else "[]\n"
 
     def save(self, filename: str | os.PathLike[str]) -> None:
-        """Write the map as JSON, replacing ``filename`` in one step."""
-        write_atomically(filename, self.to_json())
+        """Write the map (see :meth:`to_text`), replacing ``filename`` in one step."""
+        write_atomically(filename, self.to_text())
 
     @classmethod
     def load(cls, filename: str | os.PathLike[str]) -> Self:

@@ -38,7 +38,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from lofarexec.errors import DataMapError
+from lofarexec.errors import DataMapError, DataMapSyntaxError
 from lofarexec.hostnames import is_host_name
 
 #: ``(host, [file, ...])`` in file order: the grouped form of a mapfile.
@@ -97,7 +97,7 @@ def parse_host_lists(text: str, *, filename: str | None = None) -> HostLists:
         line = text.count("\n", 0, position) + 1
         host, start = _read_host(text, position, filename, line)
         if host in seen:
-            raise DataMapError(f"host {host!r} appears twice (first on line {seen[host]})",
+            raise DataMapSyntaxError(f"host {host!r} appears twice (first on line {seen[host]})",
                                filename=filename, line=line)
         seen[host] = line
         items, position = _read_list(text, start, host, filename, line)
@@ -111,14 +111,14 @@ def _read_host(text: str, position: int, filename: str | None, line: int) -> tup
     equals = text.find("=", position)
     newline = text.find("\n", position)
     if equals < 0 or (0 <= newline < equals):
-        raise DataMapError("expected 'host=[ file, ... ]', found no '='",
+        raise DataMapSyntaxError("expected 'host=[ file, ... ]', found no '='",
                            filename=filename, line=line)
     host = text[position:equals].strip()
     if not is_host_name(host):
-        raise DataMapError(f"{host!r} is not a host name", filename=filename, line=line)
+        raise DataMapSyntaxError(f"{host!r} is not a host name", filename=filename, line=line)
     start = _skip_space(text, equals + 1)
     if not text.startswith("[", start):
-        raise DataMapError(f"expected '[' after '{host}='", filename=filename, line=line)
+        raise DataMapSyntaxError(f"expected '[' after '{host}='", filename=filename, line=line)
     return host, start
 
 
@@ -137,11 +137,11 @@ def _read_list(
     for match in _ENTRY_START.finditer(body):
         if is_host_name(match[1]):
             next_line = line + 1 + body.count("\n", 0, match.start())
-            raise DataMapError(f"the list of host {host!r} is not closed: end it with ']' "
+            raise DataMapSyntaxError(f"the list of host {host!r} is not closed: end it with ']' "
                                f"(line {next_line} starts the entry of host {match[1]!r})",
                                filename=filename, line=line)
     if end < 0:
-        raise DataMapError(f"the list of host {host!r} is never closed with ']'",
+        raise DataMapSyntaxError(f"the list of host {host!r} is never closed with ']'",
                            filename=filename, line=line)
     items: list[str] = []
     offset = 0
@@ -150,7 +150,7 @@ def _read_list(
         if "\n" in item:
             first = item.split("\n", 1)[0].strip()
             at = line + body.count("\n", 0, offset + raw.index(item))
-            raise DataMapError(f"file name {first!r} of host {host!r} goes on over the line "
+            raise DataMapSyntaxError(f"file name {first!r} of host {host!r} goes on over the line "
                                f"break: end line {at} with ',' or ']'",
                                filename=filename, line=at)
         items.append(item)
@@ -158,7 +158,7 @@ def _read_list(
     if items == [""]:
         items = []
     if "" in items:
-        raise DataMapError(f"empty file name in the list of host {host!r}",
+        raise DataMapSyntaxError(f"empty file name in the list of host {host!r}",
                            filename=filename, line=line)
     return items, end + 1
 
@@ -261,7 +261,7 @@ def _json_entries(text: str, filename: str | None) -> list[tuple[Any, int]]:
     """Read a JSON list one element at a time, so each element's line is known."""
     position = _skip_json_space(text, 0)
     if not text.startswith("[", position):
-        raise DataMapError("a data map is a list: expected '['", filename=filename,
+        raise DataMapSyntaxError("a data map is a list: expected '['", filename=filename,
                            line=_line_of(text, position))
     opening_line = _line_of(text, position)
     position = _skip_json_space(text, position + 1)
@@ -275,10 +275,10 @@ def _json_entries(text: str, filename: str | None) -> list[tuple[Any, int]]:
                 break
             position = _skip_json_space(text, position + 1)
     if position >= len(text):
-        raise DataMapError("the list is never closed with ']'", filename=filename,
+        raise DataMapSyntaxError("the list is never closed with ']'", filename=filename,
                            line=opening_line)
     if not text.startswith("]", position):
-        raise DataMapError("expected ',' or ']' after an entry", filename=filename,
+        raise DataMapSyntaxError("expected ',' or ']' after an entry", filename=filename,
                            line=_line_of(text, position))
     _check_nothing_after(text, _skip_json_space(text, position + 1), filename)
     return entries
@@ -289,10 +289,10 @@ def _json_value(text: str, position: int, filename: str | None) -> tuple[Any, in
     try:
         return _JSON_DECODER.raw_decode(text, position)
     except json.JSONDecodeError as exc:
-        raise DataMapError(f"not valid JSON: {exc.msg}", filename=filename,
+        raise DataMapSyntaxError(f"not valid JSON: {exc.msg}", filename=filename,
                            line=exc.lineno) from None
     except RecursionError:
-        raise DataMapError("not valid JSON: nested too deeply", filename=filename,
+        raise DataMapSyntaxError("not valid JSON: nested too deeply", filename=filename,
                            line=_line_of(text, position)) from None
 
 
@@ -303,26 +303,26 @@ def _literal_entries(text: str, filename: str | None) -> list[tuple[Any, int]]:
     # what ast refuses without a line: a NUL byte, a lone surrogate (only from_text has one)
     unfit = re.search("[\0\ud800-\udfff]", body)
     if unfit:
-        raise DataMapError(f"not a valid Python literal: it holds {unfit[0]!r}",
+        raise DataMapSyntaxError(f"not a valid Python literal: it holds {unfit[0]!r}",
                            filename=filename, line=_line_of(text, len(text) - len(body)
                                                             + unfit.start()))
     try:
         tree = ast.parse(body, mode="eval")
     except SyntaxError as exc:
-        raise DataMapError(f"not a valid Python literal: {exc.msg}", filename=filename,
+        raise DataMapSyntaxError(f"not a valid Python literal: {exc.msg}", filename=filename,
                            line=(exc.lineno or 1) + offset) from None
     except (ValueError, MemoryError, RecursionError) as exc:
-        raise DataMapError(f"not a valid Python literal: {exc}", filename=filename,
+        raise DataMapSyntaxError(f"not a valid Python literal: {exc}", filename=filename,
                            line=offset + 1) from None
     if not isinstance(tree.body, ast.List):
-        raise DataMapError("a data map is a list: expected '['", filename=filename,
+        raise DataMapSyntaxError("a data map is a list: expected '['", filename=filename,
                            line=tree.body.lineno + offset)
     entries: list[tuple[Any, int]] = []
     for element in tree.body.elts:
         try:
             value = ast.literal_eval(element)
         except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-            raise DataMapError("only literals (strings, numbers, True/False/None, lists, "
+            raise DataMapSyntaxError("only literals (strings, numbers, True/False/None, lists, "
                                "tuples, dicts) are allowed", filename=filename,
                                line=_first_non_literal_line(element) + offset) from None
         entries.append((value, element.lineno + offset))
@@ -343,7 +343,7 @@ def _first_non_literal_line(element: ast.expr) -> int:
 
 def _check_nothing_after(text: str, position: int, filename: str | None) -> None:
     if position < len(text):
-        raise DataMapError("unexpected text after the closing ']'", filename=filename,
+        raise DataMapSyntaxError("unexpected text after the closing ']'", filename=filename,
                            line=_line_of(text, position))
 
 

@@ -49,6 +49,8 @@ class Batch:
         self.pool = HostPool(scheduler.pool, self.running_on, self.takes_open_job)
         for index, job in enumerate(jobs):
             job.id = index
+            if index in scheduler.done_before:
+                continue  # ended in an earlier run (--resume): its results are already set
             job.results = JobResult.pending(job.host, backend_name)
             if job.host is None:
                 self.open_jobs.append(index)

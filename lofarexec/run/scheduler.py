@@ -87,8 +87,11 @@ class Scheduler:
         job_timeout: float | None = None,
         pool: Sequence[str] = (),
         fail_fast: bool = False,
+        done_before: frozenset[int] = frozenset(),
     ) -> None:
         self.backend = backend
+        self.done_before = done_before
+        """Indices of jobs that succeeded in an earlier run (``--resume``): never started."""
         self.fail_fast = fail_fast
         """Stop the whole batch (kill running, skip queued) when one job does not succeed."""
         self.pool = list(pool)

@@ -18,21 +18,23 @@ import resource
 import shlex
 import socket
 import threading
-import time
 from collections.abc import Sequence
-from typing import Any
+from contextlib import nullcontext
 
 from lofarexec.backend import Backend, LaunchRequest
 from lofarexec.channel.exchange import JobExchange
 from lofarexec.channel.logserver import LogServer
-from lofarexec.channel.protocol import ENV_JOB_DIRECTORY, ENV_NODE_ARGUMENTS, find_unreached
+from lofarexec.channel.protocol import ENV_JOB_DIRECTORY, ENV_NODE_ARGUMENTS
 from lofarexec.config import PipelineConfig
 from lofarexec.config.hostlist import allocation_hosts
 from lofarexec.context import RunContext
 from lofarexec.errors import ConfigError, JobListError, PipelineQuit, WaitTimeout
-from lofarexec.job import ComputeJob, JobResult, JobState, launch_arguments
+from lofarexec.job import ComputeJob, JobResult, launch_arguments
 from lofarexec.plugin.manager import PluginManager, build_plugin_manager
+from lofarexec.run.hooks import HookRelay
 from lofarexec.run.journal import JournalWriter
+from lofarexec.run.resume import resume_batch
+from lofarexec.run.runlock import RunLock
 from lofarexec.run.scheduler import Limits, Scheduler
 
 #: The backend used when ``[remote] method`` is absent: ssh, the seed's default transport.
@@ -44,8 +46,6 @@ FORWARDED_VARIABLES = ("PATH", "PYTHONPATH", "LD_LIBRARY_PATH", "LOFARROOT")
 LOG_STALL_SECONDS = 10.0
 #: The same, when the run is being stopped: a stop must not wait long for a stuck channel.
 LOG_STALL_SECONDS_STOPPING = 1.0
-#: How many of a failed job's last stderr lines are repeated in the master's log.
-_STDERR_LINES = 10
 
 
 __all__ = ["JobRunner", "RunContext", "node_environment"]  # RunContext: its old home
@@ -63,8 +63,11 @@ class JobRunner:
         logger: logging.Logger | None = None,
         plugin_manager: PluginManager | None = None,
         dry_run: bool = False,
+        resume: bool = False,
     ) -> None:
         self.config = config
+        self.resume = resume
+        """Skip the jobs that succeeded in an earlier run of this job name (``--resume``)."""
         self.recipe_name = recipe_name
         self.error = error
         self.logger = logger or logging.getLogger(recipe_name)
@@ -104,6 +107,9 @@ class JobRunner:
         jobs = list(jobs)
         for index, job in enumerate(jobs):
             job.id = index  # the ids the hooks and the report use (the scheduler's too)
+        done_before = resume_batch(
+            jobs, self.config.job_directory if self.resume and not self.dry_run else None,
+            self.logger)
         argv_heads = _split_commands(jobs)
         plans = launch_arguments(jobs, self.config.node_arguments)
         if self.plugins is None:
@@ -117,7 +123,8 @@ class JobRunner:
                                 source=str(self.config.path))
         raise_open_files_limit(self.logger)
         bind, advertise = self._log_addresses(backend_class, jobs, pool)
-        with LogServer(bind_address=bind, advertise_address=advertise,
+        run_lock = nullcontext() if self.dry_run else RunLock(self.config.job_directory)
+        with run_lock, LogServer(bind_address=bind, advertise_address=advertise,
                        recipe_name=self.recipe_name,
                        max_message_bytes=self.config.max_message_bytes,
                        exchange=JobExchange(self.config.max_kept_bytes)) as log_server:
@@ -151,11 +158,11 @@ class JobRunner:
                     recipe_name=self.recipe_name,
                 )
 
-            relay = _HookRelay(hooks, context, log_server, self.logger)
+            relay = HookRelay(hooks, context, log_server, self.logger)
             scheduler = Scheduler(backend, prepare, limits=limits, error=self.error,
                                   observer=relay,
                                   job_timeout=self.config.job_timeout, pool=pool,
-                                  fail_fast=fail_fast)
+                                  fail_fast=fail_fast, done_before=done_before)
             hooks.lofarexec_run_started(run=context, jobs=jobs)
             try:
                 self._run(scheduler, backend, jobs)
@@ -285,104 +292,3 @@ def _this_host_address() -> str:
         return socket.gethostbyname(socket.gethostname())
     except OSError:
         return "127.0.0.1"
-
-
-class _HookRelay:
-    """Turns scheduler events into plugin hook calls, and ends each job's channel."""
-
-    def __init__(self, hooks: Any, context: RunContext, log_server: LogServer,
-                 logger: logging.Logger) -> None:
-        # A hook no plugin implements is not called at all (one call per job adds up).
-        self._started = _implemented(hooks.lofarexec_job_started)
-        self._finished = _implemented(hooks.lofarexec_job_finished)
-        self._context = context
-        self._log_server = log_server
-        self._logger = logger
-        self._channel_open: list[int] = []
-        """Jobs that ended while their node's channel was still open: still registered."""
-
-    def job_started(self, job: ComputeJob) -> None:
-        if self._started is not None:
-            self._started(run=self._context, job=job)
-
-    def job_finished(self, job: ComputeJob) -> None:
-        results = job.results
-        if job.id is not None and results.get("attempts"):  # not_started: never registered
-            said_hello, forgotten = self._log_server.job_ended(job.id)
-            if not said_hello:
-                self._check_log_channel(job)
-            if not forgotten:  # a node never heard from may have a hello still in flight (a
-                self._channel_open.append(job.id)  # killed node's last records): wait for it
-            outputs = self._log_server.exchange.take_outputs(job.id)
-            if outputs:
-                _merge_outputs(self._logger, job, outputs)
-            if results["state"] != JobState.SUCCEEDED.value:
-                _log_failure(self._logger, job)
-        if self._finished is not None:
-            self._finished(run=self._context, job=job)
-
-    def _check_log_channel(self, job: ComputeJob) -> None:
-        """A lofarexec node that never said hello wrote its records to stderr: the job stays as
-        its exit made it (its work is done), its reason and a warning say where the logs went.
-        A plain program never connects and writes no such line: nothing to say about it."""
-        unreached = find_unreached(job.results.get("errors") or "")
-        if unreached is None:
-            return
-        address, cause = unreached
-        note = (f"its node could not reach the log server at {address}"
-                + (f" ({cause})" if cause else "")
-                + ": its log records went to its stderr, whose end is in results['errors']")
-        job.results.add_reason(note)
-        self._logger.warning("job %s on %s: %s; check [logging] advertise_address and that the "
-                             "host can connect to it", job.id, job.host, note)
-        if job.results["state"] == JobState.SUCCEEDED.value:  # a failure's are logged below
-            _log_stderr(self._logger, logging.WARNING, job)
-
-    def drain_channels(self, stall_seconds: float) -> None:
-        """The nodes' last records come before "completed": wait for the channels still open
-        to close for as long as they deliver; one that delivers nothing for ``stall_seconds``
-        is given up with a warning (the log server says how much it loses as it stops). Their
-        tokens end with the log server, right after the batch."""
-        server = self._log_server
-        pending = list(self._channel_open)
-        self._channel_open.clear()
-        seen = {job_id: server.bytes_received(job_id) for job_id in pending}
-        deadline = time.monotonic() + stall_seconds
-        while pending:
-            if server.wait_job_closed(pending[0], max(0.0, deadline - time.monotonic())):
-                pending.pop(0)
-                continue
-            for job_id in list(pending):  # a stall period passed: who delivered nothing?
-                now = server.bytes_received(job_id)
-                if now == seen[job_id]:
-                    pending.remove(job_id)
-                    self._logger.warning(
-                        "job %s: its node's log channel delivered nothing for %g s after the "
-                        "job ended; giving up on it", job_id, stall_seconds)
-                seen[job_id] = now
-            deadline = time.monotonic() + stall_seconds
-
-
-def _implemented(hook: Any) -> Any:
-    return hook if hook.get_hookimpls() else None
-
-
-def _merge_outputs(logger: logging.Logger, job: ComputeJob, outputs: dict[str, Any]) -> None:
-    """Put a node's outputs into ``job.results``; lofarexec's own keys are never replaced."""
-    clashing = job.results.add_outputs(outputs)
-    if clashing:
-        logger.warning("job %s: outputs %s not taken: those results keys are lofarexec's",
-                       job.id, ", ".join(clashing))
-
-
-def _log_failure(logger: logging.Logger, job: ComputeJob) -> None:
-    """Say why a job did not succeed, with the end of what it wrote to stderr."""
-    results = job.results
-    logger.error("job %s on %s %s: %s", job.id, job.host, results["state"], results.get("reason"))
-    _log_stderr(logger, logging.ERROR, job)
-
-
-def _log_stderr(logger: logging.Logger, level: int, job: ComputeJob) -> None:
-    """Repeat the last lines of the job's stderr in the master's log."""
-    for line in (job.results.get("errors") or "").rstrip().splitlines()[-_STDERR_LINES:]:
-        logger.log(level, "job %s stderr: %s", job.id, line)

@@ -38,6 +38,7 @@ Written exactly as a third-party backend would be: it imports only :mod:`lofarex
 
 from __future__ import annotations
 
+import getpass
 import logging
 import threading
 
@@ -79,6 +80,7 @@ class ParamikoBackend(Backend):
         self._known_hosts = KnownHosts(self.settings.host_key_policy)
         self._keys = KeyCache()
         self._ssh_config = load_ssh_config(self.settings)
+        self._local_user = getpass.getuser()  # now: later, /etc/passwd may not open (no fds)
 
     def start(self, request: LaunchRequest, report: Report) -> JobHandle:
         problem = host_name_problem(request.host)
@@ -118,7 +120,8 @@ class ParamikoBackend(Backend):
                 raise LofarexecError(f"{host}: the paramiko backend is closed")
             pool = self._pools.get(host)
             if pool is None:
-                target = resolve_target(host, self.settings, self._ssh_config)
+                target = resolve_target(host, self.settings, self._ssh_config,
+                                        self._local_user)
                 pool = self._pools[host] = HostPool(target, self.settings, self._known_hosts,
                                                     self._keys)
             return pool

@@ -138,10 +138,14 @@ def open_agent(transport: paramiko.Transport, settings: ParamikoSettings, target
     """Start the host agent in a session channel of its own; ``notify(link)`` is called (in
     paramiko's thread) when the channel's exit status or close arrives. Why not, if it could
     not be started."""
+    channel = None
     try:
         channel = transport.open_session(timeout=settings.channel_timeout)
         link = AgentLink(channel, settings.remote_python, Pinger(settings.alive_interval))
+        channel.fileno()  # a pipe of paramiko's, made now: descriptors may have run out
     except CHANNEL_ERRORS as exc:
+        if channel is not None:
+            channel.close()
         return str(translate(exc, target, "cannot start the agent on"))
     channel.status_event = StatusEvent(lambda: notify(link))
     return link

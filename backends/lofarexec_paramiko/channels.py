@@ -44,8 +44,9 @@ def open_job_channel(transport: paramiko.Transport, job: Job, settings: Paramiko
     try:
         channel.exec_command(job.launch.command)
         channel.sendall(job.launch.stdin)  # stdin then stays open: its EOF means "kill"
+        channel.fileno()  # a pipe of paramiko's, made now: descriptors may have run out
     except CHANNEL_ERRORS as exc:
-        channel.close()
+        channel.close()  # the wrapper's stdin ends: it kills the job
         return Outcome(None, transport_error=str(translate(exc, target, "cannot start the job on")))
     return channel
 

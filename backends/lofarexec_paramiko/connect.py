@@ -25,6 +25,7 @@ from lofarexec.errors import (
     HostKeyError,
     LofarexecError,
 )
+from lofarexec.transport import out_of_descriptors
 
 from .hosts import KnownHosts, Target
 from .settings import ParamikoSettings
@@ -268,7 +269,8 @@ def translate(exc: BaseException, target: Target, doing: str) -> LofarexecError:
         return ConnectError(f"cannot resolve {target.hostname}: {exc.strerror or exc}",
                             host=target.name)
     if isinstance(exc, OSError):
-        return ConnectError(f"{doing} {where}: {exc.strerror or _words(exc)}", host=target.name)
+        words = out_of_descriptors(exc) or exc.strerror or _words(exc)
+        return ConnectError(f"{doing} {where}: {words}", host=target.name)
     if isinstance(exc, EOFError):
         return ConnectError(f"{doing} {where}: the host closed the connection", host=target.name)
     if isinstance(exc, paramiko.ChannelException):

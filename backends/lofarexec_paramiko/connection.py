@@ -6,24 +6,20 @@
     handle.kill() --------------->  kills ----+--> wake pipe --+
     paramiko's thread: exit status, close --> notified --------+
                                                                v
-    connection thread: connect() once; in agent mode start the host agent in one channel;
-    then loop:
-        agent mode: a start frame per pending job on the agent's channel; read its frames:
-            output -> 64 KiB tails, the job's end -> report(Outcome); kill: a kill frame
-        channel mode (.channels): a channel per pending job runs the wrapper; output ->
-            64 KiB tails; its close -> the wrapper's status line -> report(Outcome); kill:
-            EOF on the wrapper's stdin, and it kills the job's group
-        select() on the channels' fds and the wake pipe; probe the host (and ping its agent)
-        every alive_interval: silent for four, it is given up (a frozen host answers no probe,
-        though its kernel answers TCP keepalives)
+    connection thread: connect() once; agent mode: start the host agent in one channel
+    (.agent: a start frame per job, its frames back, a kill frame); channel mode: a channel
+    per job running the wrapper (.channels); select() on the channels' fds and the wake pipe;
+    probe the host (and ping its agent) every alive_interval: silent for four, it is given up
+    (a frozen host answers no probe, though its kernel answers TCP keepalives)
     connection (or agent) lost: running jobs are transport errors; jobs not started yet move
     (once) to another connection of the host, so a dropped idle connection costs no job
 
-paramiko runs its own thread per transport that reads the socket and fills each channel's
-buffers; this thread only moves bytes out of those buffers, so a job that writes a lot cannot
-stall the others. A channel's fd stays readable for ever once EOF has arrived, and neither the
-exit status nor the server's close touches it, so the channel's ``status_event`` (which paramiko
-sets for both) is replaced by one that also wakes this thread.
+paramiko's own thread per transport fills each channel's buffers; this thread only moves bytes
+out of them, so a job that writes a lot cannot stall the others. A channel's fd stays readable
+for ever once EOF has arrived, and neither the exit status nor the server's close touches it,
+so the channel's ``status_event`` is replaced by one that also wakes this thread. Out of file
+descriptors, a job or connection fails saying so (:func:`lofarexec.transport.out_of_descriptors`);
+the thread never dies of it.
 """
 
 from __future__ import annotations
@@ -37,7 +33,7 @@ from typing import TYPE_CHECKING
 import paramiko
 
 from lofarexec.backend import Outcome
-from lofarexec.transport import KILL_CONFIRM, Pinger, TimerHeap, WakePipe
+from lofarexec.transport import KILL_CONFIRM, Pinger, TimerHeap, WakePipe, out_of_descriptors
 
 from .agent import AgentLink, kill_orphans_on, open_agent
 from .channels import closed_channel_outcome, open_job_channel
@@ -82,7 +78,11 @@ class Connection:
         self._transport: paramiko.Transport | None = None
         self._alive = Pinger(self.settings.alive_interval)  # the host: probed, heard, given up
         self._selector = selectors.DefaultSelector()
-        self._waker = WakePipe()
+        try:
+            self._waker = WakePipe()
+        except OSError:  # out of descriptors: the pool fails the job, saying so
+            self._selector.close()
+            raise
         self._selector.register(self._waker, selectors.EVENT_READ, None)
         self._thread = threading.Thread(target=self._main, daemon=True,
                                         name=f"paramiko-{self.target.name}-{number}")
@@ -152,7 +152,8 @@ class Connection:
         try:
             reason = self._serve(transport)
         except Exception as exc:  # noqa: BLE001 - a bug: fail this host's jobs loudly, not silently
-            _log.exception("%s: the paramiko connection thread failed", self.target.name)
+            if out_of_descriptors(exc) is None:
+                _log.exception("%s: the paramiko connection thread failed", self.target.name)
             reason = str(translate(exc, self.target, "serving jobs on"))
         self._end(reason or lost_reason(transport, self.target), established=True)
 
@@ -359,13 +360,15 @@ class Connection:
             while self._pending:
                 job = self._pending.popleft()
                 self.load -= 1
+                problem = None
                 if established and not job.requeued and self.pool.accepting_locked():
                     job.requeued = True
-                    moved.append(job)
-                    self.pool.assign_locked(job)
-                else:
-                    job.state = State.DONE
-                    failed.append(job)
+                    problem = self.pool.assign_locked(job)
+                    if problem is None:
+                        moved.append(job)
+                        continue
+                job.state = State.DONE
+                failed.append((job, problem))
             transport = self._transport
         self._running.clear()
         running_failure = self._running_failure(reason)  # before the transport is closed
@@ -384,8 +387,8 @@ class Connection:
             job.finish(job.outcome(None, running_failure))
         unstarted = reason if not self._closing else (
             f"{self.target.name}: the backend was closed before the job started")
-        for job in failed:
-            job.finish(Outcome(None, transport_error=one_line(unstarted)))
+        for job, problem in failed:
+            job.finish(Outcome(None, transport_error=one_line(problem or unstarted)))
 
     def _running_failure(self, reason: str) -> str:
         """What a job that was running is told when the connection ends for ``reason``."""

@@ -64,9 +64,12 @@ def load_ssh_config(settings: ParamikoSettings) -> paramiko.SSHConfig:
                           filename=path) from exc
 
 
-def resolve_target(host: str, settings: ParamikoSettings, config: paramiko.SSHConfig) -> Target:
+def resolve_target(host: str, settings: ParamikoSettings, config: paramiko.SSHConfig,
+                   local_user: str | None = None) -> Target:
     """``host`` looked up in ``config``, with the settings' explicit values on top; a
-    :class:`ConfigError` naming the config file and the host when it cannot be used."""
+    :class:`ConfigError` naming the config file and the host when it cannot be used.
+    ``local_user`` is the default login name: looked up once when the backend opens, because
+    a lookup later may fail for want of a descriptor to read ``/etc/passwd`` with."""
     try:
         found = config.lookup(host)
     except Exception as exc:  # paramiko raises bare exceptions for bad Match/canonical lines
@@ -92,7 +95,7 @@ def resolve_target(host: str, settings: ParamikoSettings, config: paramiko.SSHCo
         name=host,
         hostname=found.get("hostname", host),
         port=port,
-        user=settings.user or found.get("user") or getpass.getuser(),
+        user=settings.user or found.get("user") or local_user or getpass.getuser(),
         key_files=tuple(os.path.expanduser(path) for path in key_files),
         keys_required=required,
         use_agent=settings.agent and not (identities_only or settings.key_files),

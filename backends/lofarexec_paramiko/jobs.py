@@ -111,7 +111,7 @@ class Job:
             self.eof = True
             try:
                 selector.unregister(channel.fileno())
-            except (KeyError, ValueError):
+            except (KeyError, ValueError, OSError):  # never watched (OSError: no fd for it)
                 pass
         channel.close()
 

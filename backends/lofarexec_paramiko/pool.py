@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from lofarexec.backend import Outcome
 
+from .connect import translate
 from .connection import Connection
 from .jobs import Job, State
 
@@ -55,22 +56,28 @@ class HostPool:
     def submit(self, job: Job) -> None:
         """Give ``job`` to a connection with room (opening one if need be); never blocks."""
         with self.lock:
+            problem = f"{job.host}: the backend is closed"
             if not self._closed:
-                self.assign_locked(job)
-                return
+                problem = self.assign_locked(job)
+                if problem is None:
+                    return
             job.state = State.DONE
-        job.finish(Outcome(None, transport_error=f"{job.host}: the backend is closed"))
+        job.finish(Outcome(None, transport_error=problem))
 
-    def assign_locked(self, job: Job) -> None:
+    def assign_locked(self, job: Job) -> str | None:
         """Put ``job`` on the first live connection with room, or on a new one (only while
-        :meth:`accepting_locked`)."""
+        :meth:`accepting_locked`); why not, when no new one can be made (out of descriptors):
+        then the caller reports the job."""
         unlimited = self.settings.launch == "agent"  # one channel carries all its jobs
         for connection in self.connections:
             if connection.usable() and (unlimited or connection.load < self.settings.sessions):
                 break
         else:
+            try:
+                connection = Connection(self, self._opened + 1)
+            except OSError as exc:
+                return str(translate(exc, self.target, "cannot connect to"))
             self._opened += 1
-            connection = Connection(self, self._opened)
             self.connections.append(connection)
             self._prune_finished_locked()
             self._every_connection.append(connection)
@@ -79,6 +86,7 @@ class HostPool:
         job.connection = connection
         job.state = State.PENDING
         connection.enqueue_locked(job)
+        return None
 
     def kill(self, job: Job) -> None:
         """A job not started yet ends here and now; a running one is killed by its thread."""

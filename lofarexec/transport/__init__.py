@@ -23,7 +23,8 @@ Small parts
     :func:`host_name_problem` / :func:`is_host_name`: the one check of a host name (from
     :mod:`lofarexec.hostnames`), made before a name goes on a launcher's command line;
     :class:`WakePipe` wakes a thread sleeping in ``select``; :class:`TimerHeap` (of
-    :class:`Timer` entries) holds what such a thread must do later.
+    :class:`Timer` entries) holds what such a thread must do later; :func:`out_of_descriptors`
+    words a job's failure when the control node has no file descriptor left.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from lofarexec.transport.agent_frames import (
     take_frames,
 )
 from lofarexec.transport.agent_pool import AgentPool
+from lofarexec.transport.descriptors import out_of_descriptors
 from lofarexec.transport.execenv import ExecEnvironment, spawn
 from lofarexec.transport.orphans import kill_orphans, orphan_kill_command
 from lofarexec.transport.process import (
@@ -102,6 +104,7 @@ __all__ = [
     "kill_orphans",
     "last_lines",
     "orphan_kill_command",
+    "out_of_descriptors",
     "remote_launch",
     "remote_python_field",
     "signal_group",

@@ -104,9 +104,13 @@ class AgentClient:
         self._frames = FrameReader()
         self._timers: TimerHeap[int] = TimerHeap()  # job numbers killed, awaiting an answer
         self._waker = WakePipe()
-        self._process = subprocess.Popen(
-            list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            start_new_session=True)  # a Ctrl-C at the terminal must not reach it before we do
+        try:
+            self._process = subprocess.Popen(
+                list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, start_new_session=True)  # Ctrl-C: ours to pass on
+        except OSError:  # e.g. out of descriptors: the pool reports the job
+            self._waker.close()
+            raise
         self._thread = threading.Thread(target=self._serve, daemon=True,
                                         name=f"agent-{host}")
         self._thread.start()

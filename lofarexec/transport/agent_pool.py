@@ -15,6 +15,7 @@ from lofarexec.backend import JobHandle, LaunchRequest, NothingToKill, Outcome, 
 from lofarexec.hostnames import host_name_problem
 from lofarexec.transport.agent import AgentClient
 from lofarexec.transport.agent_frames import Pinger
+from lofarexec.transport.descriptors import out_of_descriptors
 from lofarexec.transport.orphans import kill_orphans
 from lofarexec.transport.wrapper import agent_command
 
@@ -53,8 +54,8 @@ class AgentPool:
         try:
             agent = self._agent(request.host)
         except OSError as exc:
-            report(Outcome(None, transport_error=f"cannot start {self._program!r}: "
-                                                 f"{exc.strerror or exc}"))
+            why = out_of_descriptors(exc) or exc.strerror or str(exc)
+            report(Outcome(None, transport_error=f"cannot start {self._program!r}: {why}"))
             return NothingToKill()
         return agent.start(request, report)
 

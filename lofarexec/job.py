@@ -139,6 +139,9 @@ class ComputeJob:
 
     ``resources`` is the original's ``{"cores": N}``: the node gets ``OMP_NUM_THREADS=N`` and
     the cmdline backend's template ``{nr_cores}`` is ``N``. Other keys are refused.
+
+    ``retries`` overrides ``[remote] retries`` for this job: how many more attempts a transport
+    error (or an exit status in ``[remote] retry_exit_codes``) may have.
     """
 
     def __init__(
@@ -150,6 +153,7 @@ class ComputeJob:
         *,
         timeout: float | None = None,
         store_arguments: bool | None = None,
+        retries: int | None = None,
     ) -> None:
         if host is not None and not isinstance(host, str):
             raise TypeError(f"ComputeJob host must be a string, not {type(host).__name__}")
@@ -172,7 +176,14 @@ class ComputeJob:
         )
         self.resources: dict[str, Any] = _checked_resources(resources)
         self.timeout = timeout
+        if retries is not None and (isinstance(retries, bool) or not isinstance(retries, int)
+                                    or retries < 0):
+            raise JobListError(f"ComputeJob retries={retries!r} must be a whole number, 0 or more")
+        #: Retries after the first attempt; None: ``[remote] retries`` (see lofarexec.run.retry).
+        self.retries = retries
         self.results: JobResult = JobResult()
+        #: What ``--resume`` matches on (host asked for, command, arguments), set per batch.
+        self.identity: str | None = None
         self.id: int | None = None
 
     @property

@@ -28,6 +28,7 @@ from lofarexec.config.known import check_names
 from lofarexec.errors import ConfigError, LofarexecError, PipelineQuit, WaitTimeout
 from lofarexec.ingredients import RecipeArgumentParser, RecipeIngredients
 from lofarexec.job import ComputeJob
+from lofarexec.run.runlock import RunLock
 
 if TYPE_CHECKING:
     from lofarexec.channel.exchange import JobExchange
@@ -92,6 +93,9 @@ class BaseRecipe(RecipeIngredients):
             self.config = self._read_config()
         _check_config_names(self.config, self.config_sections)
         self._inputs_from_config(self.config)
+        if not self.inputs.get("dry_run") and getattr(self, "_run_lock", None) is None:
+            # before the log file: a refused second run must not write into the first one's
+            self._run_lock: RunLock | None = RunLock(self.config.job_directory).__enter__()
         formatter = _log_formatter(self.config)
         for handler in logging.getLogger().handlers:
             if getattr(handler, "_lofarexec_console", False):
@@ -116,6 +120,11 @@ class BaseRecipe(RecipeIngredients):
         parser.add_argument("-n", "--dry-run", action="store_true",
                             help="show the jobs that would run; start none")
         parser.add_argument("--start-time", help="start time of the pipeline run (ISO 8601)")
+        parser.add_argument("--quiet", action="store_true",
+                            help="no live progress (bar on a terminal, progress lines in a log)")
+        parser.add_argument("--resume", action="store_true",
+                            help="run only the jobs that did not succeed in an earlier run of "
+                                 "this job name (matched on host, command and arguments)")
         parser.add_argument("args", nargs="*", help="recipe arguments (e.g. a mapfile)")
         self._add_input_options(parser)
         return parser
@@ -139,6 +148,8 @@ class BaseRecipe(RecipeIngredients):
                 self.logger.error("recipe %s failed: %s: %s", self.name, type(exc).__name__, exc)
                 self.logger.debug("recipe %s: the traceback", self.name, exc_info=True)
                 return 1
+            finally:
+                self._release_run_lock()
         status = int(status or 0)
         if status == 0:
             self._check_outputs()
@@ -151,6 +162,12 @@ class BaseRecipe(RecipeIngredients):
                 print(f"{key} = {value}")
         sys.stdout.flush()
         return status
+
+    def _release_run_lock(self) -> None:
+        lock = getattr(self, "_run_lock", None)
+        if lock is not None:
+            self._run_lock = None
+            lock.__exit__(None, None, None)
 
     def _read_config(self) -> PipelineConfig:
         recipe_folder = Path(self.__file__).parent
@@ -193,7 +210,9 @@ class RemoteCommandRecipeMixIn:
 
         recipe: Any = self
         runner = JobRunner(recipe.config, recipe_name=recipe.name, error=recipe.error,
-                           logger=recipe.logger, dry_run=bool(recipe.inputs.get("dry_run")))
+                           logger=recipe.logger, dry_run=bool(recipe.inputs.get("dry_run")),
+                           resume=bool(recipe.inputs.get("resume")),
+                           progress=not recipe.inputs.get("quiet"))
         recipe._active_runner = runner
         self._runner_ready().set()
         try:

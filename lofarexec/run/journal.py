@@ -40,7 +40,7 @@ from typing import Any
 
 from lofarexec.context import RunContext
 from lofarexec.errors import ConfigError, LofarexecError
-from lofarexec.job import SUMMARY_KEYS, ComputeJob, JobState
+from lofarexec.job import RESULT_KEYS, SUMMARY_KEYS, ComputeJob, JobState
 from lofarexec.plugin.spec import hookimpl
 
 JOURNAL_NAME = "journal.jsonl"
@@ -50,6 +50,7 @@ FLUSH_INTERVAL = 0.1
 FLUSH_LINES = 1000
 #: The ``event`` of a journal line: written when a job starts, and when it has its final state.
 STARTED, ENDED = "started", "ended"
+_RESERVED = frozenset(RESULT_KEYS)
 _SUCCEEDED = JobState.SUCCEEDED.value
 _encode = json.JSONEncoder(ensure_ascii=False).encode  # built once: json.dumps(**kw) is not
 _log = logging.getLogger(__name__)
@@ -146,6 +147,12 @@ class JournalWriter:
         entry = {"run": self._run, "id": job.id, "recipe": self._recipe,
                  "command": job.command, "event": event}
         entry.update({name: results.get(name) for name in SUMMARY_KEYS})
+        if event == ENDED:  # what a resumed run needs to skip the job and give back its outputs
+            if job.identity is not None:
+                entry["identity"] = job.identity
+            if not _RESERVED.issuperset(results):
+                entry["outputs"] = {key: value for key, value in results.items()
+                                    if key not in _RESERVED}
         return _encode(entry) + "\n"
 
     def _write_when_due(self) -> None:

@@ -4,7 +4,8 @@
 files per host of a mapfile and ``lofarexec mapfile validate FILE...`` checks mapfiles, printing
 one ``file:line: what is wrong`` line per bad file and exiting 1 when any is bad (an empty
 map is valid, but said to be EMPTY). Both read the seed's parset mapfiles and the JSON or
-Python-literal DataMap files, told apart by content.
+Python-literal DataMap files, told apart by content. ``lofarexec report JOB_DIRECTORY`` writes
+a run's report (:mod:`lofarexec.run.report`) from its journal.
 """
 
 from __future__ import annotations
@@ -98,6 +99,36 @@ def _add_mapfile_commands(commands: argparse._SubParsersAction[argparse.Argument
     validate.set_defaults(action=_validate_mapfiles)
 
 
+def _report(options: argparse.Namespace) -> int:
+    """Print the text report, or write the HTML (or text) report to ``-o``."""
+    from lofarexec.run.report import REPORT_NAME, build_report, render_text, write_report
+
+    report = build_report(options.job_directory)
+    text = options.format == "text"
+    if text and options.output is None:
+        sys.stdout.write(render_text(report))
+        return 0
+    path = options.output or f"{options.job_directory}/{REPORT_NAME}"
+    try:
+        print(write_report(report, path, text_format=text))
+    except OSError as exc:
+        raise LofarexecError(f"cannot write {path}: {exc.strerror or exc}; give a writable "
+                             "file with -o") from None
+    return 0
+
+
+def _add_report_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    report = commands.add_parser(
+        "report", help="a run's report from its journal: summary, timeline, hosts, failures")
+    report.add_argument("job_directory", metavar="JOB_DIRECTORY",
+                        help="the job directory holding journal.jsonl")
+    report.add_argument("-o", "--output", metavar="FILE", help="where to write it (default: "
+                        "JOB_DIRECTORY/report.html for html; standard output for text)")
+    report.add_argument("--format", choices=("html", "text"), default="html",
+                        help="html (self-contained page, the default) or text")
+    report.set_defaults(action=_report)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lofarexec",
@@ -112,6 +143,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     backends.set_defaults(action=_list_backends)
     _add_mapfile_commands(commands)
+    _add_report_command(commands)
     return parser
 
 

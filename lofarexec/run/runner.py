@@ -36,6 +36,7 @@ from lofarexec.run.journal import JournalWriter
 from lofarexec.run.resume import resume_batch
 from lofarexec.run.runlock import RunLock
 from lofarexec.run.scheduler import Limits, Scheduler
+from lofarexec.run.summary import RunReporter
 
 #: The backend used when ``[remote] method`` is absent: ssh, the seed's default transport.
 DEFAULT_METHOD = "ssh"
@@ -113,7 +114,7 @@ class JobRunner:
         argv_heads = _split_commands(jobs)
         plans = launch_arguments(jobs, self.config.node_arguments)
         if self.plugins is None:
-            self.plugins = build_plugin_manager([JournalWriter()])
+            self.plugins = build_plugin_manager([JournalWriter(), RunReporter(self.logger)])
         method = self.config.remote_method or DEFAULT_METHOD
         backend_class = self.plugins.backends.get(method)
         settings = self.config.section_settings(method, backend_class.Settings)

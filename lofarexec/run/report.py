@@ -1,0 +1,261 @@
+"""The run report: what a job directory's journal says, as figures, and as text for terminals.
+
+:func:`build_report` reads ``<job_directory>/journal.jsonl`` (every run of that job name, one
+entry per job attempt) into a :class:`RunReport`: counts by state, wall time, per-host
+statistics, the failed attempts, and the timeline's lanes (one per host slot: an attempt takes
+the lowest lane of its host that is free when it starts, so a host has as many lanes as it ran
+jobs at once). :func:`render_text` prints it; :mod:`lofarexec.run.report_html` draws it as a
+self-contained HTML page; :func:`write_report` writes either.
+
+The journal keeps no output: a failed job's last lines are in the report only when the caller
+has them (the report written at the end of a run has them from the jobs in memory); otherwise
+the report says where they are (the recipe's log repeats each failed job's stderr tail).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import dataclasses
+import datetime
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from lofarexec.errors import LofarexecError
+from lofarexec.job import JobState
+from lofarexec.run.journal import JOURNAL_NAME, read_journal
+
+#: The report written into the job directory at the end of each run.
+REPORT_NAME = "report.html"
+#: Where a failed job's stderr tail is when the report was not given it.
+TAIL_ELSEWHERE = ("not in the journal: the recipe's log <job_directory>/logs/<start time>/"
+                  "pipeline.log repeats it, as 'job {id} stderr: ...' lines")
+_SUCCEEDED = JobState.SUCCEEDED.value
+_RUNNING = JobState.RUNNING.value
+
+#: ``(journal run, job id)``: one job of one ``_schedule_jobs`` call.
+AttemptKey = tuple[str, int]
+
+
+@dataclasses.dataclass(frozen=True)
+class Attempt:
+    """One job attempt as the journal has it; ``end`` is None when the run died while it ran."""
+
+    run: str
+    recipe: str
+    job_id: int
+    host: str
+    state: str
+    start: float | None
+    end: float | None
+    returncode: int | None
+    reason: str | None
+    command: str
+    lane: int = 0
+
+    @property
+    def duration(self) -> float | None:
+        return None if self.start is None or self.end is None else self.end - self.start
+
+    @property
+    def failed(self) -> bool:
+        return self.state != _SUCCEEDED
+
+
+@dataclasses.dataclass(frozen=True)
+class HostStats:
+    """One host's line of the report: attempts, failures, durations, lanes (slots used)."""
+
+    host: str
+    jobs: int
+    failures: int
+    mean_duration: float | None
+    max_duration: float | None
+    lanes: int
+
+
+@dataclasses.dataclass
+class RunReport:
+    """Everything the report shows, from one job directory's journal."""
+
+    job_directory: Path
+    attempts: list[Attempt]
+    tails: Mapping[AttemptKey, str] = dataclasses.field(default_factory=dict)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Attempts per state, most common first."""
+        return dict(collections.Counter(a.state for a in self.attempts).most_common())
+
+    @property
+    def runs(self) -> list[tuple[str, str]]:
+        """``(run start, recipe)`` of each run in the journal, oldest first."""
+        return list(dict.fromkeys((a.run, a.recipe) for a in self.attempts))
+
+    @property
+    def span(self) -> tuple[float, float] | None:
+        """The first start and the last end (or start) of any attempt; None if none ran."""
+        times = [t for a in self.attempts for t in (a.start, a.end) if t is not None]
+        return (min(times), max(times)) if times else None
+
+    @property
+    def failed(self) -> list[Attempt]:
+        return [a for a in self.attempts if a.failed]
+
+    def tail(self, attempt: Attempt) -> str | None:
+        return self.tails.get((attempt.run, attempt.job_id))
+
+    def hosts(self) -> list[HostStats]:
+        """Per-host statistics, slowest mean duration first."""
+        by_host: dict[str, list[Attempt]] = collections.defaultdict(list)
+        for attempt in self.attempts:
+            if attempt.start is not None:
+                by_host[attempt.host].append(attempt)
+        stats = []
+        for host, attempts in by_host.items():
+            durations = [d for d in (a.duration for a in attempts) if d is not None]
+            stats.append(HostStats(
+                host, len(attempts), sum(a.failed for a in attempts),
+                sum(durations) / len(durations) if durations else None,
+                max(durations, default=None), 1 + max(a.lane for a in attempts)))
+        return sorted(stats, key=lambda s: (-(s.mean_duration or 0.0), s.host))
+
+
+def build_report(job_directory: str | Path,
+                 tails: Mapping[AttemptKey, str] | None = None) -> RunReport:
+    """The report of a job directory's journal; a missing journal is a one-line error."""
+    directory = Path(job_directory)
+    if not (directory / JOURNAL_NAME).is_file():
+        raise LofarexecError(f"{directory}: no {JOURNAL_NAME} here; give the job directory of "
+                             "a run ([layout] job_directory, by default "
+                             "<runtime_directory>/jobs/<job name>)")
+    try:
+        entries = read_journal(directory)
+    except OSError as exc:
+        raise LofarexecError(f"{directory / JOURNAL_NAME}: cannot read it "
+                             f"({exc.strerror or exc})") from None
+    return RunReport(directory, _with_lanes([_attempt(e) for e in entries]), dict(tails or {}))
+
+
+def _attempt(entry: dict[str, Any]) -> Attempt:
+    start, end = _number(entry.get("start_time")), _number(entry.get("end_time"))
+    if entry.get("state") == _RUNNING:
+        end = None  # its run died while it ran: when it ended is unknown
+    job_id = entry.get("id")
+    return Attempt(str(entry.get("run") or ""), str(entry.get("recipe") or ""),
+                   job_id if isinstance(job_id, int) else -1, str(entry.get("host") or "?"),
+                   str(entry.get("state") or "unknown"), start, end,
+                   entry.get("returncode") if isinstance(entry.get("returncode"), int) else None,
+                   None if entry.get("reason") is None else str(entry["reason"]),
+                   str(entry.get("command") or ""))
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _with_lanes(attempts: list[Attempt]) -> list[Attempt]:
+    """Give each attempt that ran the lowest lane of its host free at its start."""
+    lane_ends: dict[str, list[float]] = collections.defaultdict(list)
+    placed: dict[int, Attempt] = {}
+    ran = sorted((i for i, a in enumerate(attempts) if a.start is not None),
+                 key=lambda i: attempts[i].start or 0.0)
+    for index in ran:
+        attempt = attempts[index]
+        assert attempt.start is not None
+        ends = lane_ends[attempt.host]
+        lane = next((n for n, end in enumerate(ends) if end <= attempt.start), len(ends))
+        if lane == len(ends):
+            ends.append(0.0)
+        ends[lane] = attempt.end if attempt.end is not None else float("inf")
+        placed[index] = dataclasses.replace(attempt, lane=lane)
+    return [placed.get(i, a) for i, a in enumerate(attempts)]
+
+
+def duration_text(seconds: float | None) -> str:
+    """``850ms``, ``4.2s``, ``3m10s``, ``2h05m``; ``?`` when unknown."""
+    if seconds is None:
+        return "?"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    return f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+def clock(epoch: float | None) -> str:
+    return "?" if epoch is None else datetime.datetime.fromtimestamp(epoch).isoformat(
+        sep=" ", timespec="seconds")
+
+
+def counts_text(counts: Mapping[str, int]) -> str:
+    """``38 succeeded, 2 failed``."""
+    return ", ".join(f"{number} {state}" for state, number in counts.items()) or "no jobs"
+
+
+def render_text(report: RunReport, *, failures: int = 20, tail_lines: int = 5) -> str:
+    """The report for a terminal: summary, per-host table, failed attempts with reasons."""
+    span = report.span
+    lines = [f"job directory {report.job_directory}: {len(report.runs)} run(s), "
+             f"{len(report.attempts)} job attempts: {counts_text(report.counts)}"]
+    if span:
+        lines.append(f"from {clock(span[0])} to {clock(span[1])} "
+                     f"(wall time {duration_text(span[1] - span[0])})")
+    hosts = report.hosts()
+    if hosts:
+        width = max(len("host"), *(len(h.host) for h in hosts))
+        lines += ["", f"{'host':<{width}}  {'jobs':>6}  {'failed':>6}  {'slots':>5}  "
+                  f"{'mean':>8}  {'max':>8}"]
+        lines += [f"{h.host:<{width}}  {h.jobs:>6}  {h.failures:>6}  {h.lanes:>5}  "
+                  f"{duration_text(h.mean_duration):>8}  {duration_text(h.max_duration):>8}"
+                  for h in hosts]
+    failed = report.failed
+    if failed:
+        lines += ["", f"{len(failed)} failed job attempt(s):"]
+        for attempt in failed[:failures]:
+            lines.append("  " + failure_line(attempt))
+            tail = report.tail(attempt)
+            if tail is None:
+                lines.append("    output: " + TAIL_ELSEWHERE.format(id=attempt.job_id))
+            lines += [f"    | {line}" for line in tail_of(tail, tail_lines)]
+        if len(failed) > failures:
+            lines.append(f"  ... and {len(failed) - failures} more")
+    return "\n".join(lines) + "\n"
+
+
+def failure_line(attempt: Attempt, with_run: bool = True) -> str:
+    """``job 7 (run ...) on node2: failed, exit status 3, after 4.2s: reason``."""
+    status = "no exit status" if attempt.returncode is None else f"exit status {attempt.returncode}"
+    run = f" (run {attempt.run})" if with_run else ""
+    return (f"job {attempt.job_id}{run} on {attempt.host}: {attempt.state}, "
+            f"{status}, after {duration_text(attempt.duration)}: {attempt.reason or 'no reason'}")
+
+
+def tail_of(text: str | None, lines: int) -> list[str]:
+    """The last ``lines`` non-empty lines of a job's output or stderr."""
+    return [line for line in (text or "").rstrip().splitlines() if line.strip()][-lines:]
+
+
+def write_report(report: RunReport, path: str | Path, text_format: bool = False) -> Path:
+    """Write the report (HTML, or text) whole: to a temporary file, then renamed into place."""
+    from lofarexec.run.report_html import render_html
+
+    path = Path(path)
+    content = render_text(report) if text_format else render_html(report)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8", errors="backslashreplace") as out:
+            out.write(content)
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+    return path

@@ -1,0 +1,120 @@
+"""The end of a run: a short summary in the recipe's log, and the report in the job directory.
+
+A plugin of the run hooks, registered by the runner beside the journal (like pytest's terminal
+summary). At ``lofarexec_run_finished`` (after the journal has written its last lines:
+``trylast``) it writes ``<job_directory>/report.html`` from the journal, with the output tails
+of this run's failed jobs taken from memory, then logs:
+
+* a run where every job succeeded: one line (counts, wall time, slowest host) and one with the
+  paths of the journal and the report;
+* otherwise also, for each failed job (up to :data:`FAILURES_SHOWN`, then a count), its id,
+  host, state, exit status, reason and the last lines of its stderr (or output).
+
+A report that cannot be written is one warning; the run's outcome does not change.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from lofarexec.context import RunContext
+from lofarexec.job import ComputeJob, JobState
+from lofarexec.plugin.spec import hookimpl
+from lofarexec.run.journal import JOURNAL_NAME
+from lofarexec.run.report import (
+    REPORT_NAME,
+    Attempt,
+    build_report,
+    counts_text,
+    duration_text,
+    failure_line,
+    tail_of,
+    write_report,
+)
+
+#: Failed jobs the summary shows one by one; the rest are counted.
+FAILURES_SHOWN = 20
+#: Lines of a failed job's stderr (or output) the summary shows.
+TAIL_LINES = 5
+#: Hosts named as the slowest.
+SLOWEST_HOSTS = 3
+_log = logging.getLogger(__name__)
+
+
+class RunReporter:
+    """Writes the report and logs the summary when a run ends; does nothing in a dry run."""
+
+    def __init__(self, logger: logging.Logger | None = None) -> None:
+        self.logger = logger or _log
+
+    @hookimpl(trylast=True)
+    def lofarexec_run_finished(self, run: RunContext, jobs: list[ComputeJob]) -> None:
+        if run.dry_run:
+            return
+        report_path = self._write_report(run, jobs)
+        for line in summary_lines(run, jobs, report_path):
+            self.logger.info("%s", line)
+
+    def _write_report(self, run: RunContext, jobs: Sequence[ComputeJob]) -> Path | None:
+        directory = Path(run.job_directory)
+        tails = {(run.started, job.id): _tail_text(job) for job in jobs
+                 if job.id is not None and job.results.get("state") != JobState.SUCCEEDED.value}
+        try:
+            return write_report(build_report(directory, tails), directory / REPORT_NAME)
+        except Exception as exc:  # noqa: BLE001 - a report is never worth a failed run
+            self.logger.warning("the run report %s was not written (%s); `lofarexec report "
+                                "%s` makes it from the journal", directory / REPORT_NAME,
+                                exc, directory)
+            return None
+
+
+def _tail_text(job: ComputeJob) -> str:
+    return job.results.get("errors") or job.results.get("output") or ""
+
+
+def summary_lines(run: RunContext, jobs: Sequence[ComputeJob],
+                  report_path: Path | None) -> list[str]:
+    """The lines logged at the end of a run (short when every job succeeded)."""
+    counts: dict[str, int] = {}
+    for job in jobs:
+        state = str(job.results.get("state"))
+        counts[state] = counts.get(state, 0) + 1
+    starts = [job.results["start_time"] for job in jobs if job.results.get("start_time")]
+    ends = [job.results["end_time"] for job in jobs if job.results.get("end_time")]
+    wall = f" in {duration_text(max(ends) - min(starts))}" if starts and ends else ""
+    lines = [f"run finished: {len(jobs)} jobs{wall}: "
+             f"{counts_text(dict(sorted(counts.items(), key=lambda c: -c[1])))}"
+             + _slowest_hosts(jobs)]
+    failed = [job for job in jobs if job.results.get("state") != JobState.SUCCEEDED.value]
+    for job in failed[:FAILURES_SHOWN]:
+        lines.append("  " + failure_line(_attempt(run, job), with_run=False))
+        lines += [f"    | {line}" for line in tail_of(_tail_text(job), TAIL_LINES)]
+    if len(failed) > FAILURES_SHOWN:
+        lines.append(f"  ... and {len(failed) - FAILURES_SHOWN} more failed jobs (in the report)")
+    journal = Path(run.job_directory) / JOURNAL_NAME
+    lines.append(f"journal {journal}" + (f", report {report_path}" if report_path else
+                                         " (no report written)"))
+    return lines
+
+
+def _slowest_hosts(jobs: Sequence[ComputeJob]) -> str:
+    durations: dict[str, list[float]] = {}
+    for job in jobs:
+        duration = job.results.get("job_duration")
+        if isinstance(duration, int | float) and job.results.get("host"):
+            durations.setdefault(str(job.results["host"]), []).append(float(duration))
+    if len(durations) < 2:
+        return ""
+    means = sorted(((sum(d) / len(d), host) for host, d in durations.items()), reverse=True)
+    return "; slowest hosts (mean job): " + ", ".join(
+        f"{host} {duration_text(mean)}" for mean, host in means[:SLOWEST_HOSTS])
+
+
+def _attempt(run: RunContext, job: ComputeJob) -> Attempt:
+    results = job.results
+    start, end = results.get("start_time"), results.get("end_time")
+    return Attempt(run.started, run.recipe_name, job.id if job.id is not None else -1,
+                   str(results.get("host") or job.host), str(results.get("state")),
+                   start, end, results.get("returncode"), results.get("reason"), job.command)

@@ -1,28 +1,58 @@
 """Finds the installed plugins and asks them for their backends.
 
-Built in a function, never at import time, so tests and embedding programs get a fresh manager
-and a broken third-party plugin only matters when a run needs plugins. Installed plugins are
-loaded by pluggy's own :meth:`~pluggy.PluginManager.load_setuptools_entrypoints` from the
-``lofarexec`` entry-point group; the distribution each came from
-(:meth:`~pluggy.PluginManager.list_plugin_distinfo`) is what ``lofarexec backends`` prints and
-what errors name.
+Built in a function, never at import time, so tests and embedding programs get a fresh manager.
+Installed plugins are the ``lofarexec`` entry-point group, loaded one by one in ``sys.path``
+order as pluggy's own ``load_setuptools_entrypoints`` would (the first entry point of a name
+wins; a distribution found twice on the path counts once), but a broken one does not stop the
+others: a plugin that fails to import or register, whose hook raises, that registers something
+that is no usable backend, or that claims a name another package has, is left out and described
+in one line naming its package (:attr:`PluginManager.broken`). ``lofarexec backends`` prints
+those lines, a run logs them as warnings, and a run that asks for a backend that is missing
+because of them says why.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
+import logging
 from collections.abc import Iterable
 
 import pluggy
 
-from lofarexec.backend import BackendRegistry
+from lofarexec.backend import Backend, BackendRegistry
 from lofarexec.errors import PluginError
 from lofarexec.plugin import spec
+from lofarexec.plugin.metadata import check_backend_class
 
 __all__ = ["ENTRY_POINT_GROUP", "PluginManager", "build_plugin_manager"]
 
 ENTRY_POINT_GROUP = "lofarexec"
 _OWN_PROVIDER = "lofarexec"  # plugins handed to build_plugin_manager, not installed ones
+logger = logging.getLogger("lofarexec.plugin")
+
+
+class InstalledDistribution:
+    """The distribution an installed plugin came from (what pluggy's ``DistFacade`` offers)."""
+
+    def __init__(self, project_name: str, version: str) -> None:
+        self.project_name = project_name
+        self.version = version
+
+
+class _BrokenAwareRegistry(BackendRegistry):
+    """A registry whose "no such backend" error also names the plugins that failed to load."""
+
+    def __init__(self, broken: list[str]) -> None:
+        super().__init__()
+        self._broken = broken
+
+    def get(self, name: str) -> type[Backend]:
+        try:
+            return super().get(name)
+        except PluginError as exc:
+            if not self._broken:
+                raise
+            raise PluginError(f"{exc}; broken plugins: {'; '.join(self._broken)}") from None
 
 
 class PluginManager(pluggy.PluginManager):
@@ -31,20 +61,41 @@ class PluginManager(pluggy.PluginManager):
     def __init__(self) -> None:
         super().__init__(spec.PROJECT_NAME)
         self.add_hookspecs(spec)
-        self.backends = BackendRegistry()
+        self.broken: list[str] = []
+        """One line per plugin left out, naming its package and what to do."""
+        self.backends: BackendRegistry = _BrokenAwareRegistry(self.broken)
+        self._installed: list[tuple[object, InstalledDistribution]] = []
 
     def load_installed_plugins(self) -> None:
-        """Load every plugin of the ``lofarexec`` entry-point group, through pluggy.
+        """Load every plugin of the ``lofarexec`` entry-point group; a broken one is left out
+        and described in :attr:`broken` (see the module docstring)."""
+        first: dict[str, InstalledDistribution] = {}  # entry-point name -> where it came from
+        for dist in importlib.metadata.distributions():
+            source = InstalledDistribution(dist.metadata["Name"], dist.version)
+            for entry_point in dist.entry_points:
+                if entry_point.group != ENTRY_POINT_GROUP or self.is_blocked(entry_point.name):
+                    continue
+                what = f"plugin '{entry_point.name}' = {entry_point.value} from {_label(source)}"
+                earlier = first.setdefault(entry_point.name, source)
+                if earlier is not source:
+                    if earlier.project_name != source.project_name:  # not one dist found twice
+                        self._leave_out(f"{what} is not loaded: {_label(earlier)} has a plugin "
+                                        f"of that name; uninstall one of them")
+                    continue
+                try:
+                    plugin = entry_point.load()
+                    self.register(plugin, name=entry_point.name)
+                except Exception as exc:
+                    if self.has_plugin(entry_point.name):
+                        self.unregister(name=entry_point.name)  # pluggy may have half done it
+                    self._leave_out(f"{what} failed to load ({_why(exc)}); reinstall or "
+                                    f"uninstall {_label(source)}")
+                    continue
+                self._installed.append((plugin, source))
 
-        pluggy loads the first entry point of each name in ``sys.path`` order and skips later
-        ones of that name (a distribution found twice on the path counts once). An entry point
-        that fails to import or register stops the loading with a :class:`PluginError` naming
-        it and its distribution.
-        """
-        try:
-            self.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
-        except Exception as exc:
-            raise self._load_error(exc) from exc
+    def list_plugin_distinfo(self) -> list[tuple[object, InstalledDistribution]]:  # type: ignore[override]
+        """Each installed plugin with the distribution it came from."""
+        return list(self._installed)
 
     def register_plugin(self, plugin: object, *, name: str) -> None:
         """Register a plugin object that is not installed (the runner's reporters, a test's)."""
@@ -56,64 +107,71 @@ class PluginManager(pluggy.PluginManager):
 
     def provider(self, plugin: object) -> str:
         """``"<distribution> <version>"`` of an installed plugin; ``lofarexec`` for the others."""
-        for loaded, dist in self.list_plugin_distinfo():
+        for loaded, dist in self._installed:
             if loaded is plugin:
-                return _label(dist.project_name, dist.version)
+                return _label(dist)
         return _OWN_PROVIDER
 
     def collect_backends(self) -> BackendRegistry:
-        """Call every plugin's ``lofarexec_register_backends`` once, recording each provider."""
+        """Call every plugin's ``lofarexec_register_backends`` once, recording each provider.
+
+        Each plugin registers into a registry of its own first, so one that raises, registers
+        something unusable or claims a taken name adds none of its backends.
+        """
         registry = self.backends
         for impl in self.hook.lofarexec_register_backends.get_hookimpls():
-            registry.current_provider = self.provider(impl.plugin)
+            provider = self.provider(impl.plugin)
+            what = f"plugin '{impl.plugin_name}' ({provider})"
+            staged = BackendRegistry()
+            staged.current_provider = provider
             try:
-                impl.function(registry=registry)
-            except PluginError:
-                raise
+                impl.function(registry=staged)
+                problems = [check_backend_class(staged.get(name)) for name in staged.names()]
+                problem = next((text for text in problems if text), None)
+                if problem:
+                    raise PluginError(problem)
             except Exception as exc:
-                raise PluginError(
-                    f"plugin '{impl.plugin_name}' ({registry.current_provider}) failed to "
-                    f"register its backends: {exc}"
-                ) from exc
+                self._leave_out(f"{what} failed to register its backends ({_why(exc)}); fix "
+                                f"or uninstall {provider}")
+                continue
+            taken = [name for name in staged.names() if name in registry.names()]
+            if taken:
+                self._leave_out(f"{what}: backend '{taken[0]}' is provided twice: by "
+                                f"{registry.provider(taken[0])} and by {provider}; uninstall "
+                                "one of them")
+                continue
+            registry.current_provider = provider
+            for name in staged.names():
+                registry.add(staged.get(name))
         registry.current_provider = "unknown"
         return registry
 
-    def _load_error(self, exc: Exception) -> PluginError:
-        """The error for an entry point pluggy failed to load.
-
-        pluggy raises the plugin's own exception and does not say which entry point raised it.
-        It records each entry point's plugin and distribution before it loads the next, so the
-        one that failed is the first of the group, in pluggy's order, with no record (a name
-        loaded before is skipped by pluggy, and so here).
-        """
-        what = f"({type(exc).__name__}: {' '.join(str(exc).split())})"
-        loaded = {self.get_name(plugin) for plugin, _ in self.list_plugin_distinfo()}
-        for dist in importlib.metadata.distributions():
-            for entry_point in dist.entry_points:
-                if (entry_point.group == ENTRY_POINT_GROUP
-                        and entry_point.name not in loaded
-                        and not self.is_blocked(entry_point.name)):
-                    provider = _label(dist.metadata["Name"], dist.version)
-                    return PluginError(
-                        f"plugin '{entry_point.name}' = {entry_point.value} from {provider} "
-                        f"failed to load {what}; reinstall or uninstall {provider}"
-                    )
-        return PluginError(f"a plugin of the '{ENTRY_POINT_GROUP}' entry-point group failed to "
-                           f"load {what}; reinstall or uninstall it")
+    def _leave_out(self, line: str) -> None:
+        self.broken.append(line)
 
 
-def build_plugin_manager(extra_plugins: Iterable[object] = ()) -> PluginManager:
+def build_plugin_manager(extra_plugins: Iterable[object] = (), *,
+                         warn_broken: bool = True) -> PluginManager:
     """A manager with every installed plugin loaded and every backend registered.
 
     ``extra_plugins`` are registered as well (the runner's own reporters, a test's plugin).
+    Each plugin left out is logged as a warning unless ``warn_broken`` is false (for callers
+    that show :attr:`PluginManager.broken` themselves, as ``lofarexec backends`` does).
     """
     manager = PluginManager()
     manager.load_installed_plugins()
     for plugin in extra_plugins:
         manager.register_plugin(plugin, name=f"{type(plugin).__name__}-{id(plugin)}")
     manager.collect_backends()
+    if warn_broken:
+        for line in manager.broken:
+            logger.warning("%s", line)
     return manager
 
 
-def _label(name: str, version: str) -> str:
-    return f"{name} {version}"
+def _label(dist: InstalledDistribution) -> str:
+    return f"{dist.project_name} {dist.version}"
+
+
+def _why(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"

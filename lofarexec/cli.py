@@ -18,17 +18,23 @@ from lofarexec import __version__
 from lofarexec.errors import LofarexecError
 
 
-def _list_backends(_: argparse.Namespace) -> int:
+def _list_backends(options: argparse.Namespace) -> int:
+    """List the backends (``-v``: with their settings); a broken plugin is one line on stderr
+    naming its package, and exit status 1, while the working backends are still listed."""
     from lofarexec.plugin.manager import build_plugin_manager
+    from lofarexec.plugin.metadata import describe_backends, render_rst, render_text
 
-    registry = build_plugin_manager().backends
-    names = registry.names()
-    width = max((len(name) for name in names), default=0)
-    for name in names:
-        backend = registry.get(name)
-        summary = (backend.__doc__ or "").strip().split("\n\n")[0].replace("``", "")
-        print(f"{name:<{width}}  {registry.provider(name):<24}  {' '.join(summary.split())}")
-    return 0
+    manager = build_plugin_manager(warn_broken=False)
+    if options.format == "rst":  # the docs' settings reference: the built-in backends only
+        registry = manager.backends
+        own = [name for name in registry.names() if registry.provider(name).split()[0]
+               == "lofarexec"]
+        sys.stdout.write(render_rst(describe_backends(registry, own)))
+    else:
+        sys.stdout.write(render_text(describe_backends(manager.backends), verbose=options.verbose))
+    for line in manager.broken:
+        print(f"lofarexec: {line}", file=sys.stderr)
+    return 1 if manager.broken else 0
 
 
 def _show_mapfile(options: argparse.Namespace) -> int:
@@ -141,6 +147,10 @@ def _parser() -> argparse.ArgumentParser:
     backends = commands.add_parser(
         "backends", help="list the installed backends and the package providing each"
     )
+    backends.add_argument("-v", "--verbose", action="store_true",
+                          help="also each backend's settings: type, default and help text")
+    backends.add_argument("--format", choices=("text", "rst"), default="text",
+                          help="rst: the settings reference of the built-in backends (docs)")
     backends.set_defaults(action=_list_backends)
     _add_mapfile_commands(commands)
     _add_report_command(commands)

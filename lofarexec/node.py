@@ -245,7 +245,8 @@ class LOFARnode:
 
     ``self.logger`` is named ``node.<host>.<ClassName>`` (``<host>`` as the recipe named it, or
     this machine's name when run by hand); ``self.outputs`` is a dict a node may fill for the
-    master.
+    master; ``self.environment`` is ``os.environ`` itself (as the later framework had it), so
+    ``self.environment.update(...)`` reaches the programs the node starts.
     """
 
     #: How this class of node gets its arguments (``ENV_NODE_ARGUMENTS``'s values).
@@ -256,6 +257,7 @@ class LOFARnode:
         self.loghost = loghost
         self.logport = int(logport)
         self.outputs: dict[str, Any] = {}
+        self.environment = os.environ
         host = os.environ.get(ENV_HOST) or socket.gethostname()
         self.logger = logging.getLogger(f"node.{host}.{type(self).__name__}")
         # The records go to our own handler only; propagating would print them twice.

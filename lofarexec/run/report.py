@@ -18,15 +18,16 @@ import collections
 import contextlib
 import dataclasses
 import datetime
+import functools
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from lofarexec.errors import LofarexecError
 from lofarexec.job import JobState
-from lofarexec.run.journal import JOURNAL_NAME, read_journal
+from lofarexec.run.journal import JOURNAL_NAME, STARTED, read_journal
 
 #: The report written into the job directory at the end of each run.
 REPORT_NAME = "report.html"
@@ -35,14 +36,19 @@ TAIL_ELSEWHERE = ("not in the journal: the recipe's log <job_directory>/logs/<st
                   "pipeline.log repeats it, as 'job {id} stderr: ...' lines")
 _SUCCEEDED = JobState.SUCCEEDED.value
 _RUNNING = JobState.RUNNING.value
+#: The state the report gives an attempt that was followed by another attempt of its job.
+RETRIED = "retried"
 
 #: ``(journal run, job id)``: one job of one ``_schedule_jobs`` call.
 AttemptKey = tuple[str, int]
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(slots=True)
 class Attempt:
-    """One job attempt as the journal has it; ``end`` is None when the run died while it ran."""
+    """One job attempt as the journal has it; ``end`` is None when the run died while it ran.
+
+    ``lane`` is set by :func:`assign_lanes`.
+    """
 
     run: str
     recipe: str
@@ -62,7 +68,8 @@ class Attempt:
 
     @property
     def failed(self) -> bool:
-        return self.state != _SUCCEEDED
+        """Not succeeded (a retried attempt is not listed: its job's last attempt is)."""
+        return self.state not in (_SUCCEEDED, RETRIED)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,7 +102,7 @@ class RunReport:
         """``(run start, recipe)`` of each run in the journal, oldest first."""
         return list(dict.fromkeys((a.run, a.recipe) for a in self.attempts))
 
-    @property
+    @functools.cached_property
     def span(self) -> tuple[float, float] | None:
         """The first start and the last end (or start) of any attempt; None if none ran."""
         times = [t for a in self.attempts for t in (a.start, a.end) if t is not None]
@@ -108,6 +115,16 @@ class RunReport:
     def tail(self, attempt: Attempt) -> str | None:
         return self.tails.get((attempt.run, attempt.job_id))
 
+    @functools.cached_property
+    def run_counts(self) -> dict[tuple[str, str], dict[str, int]]:
+        """Attempts per state of each run (``(run start, recipe)``), oldest run first."""
+        counts: dict[tuple[str, str], dict[str, int]] = {}
+        for attempt in self.attempts:
+            states = counts.setdefault((attempt.run, attempt.recipe), {})
+            states[attempt.state] = states.get(attempt.state, 0) + 1
+        return counts
+
+    @functools.cached_property
     def hosts(self) -> list[HostStats]:
         """Per-host statistics, slowest mean duration first."""
         by_host: dict[str, list[Attempt]] = collections.defaultdict(list)
@@ -133,22 +150,58 @@ def build_report(job_directory: str | Path,
                              "a run ([layout] job_directory, by default "
                              "<runtime_directory>/jobs/<job name>)")
     try:
-        entries = read_journal(directory)
+        lines = read_journal(directory, every_line=True)
     except OSError as exc:
         raise LofarexecError(f"{directory / JOURNAL_NAME}: cannot read it "
                              f"({exc.strerror or exc})") from None
-    return RunReport(directory, _with_lanes([_attempt(e) for e in entries]), dict(tails or {}))
+    return RunReport(directory, assign_lanes(attempts_from_lines(lines)), dict(tails or {}))
 
 
-def _attempt(entry: dict[str, Any]) -> Attempt:
+def attempts_from_lines(lines: Iterable[Mapping[str, Any]]) -> list[Attempt]:
+    """One :class:`Attempt` per attempt, from journal lines as written (started and ended).
+
+    A job retried within its run has a ``started`` line per attempt and one ``ended`` line (its
+    last attempt's): each earlier attempt is ``retried``, ended at the latest when the next one
+    started (its own end is not in the journal). A ``started`` line with no ``ended`` line is a
+    job whose run died while it ran (``running``, end unknown). Lines without ``event`` (older
+    journals) are ``ended`` lines.
+    """
+    attempts: list[Attempt] = []
+    started: dict[tuple[Any, Any], list[Mapping[str, Any]]] = {}
+    for line in lines:
+        key = (line.get("run"), line.get("id"))
+        if line.get("event") == STARTED:
+            started.setdefault(key, []).append(line)
+            continue
+        attempts += _retried(started.pop(key, []))
+        attempts.append(_attempt(line))
+    for starts in started.values():
+        attempts += _retried(starts)
+        attempts.append(_attempt(starts[-1]))
+    return attempts
+
+
+def _retried(starts: list[Mapping[str, Any]]) -> list[Attempt]:
+    """The attempts of ``starts`` but the last: each ended before the next started."""
+    attempts = []
+    for number, (line, following) in enumerate(zip(starts, starts[1:]), 1):
+        attempt = _attempt(line)
+        attempt.state, attempt.end = RETRIED, _number(following.get("start_time"))
+        attempt.reason = (f"attempt {number}: retried; it ended before attempt {number + 1} "
+                          "started (its end is not in the journal)")
+        attempts.append(attempt)
+    return attempts
+
+
+def _attempt(entry: Mapping[str, Any]) -> Attempt:
     start, end = _number(entry.get("start_time")), _number(entry.get("end_time"))
-    if entry.get("state") == _RUNNING:
+    state = str(entry.get("state") or "unknown")
+    if state == _RUNNING:
         end = None  # its run died while it ran: when it ended is unknown
-    job_id = entry.get("id")
+    job_id, returncode = entry.get("id"), entry.get("returncode")
     return Attempt(str(entry.get("run") or ""), str(entry.get("recipe") or ""),
                    job_id if isinstance(job_id, int) else -1, str(entry.get("host") or "?"),
-                   str(entry.get("state") or "unknown"), start, end,
-                   entry.get("returncode") if isinstance(entry.get("returncode"), int) else None,
+                   state, start, end, returncode if isinstance(returncode, int) else None,
                    None if entry.get("reason") is None else str(entry["reason"]),
                    str(entry.get("command") or ""))
 
@@ -157,22 +210,20 @@ def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
-def _with_lanes(attempts: list[Attempt]) -> list[Attempt]:
-    """Give each attempt that ran the lowest lane of its host free at its start."""
+def assign_lanes(attempts: list[Attempt]) -> list[Attempt]:
+    """Give each attempt that ran the lowest lane of its host free at its start; returns
+    ``attempts``."""
     lane_ends: dict[str, list[float]] = collections.defaultdict(list)
-    placed: dict[int, Attempt] = {}
-    ran = sorted((i for i, a in enumerate(attempts) if a.start is not None),
-                 key=lambda i: attempts[i].start or 0.0)
-    for index in ran:
-        attempt = attempts[index]
+    for attempt in sorted((a for a in attempts if a.start is not None),
+                          key=lambda a: a.start or 0.0):
         assert attempt.start is not None
         ends = lane_ends[attempt.host]
         lane = next((n for n, end in enumerate(ends) if end <= attempt.start), len(ends))
         if lane == len(ends):
             ends.append(0.0)
         ends[lane] = attempt.end if attempt.end is not None else float("inf")
-        placed[index] = dataclasses.replace(attempt, lane=lane)
-    return [placed.get(i, a) for i, a in enumerate(attempts)]
+        attempt.lane = lane
+    return attempts
 
 
 def duration_text(seconds: float | None) -> str:
@@ -207,7 +258,7 @@ def render_text(report: RunReport, *, failures: int = 20, tail_lines: int = 5) -
     if span:
         lines.append(f"from {clock(span[0])} to {clock(span[1])} "
                      f"(wall time {duration_text(span[1] - span[0])})")
-    hosts = report.hosts()
+    hosts = report.hosts
     if hosts:
         width = max(len("host"), *(len(h.host) for h in hosts))
         lines += ["", f"{'host':<{width}}  {'jobs':>6}  {'failed':>6}  {'slots':>5}  "

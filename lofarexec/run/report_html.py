@@ -37,9 +37,11 @@ TAIL_LINES = 20
 PLOT_WIDTH = 1000
 LABEL_WIDTH = 170
 COLOURS = {"succeeded": "#2e7d32", "failed": "#c62828", "timed_out": "#ef6c00",
-           "killed": "#6a1b9a", "transport_error": "#5d4037", "running": "#9e9e9e",
+           "killed": "#6a1b9a", "transport_error": "#5d4037", "retried": "#f9a825",
+           "running": "#9e9e9e",
            "not_started": "#cfd8dc"}
 _OTHER_COLOUR = "#37474f"
+_SUCCEEDED = "succeeded"
 _STYLE = """
 body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #212121; }
 h1 { font-size: 1.4em; } h2 { font-size: 1.15em; margin-top: 1.5em; }
@@ -79,14 +81,11 @@ def _summary(report: RunReport) -> Iterable[str]:
            f"{_e(counts_text(report.counts))}.")
     if span:
         yield (f" From {_e(clock(span[0]))} to {_e(clock(span[1]))}, wall time "
-               f"{_e(duration_text(span[1] - span[0]))}, on {len(report.hosts())} host(s).")
+               f"{_e(duration_text(span[1] - span[0]))}, on {len(report.hosts)} host(s).")
     yield "</p><table><tr><th>run started</th><th>recipe</th><th>jobs</th><th>states</th></tr>"
-    for run, recipe in report.runs:
-        mine = [a for a in report.attempts if a.run == run and a.recipe == recipe]
-        states: dict[str, int] = {}
-        for attempt in mine:
-            states[attempt.state] = states.get(attempt.state, 0) + 1
-        yield (f"<tr><td>{_e(run)}</td><td>{_e(recipe)}</td><td class=n>{len(mine)}</td>"
+    for (run, recipe), states in report.run_counts.items():
+        yield (f"<tr><td>{_e(run)}</td><td>{_e(recipe)}</td>"
+               f"<td class=n>{sum(states.values())}</td>"
                f"<td>{_e(counts_text(states))}</td></tr>")
     yield "</table>"
 
@@ -100,7 +99,7 @@ def _timeline(report: RunReport) -> Iterable[str]:
     start, end = span
     seconds = max(end - start, 1e-3)
     scale = PLOT_WIDTH / seconds
-    lanes = [(host.host, lane) for host in sorted(report.hosts(), key=lambda h: h.host)
+    lanes = [(host.host, lane) for host in sorted(report.hosts, key=lambda h: h.host)
              for lane in range(host.lanes)]
     row = {key: index for index, key in enumerate(lanes)}
     lane_height = 14 if len(lanes) <= 150 else max(2, 2100 // len(lanes))
@@ -147,13 +146,13 @@ def _bars(attempts: list[Attempt], scale: float,
     for lane in lanes.values():
         group: list[Attempt] = []
         for attempt in sorted(lane, key=lambda a: a.start or 0.0):
-            joins = (group and not attempt.failed and attempt.end is not None
+            joins = (group and attempt.state == _SUCCEEDED and attempt.end is not None
                      and ((attempt.start or 0.0) - (group[-1].end or 0.0)) * scale < 1.0)
             if joins:
                 group.append(attempt)
                 continue
             yield from _group(group)
-            group = [attempt] if not attempt.failed and attempt.end is not None else []
+            group = [attempt] if attempt.state == _SUCCEEDED and attempt.end is not None else []
             if not group:
                 yield attempt, 1
         yield from _group(group)
@@ -179,7 +178,7 @@ def _hosts(report: RunReport) -> Iterable[str]:
     yield "<h2>Hosts</h2>"
     yield ('<table id="hosts"><tr><th>host</th><th>jobs</th><th>failed</th><th>slots</th>'
            "<th>mean duration</th><th>max duration</th></tr>")
-    for host in report.hosts():
+    for host in report.hosts:
         yield (f"<tr><td>{_e(host.host)}</td><td class=n>{host.jobs}</td>"
                f"<td class=n>{host.failures}</td><td class=n>{host.lanes}</td>"
                f"<td class=n>{_e(duration_text(host.mean_duration))}</td>"

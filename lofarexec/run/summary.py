@@ -2,8 +2,8 @@
 
 A plugin of the run hooks, registered by the runner beside the journal (like pytest's terminal
 summary). At ``lofarexec_run_finished`` (after the journal has written its last lines:
-``trylast``) it writes ``<job_directory>/report.html`` from the journal, with the output tails
-of this run's failed jobs taken from memory, then logs:
+``trylast``) it writes ``<job_directory>/report.html`` (the runs of this process, from the
+records the journal gets, and the output tails of the failed jobs), then logs:
 
 * a run where every job succeeded: one line (counts, wall time, slowest host) and one with the
   paths of the journal and the report;
@@ -18,15 +18,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from lofarexec.context import RunContext
-from lofarexec.job import ComputeJob, JobState
+from lofarexec.job import SUMMARY_KEYS, ComputeJob, JobState
 from lofarexec.plugin.spec import hookimpl
-from lofarexec.run.journal import JOURNAL_NAME
+from lofarexec.run.journal import ENDED, JOURNAL_NAME, STARTED
 from lofarexec.run.report import (
     REPORT_NAME,
     Attempt,
-    build_report,
+    AttemptKey,
+    RunReport,
+    assign_lanes,
+    attempts_from_lines,
     counts_text,
     duration_text,
     failure_line,
@@ -44,30 +48,54 @@ _log = logging.getLogger(__name__)
 
 
 class RunReporter:
-    """Writes the report and logs the summary when a run ends; does nothing in a dry run."""
+    """Writes the report and logs the summary when a run ends; does nothing in a dry run.
+
+    The report covers the runs of this process so far (a recipe's ``_schedule_jobs`` calls),
+    built from the same records the journal gets, kept in memory as the hooks pass them: a run's
+    end never reads back a journal that grows with every run of the job name.
+    ``lofarexec report`` reads the whole journal.
+    """
 
     def __init__(self, logger: logging.Logger | None = None) -> None:
         self.logger = logger or _log
+        self._lines: list[dict[str, Any]] = []
+        self._tails: dict[AttemptKey, str] = {}
+
+    @hookimpl
+    def lofarexec_job_started(self, run: RunContext, job: ComputeJob) -> None:
+        self._lines.append(_line(run, job, STARTED))
+
+    @hookimpl
+    def lofarexec_job_finished(self, run: RunContext, job: ComputeJob) -> None:
+        self._lines.append(_line(run, job, ENDED))
+        if job.results.get("state") != JobState.SUCCEEDED.value and job.id is not None:
+            self._tails[(run.started, job.id)] = _tail_text(job)
 
     @hookimpl(trylast=True)
     def lofarexec_run_finished(self, run: RunContext, jobs: list[ComputeJob]) -> None:
         if run.dry_run:
             return
-        report_path = self._write_report(run, jobs)
+        report_path = self._write_report(run)
         for line in summary_lines(run, jobs, report_path):
             self.logger.info("%s", line)
 
-    def _write_report(self, run: RunContext, jobs: Sequence[ComputeJob]) -> Path | None:
-        directory = Path(run.job_directory)
-        tails = {(run.started, job.id): _tail_text(job) for job in jobs
-                 if job.id is not None and job.results.get("state") != JobState.SUCCEEDED.value}
+    def _write_report(self, run: RunContext) -> Path | None:
+        path = Path(run.job_directory) / REPORT_NAME
         try:
-            return write_report(build_report(directory, tails), directory / REPORT_NAME)
+            report = RunReport(path.parent, assign_lanes(attempts_from_lines(self._lines)),
+                               self._tails)
+            return write_report(report, path)
         except Exception as exc:  # noqa: BLE001 - a report is never worth a failed run
             self.logger.warning("the run report %s was not written (%s); `lofarexec report "
-                                "%s` makes it from the journal", directory / REPORT_NAME,
-                                exc, directory)
+                                "%s` makes it from the journal", path, exc, path.parent)
             return None
+
+
+def _line(run: RunContext, job: ComputeJob, event: str) -> dict[str, Any]:
+    """What the journal writes for this event: who the job is, and its results' summary."""
+    return {"run": run.started, "id": job.id, "recipe": run.recipe_name,
+            "command": job.command, "event": event,
+            **{key: job.results.get(key) for key in SUMMARY_KEYS}}
 
 
 def _tail_text(job: ComputeJob) -> str:

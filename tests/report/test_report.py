@@ -6,16 +6,19 @@ import html.parser
 import json
 import logging
 import re
+import threading
 from pathlib import Path
 
 import pytest
 
 from lofarexec.cli import main
+from lofarexec.job import ComputeJob
 from lofarexec.run.journal import JOURNAL_NAME, read_journal
 from lofarexec.run.report import REPORT_NAME, build_report, render_text
 from lofarexec.run.report_html import MAX_BARS, render_html
+from lofarexec.run.runner import JobRunner
 from lofarexec.run.summary import FAILURES_SHOWN
-from tests.report.runs import HOSTILE, run_jobs
+from tests.report.runs import HOSTILE, job_command, run_jobs
 
 pytestmark = pytest.mark.slow  # every test here reads what real jobs wrote
 
@@ -118,7 +121,7 @@ def test_the_page_fetches_nothing(run_with_failures):
 def test_lanes_are_host_slots_and_the_text_report_says_where_tails_are(run_with_failures):
     config, _, _ = run_with_failures
     report = build_report(config.job_directory)  # as `lofarexec report` reads it: no tails
-    hosts = {host.host: host for host in report.hosts()}
+    hosts = {host.host: host for host in report.hosts}
     assert {name: host.jobs for name, host in hosts.items()} == {"h0": 3, "h1": 2, "h2": 1}
     assert {name: host.failures for name, host in hosts.items()} == {"h0": 1, "h1": 1, "h2": 0}
     assert 1 <= hosts["h0"].lanes <= 2 and hosts["h2"].lanes == 1  # max_per_node 2
@@ -183,3 +186,43 @@ def test_a_report_that_cannot_be_written_is_one_warning(make_config, caplog):
     assert "was not written" in warnings[0].getMessage()
     assert caplog.records[-1].getMessage().endswith("(no report written)")
     assert len(read_journal(config.job_directory)) == 1
+
+
+def test_a_retried_job_is_a_bar_per_attempt(run_with_failures):
+    """Job 2's journal lines as a retry writes them: a started line per attempt, one ended."""
+    config, _, _ = run_with_failures
+    journal = Path(config.job_directory) / JOURNAL_NAME
+    lines = [json.loads(line) for line in journal.read_text().splitlines()]
+    first = next(i for i, line in enumerate(lines) if line["id"] == 2)
+    retry = lines[first]
+    earlier = dict(retry, start_time=retry["start_time"] - 1.0, attempts=1)
+    journal.write_text("".join(json.dumps(line) + "\n"
+                               for line in [earlier, *lines]))
+    report = build_report(config.job_directory)
+    job_2 = [a for a in report.attempts if a.job_id == 2]
+    assert [a.state for a in job_2] == ["retried", "failed"]
+    assert job_2[0].end == retry["start_time"] and "its end is not in the journal" in (
+        job_2[0].reason or "")
+    assert [a.job_id for a in report.failed] == [2, 5]  # a retried attempt is not a failure
+    assert len(BAR.findall(render_html(report))) == len(SPECS) + 1
+
+
+def test_the_report_at_run_end_covers_this_process_s_runs(make_config, caplog):
+    config = make_config()
+    run_jobs(config, [("h0", 0, 0)], recipe="earlier")  # another process, the same job name
+    runner = JobRunner(config, recipe_name="later", error=threading.Event())
+    command = job_command(Path(config.path).parent)
+    for status in (0, 4):
+        runner.schedule([ComputeJob("h1", command, ["0", str(status), "x"])])
+    report_file = Path(config.job_directory) / REPORT_NAME
+    page = report_file.read_text()
+    assert len(BAR.findall(page)) == 2 and "earlier" not in page and "exit status 4" in page
+    assert main(["report", str(config.job_directory)]) == 0  # the whole journal: 3 runs
+    assert len(BAR.findall(report_file.read_text())) == 3
+
+
+def test_a_dry_run_writes_no_report(make_config):
+    config = make_config()
+    JobRunner(config, recipe_name="dry", error=threading.Event(), dry_run=True).schedule(
+        [ComputeJob("h0", "/bin/true")])
+    assert not (Path(config.job_directory) / REPORT_NAME).exists()

@@ -23,7 +23,9 @@ from lofarexec.config.parsercalls import ConfigParserCalls, MissingOptionError, 
 from lofarexec.config.settings import settings_from_section
 from lofarexec.config.values import (
     parse_bool,
+    parse_exit_codes,
     parse_float,
+    parse_halt,
     parse_int,
     parse_list,
     parse_path,
@@ -295,6 +297,34 @@ class PipelineConfig(ConfigParserCalls):
     def job_timeout(self) -> float | None:
         """``[remote] job_timeout``: seconds a job may run; ``None`` (no limit) when absent."""
         return self._typed("remote", "job_timeout", None, parse_positive_float)
+
+    @property
+    def retries(self) -> int | None:
+        """``[remote] retries``: retries of a transport error; ``None`` (the default) when
+        absent."""
+        return self.get_int("remote", "retries", fallback=None, minimum=0)
+
+    @property
+    def retry_exit_codes(self) -> frozenset[int]:
+        """``[remote] retry_exit_codes``: node exit statuses that are retried; none when absent."""
+        return self._typed("remote", "retry_exit_codes", frozenset(), parse_exit_codes)
+
+    @property
+    def host_failures(self) -> int | None:
+        """``[remote] host_failures``: transport failures in a row that quarantine a host."""
+        return self.get_int("remote", "host_failures", fallback=None, minimum=1)
+
+    @property
+    def host_down_after(self) -> float | None:
+        """``[remote] host_down_after``: seconds a paused host may stay down; no limit when
+        absent."""
+        return self._typed("remote", "host_down_after", None, parse_positive_float)
+
+    @property
+    def halt(self) -> tuple[str, int | None, float | None]:
+        """``[remote] halt``: (mode, count, percent), as GNU parallel's ``--halt``; never when
+        absent."""
+        return self._typed("remote", "halt", ("never", None, None), parse_halt)
 
     @property
     def max_per_node_overrides(self) -> dict[str, int]:

@@ -15,7 +15,9 @@ from pathlib import Path
 
 __all__ = [
     "parse_bool",
+    "parse_exit_codes",
     "parse_float",
+    "parse_halt",
     "parse_int",
     "parse_list",
     "parse_path",
@@ -113,3 +115,48 @@ def parse_path(text: str) -> Path:
 def split_search_path(text: str) -> list[str]:
     """Colon-separated folders, like ``PYTHONPATH``; empty parts are dropped."""
     return [part.strip() for part in text.split(":") if part.strip()]
+
+
+_HALT_MODES = ("soon", "now")
+_HALT_HINT = ("write never, soon,fail=N or now,fail=N (N a count such as 3 or a percentage "
+              "such as 5%)")
+
+
+def parse_halt(text: str) -> tuple[str, int | None, float | None]:
+    """``never``, ``soon,fail=N`` or ``now,fail=N`` (N a count, or a percentage ``5%``), as GNU
+    parallel's ``--halt``: (mode, count, percent)."""
+    words = [word.strip().lower() for word in text.split(",")]
+    if words == ["never"]:
+        return "never", None, None
+    if len(words) != 2 or words[0] not in _HALT_MODES or not words[1].startswith("fail="):
+        raise ValueError(f"is not a halt policy; {_HALT_HINT}")
+    limit = words[1][len("fail="):].strip()
+    try:
+        if limit.endswith("%"):
+            percent = float(limit[:-1])
+            if not (math.isfinite(percent) and 0 < percent <= 100):
+                raise ValueError
+            return words[0], None, percent
+        count = int(limit)
+        if count < 1:
+            raise ValueError
+    except ValueError:
+        raise ValueError(f"has the limit {limit!r}, neither a count of at least 1 nor a "
+                         f"percentage above 0; {_HALT_HINT}") from None
+    return words[0], count, None
+
+
+def parse_exit_codes(text: str) -> frozenset[int]:
+    """A list of exit statuses (``75, 111``) from 1 to 255."""
+    codes = set()
+    for item in parse_list(text):
+        try:
+            code = int(item)
+        except ValueError:
+            raise ValueError(f"has {item!r}, not an exit status; write numbers such as "
+                             "75, 111") from None
+        if not 1 <= code <= 255:
+            raise ValueError(f"has {code}, not an exit status of a failure; write numbers "
+                             "from 1 to 255")
+        codes.add(code)
+    return frozenset(codes)

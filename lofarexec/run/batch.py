@@ -1,11 +1,17 @@
 """The state of one ``Scheduler.run``: queues, slots, handles, deadlines, and each job's verdict.
 
+An attempt that ends is judged here: the host's health is updated (:mod:`.hosthealth`: a
+transport failure pauses the host, a probe that answers resumes it), and a retried job
+(:mod:`.retry`) goes back to the front of its host's queue, or, a job without a fixed host, of
+the host-less jobs (to a healthy host). A final verdict may stop the batch (:mod:`.halt`).
+
 Touched only by the thread that holds the scheduler's processing role (see
 :mod:`lofarexec.run.scheduler` for the data flow), so it takes no locks of its own.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import logging
 import time
@@ -16,7 +22,9 @@ from typing import TYPE_CHECKING
 from lofarexec.backend import JobHandle, LaunchRequest, Outcome
 from lofarexec.errors import JobListError, LofarexecError
 from lofarexec.job import ComputeJob, JobResult, JobState
+from lofarexec.run.hosthealth import HostHealth
 from lofarexec.run.placement import HostPool
+from lofarexec.run.retry import host_failed
 
 if TYPE_CHECKING:
     from lofarexec.run.scheduler import Scheduler
@@ -44,6 +52,16 @@ class Batch:
         self.to_launch: list[tuple[int, LaunchRequest, Callable[[Outcome], None]]] = []
         self.deadline_moved = False
         self.quit = False
+        self.retry = scheduler.retry
+        self.health = HostHealth(self.retry.delay, scheduler.host_failures,
+                                 scheduler.host_down_after)
+        self.probes: list[tuple[float, str]] = []
+        """When paused hosts are probed again (a heap, beside the jobs' deadlines)."""
+        self.pool_jobs: set[int] = set()
+        self.unprepared: set[int] = set()
+        self.failed = 0
+        self.halt_limit = scheduler.halt.limit(len(jobs))
+        self.halted: str | None = None
         backend_name = scheduler.backend.name
         self.open_jobs: deque[int] = deque()
         self.pool = HostPool(scheduler.pool, self.running_on, self.takes_open_job)
@@ -54,6 +72,7 @@ class Batch:
             job.results = JobResult.pending(job.host, backend_name)
             if job.host is None:
                 self.open_jobs.append(index)
+                self.pool_jobs.add(index)
             else:
                 self.queues.setdefault(job.host, deque()).append(index)
         if self.open_jobs and not scheduler.pool:
@@ -71,8 +90,12 @@ class Batch:
         for host in list(self.queues):
             self.fill(host)
         self.place_open_jobs()
+        self.check_finished()
+
+    def check_finished(self) -> None:
+        """Finished: nothing runs and nothing waits (queued jobs of a paused host wait)."""
         if not self.handles:
-            self.finished = True
+            self.finished = not self.open_jobs and not any(self.queues.values())
 
     def fill(self, host: str) -> None:
         """Start queued jobs of ``host`` while it has free slots (and the total allows)."""
@@ -80,7 +103,9 @@ class Batch:
         limit = self.scheduler.limits.for_host(host)
         total = self.scheduler.limits.total
         while pending and (limit is None or self.running_on.get(host, 0) < limit):
-            if self.killed_reason is not None:
+            if self.killed_reason is not None or self.halted is not None:
+                return
+            if not self.health.accepts(host):
                 return
             if total is not None and self.running >= total:
                 if host not in self.waiting_for_total:
@@ -93,7 +118,7 @@ class Batch:
         apart) and no queued job of its own."""
         limit = self.scheduler.limits.for_host(host)
         return ((limit is None or self.running_on.get(host, 0) < limit)
-                and not self.queues.get(host))
+                and not self.queues.get(host) and self.health.accepts(host))
 
     def place_open_jobs(self) -> None:
         """Start jobs without a host on the least-loaded pool hosts that have room.
@@ -101,7 +126,7 @@ class Batch:
         A host's own queue goes first: jobs placed by data locality are never pushed back.
         """
         total = self.scheduler.limits.total
-        while self.open_jobs and self.killed_reason is None:
+        while self.open_jobs and self.killed_reason is None and self.halted is None:
             if total is not None and self.running >= total:
                 return
             host = self.pool.least_loaded()
@@ -116,6 +141,7 @@ class Batch:
         scheduler = self.scheduler
         job = self.jobs[index]
         job.results.start(host, time.time())
+        self.health.started(host, index)
         self.running_on[host] = self.running_on.get(host, 0) + 1
         self.handles[index] = None  # counted as running before the backend may report
         timeout = job.timeout if job.timeout is not None else scheduler.job_timeout
@@ -129,6 +155,7 @@ class Batch:
             request = scheduler.prepare(job)
         except Exception as exc:  # one job's failure to prepare must not stop the run
             _log.exception("preparing job %d on %s failed", index, host)
+            self.unprepared.add(index)  # not the host's fault: no pause, no retry
             report(Outcome(None, transport_error=f"could not start: {exc}"))
             return
         if scheduler.backend.parallel_start:
@@ -166,26 +193,91 @@ class Batch:
         job = self.jobs[index]
         host = str(job.host)
         self.running_on[host] -= 1
-        self.record(job, outcome, self.fates.pop(index, None))
-        if self.killed_reason is None:
+        fate = self.fates.pop(index, None)
+        if fate is not None or index in self.unprepared or self.killed_reason is not None:
+            self.record(job, outcome, fate)
+        elif not self.judge(index, job, host, outcome):
+            self.record(job, outcome, None)
+        if self.killed_reason is None and self.halted is None:
             self.fill(host)
             self.fill_waiting_hosts()
             if self.open_jobs:
                 self.pool.update(host)
                 self.place_open_jobs()
-        if not self.handles:
-            self.finished = True
+        self.check_finished()
+
+    def judge(self, index: int, job: ComputeJob, host: str, outcome: Outcome) -> bool:
+        """Keep the host's health; True if the job goes back to wait for another attempt, or
+        ended here (with its quarantined host's reason)."""
+        failed = host_failed(outcome)
+        if failed and host not in self.health.quarantined:
+            wait = self.health.failed(host, index, outcome.transport_error, time.monotonic())
+            if wait is not None:
+                _log.warning("host %s paused after a transport failure (%s): its jobs wait; "
+                             "trying it again in %.1f s", host, outcome.transport_error, wait)
+                heapq.heappush(self.probes, (time.monotonic() + wait, host))
+                self.deadline_moved = True
+            elif host in self.health.quarantined:
+                self.quarantine(host)
+        elif not failed and self.health.answered(host, index):
+            _log.warning("host %s answers again: its jobs resume", host)
+        pool_job = index in self.pool_jobs
+        if failed and host in self.health.quarantined:
+            if not pool_job or not self.retry.retries_outcome(job, outcome):
+                reason = self.health.quarantined[host]
+                self.record(job, dataclasses.replace(outcome, transport_error=reason), None)
+                return True
+        if self.halted is not None or not self.retry.retries_outcome(job, outcome):
+            return False
+        state, reason = verdict(outcome, None, None)
+        note = f"attempt {job.results['attempts']} {state.value}: {reason}"
+        job.results.add_reason(note)
+        _log.warning("job %s on %s: %s; it runs again", job.id, host, note)
+        if pool_job:
+            job.host = None
+            self.open_jobs.appendleft(index)
+        else:
+            self.queues[host].appendleft(index)
+        return True
+
+    def quarantine(self, host: str) -> None:
+        """``host`` is given up: its queued jobs end with the reason; host-less ones go on."""
+        reason = self.health.quarantined[host]
+        _log.warning("%s; its queued jobs end as transport_error", reason)
+        lost = Outcome(None, transport_error=reason)
+        pending = self.queues.get(host)
+        while pending:
+            self.record(self.jobs[pending.popleft()], lost, None)
+        pool = set(self.scheduler.pool)
+        if self.open_jobs and pool and pool <= set(self.health.quarantined):
+            lost = Outcome(None, transport_error=f"every host of the pool is quarantined; {reason}")
+            while self.open_jobs:
+                self.record(self.jobs[self.open_jobs.popleft()], lost, None)
 
     def record(self, job: ComputeJob, outcome: Outcome, fate: JobState | None) -> None:
         state, reason = verdict(outcome, fate, self.killed_reason)
+        job.results.setdefault("start_time", time.time())  # never started: a quarantined host
         job.results.finish(state, reason, returncode=outcome.returncode, output=outcome.output,
                            errors=outcome.errors, now=time.time())
         if state is not JobState.SUCCEEDED:
             self.scheduler.error.set()
         self.notify("job_finished", job)
-        if (state is not JobState.SUCCEEDED and self.scheduler.fail_fast
-                and self.killed_reason is None):
-            self.on_kill(f"job {job.id} on {job.host} {state.value}", external=False)
+        if state is not JobState.SUCCEEDED and fate is not JobState.KILLED:
+            self.failed += 1
+            if (self.halt_limit is not None and self.failed >= self.halt_limit
+                    and self.killed_reason is None and self.halted is None):
+                self.halt(f"job {job.id} on {job.host} {state.value}; {self.failed} job"
+                          f"{'s' if self.failed != 1 else ''} did not succeed "
+                          f"(halt = {self.scheduler.halt})")
+
+    def halt(self, reason: str) -> None:
+        """The halt limit is reached: ``now`` kills the running jobs, ``soon`` lets them end."""
+        if self.scheduler.halt.mode == "now":
+            self.on_kill(reason, external=False)
+            return
+        self.halted = reason
+        _log.warning("run halting (%s): no new job starts; running ones finish", reason)
+        self.drop_waiting(reason)
 
     def notify(self, event: str, job: ComputeJob) -> None:
         """Tell the observer; a failing observer (a plugin) is logged and never stops the run."""
@@ -204,12 +296,20 @@ class Batch:
 
     # -- deadlines and kills -------------------------------------------------------------------
     def next_wait(self) -> float | None:
-        if not self.deadlines:
+        due = [timers[0][0] for timers in (self.deadlines, self.probes) if timers]
+        if not due:
             return None
-        return max(0.0, self.deadlines[0][0] - time.monotonic())
+        return max(0.0, min(due) - time.monotonic())
 
     def on_deadlines(self) -> None:
         now = time.monotonic()
+        while self.probes and self.probes[0][0] <= now:
+            _, host = heapq.heappop(self.probes)
+            self.health.probe_due(host)
+            if self.killed_reason is None and self.halted is None:
+                self.fill(host)
+                self.pool.update(host)
+                self.place_open_jobs()
         while self.deadlines and self.deadlines[0][0] <= now:
             _, index = heapq.heappop(self.deadlines)
             if index not in self.handles or index in self.fates:
@@ -227,9 +327,7 @@ class Batch:
         self.killed_reason = reason
         self.quit = external
         self.scheduler.error.set()
-        for pending in (*self.queues.values(), self.open_jobs):
-            while pending:
-                self.mark_not_started(self.jobs[pending.popleft()], reason)
+        self.drop_waiting(reason)
         self.deadlines = [(time.monotonic() + KILL_REPORT_TIMEOUT, i) for i in self.handles]
         heapq.heapify(self.deadlines)
         self.deadline_moved = True
@@ -238,6 +336,13 @@ class Batch:
             self.kill_one(index)
         if not self.handles:
             self.finished = True
+
+    def drop_waiting(self, reason: str) -> None:
+        """End every job that waits to start as ``not_started``."""
+        self.probes.clear()
+        for pending in (*self.queues.values(), self.open_jobs):
+            while pending:
+                self.mark_not_started(self.jobs[pending.popleft()], reason)
 
     def kill_one(self, index: int) -> None:
         handle = self.handles.get(index)

@@ -35,6 +35,7 @@ from lofarexec.run.hooks import HookRelay
 from lofarexec.run.journal import JournalWriter
 from lofarexec.run.resume import resume_batch
 from lofarexec.run.runlock import RunLock
+from lofarexec.run.retry import scheduler_options
 from lofarexec.run.scheduler import Limits, Scheduler
 from lofarexec.run.summary import RunReporter
 
@@ -163,7 +164,8 @@ class JobRunner:
             scheduler = Scheduler(backend, prepare, limits=limits, error=self.error,
                                   observer=relay,
                                   job_timeout=self.config.job_timeout, pool=pool,
-                                  fail_fast=fail_fast, done_before=done_before)
+                                  fail_fast=fail_fast, done_before=done_before,
+                                  **scheduler_options(self.config))
             hooks.lofarexec_run_started(run=context, jobs=jobs)
             try:
                 self._run(scheduler, backend, jobs)

@@ -53,7 +53,10 @@ from lofarexec.backend import Backend, LaunchRequest, Outcome
 from lofarexec.errors import PipelineQuit
 from lofarexec.job import ComputeJob
 from lofarexec.run.batch import KILL_REPORT_TIMEOUT, Batch
+from lofarexec.run.halt import NEVER, HaltPolicy
+from lofarexec.run.hosthealth import DEFAULT_HOST_FAILURES
 from lofarexec.run.limits import Limits
+from lofarexec.run.retry import RetryPolicy
 
 __all__ = ["KILL_REPORT_TIMEOUT", "Limits", "Scheduler", "SchedulerObserver"]
 
@@ -66,7 +69,8 @@ _log = logging.getLogger("lofarexec.run.scheduler")
 
 
 class SchedulerObserver(Protocol):
-    """Who hears about each job as it starts and ends (the plugin hooks, in practice)."""
+    """Who hears about each job as it starts and ends (the plugin hooks, in practice):
+    ``job_started`` once per attempt, ``job_finished`` once, with the final state."""
 
     def job_started(self, job: ComputeJob) -> None: ...
 
@@ -88,12 +92,23 @@ class Scheduler:
         pool: Sequence[str] = (),
         fail_fast: bool = False,
         done_before: frozenset[int] = frozenset(),
+        retry: RetryPolicy | None = None,
+        host_failures: int = DEFAULT_HOST_FAILURES,
+        host_down_after: float | None = None,
+        halt: HaltPolicy = NEVER,
     ) -> None:
         self.backend = backend
         self.done_before = done_before
         """Indices of jobs that succeeded in an earlier run (``--resume``): never started."""
         self.fail_fast = fail_fast
         """Stop the whole batch (kill running, skip queued) when one job does not succeed."""
+        self.halt = HaltPolicy("now", count=1) if fail_fast else halt
+        """When failures stop the batch (``[remote] halt``); ``fail_fast`` is ``now,fail=1``."""
+        self.retry = retry or RetryPolicy()
+        """Which attempts run again (none unless given: the runner passes the config's)."""
+        self.host_failures = host_failures
+        self.host_down_after = host_down_after
+        """Transport failures in a row, or seconds down, that quarantine a host."""
         self.pool = list(pool)
         """Hosts for jobs created without one (``host=None``): the least-loaded gets each."""
         self.prepare = prepare

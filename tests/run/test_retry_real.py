@@ -1,0 +1,147 @@
+"""Retries, host pause and quarantine on real components: the ssh test bed and local processes.
+
+Each test counts the journal: every job has exactly one final state.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from lofarexec.config import load_config
+from lofarexec.job import ComputeJob
+from lofarexec.run.journal import ENDED, read_journal
+from lofarexec.run.runner import JobRunner
+from lofarexec.testing.sshbed import UNREACHABLE_HOST
+from tests.helpers import write_config
+
+pytestmark = pytest.mark.slow
+
+
+def run(tmp_path: Path, text: str, jobs, max_per_node=None):
+    path = write_config(tmp_path, text)
+    config = load_config(path, job_name="night", start_time="now")
+    error = threading.Event()
+    JobRunner(config, recipe_name="night", error=error).schedule(jobs, max_per_node=max_per_node)
+    return error, config.job_directory
+
+
+def ssh_text(bed, remote: str) -> str:
+    return (f"[remote]\nmethod = ssh\n{remote}[ssh]\nconfig_file = {bed.ssh_config}\n"
+            "[logging]\nbind_address = 127.0.0.1\nadvertise_address = 127.0.0.1\n")
+
+
+def one_final_state_each(job_directory: Path, jobs) -> Counter[str]:
+    ended = [line for line in read_journal(job_directory, every_line=True)
+             if line.get("event") == ENDED]
+    assert sorted(line["id"] for line in ended) == list(range(len(jobs)))
+    entries = read_journal(job_directory)
+    assert sorted(entry["id"] for entry in entries) == list(range(len(jobs)))
+    return Counter(entry["state"] for entry in entries)
+
+
+class Heard(logging.Handler):
+    """Sets ``event`` when the scheduler logs a line holding ``words``."""
+
+    def __init__(self, words: str) -> None:
+        super().__init__(logging.WARNING)
+        self.words = words
+        self.event = threading.Event()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        self.messages.append(message)
+        if self.words in message:
+            self.event.set()
+
+
+def wait_for(path: Path, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():  # written by a node on another "host": no event to await
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.02)
+
+
+def blip(bed, tmp_path: Path, retries: int):
+    """Job 0 on node3 runs until node3's sshd is killed under it; the host comes back once
+    the scheduler has paused it. Returns the jobs, the error Event and the journal's states."""
+    marker = tmp_path / "first-attempt"
+    jobs = [ComputeJob("node3", f"/bin/sh -c 'mkdir {marker} 2>/dev/null && exec sleep 60; "
+                                "exit 0'")]
+    jobs += [ComputeJob(host, "/bin/true") for host in ("node3", "node1") for _ in range(6)]
+    heard = Heard("host node3 paused")
+    logger = logging.getLogger("lofarexec.run.scheduler")
+    logger.addHandler(heard)
+    outcome: dict[str, object] = {}
+
+    def schedule() -> None:
+        outcome["error"], outcome["directory"] = run(
+            tmp_path, ssh_text(bed, f"retries = {retries}\nhost_failures = 6\n"), jobs,
+            max_per_node=1)
+
+    runner = threading.Thread(target=schedule)
+    try:
+        runner.start()
+        wait_for(marker)
+        bed.stop_host("node3")
+        assert heard.event.wait(30), heard.messages
+    finally:
+        bed.start_host("node3")
+        runner.join(60)
+        logger.removeHandler(heard)
+    assert not runner.is_alive()
+    return jobs, outcome["error"], one_final_state_each(outcome["directory"], jobs)
+
+
+def test_a_host_blip_with_retries_loses_no_job(ssh_testbed, tmp_path):
+    jobs, error, states = blip(ssh_testbed, tmp_path, retries=3)
+    assert states == {"succeeded": 13}
+    assert jobs[0].results["attempts"] >= 2
+    assert "attempt 1 transport_error" in jobs[0].results["reason"]
+    assert not error.is_set()
+
+
+def test_a_host_blip_without_retries_is_a_transport_error_not_a_drained_queue(
+        ssh_testbed, tmp_path):
+    jobs, error, states = blip(ssh_testbed, tmp_path, retries=0)
+    assert jobs[0].results["state"] == "transport_error"
+    assert states["succeeded"] >= 11  # the queue waited for the host instead of failing fast
+    assert set(states) <= {"succeeded", "transport_error"}
+    assert error.is_set()
+
+
+def test_a_dead_host_is_quarantined_once(ssh_testbed, tmp_path, caplog):
+    jobs = [ComputeJob(host, "/bin/true") for host in (UNREACHABLE_HOST, "node1")
+            for _ in range(8)]
+    with caplog.at_level(logging.WARNING, "lofarexec.run.scheduler"):
+        error, directory = run(tmp_path, ssh_text(ssh_testbed, "host_failures = 2\n"), jobs,
+                               max_per_node=2)
+    states = one_final_state_each(directory, jobs)
+    assert states == {"transport_error": 8, "succeeded": 8}
+    expected = f"host {UNREACHABLE_HOST} quarantined after 2 transport failures: "
+    lost = [job for job in jobs if job.host == UNREACHABLE_HOST]
+    assert all(job.results["reason"].startswith(expected) for job in lost), lost[0].results
+    assert sum(job.results["attempts"] for job in lost) == 3  # 2 together, then 1 probe
+    warnings = [r.getMessage() for r in caplog.records
+                if r.name == "lofarexec.run.scheduler" and "quarantined" in r.getMessage()]
+    assert len(warnings) == 1 and UNREACHABLE_HOST in warnings[0]
+    assert error.is_set()
+
+
+@pytest.mark.parametrize(("codes", "state"), [("75", "succeeded"), ("", "failed")])
+def test_a_node_failing_once_is_retried_for_a_listed_status(tmp_path, codes, state):
+    marker = tmp_path / "failed-once"
+    jobs = [ComputeJob("localhost", f"/bin/sh -c 'mkdir {marker} 2>/dev/null && exit 75; "
+                                    "exit 0'")]
+    error, directory = run(tmp_path, f"[remote]\nmethod = local\nretry_exit_codes = {codes}\n",
+                           jobs)
+    assert jobs[0].results["state"] == state
+    assert jobs[0].results["attempts"] == (2 if state == "succeeded" else 1)
+    assert one_final_state_each(directory, jobs) == {state: 1}
+    assert error.is_set() is (state == "failed")

@@ -39,6 +39,9 @@ _RUNNING = JobState.RUNNING.value
 #: The state the report gives an attempt that was followed by another attempt of its job.
 RETRIED = "retried"
 
+#: Control characters but tab, as they are shown in an output tail.
+_CONTROL = {code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F, *range(0x80, 0xA0))
+            if code != 0x09}
 #: ``(journal run, job id)``: one job of one ``_schedule_jobs`` call.
 AttemptKey = tuple[str, int]
 
@@ -289,8 +292,10 @@ def failure_line(attempt: Attempt, with_run: bool = True) -> str:
 
 
 def tail_of(text: str | None, lines: int) -> list[str]:
-    """The last ``lines`` non-empty lines of a job's output or stderr."""
-    return [line for line in (text or "").rstrip().splitlines() if line.strip()][-lines:]
+    """The last ``lines`` non-empty lines of a job's output or stderr, control characters
+    shown as ``\\xNN`` (a node's escape sequences must not reach the reader's terminal)."""
+    kept = [line for line in (text or "").rstrip().splitlines() if line.strip()][-lines:]
+    return [line.translate(_CONTROL) for line in kept]
 
 
 def write_report(report: RunReport, path: str | Path, text_format: bool = False) -> Path:

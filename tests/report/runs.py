@@ -31,13 +31,18 @@ def job_command(directory: Path) -> str:
     return f"{sys.executable} {program}"
 
 
-def run_jobs(config: PipelineConfig, specs: list[tuple[str, float, int]],
+#: ``(host, seconds, exit status)``, or with the last line it writes to stderr.
+JobSpec = tuple[str, float, int] | tuple[str, float, int, str]
+
+
+def run_jobs(config: PipelineConfig, specs: list[JobSpec],
              max_per_node: int | None = None, recipe: str = "reported",
              logger: logging.Logger | None = None) -> dict[int, ComputeJob]:
-    """Run one job per ``(host, seconds, exit status)`` with the runner's own plugins
-    (journal, report, summary), as a recipe's ``_schedule_jobs`` does."""
+    """Run one job per ``(host, seconds, exit status[, last stderr line])`` (the line
+    :data:`HOSTILE` when not given) with the runner's own plugins (journal, report, summary),
+    as a recipe's ``_schedule_jobs`` does."""
     command = job_command(Path(config.path).parent)
-    jobs = [ComputeJob(host, command, [str(seconds), str(status), HOSTILE])
-            for host, seconds, status in specs]
+    jobs = [ComputeJob(spec[0], command, [str(spec[1]), str(spec[2]), (*spec, HOSTILE)[3]])
+            for spec in specs]
     runner = JobRunner(config, recipe_name=recipe, error=threading.Event(), logger=logger)
     return runner.schedule(jobs, max_per_node=max_per_node)

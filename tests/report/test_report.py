@@ -226,3 +226,12 @@ def test_a_dry_run_writes_no_report(make_config):
     JobRunner(config, recipe_name="dry", error=threading.Event(), dry_run=True).schedule(
         [ComputeJob("h0", "/bin/true")])
     assert not (Path(config.job_directory) / REPORT_NAME).exists()
+
+
+def test_a_node_s_escape_sequences_are_shown_not_sent_to_the_terminal(make_config, caplog):
+    config = make_config()
+    caplog.set_level(logging.INFO)
+    run_jobs(config, [("h0", 0, 1, "\x1b[2J\x1b]0;owned\x07cleared")])
+    summary = [r.getMessage() for r in caplog.records if r.name == "reported"]
+    assert "    | \\x1b[2J\\x1b]0;owned\\x07cleared" in summary
+    assert not any("\x1b" in line for line in summary[-4:])

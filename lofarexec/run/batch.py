@@ -59,6 +59,9 @@ class Batch:
         """When paused hosts are probed again (a heap, beside the jobs' deadlines)."""
         self.pool_jobs: set[int] = set()
         self.unprepared: set[int] = set()
+        self.launching: dict[int, Callable[[Outcome], None]] = {}
+        """Starts made outside the processing role whose handle has not come back: the
+        attempt's report function tells its handle from an earlier attempt's."""
         self.failed = 0
         self.halt_limit = scheduler.halt.limit(len(jobs))
         self.halted: str | None = None
@@ -160,6 +163,7 @@ class Batch:
             return
         if scheduler.backend.parallel_start:
             self.to_launch.append((index, request, report))  # started once the role is given up
+            self.launching[index] = report
             return
         handle = self.launch(index, request, report)
         if index in self.handles:  # not already reported (a report is processed after us)
@@ -176,9 +180,13 @@ class Batch:
             report(Outcome(None, transport_error=f"could not start: {exc}"))
             return None
 
-    def on_launched(self, index: int, handle: JobHandle | None) -> None:
+    def on_launched(self, index: int, handle: JobHandle | None,
+                    report: Callable[[Outcome], None]) -> None:
         """A start made outside the processing role has its handle: keep it, or use it at once
         if the job was killed (or timed out) in the meantime."""
+        if self.launching.get(index) is not report:
+            return  # an earlier attempt's, come after it ended (the job runs again)
+        del self.launching[index]
         if handle is None or index not in self.handles:
             return  # it could not start, or it has ended already
         self.handles[index] = handle

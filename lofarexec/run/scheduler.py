@@ -173,8 +173,8 @@ class Scheduler:
             launches = self._drain()
             if not launches:
                 return
-            started = [(index, self._batch.launch(index, request, report))  # type: ignore[union-attr]
-                       for index, request, report in launches]
+            started = [(index, self._batch.launch(index, request, report),  # type: ignore[union-attr]
+                        report) for index, request, report in launches]
             with self._inbox_lock:
                 self._inbox.extend((_LAUNCHED, item) for item in started)
                 if self._draining:

@@ -6,12 +6,21 @@ import logging
 import threading
 from collections import Counter
 
+import pytest
+
 from lofarexec.backend import LaunchRequest, Outcome
 from lofarexec.job import ComputeJob, JobState
 from lofarexec.run.hosthealth import HostHealth
 from lofarexec.run.retry import RetryPolicy
 from lofarexec.run.scheduler import Limits, Scheduler
 from lofarexec.testing.mock import MockBackend
+
+
+@pytest.fixture(autouse=True, params=[False, True], ids=["starts-in-role", "parallel-starts"])
+def start_mode(request, monkeypatch):
+    """Every test twice: backends started while processing, and started outside that role."""
+    monkeypatch.setattr(MockBackend, "parallel_start", request.param)
+    return request.param
 
 FAST = RetryPolicy(retries=2, first_delay=0.001, jitter=lambda: 1.0)
 REFUSED = Outcome(None, transport_error="could not connect: connection refused")

@@ -19,8 +19,9 @@ def orphan_kill_command(pids: list[int], kill_grace: float) -> str:
     """A remote shell command that kills the process groups of jobs whose agent was killed
     (each job's pid is its group): TERM, then KILL after ``kill_grace``; always status 0."""
     groups = " ".join(f"-{int(pid)}" for pid in pids)
-    return (f"kill -TERM -- {groups} 2>/dev/null; sleep {kill_grace:g}; "
-            f"kill -KILL -- {groups} 2>/dev/null; exit 0")
+    # "-s NAME --" (POSIX): dash, Debian's /bin/sh, refuses "kill -TERM -- -PID"
+    return (f"kill -s TERM -- {groups} 2>/dev/null; sleep {kill_grace:g}; "
+            f"kill -s KILL -- {groups} 2>/dev/null; exit 0")
 
 
 def kill_orphans(host: str, pids: list[int], kill_grace: float,

@@ -74,7 +74,8 @@ def lofarexec_run_finished(run: RunContext, jobs: list[ComputeJob], error: bool)
 # ---------------------------------------------------------------------------------------------
 @hookspec
 def lofarexec_job_started(run: RunContext, job: ComputeJob) -> None:
-    """Called just before a job's backend is asked to start it.
+    """Called just before a job's backend is asked to start it: once per attempt of a job
+    that is retried (``[remote] retries``), whose ``attempts`` then counts up.
 
     :param run: as for :func:`lofarexec_run_started`.
     :param job: the job; ``job.results`` has ``state`` ``running``, ``start_time``, ``attempts``.

@@ -20,6 +20,7 @@ import dataclasses
 import shlex
 import shutil
 import subprocess
+from typing import Any
 
 from lofarexec import Backend, BackendRegistry, JobHandle, LaunchRequest, hookimpl
 from lofarexec.backend import Report
@@ -49,7 +50,8 @@ NAMESPACES = {
 KILL_MARGIN = 1.0
 
 
-def _field(default: object, help_text: str) -> object:
+def _field(default: Any, help_text: str) -> Any:
+    """A settings field with its help text (what ``lofarexec backends -v`` prints)."""
     return dataclasses.field(default=default, metadata={"help": help_text})
 
 
@@ -57,17 +59,17 @@ def _field(default: object, help_text: str) -> object:
 class UnshareSettings:
     """``[unshare]`` section of ``pipeline.cfg``."""
 
-    namespaces: tuple[str, ...] = _field(  # type: ignore[assignment]
+    namespaces: tuple[str, ...] = _field(
         ("pid", "mount", "ipc", "uts"),
         "the namespaces each job gets, comma separated: " + ", ".join(NAMESPACES)
         + " (not net: the node must reach the log receiver)")
-    set_hostname: bool = _field(  # type: ignore[assignment]
+    set_hostname: bool = _field(
         True, "set each job's host name (uname -n) to the host it was scheduled on; "
               "needs the uts namespace")
-    map_root_user: bool = _field(  # type: ignore[assignment]
+    map_root_user: bool = _field(
         False, "also a user namespace with you as root in it, to run without root where "
                "unprivileged user namespaces are allowed")
-    unshare: str = _field("unshare", "the unshare program (util-linux)")  # type: ignore[assignment]
+    unshare: str = _field("unshare", "the unshare program (util-linux)")
     remote_python: str = remote_python_field("the launch wrapper inside the namespaces")
     kill_grace: float = kill_grace_field()
 

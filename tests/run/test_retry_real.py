@@ -111,7 +111,9 @@ def test_a_host_blip_without_retries_is_a_transport_error_not_a_drained_queue(
         ssh_testbed, tmp_path):
     jobs, error, states = blip(ssh_testbed, tmp_path, retries=0)
     assert jobs[0].results["state"] == "transport_error"
-    assert states["succeeded"] >= 11  # the queue waited for the host instead of failing fast
+    # the queue waited for the host instead of failing fast: only the job the outage hit and,
+    # had sshd been slow to come back, a probe or two are lost, not node3's 7 jobs
+    assert 1 <= states["transport_error"] <= 3
     assert set(states) <= {"succeeded", "transport_error"}
     assert error.is_set()
 

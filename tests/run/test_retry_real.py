@@ -6,6 +6,7 @@ Each test counts the journal: every job has exactly one final state.
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from collections import Counter
@@ -147,3 +148,46 @@ def test_a_node_failing_once_is_retried_for_a_listed_status(tmp_path, codes, sta
     assert jobs[0].results["attempts"] == (2 if state == "succeeded" else 1)
     assert one_final_state_each(directory, jobs) == {state: 1}
     assert error.is_set() is (state == "failed")
+
+
+def test_a_host_that_accepts_and_never_answers_costs_host_failures_connects(
+        ssh_testbed, tmp_path):
+    """The listener takes TCP connections and says nothing (no ssh banner): each attempt costs
+    the connect timeout. 10 jobs, 2 at once: 2 + 1 probe connections, not 10."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)
+    config = tmp_path / "ssh_config"
+    config.write_text(f"Host silent\n    HostName 127.0.0.1\n    Port {silent.getsockname()[1]}\n"
+                      "    ConnectTimeout 1\n    BatchMode yes\n\n"
+                      f"Include {ssh_testbed.ssh_config}\n")
+    accepted = []
+    stop = threading.Event()
+
+    def take() -> None:
+        silent.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                accepted.append(silent.accept()[0])
+            except TimeoutError:
+                continue
+
+    taker = threading.Thread(target=take)
+    taker.start()
+    jobs = [ComputeJob("silent", "/bin/true") for _ in range(10)]
+    try:
+        text = (f"[remote]\nmethod = ssh\nhost_failures = 2\n"
+                f"[ssh]\nconfig_file = {config}\nconnect_timeout = 1\n"
+                "[logging]\nbind_address = 127.0.0.1\nadvertise_address = 127.0.0.1\n")
+        error, directory = run(tmp_path, text, jobs, max_per_node=2)
+    finally:
+        stop.set()
+        taker.join()
+        for connection in accepted:
+            connection.close()
+        silent.close()
+    assert one_final_state_each(directory, jobs) == {"transport_error": 10}
+    assert 2 <= len(accepted) <= 3, len(accepted)
+    assert all("host silent quarantined after 2 transport failures" in job.results["reason"]
+               for job in jobs)
+    assert error.is_set()

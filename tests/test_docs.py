@@ -48,6 +48,7 @@ CONFIG_KEYS = {
     ("logging", "advertise_address"),
     ("logging", "max_message_mib"),
     ("logging", "max_kept_mib"),
+    ("logging", "progress_interval"),
     ("logging", "format"),
     ("logging", "datefmt"),
 }

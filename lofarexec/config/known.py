@@ -35,7 +35,7 @@ KEYS_READ: dict[str, frozenset[str]] = {
                          "forward_environment", "node_arguments", "retries",
                          "retry_exit_codes", "host_failures", "host_down_after", "halt"}),
     "logging": frozenset({"log_file", "bind_address", "advertise_address", "format",
-                          "datefmt", "max_message_mib", "max_kept_mib"}),
+                          "datefmt", "max_message_mib", "max_kept_mib", "progress_interval"}),
     "cluster": frozenset({"hosts"}),
 }
 

@@ -33,9 +33,10 @@ from lofarexec.job import ComputeJob, JobResult, launch_arguments
 from lofarexec.plugin.manager import PluginManager, build_plugin_manager
 from lofarexec.run.hooks import HookRelay
 from lofarexec.run.journal import JournalWriter
+from lofarexec.run.progress import DEFAULT_INTERVAL, ProgressReporter
 from lofarexec.run.resume import resume_batch
-from lofarexec.run.runlock import RunLock
 from lofarexec.run.retry import scheduler_options
+from lofarexec.run.runlock import RunLock
 from lofarexec.run.scheduler import Limits, Scheduler
 from lofarexec.run.summary import RunReporter
 
@@ -66,6 +67,7 @@ class JobRunner:
         plugin_manager: PluginManager | None = None,
         dry_run: bool = False,
         resume: bool = False,
+        progress: bool = True,
     ) -> None:
         self.config = config
         self.resume = resume
@@ -75,6 +77,7 @@ class JobRunner:
         self.logger = logger or logging.getLogger(recipe_name)
         self.plugins = plugin_manager
         self.dry_run = dry_run
+        self.progress = progress
         self._scheduler: Scheduler | None = None
         self._kill_reason: str | None = None
         self._exchange: JobExchange | None = None
@@ -115,7 +118,8 @@ class JobRunner:
         argv_heads = _split_commands(jobs)
         plans = launch_arguments(jobs, self.config.node_arguments)
         if self.plugins is None:
-            self.plugins = build_plugin_manager([JournalWriter(), RunReporter(self.logger)])
+            self.plugins = build_plugin_manager([JournalWriter(), RunReporter(self.logger),
+                                                 *self._progress()])
         method = self.config.remote_method or DEFAULT_METHOD
         backend_class = self.plugins.backends.get(method)
         settings = self.config.section_settings(method, backend_class.Settings)
@@ -197,6 +201,15 @@ class JobRunner:
         finally:
             self._scheduler = None
             backend.close()
+
+    def _progress(self) -> list[ProgressReporter]:
+        """The live progress plugin, unless ``--quiet``; ``[logging] progress_interval`` sets
+        the seconds between progress lines when not on a terminal."""
+        if not self.progress:
+            return []
+        interval = self.config.get_float("logging", "progress_interval",
+                                         fallback=DEFAULT_INTERVAL, minimum=0.001)
+        return [ProgressReporter(self.logger, interval=interval)]
 
     def _limits(self, max_per_node: int | None) -> Limits:
         """The limits of this batch; a ``max_per_node`` below 1 is a JobListError (the config's

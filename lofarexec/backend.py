@@ -50,12 +50,14 @@ class Outcome:
     ``transport_error`` is set instead when the transport itself failed (the host could not be
     reached, the launcher could not start, the connection dropped): the node may never have run.
     ``output`` and ``errors`` are the last bytes of its stdout and stderr (bounded), for reports.
+    ``note`` is what the user should know beyond the status (how it was learnt, if unusually).
     """
 
     returncode: int | None
     transport_error: str | None = None
     output: str = ""
     errors: str = ""
+    note: str | None = None
 
 
 Report = Callable[[Outcome], None]

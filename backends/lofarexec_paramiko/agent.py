@@ -15,7 +15,9 @@ stdin even while its output waits, so ``sendall`` always finds room soon.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
@@ -31,16 +33,28 @@ from lofarexec.transport import (
     agent_command,
     encode_kill,
     encode_start,
+    fetch_statuses,
     kill_orphans,
     last_lines,
+    stalled_note,
+    status_marker,
     take_frames,
 )
 
-from .connect import CHANNEL_ERRORS, StatusEvent, describe, translate
+from .connect import (
+    CHANNEL_ERRORS,
+    StatusEvent,
+    close_transport,
+    connect,
+    describe,
+    lost,
+    translate,
+)
 
 if TYPE_CHECKING:
     from .hosts import Target
     from .jobs import Job
+    from .pool import HostPool
     from .settings import ParamikoSettings
 
 _CHUNK = 65536
@@ -61,7 +75,8 @@ class AgentLink:
         self._jobs: dict[int, Job] = {}  # running, by their number on the agent
         self._numbers = itertools.count(1)
         self.failure: str | None = None
-        channel.exec_command(agent_command(python, pinger.silence_limit))
+        self.marker = status_marker()  # names the file of statuses it keeps on the host
+        channel.exec_command(agent_command(python, pinger.silence_limit, self.marker))
 
     @property
     def hello(self) -> bool:
@@ -168,3 +183,48 @@ def kill_orphans_on(transport: paramiko.Transport, host: str, groups: list[int],
         return None if finished else f"no answer within {seconds:g} s"
 
     kill_orphans(host, groups, settings.kill_grace, run, timeout=KILL_CONFIRM)
+
+
+def after_agent_link(link: AgentLink, running: list[Job], transport: paramiko.Transport | None,
+                     pool: HostPool) -> list[Job]:
+    """The agent's link ended with ``running`` jobs: those whose status the agent recorded on
+    the host end with it; the others' process groups are killed, if the connection still
+    works (the agent was killed there). The others, for the caller to fail."""
+    running = _end_with_fetched_statuses(link, running, pool)
+    orphans = [job.pid for job in running if job.pid]
+    if orphans and transport is not None and not lost(transport):
+        kill_orphans_on(transport, pool.target.name, orphans, pool.settings)
+    return running
+
+
+def _end_with_fetched_statuses(link: AgentLink, running: list[Job], pool: HostPool
+                               ) -> list[Job]:
+    """End those of ``running`` whose status the agent recorded on the host (read over a fresh
+    connection: the old one may be frozen) with it; the others."""
+    if not link.hello or not running:
+        return running
+    target, settings = pool.target, pool.settings
+
+    def run(command: str, seconds: float) -> str:
+        deadline = time.monotonic() + seconds
+        try:
+            transport = connect(target, settings, pool.known_hosts, pool.keys, lambda _: None)
+        except Exception as exc:  # noqa: BLE001 - the edge: anything is why not
+            raise OSError(str(translate(exc, target, "cannot connect to"))) from None
+        try:
+            channel = transport.open_session(timeout=settings.channel_timeout)
+            channel.settimeout(max(0.1, deadline - time.monotonic()))
+            channel.exec_command(command)
+            return channel.makefile("rb").read().decode("ascii", "replace")
+        except CHANNEL_ERRORS as exc:
+            raise OSError(describe(exc)) from None
+        finally:
+            close_transport(transport)
+
+    by_number = {job.number: job for job in running}
+    found = fetch_statuses(target.name, link.marker, list(by_number), run,
+                           timeout=settings.connect_timeout + KILL_CONFIRM)
+    for number, status in found.items():
+        job = by_number.pop(number)
+        job.finish(dataclasses.replace(job.outcome(status), note=stalled_note(target.name)))
+    return list(by_number.values())

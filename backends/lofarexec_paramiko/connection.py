@@ -35,7 +35,7 @@ import paramiko
 from lofarexec.backend import Outcome
 from lofarexec.transport import KILL_CONFIRM, Pinger, TimerHeap, WakePipe, out_of_descriptors
 
-from .agent import AgentLink, kill_orphans_on, open_agent
+from .agent import AgentLink, after_agent_link, open_agent
 from .channels import closed_channel_outcome, open_job_channel
 from .connect import (
     CHANNEL_ERRORS,
@@ -374,9 +374,8 @@ class Connection:
         running_failure = self._running_failure(reason)  # before the transport is closed
         for job in running:
             job.close_channel(self._selector)
-        orphans = [job.pid for job in running if job.pid]
-        if orphans and transport is not None and not lost(transport):
-            kill_orphans_on(transport, self.target.name, orphans, self.settings)
+        if self._agent is not None:  # the jobs whose status the host kept end with it
+            running = after_agent_link(self._agent, running, transport, self.pool)
         if transport is not None:
             close_transport(transport)
         self._selector.close()

@@ -33,6 +33,11 @@ itself), ``O``/``E`` a chunk of the job's stdout/stderr, ``F`` the job could not
 (payload: why), ``X`` the job ended (payload: its status in ASCII). The agent's own stderr is
 the link's stderr: a crash of the agent shows there.
 
+**A second route to each status.** Given a marker (argument 2), the agent appends ``number
+status`` for each job not killed for a lost link to ``$TMPDIR/lofarexec-agent-<marker>``, a new
+file read over a fresh session by a control node that gave up on a stalled link (removed by the
+agent at a clean end: end-of-file, no job running; else by that reader).
+
 Output flows under back-pressure: while more than ``_OUTBOX_LIMIT`` bytes wait to be sent, the
 agent stops reading its jobs' pipes (so a job that writes faster than the link carries it
 blocks, as it would on a terminal), but it never stops reading stdin, so a kill always lands.
@@ -56,7 +61,8 @@ _PINGS_PER_LIMIT = 4
 
 
 class _Job:
-    __slots__ = ("exited_at", "grace", "kill_at", "killed", "number", "pid", "pipes", "status")
+    __slots__ = ("abandoned", "exited_at", "grace", "kill_at", "killed", "number", "pid",
+                 "pipes", "status")
 
     def __init__(self, number, pid, pipes, grace):
         self.number = number
@@ -67,12 +73,18 @@ class _Job:
         self.exited_at = None
         self.kill_at = None  # when a TERMed job gets its KILL
         self.killed = False
+        self.abandoned = False  # killed because the link ended: its status is not its own
+
+
+def status_path(marker):
+    """Where the agent keeps its jobs' statuses (the reader's shell command names the same)."""
+    return os.path.join(os.environ.get("TMPDIR") or "/tmp", "lofarexec-agent-" + marker)
 
 
 class Agent:
     """Serves start and kill requests from stdin until stdin ends and every job is gone."""
 
-    def __init__(self, silence_limit=0.0):
+    def __init__(self, silence_limit=0.0, marker=""):
         self.silence_limit = silence_limit  # seconds without a frame: the control node is gone
         self.heard = self.said = time.monotonic()
         self.ping_interval = silence_limit / _PINGS_PER_LIMIT  # 0: the control node never asks
@@ -83,6 +95,9 @@ class Agent:
         self.inbox = bytearray()
         self.reading_pipes = True
         self.quitting = False
+        self.clean_end = False
+        self.status_file = status_path(marker) if marker else None
+        self.statuses = self.open_statuses()
         self.host_environment = dict(os.environb)  # what a job's environment is laid over
         for fd in (0, 1):
             os.set_blocking(fd, False)
@@ -152,6 +167,7 @@ class Agent:
         """The control node is gone or asked us to go: kill every job, then exit."""
         self.quitting = True
         for job in list(self.jobs.values()):
+            job.abandoned = job.abandoned or job.status is None
             self.kill(job)
 
     # -- the loop --------------------------------------------------------------------------
@@ -177,6 +193,7 @@ class Agent:
                              "killing every job\n" % self.silence_limit).encode())
                 self.stop()
         self.last_words()
+        self.close_statuses()
 
     def read_requests(self):
         try:
@@ -187,6 +204,7 @@ class Agent:
             chunk = b""
         if not chunk:
             self.selector.unregister(0)
+            self.clean_end = not self.quitting and not self.jobs
             self.stop()
             return
         self.heard = time.monotonic()
@@ -255,6 +273,8 @@ class Agent:
             for fd in list(job.pipes):
                 self.close_pipe(job, fd)
         del self.jobs[job.number]
+        if not job.abandoned:
+            self.record_status(job)
         self.send(b"X", job.number, str(job.status).encode("ascii"))
 
     def run_timers(self):
@@ -278,6 +298,39 @@ class Agent:
         if not moments:
             return None
         return max(0.0, min(moments) - time.monotonic())
+
+    # -- the statuses' file ----------------------------------------------------------------
+    def open_statuses(self):
+        """A new file for the statuses (never one someone else made), or None (said)."""
+        try:
+            return self.status_file and os.open(self.status_file, os.O_WRONLY | os.O_CREAT
+                                                | os.O_EXCL | os.O_APPEND | os.O_NOFOLLOW
+                                                | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            self.status_file = None  # not ours: never removed
+            os.write(2, ("lofarexec host agent: cannot keep the jobs' statuses (%s); they "
+                         "travel the link only\n" % exc).encode())
+            return None
+
+    def record_status(self, job):
+        try:  # one short write with O_APPEND: a reader sees whole lines
+            if self.statuses is not None:
+                os.write(self.statuses, b"%d %d\n" % (job.number, job.status))
+        except OSError as exc:  # a full disk? Said once; later statuses travel the link only
+            os.write(2, ("lofarexec host agent: cannot record jobs' statuses any more (%s)\n"
+                         % exc).encode())
+            os.close(self.statuses)
+            self.statuses = None
+
+    def close_statuses(self):
+        """Remove the file after a clean end (every status was heard), else leave it."""
+        if self.statuses is not None:
+            os.close(self.statuses)
+        try:
+            if self.status_file and self.clean_end:
+                os.unlink(self.status_file)
+        except FileNotFoundError:  # read and removed already
+            pass
 
     # -- output ----------------------------------------------------------------------------
     def ping_due_at(self):
@@ -343,7 +396,8 @@ def main():
     if sys.version_info < (3, 8):  # posix_spawn with setsid and setsigdef
         sys.exit("lofarexec host agent: needs Python 3.8 or later, %s is %s; set remote_python"
                  % (sys.executable, sys.version.split()[0]))
-    Agent(float(sys.argv[1]) if len(sys.argv) > 1 else 0.0).run()
+    Agent(float(sys.argv[1]) if len(sys.argv) > 1 else 0.0,
+          sys.argv[2] if len(sys.argv) > 2 else "").run()
 
 
 if __name__ == "__main__":

@@ -377,8 +377,9 @@ def verdict(
         return JobState.KILLED, f"run stopped ({killed_reason})"
     if outcome.transport_error is not None:
         return JobState.TRANSPORT_ERROR, outcome.transport_error
+    note = f"; {outcome.note}" if outcome.note else ""
     if outcome.returncode == 0:
-        return JobState.SUCCEEDED, None
+        return JobState.SUCCEEDED, outcome.note
     if outcome.returncode is not None and outcome.returncode < 0:
-        return JobState.FAILED, f"node script killed by signal {-outcome.returncode}"
-    return JobState.FAILED, f"node script exited with status {outcome.returncode}"
+        return JobState.FAILED, f"node script killed by signal {-outcome.returncode}{note}"
+    return JobState.FAILED, f"node script exited with status {outcome.returncode}{note}"

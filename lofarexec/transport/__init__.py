@@ -15,7 +15,9 @@ The remote half
     one host agent per host behind a local program (``ssh``, ``docker exec``); the agent frames
     (:func:`encode_start`, :class:`FrameReader`, :func:`take_frames`, :class:`Pinger`) for
     transports that reach the agent another way (paramiko); :func:`kill_orphans` (running
-    :func:`orphan_kill_command`) kills the jobs an agent killed on its host left behind.
+    :func:`orphan_kill_command`) kills the jobs an agent killed on its host left behind;
+    :func:`fetch_statuses` reads the statuses an agent kept on its host (its file named by
+    :func:`status_marker`) after its link stalled, for jobs then told :func:`stalled_note`.
 Backend settings
     :func:`remote_python_field`, :func:`kill_grace_field`, :func:`alive_interval_field` declare
     the keys several backends share, and :func:`check_shared_settings` checks their bounds.
@@ -43,7 +45,13 @@ from lofarexec.transport.agent_frames import (
 from lofarexec.transport.agent_pool import AgentPool
 from lofarexec.transport.descriptors import out_of_descriptors
 from lofarexec.transport.execenv import ExecEnvironment, spawn
-from lofarexec.transport.orphans import kill_orphans, orphan_kill_command
+from lofarexec.transport.orphans import (
+    fetch_statuses,
+    kill_orphans,
+    orphan_kill_command,
+    stalled_note,
+    status_marker,
+)
 from lofarexec.transport.process import (
     DEFAULT_KILL_GRACE,
     DRAIN_GRACE,
@@ -94,6 +102,7 @@ __all__ = [
     "check_shared_settings",
     "encode_kill",
     "encode_start",
+    "fetch_statuses",
     "host_name_problem",
     "inline_program",
     "is_host_name",
@@ -109,7 +118,9 @@ __all__ = [
     "remote_python_field",
     "signal_group",
     "spawn",
+    "stalled_note",
     "start_through_wrapper",
+    "status_marker",
     "take_frame",
     "take_frames",
 ]

@@ -18,11 +18,13 @@ own) and one thread that owns its pipes. Other threads only queue requests and w
     report(Outcome); a kill not answered within kill_grace + 2 s -> reported as a transport
     error; the local process ends -> its running jobs are transport errors in its own words;
     the agent silent for its silence limit, or its output garbled (a login script printing
-    before it started) -> the local process is killed, and its jobs are told why
+    before it started) -> the local process is killed, and its jobs are told why, except those
+    whose status the agent recorded on its host (read over a fresh session: they end with it)
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import selectors
@@ -41,6 +43,7 @@ from lofarexec.transport.agent_frames import (
     encode_start,
     take_frames,
 )
+from lofarexec.transport.orphans import stalled_note
 from lofarexec.transport.process import signal_group
 from lofarexec.transport.timers import TimerHeap
 from lofarexec.transport.wakeup import WakePipe
@@ -82,13 +85,17 @@ class AgentClient:
 
     ``kill_orphans(pids)`` is called when the agent ended while the local program could still
     reach the host (it was killed there): it should kill those process groups on the host and
-    say whether it could.
+    say whether it could. ``fetch_statuses(numbers)`` is called first, when the link ended
+    with jobs running: the statuses the agent recorded on the host for those job numbers
+    (:func:`~lofarexec.transport.orphans.fetch_statuses`); those jobs end with them.
     """
 
     def __init__(self, host: str, argv: Sequence[str], *, kill_grace: float,
                  pinger: Pinger | None = None,
-                 kill_orphans: Callable[[list[int]], bool] | None = None) -> None:
+                 kill_orphans: Callable[[list[int]], bool] | None = None,
+                 fetch_statuses: Callable[[list[int]], dict[int, int]] | None = None) -> None:
         self.host = host
+        self._fetch_statuses = fetch_statuses
         self._pinger = pinger or Pinger(0)
         self.kill_grace = kill_grace
         self._kill_orphans = kill_orphans
@@ -316,6 +323,11 @@ class AgentClient:
                 self._end_reason = reason
             unstarted = [job for what, job, _ in self._requests if what == "start"]
             self._requests.clear()
+        if self._frames.hello and self._jobs and self._fetch_statuses is not None:
+            for number, status in self._fetch_statuses(list(self._jobs)).items():
+                job = self._jobs.pop(number)
+                job.report(dataclasses.replace(job.outcome(status),
+                                               note=stalled_note(self.host)))
         if self._frames.hello and self._jobs and self._failure is None:
             orphans = [job.pid for job in self._jobs.values() if job.pid]
             if orphans and self._kill_orphans is not None:

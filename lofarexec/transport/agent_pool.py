@@ -16,7 +16,7 @@ from lofarexec.hostnames import host_name_problem
 from lofarexec.transport.agent import AgentClient
 from lofarexec.transport.agent_frames import Pinger
 from lofarexec.transport.descriptors import out_of_descriptors
-from lofarexec.transport.orphans import kill_orphans
+from lofarexec.transport.orphans import fetch_statuses, kill_orphans, status_marker
 from lofarexec.transport.wrapper import agent_command
 
 
@@ -76,12 +76,31 @@ class AgentPool:
                 return agent
             if agent is not None:
                 self._ended.append(agent)
-            pinger = Pinger(self._alive_interval)
-            command = agent_command(self._python, pinger.silence_limit)
+            pinger, marker = Pinger(self._alive_interval), status_marker()
+            command = agent_command(self._python, pinger.silence_limit, marker)
             agent = self._agents[host] = AgentClient(
                 host, self._launcher_argv(host, command), kill_grace=self._kill_grace,
-                pinger=pinger, kill_orphans=lambda pids: self._kill_orphans(host, pids))
+                pinger=pinger, kill_orphans=lambda pids: self._kill_orphans(host, pids),
+                fetch_statuses=lambda numbers: self._fetch_statuses(host, marker, numbers))
             return agent
+
+    def _fetch_statuses(self, host: str, marker: str, numbers: list[int]) -> dict[int, int]:
+        """The link to the agent of ``host`` ended with jobs running: the statuses it recorded
+        there, read through a new run of the local program."""
+
+        def run(command: str, seconds: float) -> str:
+            try:
+                done = subprocess.run(
+                    self._launcher_argv(host, command), stdin=subprocess.DEVNULL,
+                    capture_output=True, check=False, timeout=seconds)
+            except subprocess.TimeoutExpired as exc:
+                raise OSError(str(exc)) from None
+            if done.returncode != 0:
+                said = done.stderr.decode("utf-8", "replace").strip()
+                raise OSError(said or f"status {done.returncode}")
+            return done.stdout.decode("ascii", "replace")
+
+        return fetch_statuses(host, marker, numbers, run, timeout=self._orphan_timeout)
 
     def _kill_orphans(self, host: str, pids: list[int]) -> bool:
         """The agent of ``host`` ended but the host may still be reachable: kill the process

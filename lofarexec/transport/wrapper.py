@@ -146,11 +146,14 @@ def job_environment(request: LaunchRequest) -> dict[str, str]:
     return {**request.environment, **job_identity(request)}
 
 
-def agent_command(python: str = DEFAULT_REMOTE_PYTHON, silence_limit: float = 0.0) -> str:
+def agent_command(python: str = DEFAULT_REMOTE_PYTHON, silence_limit: float = 0.0,
+                  marker: str = "") -> str:
     """The remote command that starts :mod:`lofarexec.hostprograms.host_agent` on a host; given a
-    ``silence_limit``, the agent kills its jobs and exits when no frame came for that long."""
+    ``silence_limit``, the agent kills its jobs and exits when no frame came for that long;
+    given a ``marker``, it also keeps its jobs' statuses in a file named by it
+    (:func:`lofarexec.transport.orphans.fetch_statuses`)."""
     return shlex.join((python, "-I", "-S", "-c", inline_program("host_agent.py"),
-                       f"{silence_limit:g}"))
+                       f"{silence_limit:g}", *([marker] if marker else [])))
 
 
 @lru_cache(maxsize=2)

@@ -5,12 +5,17 @@ files per host of a mapfile and ``lofarexec mapfile validate FILE...`` checks ma
 one ``file:line: what is wrong`` line per bad file and exiting 1 when any is bad (an empty
 map is valid, but said to be EMPTY). Both read the seed's parset mapfiles and the JSON or
 Python-literal DataMap files, told apart by content. ``lofarexec report JOB_DIRECTORY`` writes
-a run's report (:mod:`lofarexec.run.report`) from its journal.
+a run's report (:mod:`lofarexec.run.report`) from its journal. ``lofarexec check-hosts``
+probes hosts through the configured backend (:mod:`lofarexec.run.checkhosts`) and exits 1 when
+any is unusable; ``lofarexec run RECIPE ARGS`` finds a recipe by name in ``recipe_directories``
+(:mod:`lofarexec.run.recipefinder`) or by path and runs it as ``python RECIPE ARGS`` would.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import os
 import sys
 from collections.abc import Sequence
 
@@ -135,6 +140,78 @@ def _add_report_command(commands: argparse._SubParsersAction[argparse.ArgumentPa
     report.set_defaults(action=_report)
 
 
+def _check_hosts(options: argparse.Namespace) -> int:
+    """Probe the hosts, print the table, and one ``HOST: why`` line on stderr per unusable one."""
+    from lofarexec.config import find_config, load_config
+    from lofarexec.config.hostlist import allocation_hosts
+    from lofarexec.run.checkhosts import check_hosts, print_table
+
+    path = find_config(options.config, recipe_directory=None, working_directory=os.getcwd())
+    now = datetime.datetime.now().isoformat(timespec="seconds")
+    config = load_config(path, job_name="check-hosts", start_time=now)
+    hosts = list(options.hosts)
+    if options.mapfile:
+        from lofarexec.mapfiles.datamaps import count_per_host
+
+        hosts = [count.host for count in count_per_host(options.mapfile)[1]]
+    elif not hosts:
+        hosts = allocation_hosts(config.get("cluster", "hosts", fallback=None), source=str(path))
+    if not hosts:
+        raise LofarexecError("no hosts to check: name them (lofarexec check-hosts HOST ...), "
+                             "give --mapfile FILE, or set [cluster] hosts in " + str(path))
+    checks = check_hosts(config, hosts, python=options.python, timeout=options.timeout)
+    print_table(checks, sys.stdout)
+    sys.stdout.flush()
+    for check in checks:
+        if not check.usable:
+            print(f"lofarexec: check-hosts: {check.host}: {check.reason}", file=sys.stderr)
+    return 0 if all(check.usable for check in checks) else 1
+
+
+def _add_check_hosts_command(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
+    check = commands.add_parser(
+        "check-hosts", help="probe hosts with the configured backend: connection, Python, "
+        "lofarexec's node side, node scripts' folder; exit 1 if any is unusable")
+    check.add_argument("-c", "--config", help="pipeline.cfg to use (default: ./pipeline.cfg, "
+                       "then ~/.pipeline.cfg)")
+    where = check.add_mutually_exclusive_group()
+    where.add_argument("--mapfile", metavar="FILE", help="check the hosts of this mapfile")
+    where.add_argument("hosts", nargs="*", default=[], metavar="HOST",
+                       help="hosts to check (default: [cluster] hosts)")
+    check.add_argument("--python", help="the hosts' Python (default: the backend's "
+                       "remote_python, else python3)")
+    check.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
+                       help="seconds each host may take to answer (default: 30)")
+    check.set_defaults(action=_check_hosts)
+
+
+def _run_recipe(options: argparse.Namespace) -> int:
+    """Replace this process with ``python RECIPE ARGS``: same argv, signals and exit status."""
+    from lofarexec.run.recipefinder import find_recipe, recipe_argv
+
+    argv = recipe_argv(find_recipe(options.recipe, options.arguments), options.arguments)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execv(argv[0], argv)
+    except OSError as exc:
+        raise LofarexecError(f"cannot start {argv[0]}: {exc.strerror or exc}") from None
+    return 1  # pragma: no cover - execv does not return
+
+
+def _add_run_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    run = commands.add_parser(
+        "run", help="run a recipe found by name in [DEFAULT] recipe_directories, or by path, "
+        "as 'python RECIPE ARGS' would", add_help=False)
+    run.add_argument("recipe", metavar="RECIPE",
+                     help="a name (<dir>/master/NAME.py or <dir>/NAME.py) or a path")
+    run.add_argument("arguments", nargs=argparse.REMAINDER, metavar="ARGS",
+                     help="the recipe's own options and arguments (-j JOB, -c FILE, ...)")
+    run.set_defaults(action=_run_recipe)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lofarexec",
@@ -154,6 +231,8 @@ def _parser() -> argparse.ArgumentParser:
     backends.set_defaults(action=_list_backends)
     _add_mapfile_commands(commands)
     _add_report_command(commands)
+    _add_check_hosts_command(commands)
+    _add_run_command(commands)
     return parser
 
 

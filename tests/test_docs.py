@@ -36,6 +36,7 @@ CONFIG_KEYS = {
     ("remote", "max_per_node"),
     ("remote", "max_jobs"),
     ("remote", "job_timeout"),
+    ("remote", "idle_timeout"),
     ("remote", "forward_environment"),
     ("remote", "node_arguments"),
     ("remote", "retries"),

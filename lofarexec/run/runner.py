@@ -32,6 +32,7 @@ from lofarexec.errors import ConfigError, JobListError, PipelineQuit, WaitTimeou
 from lofarexec.job import ComputeJob, JobResult, launch_arguments
 from lofarexec.plugin.manager import PluginManager, build_plugin_manager
 from lofarexec.run.hooks import HookRelay
+from lofarexec.run.idle import IdleWatch, idle_limit
 from lofarexec.run.journal import JournalWriter
 from lofarexec.run.progress import DEFAULT_INTERVAL, ProgressReporter
 from lofarexec.run.resume import resume_batch
@@ -165,14 +166,17 @@ class JobRunner:
                 )
 
             relay = HookRelay(hooks, context, log_server, self.logger)
+            watch = IdleWatch(relay, idle_limit(self.config), log_server, self.logger)
             scheduler = Scheduler(backend, prepare, limits=limits, error=self.error,
-                                  observer=relay,
+                                  observer=watch,
                                   job_timeout=self.config.job_timeout, pool=pool,
                                   fail_fast=fail_fast, done_before=done_before,
                                   **scheduler_options(self.config))
+            watch.expire = scheduler.expire
             hooks.lofarexec_run_started(run=context, jobs=jobs)
             try:
-                self._run(scheduler, backend, jobs)
+                with watch:
+                    self._run(scheduler, backend, jobs)
             finally:
                 self._exchange_ready.clear()
                 log_server.exchange.close()

@@ -51,7 +51,7 @@ from typing import Protocol
 
 from lofarexec.backend import Backend, LaunchRequest, Outcome
 from lofarexec.errors import PipelineQuit
-from lofarexec.job import ComputeJob
+from lofarexec.job import ComputeJob, JobState
 from lofarexec.run.batch import KILL_REPORT_TIMEOUT, Batch
 from lofarexec.run.halt import NEVER, HaltPolicy
 from lofarexec.run.hosthealth import DEFAULT_HOST_FAILURES
@@ -65,6 +65,7 @@ _FILL = "fill"
 _DEADLINES = "deadlines"
 _WAKE = "wake"
 _LAUNCHED = "launched"
+_EXPIRE = "expire"
 _log = logging.getLogger("lofarexec.run.scheduler")
 
 
@@ -129,6 +130,12 @@ class Scheduler:
         """Stop the run: no new starts, running jobs killed. Safe from signal handlers."""
         self._stop_reason = reason  # seen by a run that has not started any job yet
         self._wakeups.put((_KILL, reason))
+
+    def expire(self, index: int, reason: str) -> None:
+        """End running job ``index`` as ``timed_out`` (kill it); ``reason`` is for the log
+        only (the idle watch words the job's reason). Does nothing once the job has ended."""
+        _log.debug("job %d expires: %s", index, reason)
+        self.deliver(_EXPIRE, index)
 
     def run(
         self, jobs: Sequence[ComputeJob], on_waiting: Callable[[], None] | None = None
@@ -209,6 +216,9 @@ class Scheduler:
                 batch.on_deadlines()
             elif kind == _LAUNCHED:
                 batch.on_launched(*payload)  # type: ignore[misc]
+            elif kind == _EXPIRE and payload in batch.handles and payload not in batch.fates:
+                batch.fates[payload] = JobState.TIMED_OUT  # type: ignore[index]
+                batch.kill_one(payload)  # type: ignore[arg-type]
         except BaseException as exc:  # a bug: stop the run loudly rather than hang it
             _log.exception("scheduler failed while handling %r", kind)
             self._failure = exc

@@ -4,10 +4,8 @@ Started once per link to a host (``python3 -I -S -c ...``, like
 :mod:`lofarexec.hostprograms.launch_wrapper`): one ``ssh`` process per host for the ``ssh``
 backend, one session channel per connection for ``paramiko``, one run of the template per host
 for ``cmdline`` with ``launch = agent``. Kept up while that link lives, it starts the host's
-jobs on request, so a job costs a
-``posix_spawn`` on the host instead of an SSH session, a remote shell and a Python start-up
-(about 15 ms of host CPU per job, which is what kept a 2-core cluster node busy). Standard
-library only; it must run on any Python >= 3.8 a compute node may have.
+jobs on request: a job costs a ``posix_spawn`` on the host, not an SSH session, a shell and a
+Python start-up (~15 ms of host CPU per job). Standard library only, Python >= 3.8.
 
 It keeps the wrapper's guarantees, for every job it runs:
 
@@ -38,9 +36,9 @@ status`` for each job not killed for a lost link to ``$TMPDIR/lofarexec-agent-<m
 file read over a fresh session by a control node that gave up on a stalled link (removed by the
 agent at a clean end: end-of-file, no job running; else by that reader).
 
-Output flows under back-pressure: while more than ``_OUTBOX_LIMIT`` bytes wait to be sent, the
-agent stops reading its jobs' pipes (so a job that writes faster than the link carries it
-blocks, as it would on a terminal), but it never stops reading stdin, so a kill always lands.
+Back-pressure: while over ``_OUTBOX_LIMIT`` bytes wait to be sent, the agent stops reading its
+jobs' pipes (a job writing faster than the link blocks, as on a terminal), never stdin: a kill
+always lands.
 """
 
 import os

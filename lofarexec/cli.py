@@ -204,7 +204,7 @@ def _run_recipe(options: argparse.Namespace) -> int:
 def _add_run_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run = commands.add_parser(
         "run", help="run a recipe found by name in [DEFAULT] recipe_directories, or by path, "
-        "as 'python RECIPE ARGS' would", add_help=False)
+        "as 'python RECIPE ARGS' would")
     run.add_argument("recipe", metavar="RECIPE",
                      help="a name (<dir>/master/NAME.py or <dir>/NAME.py) or a path")
     run.add_argument("arguments", nargs=argparse.REMAINDER, metavar="ARGS",

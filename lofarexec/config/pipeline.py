@@ -223,8 +223,9 @@ class PipelineConfig(ConfigParserCalls):
     def recipe_directories(self) -> list[Path]:
         """``[DEFAULT] recipe_directories``: the folders holding ``master/`` and ``nodes/``.
 
-        Only read here, for recipes that want it; lofarexec never searches these folders (a
-        recipe runs as a program, found by its path). Empty when absent.
+        Recipes may read it; ``lofarexec run NAME`` searches it for ``master/NAME.py`` (then
+        ``NAME.py``) and ``lofarexec check-hosts`` looks for ``nodes/`` on the hosts. Empty when
+        absent.
         """
         return self._typed(DEFAULT_SECTION, "recipe_directories", [],
                            lambda text: [parse_path(folder) for folder in parse_list(text)])

@@ -101,7 +101,7 @@ def test_a_silent_job_is_named_once_and_left_running_without_kill(tmp_path):
                                     "done'")]
 
     def release_after_the_warning(heard: Heard) -> None:
-        assert heard.event.wait(30)
+        heard.event.wait(30)  # no warning: released anyway, and the assertion below fails
         release.touch()
 
     job_runner, heard = run_with(tmp_path, "0.3", jobs, release_after_the_warning)

@@ -117,13 +117,16 @@ class HostPool:
 
     def close(self) -> None:
         """Stop every connection (they kill their jobs first), then join their threads."""
+        close_pools([self])
+
+    def begin_close(self) -> list[Connection]:
+        """Refuse new jobs and tell every connection to stop; the connections to join."""
         with self.lock:
             self._closed = True
             connections = list(self._every_connection)
         for connection in connections:
             connection.shutdown()
-        for connection in connections:
-            connection.join()
+        return connections
 
     def connection_count(self) -> int:
         """How many connections were ever opened to this host (for tests and reports)."""
@@ -136,3 +139,11 @@ class HostPool:
         for connection in [c for c in self._every_connection if c.finished()]:
             connection.join()
             self._every_connection.remove(connection)
+
+
+def close_pools(pools: list[HostPool]) -> None:
+    """Close many hosts at once: every connection is told to stop before any is waited for,
+    so N hosts take about as long as the slowest one, not the sum of all (issue 17)."""
+    connections = [connection for pool in pools for connection in pool.begin_close()]
+    for connection in connections:
+        connection.join()

@@ -39,6 +39,7 @@ _EXPORTS: dict[str, str] = {
     "LOFARnode": "lofarexec.node",
     "LOFARnodeTCP": "lofarexec.node",
     "MultiDataMap": "lofarexec.mapfiles.datamaps",
+    "LaunchPreview": "lofarexec.backend",
     "LaunchRequest": "lofarexec.backend",
     "LofarexecError": "lofarexec.errors",
     "NothingToKill": "lofarexec.backend",

@@ -60,6 +60,26 @@ class Outcome:
     note: str | None = None
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class LaunchPreview:
+    """What a backend would run for one job, told without running it (a dry run, ``-n``).
+
+    .. versionadded:: 0.1
+    """
+
+    argv: tuple[str, ...]
+    """The argv of the program started on the control node; empty when none is (``command``
+    then says what runs)."""
+    command: str | None = None
+    """A command line run by a remote shell (an SSH exec request), when no local program is."""
+    where: str = "control node"
+    """Where ``argv`` or ``command`` runs: ``control node``, or the host and how it is reached."""
+    per_host: bool = False
+    """True when this runs once per host (a host agent) and each job is a request to it."""
+    note: str = ""
+    """What the reader should know beyond the words: how the environment and token travel."""
+
+
 Report = Callable[[Outcome], None]
 
 
@@ -121,6 +141,19 @@ class Backend(ABC):
 
     def close(self) -> None:
         """Release what :meth:`open` took. Default: nothing."""
+
+    def describe_launch(self, request: LaunchRequest) -> LaunchPreview | None:
+        """What :meth:`start` would run for ``request``, for a dry run; None: not known.
+
+        Called without :meth:`open`, and must start nothing, connect nowhere and write
+        nothing. Build the answer with the code :meth:`start` uses, so that it cannot drift
+        from the truth; put values that only exist once running (a socket path, a temporary
+        folder) as ``<placeholders>``. It may raise a :class:`~lofarexec.errors.LofarexecError`
+        for a setting that would make every launch fail (the dry run shows it).
+
+        .. versionadded:: 0.1
+        """
+        return None
 
 
 class BackendRegistry:

@@ -65,7 +65,7 @@ import dataclasses
 import os
 import shlex
 import string
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import ClassVar
 
 from lofarexec import (
@@ -76,7 +76,7 @@ from lofarexec import (
     LaunchRequest,
     hookimpl,
 )
-from lofarexec.backend import Report
+from lofarexec.backend import LaunchPreview, Report
 from lofarexec.transport import (
     KILL_CONFIRM,
     AgentPool,
@@ -84,6 +84,7 @@ from lofarexec.transport import (
     alive_interval_field,
     check_shared_settings,
     kill_grace_field,
+    remote_launch,
     remote_python_field,
     start_through_wrapper,
 )
@@ -205,8 +206,11 @@ class CmdlineBackend(Backend):
         self._launcher = ProcessLauncher(
             kill_grace=self.settings.kill_grace + KILL_MARGIN, name="cmdline-jobs")
         self._launcher.start()
+        self._agents = self._agent_pool()
+
+    def _agent_pool(self) -> AgentPool:
         settings = self.settings
-        self._agents = AgentPool(
+        return AgentPool(
             lambda host, command: self.command_line(_HostOnly(host), f"exec {command}"),
             program=settings.words[0][0][0] or "the template's program",
             python=settings.remote_python, kill_grace=settings.kill_grace,
@@ -247,9 +251,27 @@ class CmdlineBackend(Backend):
         if self.settings.launch == "agent":
             return self._agents.start(request, report)
         return start_through_wrapper(
-            self._launcher, request, report,
-            lambda command: self.command_line(request, f"exec {command}"),
+            self._launcher, request, report, self._job_command_line(request),
             python=self.settings.remote_python, kill_grace=self.settings.kill_grace)
+
+    def _job_command_line(self, request: LaunchRequest) -> Callable[[str], list[str]]:
+        """The template filled in for ``request``, given the wrapper's remote command."""
+        return lambda command: self.command_line(request, f"exec {command}")
+
+    def describe_launch(self, request: LaunchRequest) -> LaunchPreview:
+        """The filled-in template for ``request`` (or for its host's agent)."""
+        if not hasattr(self, "_fixed"):
+            self._fixed = self._run_values()  # a ConfigError here would fail the run too
+        if self.settings.launch == "agent":
+            return LaunchPreview(tuple(self._agent_pool().agent_argv(request.host)),
+                                 per_host=True,
+                                 note="the job's argv, environment and token go to the agent "
+                                      "as a start frame on the launcher's stdin")
+        launch = remote_launch(request, python=self.settings.remote_python,
+                               kill_grace=self.settings.kill_grace)
+        return LaunchPreview(tuple(self._job_command_line(request)(launch.command)),
+                             note="environment, token and status marker on the launcher's "
+                                  "stdin")
 
     def close(self) -> None:
         launcher = getattr(self, "_launcher", None)

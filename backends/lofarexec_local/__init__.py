@@ -18,7 +18,7 @@ import dataclasses
 import os
 
 from lofarexec import Backend, JobHandle, LaunchRequest, hookimpl
-from lofarexec.backend import Report
+from lofarexec.backend import LaunchPreview, Report
 from lofarexec.transport import (
     ExecEnvironment,
     ProcessLauncher,
@@ -63,6 +63,11 @@ class LocalBackend(Backend):
     def start(self, request: LaunchRequest, report: Report) -> JobHandle:
         environment = self._base_environment(request).plus(job_identity(request))
         return self._slots.launch(request.argv, report, environment)
+
+    def describe_launch(self, request: LaunchRequest) -> LaunchPreview:
+        """The node's own argv: it runs here, as it is, with no launcher in between."""
+        return LaunchPreview(tuple(request.argv),
+                             note="the job's variables and token in its environment")
 
     def _base_environment(self, request: LaunchRequest) -> ExecEnvironment:
         """This process's environment with the run's node variables on top, encoded once per

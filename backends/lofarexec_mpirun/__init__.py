@@ -67,7 +67,7 @@ from lofarexec import (
     Outcome,
     hookimpl,
 )
-from lofarexec.backend import Report
+from lofarexec.backend import LaunchPreview, Report
 from lofarexec.transport import (
     ProcessLauncher,
     RemoteLaunch,
@@ -175,10 +175,24 @@ class MpirunBackend(Backend):
             shutil.rmtree(session, ignore_errors=True)  # left behind by a SIGKILLed mpirun
             report(_verdict(launch, seen))
 
-        argv = [*self._options, "--mca", "orte_local_tmpdir_base", session,
-                "-np", "1", "--host", request.host, "--", *launch.argv]
+        argv = self.job_argv(self._options, session, request.host, launch)
         return self._launcher.launch(argv, finished, stdin_data=launch.stdin,
                                      keep_stdin_open=True)
+
+    def job_argv(self, options: list[str], session: str, host: str,
+                 launch: RemoteLaunch) -> list[str]:
+        """One job's mpirun command: ``options`` (:meth:`mpirun_options`), its session folder,
+        its host and the launch wrapper's argv."""
+        return [*options, "--mca", "orte_local_tmpdir_base", session,
+                "-np", "1", "--host", host, "--", *launch.argv]
+
+    def describe_launch(self, request: LaunchRequest) -> LaunchPreview:
+        """The mpirun command of ``request``; its session folder is made at the start."""
+        launch = remote_launch(request, python=self.settings.remote_python,
+                               kill_grace=self.settings.kill_grace)
+        return LaunchPreview(
+            tuple(self.job_argv(self.mpirun_options(), "<session folder>", request.host, launch)),
+            note="environment, token and status marker on mpirun's stdin")
 
     def close(self) -> None:
         launcher = getattr(self, "_launcher", None)

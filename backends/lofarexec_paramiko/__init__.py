@@ -52,9 +52,10 @@ from lofarexec import (
     Outcome,
     hookimpl,
 )
-from lofarexec.backend import Report
-from lofarexec.transport import host_name_problem, remote_launch
+from lofarexec.backend import LaunchPreview, Report
+from lofarexec.transport import Pinger, RemoteLaunch, host_name_problem, remote_launch
 
+from .agent import agent_remote_command
 from .connect import KeyCache
 from .hosts import KnownHosts, load_ssh_config, resolve_target
 from .jobs import Job
@@ -92,11 +93,33 @@ class ParamikoBackend(Backend):
         except LofarexecError as exc:  # the host's config cannot be used: this job fails alone
             report(Outcome(None, transport_error=" ".join(str(exc).split())))
             return NothingToKill()
-        launch = None if self.settings.launch == "agent" else remote_launch(
-            request, python=self.settings.remote_python, kill_grace=self.settings.kill_grace)
-        job = Job(request, launch, report)
+        job = Job(request, self._remote_launch(request), report)
         pool.submit(job)
         return ChannelJobHandle(pool, job)
+
+    def _remote_launch(self, request: LaunchRequest) -> RemoteLaunch | None:
+        """The launch wrapper's command and stdin (``launch = channel``); None for an agent."""
+        if self.settings.launch == "agent":
+            return None
+        return remote_launch(request, python=self.settings.remote_python,
+                             kill_grace=self.settings.kill_grace)
+
+    def describe_launch(self, request: LaunchRequest) -> LaunchPreview:
+        """The command line the job's channel (or its host's agent channel) would run, and
+        where the connection would go, from the ssh config: nothing is connected."""
+        target = resolve_target(request.host, self.settings, load_ssh_config(self.settings),
+                                getpass.getuser())
+        where = (f"{target.user}@{target.hostname}:{target.port} (an SSH exec request; no "
+                 "local process)")
+        launch = self._remote_launch(request)
+        if launch is None:
+            command = agent_remote_command(self.settings.remote_python,
+                                           Pinger(self.settings.alive_interval), "<status file>")
+            return LaunchPreview((), command=command, where=where, per_host=True,
+                                 note="the job's argv, environment and token go to the agent "
+                                      "as a start frame on its channel")
+        return LaunchPreview((), command=launch.command, where=where,
+                             note="environment, token and status marker on the channel's stdin")
 
     def close(self) -> None:
         """Kill what still runs, close every connection and join every thread; safe twice."""

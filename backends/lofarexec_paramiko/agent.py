@@ -76,7 +76,7 @@ class AgentLink:
         self._numbers = itertools.count(1)
         self.failure: str | None = None
         self.marker = status_marker()  # names the file of statuses it keeps on the host
-        channel.exec_command(agent_command(python, pinger.silence_limit, self.marker))
+        channel.exec_command(agent_remote_command(python, pinger, self.marker))
 
     @property
     def hello(self) -> bool:
@@ -146,6 +146,11 @@ class AgentLink:
             return f"the remote launcher failed (status {status}): {said}"
         what = f"status {status}" if status >= 0 else "no exit status: killed by a signal?"
         return f"the host's agent ended ({what}): {said}"
+
+
+def agent_remote_command(python: str, pinger: Pinger, marker: str) -> str:
+    """The command line the agent's channel runs on the host (also shown by a dry run)."""
+    return agent_command(python, pinger.silence_limit, marker)
 
 
 def open_agent(transport: paramiko.Transport, settings: ParamikoSettings, target: Target,

@@ -48,7 +48,7 @@ from lofarexec import (
     Outcome,
     hookimpl,
 )
-from lofarexec.backend import Report
+from lofarexec.backend import LaunchPreview, Report
 from lofarexec.transport import ProcessLauncher, RemoteLaunch, host_name_problem, remote_launch
 from lofarexec_srun.job import Alarms, SrunJob
 from lofarexec_srun.settings import SrunSettings
@@ -74,12 +74,7 @@ class SrunBackend(Backend):
             raise ConfigError(f"{settings.srun}: no such program on PATH; install Slurm's "
                               "client (Debian: slurm-client) or fix the path",
                               section="srun", key="srun")
-        self.steps = settings.mode == "steps" or (
-            settings.mode == "auto" and bool(os.environ.get("SLURM_JOB_ID")))
-        if self.steps and not os.environ.get("SLURM_JOB_ID"):
-            raise ConfigError("mode = steps, but SLURM_JOB_ID is not set: run the pipeline "
-                              "inside an allocation (salloc/sbatch) or use mode = jobs",
-                              section="srun", key="mode")
+        self.steps = self._steps()
         self.srun_environment = _srun_environment(steps=self.steps)
         self.fifo_directory = tempfile.mkdtemp(prefix="lofarexec-srun-")  # 0700: the headers
         self.fallback_delay = settings.kill_grace + FALLBACK_MARGIN
@@ -94,6 +89,27 @@ class SrunBackend(Backend):
         """srun processes now between their start and reading the job's input."""
         self.peak_launching = 0
         """The most there ever were at once (never above ``max_concurrent_launches``)."""
+
+    def _steps(self) -> bool:
+        """Whether jobs are steps of the current allocation (else Slurm jobs of their own)."""
+        steps = self.settings.mode == "steps" or (
+            self.settings.mode == "auto" and bool(os.environ.get("SLURM_JOB_ID")))
+        if steps and not os.environ.get("SLURM_JOB_ID"):
+            raise ConfigError("mode = steps, but SLURM_JOB_ID is not set: run the pipeline "
+                              "inside an allocation (salloc/sbatch) or use mode = jobs",
+                              section="srun", key="mode")
+        return steps
+
+    def describe_launch(self, request: LaunchRequest) -> LaunchPreview:
+        """The srun command of ``request`` (its input FIFO is made at the start)."""
+        if not hasattr(self, "steps"):
+            self.steps = self._steps()
+        launch = remote_launch(request, python=self.settings.remote_python,
+                               kill_grace=self.settings.kill_grace)
+        where = "control node" if shutil.which(self.settings.srun) else (
+            f"control node (but {self.settings.srun!r} is not on PATH: the run would fail)")
+        return LaunchPreview(tuple(self.srun_argv(request, "<input FIFO>", launch)), where=where,
+                             note="environment, token and status marker through the FIFO")
 
     def srun_argv(self, request: LaunchRequest, fifo: str, launch: RemoteLaunch) -> list[str]:
         """The srun command for one launch of ``request``, its input read from ``fifo``."""

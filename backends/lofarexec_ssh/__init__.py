@@ -31,9 +31,10 @@ import shutil
 import subprocess
 import tempfile
 import threading
+from collections.abc import Callable
 
 from lofarexec import Backend, JobHandle, LaunchRequest, hookimpl
-from lofarexec.backend import Report
+from lofarexec.backend import LaunchPreview, Report
 from lofarexec.transport import (
     KILL_CONFIRM,
     AgentPool,
@@ -41,6 +42,7 @@ from lofarexec.transport import (
     alive_interval_field,
     check_shared_settings,
     kill_grace_field,
+    remote_launch,
     remote_python_field,
     start_through_wrapper,
 )
@@ -116,16 +118,29 @@ class SshBackend(Backend):
         )
         self._hosts_used: dict[str, int] = {}
         self._lock = threading.Lock()
-        self._agents = AgentPool(
-            lambda host, command: [*self.ssh_argv(host), command], program=self.settings.ssh,
-            python=self.settings.remote_python, kill_grace=self.settings.kill_grace,
-            alive_interval=self.settings.alive_interval,
-            orphan_timeout=self.settings.connect_timeout + KILL_CONFIRM)
+        self._agents = self._agent_pool(self.ssh_argv)
         self._launcher = ProcessLauncher(kill_grace=self.settings.kill_grace, name="ssh-jobs")
         self._launcher.start()
 
+    def _agent_pool(self, ssh_argv: Callable[[str], list[str]]) -> AgentPool:
+        return AgentPool(
+            lambda host, command: [*ssh_argv(host), command], program=self.settings.ssh,
+            python=self.settings.remote_python, kill_grace=self.settings.kill_grace,
+            alive_interval=self.settings.alive_interval,
+            orphan_timeout=self.settings.connect_timeout + KILL_CONFIRM)
+
     def ssh_argv(self, host: str) -> list[str]:
         """The ssh command up to and including the destination."""
+        control_path = None
+        if self._control_directory:
+            # One socket per host, named by a small number: a socket path must stay under 108
+            # bytes, which OpenSSH's own %C (40 characters) can break under a long TMPDIR.
+            with self._lock:
+                number = self._hosts_used.setdefault(host, len(self._hosts_used))
+            control_path = f"{self._control_directory}/{number}"
+        return self._ssh_argv(host, control_path)
+
+    def _ssh_argv(self, host: str, control_path: str | None) -> list[str]:
         settings = self.settings
         argv = [settings.ssh, "-T", "-o", "BatchMode=yes",
                 "-o", f"StrictHostKeyChecking={settings.host_key_policy}",
@@ -141,13 +156,8 @@ class SshBackend(Backend):
             argv += ["-p", str(settings.port)]
         if settings.identity_file:
             argv += ["-i", settings.identity_file, "-o", "IdentitiesOnly=yes"]
-        if self._control_directory:
-            # One socket per host, named by a small number: a socket path must stay under 108
-            # bytes, which OpenSSH's own %C (40 characters) can break under a long TMPDIR.
-            with self._lock:
-                number = self._hosts_used.setdefault(host, len(self._hosts_used))
-            argv += ["-o", "ControlMaster=auto",
-                     "-o", f"ControlPath={self._control_directory}/{number}",
+        if control_path:
+            argv += ["-o", "ControlMaster=auto", "-o", f"ControlPath={control_path}",
                      "-o", "ControlPersist=60"]
         return [*argv, *shlex.split(settings.options), "--", host]
 
@@ -158,6 +168,20 @@ class SshBackend(Backend):
                 lambda command: [*self.ssh_argv(request.host), command],
                 python=self.settings.remote_python, kill_grace=self.settings.kill_grace)
         return self._agents.start(request, report)
+
+    def describe_launch(self, request: LaunchRequest) -> LaunchPreview:
+        """The ssh command a job (``launch = process``) or its host's agent would run."""
+        socket = "<control socket>" if self.settings.reuse_connections else None
+        ssh_argv = lambda host: self._ssh_argv(host, socket)  # noqa: E731
+        if self.settings.launch == "process":
+            launch = remote_launch(request, python=self.settings.remote_python,
+                                   kill_grace=self.settings.kill_grace)
+            return LaunchPreview(tuple([*ssh_argv(request.host), launch.command]),
+                                 note="environment, token and status marker on ssh's stdin")
+        return LaunchPreview(tuple(self._agent_pool(ssh_argv).agent_argv(request.host)),
+                             per_host=True,
+                             note="the job's argv, environment and token go to the agent "
+                                  "as a start frame on ssh's stdin")
 
     def close(self) -> None:
         launcher = getattr(self, "_launcher", None)

@@ -29,8 +29,9 @@ from lofarexec.config import PipelineConfig
 from lofarexec.config.hostlist import allocation_hosts
 from lofarexec.context import RunContext
 from lofarexec.errors import ConfigError, JobListError, PipelineQuit, WaitTimeout
-from lofarexec.job import ComputeJob, JobResult, launch_arguments
+from lofarexec.job import ComputeJob, launch_arguments
 from lofarexec.plugin.manager import PluginManager, build_plugin_manager
+from lofarexec.run.dryrun import show_dry_run
 from lofarexec.run.hooks import HookRelay
 from lofarexec.run.idle import IdleWatch, idle_limit
 from lofarexec.run.journal import JournalWriter
@@ -130,6 +131,9 @@ class JobRunner:
                                 source=str(self.config.path))
         raise_open_files_limit(self.logger)
         bind, advertise = self._log_addresses(backend_class, jobs, pool)
+        if self.dry_run:
+            return self._dry_run(jobs, backend, limits, pool, (advertise or bind, "<port>"),
+                                 argv_heads, plans)
         run_lock = nullcontext() if self.dry_run else RunLock(self.config.job_directory)
         with run_lock, LogServer(bind_address=bind, advertise_address=advertise,
                        recipe_name=self.recipe_name,
@@ -153,12 +157,9 @@ class JobRunner:
                 plan = plans[job.id]
                 if plan is None:
                     log_server.exchange.store_arguments(job.id, job.arguments)
-                    argv = (*argv_heads[job.command], str(job.id), host, str(port))
-                else:
-                    argv = (*argv_heads[job.command], host, str(port), *plan)
-                variant = variants.setdefault((plan is None, job.cores), {
-                    **environment, ENV_NODE_ARGUMENTS: "stored" if plan is None else "command_line",
-                    **({"OMP_NUM_THREADS": str(job.cores)} if job.cores else {})})
+                argv = node_argv(argv_heads[job.command], job.id, plan, host, str(port))
+                variant = variants.setdefault((plan is None, job.cores),
+                                              job_variables(environment, plan, job.cores))
                 return LaunchRequest(
                     job_id=job.id, host=job.host, argv=argv, environment=variant, cores=job.cores,
                     token=log_server.register_job(job.id, job.host),
@@ -187,13 +188,37 @@ class JobRunner:
             raise PipelineQuit(f"run stopped ({self._kill_reason})")
         return {job.id: job for job in jobs if job.id is not None}
 
-    def _run(self, scheduler: Scheduler, backend: Backend, jobs: list[ComputeJob]) -> None:
-        if self.dry_run:
-            for index, job in enumerate(jobs):
-                job.id = index
-                job.results = JobResult.not_run(job.host, "dry run")
+    def _dry_run(self, jobs: list[ComputeJob], backend: Backend, limits: Limits,
+                 pool: Sequence[str] | None, log_address: tuple[str, str],
+                 argv_heads: dict[str, tuple[str, ...]],
+                 plans: Sequence[Sequence[str] | None]) -> dict[int, ComputeJob]:
+        """Show the plan and the first jobs' argv (:mod:`lofarexec.run.dryrun`): no lock, no
+        log receiver, no backend ``open``, no process, no file; the hooks still hear of it."""
+        context = RunContext(self.recipe_name, backend.name, self.config.job_directory,
+                             (log_address[0], 0), dry_run=True)
+        environment = {**node_environment(self.config),
+                       ENV_JOB_DIRECTORY: str(context.job_directory)}
+
+        def request_for(job: ComputeJob, host: str, token: str) -> LaunchRequest:
+            assert job.id is not None
+            plan = plans[job.id]
+            return LaunchRequest(
+                job_id=job.id, host=host, cores=job.cores, token=token,
+                argv=node_argv(argv_heads[job.command], job.id, plan, *log_address),
+                environment=job_variables(environment, plan, job.cores),
+                recipe_name=self.recipe_name)
+
+        assert self.plugins is not None
+        self.plugins.hook.lofarexec_run_started(run=context, jobs=jobs)
+        try:
+            show_dry_run(jobs, backend, limits, pool, request_for)
+            for job in jobs:  # the log's word for each job, as before the plan was shown
                 self.logger.info("dry run: would run %s on %s", job.command, job.host)
-            return
+        finally:
+            self.plugins.hook.lofarexec_run_finished(run=context, jobs=jobs, error=False)
+        return {job.id: job for job in jobs if job.id is not None}
+
+    def _run(self, scheduler: Scheduler, backend: Backend, jobs: list[ComputeJob]) -> None:
         self._scheduler = scheduler
         if self._kill_reason is not None:  # stopped while the batch was being set up
             scheduler.kill(self._kill_reason)
@@ -289,6 +314,22 @@ def node_environment(config: PipelineConfig) -> dict[str, str]:
         if parts:
             environment[name] = os.pathsep.join(parts)
     return environment
+
+
+def node_argv(head: Sequence[str], job_id: int, plan: Sequence[str] | None, log_host: str,
+              log_port: str) -> tuple[str, ...]:
+    """The node's argv: the seed's ``<command> <log host> <log port> <args...>``, or for
+    stored arguments (``plan`` None) ``<command> <job id> <log host> <log port>``."""
+    if plan is None:
+        return (*head, str(job_id), log_host, log_port)
+    return (*head, log_host, log_port, *plan)
+
+
+def job_variables(environment: dict[str, str], plan: Sequence[str] | None,
+                  cores: int | None) -> dict[str, str]:
+    """The node variables of a job: the run's, how its arguments come, its cores' threads."""
+    return {**environment, ENV_NODE_ARGUMENTS: "stored" if plan is None else "command_line",
+            **({"OMP_NUM_THREADS": str(cores)} if cores else {})}
 
 
 def _split_commands(jobs: Sequence[ComputeJob]) -> dict[str, tuple[str, ...]]:

@@ -69,6 +69,17 @@ class AgentPool:
         for agent in agents:
             agent.close()
 
+    def agent_argv(self, host: str, pinger: Pinger | None = None,
+                   marker: str = "<status file>") -> list[str]:
+        """The local program's argv that starts the agent of ``host`` (also for a dry run,
+        without a ``pinger``: the configured ping interval's).
+
+        .. versionadded:: 0.1
+        """
+        pinger = pinger or Pinger(self._alive_interval)
+        return self._launcher_argv(host, agent_command(self._python, pinger.silence_limit,
+                                                       marker))
+
     def _agent(self, host: str) -> AgentClient:
         with self._lock:
             agent = self._agents.get(host)
@@ -77,9 +88,8 @@ class AgentPool:
             if agent is not None:
                 self._ended.append(agent)
             pinger, marker = Pinger(self._alive_interval), status_marker()
-            command = agent_command(self._python, pinger.silence_limit, marker)
             agent = self._agents[host] = AgentClient(
-                host, self._launcher_argv(host, command), kill_grace=self._kill_grace,
+                host, self.agent_argv(host, pinger, marker), kill_grace=self._kill_grace,
                 pinger=pinger, kill_orphans=lambda pids: self._kill_orphans(host, pids),
                 fetch_statuses=lambda numbers: self._fetch_statuses(host, marker, numbers))
             return agent

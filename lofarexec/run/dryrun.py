@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import TextIO
 
 from lofarexec.backend import Backend, LaunchPreview, LaunchRequest
+from lofarexec.channel.protocol import ENV_NODE_ARGUMENTS
 from lofarexec.errors import JobListError, LofarexecError
 from lofarexec.job import ComputeJob, JobResult
 from lofarexec.run.limits import Limits
@@ -139,6 +140,9 @@ def preview_lines(backend: Backend, job_id: int, host: str, job: ComputeJob,
                         f"{exc})"]
     if preview is None:
         return [*lines, f"  argv not known for backend {backend.name}"]
+    if request.environment.get(ENV_NODE_ARGUMENTS) == "stored":  # not on the argv: say them
+        lines.insert(2, f"  arguments (fetched by the node over its channel): "
+                        f"{shown(_clipped(repr(job.arguments)), token)}")
     if tuple(preview.argv) == tuple(request.argv):
         del lines[1]  # the node runs as it is: its argv once is enough
     return lines + _preview_words(preview, token)
@@ -161,6 +165,10 @@ def shown(text: str, token: str) -> str:
     """``text`` with the token redacted and inline programs shortened to their length."""
     text = text.replace(token, REDACTED)
     return _BASE64_RUN.sub(lambda found: f"<{len(found.group())} base64 characters>", text)
+
+
+def _clipped(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
 
 
 def _count(number: int, noun: str) -> str:

@@ -251,5 +251,7 @@ def test_a_real_recipe_run_with_n_exits_0_and_leaves_nothing(tmp_path):
     assert "dry run: 3 jobs on 2 hosts with backend local; nothing is started" in result.stdout
     assert [line.split() for line in result.stdout.splitlines()[2:4]] == [
         ["h1", "2", "unlimited", "0", "2"], ["h2", "1", "unlimited", "1", "1"]]
-    assert "job 0 on h1:\n  control node: " in result.stdout
+    assert "job 0 on h1:\n" in result.stdout
+    assert "arguments (fetched by the node over its channel): ['/bin/true', " in result.stdout
+    assert "\n  control node: " in result.stdout
     assert snapshot(tmp_path) == before

@@ -164,10 +164,14 @@ class SshBackend(Backend):
     def start(self, request: LaunchRequest, report: Report) -> JobHandle:
         if self.settings.launch == "process":
             return start_through_wrapper(
-                self._launcher, request, report,
-                lambda command: [*self.ssh_argv(request.host), command],
+                self._launcher, request, report, self._job_ssh(self.ssh_argv, request.host),
                 python=self.settings.remote_python, kill_grace=self.settings.kill_grace)
         return self._agents.start(request, report)
+
+    @staticmethod
+    def _job_ssh(ssh_argv: Callable[[str], list[str]], host: str) -> Callable[[str], list[str]]:
+        """The ssh argv of one job (``launch = process``), given its remote command."""
+        return lambda command: [*ssh_argv(host), command]
 
     def describe_launch(self, request: LaunchRequest) -> LaunchPreview:
         """The ssh command a job (``launch = process``) or its host's agent would run."""
@@ -176,7 +180,7 @@ class SshBackend(Backend):
         if self.settings.launch == "process":
             launch = remote_launch(request, python=self.settings.remote_python,
                                    kill_grace=self.settings.kill_grace)
-            return LaunchPreview(tuple([*ssh_argv(request.host), launch.command]),
+            return LaunchPreview(tuple(self._job_ssh(ssh_argv, request.host)(launch.command)),
                                  note="environment, token and status marker on ssh's stdin")
         return LaunchPreview(tuple(self._agent_pool(ssh_argv).agent_argv(request.host)),
                              per_host=True,

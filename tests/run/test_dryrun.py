@@ -118,6 +118,7 @@ def test_local_describes_the_argv_it_really_runs(tmp_path):
     assert eval(seen[0].output) == [str(script), *preview.argv[2:]]  # noqa: S307 - our repr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("launch", ["agent", "process"])
 def test_ssh_describes_its_command_from_the_bed_config(ssh_testbed, launch):
     ssh = backend("ssh", {"config_file": str(ssh_testbed.ssh_config), "launch": launch})
@@ -137,6 +138,7 @@ def test_ssh_describes_its_command_from_the_bed_config(ssh_testbed, launch):
         assert "lofarexec-host_agent" in argv[-1] and shlex.join(NODE) not in argv[-1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("launch", ["agent", "channel"])
 def test_paramiko_describes_its_command_and_target_without_connecting(ssh_testbed, launch):
     paramiko = backend("paramiko", {"config_file": str(ssh_testbed.ssh_config),
@@ -190,6 +192,43 @@ def test_cmdline_names_a_setting_every_launch_would_fail_on(monkeypatch):
     assert "SLURM_JOB_ID is not set" in out.getvalue()
 
 
+class RecordingLauncher:
+    """Stands in for a backend's process launcher after ``open``: keeps the argv it is given."""
+
+    def __init__(self) -> None:
+        self.argv: list[str] = []
+
+    def launch(self, argv, report, **options):
+        from lofarexec.backend import NothingToKill
+
+        self.argv = list(argv)
+        return NothingToKill()
+
+
+@pytest.mark.parametrize("method, settings, launcher", [
+    ("ssh", {"launch": "process", "reuse_connections": False}, "_launcher"),
+    ("cmdline", {"template": "sh -c {command}"}, "_launcher"),
+    ("mpirun", {}, "_launcher"),
+])
+def test_the_preview_is_the_argv_a_real_start_gives_its_launcher(method, settings, launcher):
+    """The backend opened for real, its start recorded: the argv equals the preview's (but
+    for what exists only while running: mpirun's session folder)."""
+    real = backend(method, settings)
+    preview = real.describe_launch(request())
+    real.open()
+    original, recorder = getattr(real, launcher), RecordingLauncher()
+    try:
+        setattr(real, launcher, recorder)
+        real.start(request(), lambda outcome: None)
+    finally:
+        setattr(real, launcher, original)
+        real.close()
+    if method == "mpirun":
+        session = recorder.argv.index("orte_local_tmpdir_base") + 1
+        recorder.argv[session] = "<session folder>"
+    assert recorder.argv == list(preview.argv)
+
+
 # -- a whole dry run -----------------------------------------------------------------------------
 def snapshot(folder: Path) -> dict[str, float]:
     return {str(path): path.stat().st_mtime for path in folder.rglob("*")}
@@ -208,11 +247,15 @@ def no_starts(monkeypatch):
         monkeypatch.setattr(module, name, refuse)
 
 
-@pytest.mark.parametrize("method", ["local", "ssh", "paramiko"])
-def test_a_dry_run_starts_connects_and_writes_nothing(tmp_path, ssh_testbed, no_starts, method,
+@pytest.mark.parametrize("method", ["local", pytest.param("ssh", marks=pytest.mark.slow),
+                                    pytest.param("paramiko", marks=pytest.mark.slow)])
+def test_a_dry_run_starts_connects_and_writes_nothing(tmp_path, request, no_starts, method,
                                                      capsys):
+    """A whole dry run in this process: any process start, connect, bind or listen fails the
+    test; the job directory is unchanged; no child process appears."""
+    bed = request.getfixturevalue("ssh_testbed") if method != "local" else None
     path = write_config(tmp_path, f"[{method}]\n" + (
-        f"config_file = {ssh_testbed.ssh_config}\n" if method != "local" else "")
+        f"config_file = {bed.ssh_config}\n" if bed else "")
         + "[cluster]\nhosts = node3, node4\n[logging]\nadvertise_address = 127.0.0.1\n",
         method=method)
     config = load_config(path, job_name="dry", start_time="2026-01-01T00:00:00")

@@ -77,7 +77,9 @@ class Connection:
         self._dead = self._closing = self._established = False
         self._transport: paramiko.Transport | None = None
         self._alive = Pinger(self.settings.alive_interval)  # the host: probed, heard, given up
-        self._selector = selectors.DefaultSelector()
+        # poll, not epoll: a connection watches a few fds, and epoll costs a descriptor of
+        # its own per host (issue 17: descriptors per host bound how many hosts one run takes)
+        self._selector = selectors.PollSelector()
         try:
             self._waker = WakePipe()
         except OSError:  # out of descriptors: the pool fails the job, saying so

@@ -1,9 +1,17 @@
-"""A pipe that wakes a thread blocked in ``select()`` when another thread has work for it."""
+"""A pipe that wakes a thread blocked in ``select()`` when another thread has work for it.
+
+On Linux it is an eventfd: one descriptor instead of a pipe's two, and every host's connection
+holds one, so with hundreds of hosts that is hundreds of descriptors fewer (issue 17).
+"""
 
 from __future__ import annotations
 
 import os
+import sys
 import threading
+
+#: What a wake-up writes: eventfd takes an 8-byte non-zero count (a pipe takes anything).
+_ONE = (1).to_bytes(8, sys.byteorder)
 
 
 class WakePipe:
@@ -12,7 +20,10 @@ class WakePipe:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._read, self._write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        if hasattr(os, "eventfd"):
+            self._read = self._write = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        else:
+            self._read, self._write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
     def fileno(self) -> int:
         return self._read
@@ -21,7 +32,7 @@ class WakePipe:
         with self._lock:
             if self._write >= 0:
                 try:
-                    os.write(self._write, b"\0")
+                    os.write(self._write, _ONE)
                 except BlockingIOError:
                     pass  # full of wake-ups already
 
@@ -37,5 +48,6 @@ class WakePipe:
         with self._lock:
             if self._write >= 0:
                 os.close(self._read)
-                os.close(self._write)
+                if self._write != self._read:
+                    os.close(self._write)
                 self._read = self._write = -1

@@ -33,7 +33,7 @@ RECIPE = textwrap.dedent("""\
     """)
 
 #: Open files the recipe may have: enough to start, too few for every job at once.
-LIMIT = 30
+LIMIT = 22
 #: Generous: a hang is what this would catch (each job sleeps 1 s).
 NO_HANG = 120
 

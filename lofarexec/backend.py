@@ -123,6 +123,11 @@ class Backend(ABC):
     starts jobs outside its processing role, so that two threads can start processes together."""
     local_only: ClassVar[bool] = False
     """True when every node runs on the control node, so the log receiver binds to loopback."""
+    audit: ClassVar[bool] = False
+    """True when ``start`` can run ``/bin/sh -c COMMAND`` on a host, reading its ``/proc``:
+    after a run the runner then starts one such command per host used, to find and kill
+    processes the run left there (:mod:`lofarexec.run.audit`). A batch system's backend leaves
+    it off (a job per host at the end of every run)."""
 
     def __init__(self, settings: Any = None) -> None:
         self.settings = settings if settings is not None else self.Settings()

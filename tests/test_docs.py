@@ -44,6 +44,7 @@ CONFIG_KEYS = {
     ("remote", "host_failures"),
     ("remote", "host_down_after"),
     ("remote", "halt"),
+    ("remote", "audit"),
     ("logging", "log_file"),
     ("logging", "bind_address"),
     ("logging", "advertise_address"),

@@ -45,6 +45,7 @@ class LocalBackend(Backend):
     """Runs each node script as a local process in a session of its own."""
 
     name = "local"
+    audit = True  # the end-of-run audit looks for leftover processes through start
     Settings = LocalSettings
     local_only = True  # nodes run here: the log receiver need only listen on loopback
 

@@ -67,6 +67,7 @@ class ParamikoBackend(Backend):
     """Runs each node script in an SSH channel of a connection shared by its host's jobs."""
 
     name = "paramiko"
+    audit = True  # the end-of-run audit looks for leftover processes through start
     Settings = ParamikoSettings
 
     def open(self) -> None:

@@ -110,6 +110,7 @@ class SshBackend(Backend):
     """Runs each node script through the OpenSSH client, sharing one connection per host."""
 
     name = "ssh"
+    audit = True  # the end-of-run audit looks for leftover processes through start
     Settings = SshSettings
 
     def open(self) -> None:

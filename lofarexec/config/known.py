@@ -34,7 +34,7 @@ KEYS_READ: dict[str, frozenset[str]] = {
     "remote": frozenset({"method", "max_per_node", "max_jobs", "job_timeout",
                          "forward_environment", "node_arguments", "retries",
                          "retry_exit_codes", "host_failures", "host_down_after", "halt",
-                         "idle_timeout"}),
+                         "idle_timeout", "audit"}),
     "logging": frozenset({"log_file", "bind_address", "advertise_address", "format",
                           "datefmt", "max_message_mib", "max_kept_mib", "progress_interval"}),
     "cluster": frozenset({"hosts"}),

@@ -31,6 +31,7 @@ from lofarexec.context import RunContext
 from lofarexec.errors import ConfigError, JobListError, PipelineQuit, WaitTimeout
 from lofarexec.job import ComputeJob, launch_arguments
 from lofarexec.plugin.manager import PluginManager, build_plugin_manager
+from lofarexec.run.audit import ENV_RUN, EndOfRunAudit
 from lofarexec.run.dryrun import show_dry_run
 from lofarexec.run.hooks import HookRelay
 from lofarexec.run.idle import IdleWatch, idle_limit
@@ -134,6 +135,7 @@ class JobRunner:
         if self.dry_run:
             return self._dry_run(jobs, backend, limits, pool, (advertise or bind, "<port>"),
                                  argv_heads, plans)
+        audit = EndOfRunAudit(self.config, self.recipe_name, self.logger)
         run_lock = nullcontext() if self.dry_run else RunLock(self.config.job_directory)
         with run_lock, LogServer(bind_address=bind, advertise_address=advertise,
                        recipe_name=self.recipe_name,
@@ -147,6 +149,7 @@ class JobRunner:
                                  (host, port), self.dry_run)
             environment = node_environment(self.config)
             environment[ENV_JOB_DIRECTORY] = str(context.job_directory)
+            environment[ENV_RUN] = audit.marker  # what the end-of-run audit looks for
             hooks = self.plugins.hook
             # One mapping per (argument mode, cores): backends encode each mapping once.
             variants: dict[tuple[bool, int | None], dict[str, str]] = {}
@@ -177,7 +180,7 @@ class JobRunner:
             hooks.lofarexec_run_started(run=context, jobs=jobs)
             try:
                 with watch:
-                    self._run(scheduler, backend, jobs)
+                    self._run(scheduler, backend, jobs, audit)
             finally:
                 self._exchange_ready.clear()
                 log_server.exchange.close()
@@ -218,7 +221,8 @@ class JobRunner:
             self.plugins.hook.lofarexec_run_finished(run=context, jobs=jobs, error=False)
         return {job.id: job for job in jobs if job.id is not None}
 
-    def _run(self, scheduler: Scheduler, backend: Backend, jobs: list[ComputeJob]) -> None:
+    def _run(self, scheduler: Scheduler, backend: Backend, jobs: list[ComputeJob],
+             audit: EndOfRunAudit) -> None:
         self._scheduler = scheduler
         if self._kill_reason is not None:  # stopped while the batch was being set up
             scheduler.kill(self._kill_reason)
@@ -227,6 +231,8 @@ class JobRunner:
             scheduler.run(
                 jobs, on_waiting=lambda: self.logger.info("Waiting for compute threads...")
             )
+            if self._kill_reason is None:  # a stop must not wait for an audit
+                audit.run(backend, jobs)
         finally:
             self._scheduler = None
             backend.close()

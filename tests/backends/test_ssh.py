@@ -141,9 +141,10 @@ def test_connections_are_reused_and_torn_down(ssh_testbed, tmp_path, monkeypatch
     private_tmp.rmdir()
 
 
-@pytest.mark.parametrize("launch, logins", [("process", 3), ("agent", 1)])
+@pytest.mark.parametrize("launch, logins", [("process", 4), ("agent", 1)])
 def test_no_reuse_means_a_login_per_ssh_process(ssh_testbed, tmp_path, launch, logins):
-    """One per job with a process per job; one per host with its agent."""
+    """One per job with a process per job, and one for the end-of-run audit; one per host
+    with its agent (the audit is a job of the agent)."""
     before = accepted_logins(ssh_testbed, "node3")
     jobs = [ComputeJob("node3", "/bin/true") for _ in range(3)]
     run(tmp_path, ssh_config_text(ssh_testbed, f"reuse_connections = no\nlaunch = {launch}\n"),

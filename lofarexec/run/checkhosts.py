@@ -35,6 +35,8 @@ _MARKER = "lofarexec-check-hosts:"
 # Kept to Python 3.8 syntax and the standard library: it runs on the hosts' own Python.
 PROBE = """\
 import json, os, sys
+if sys.path and sys.path[0] == "":  # -c puts the working folder first; a node script's run
+    del sys.path[0]                 # has its own folder there instead
 found = {"python": sys.version.split()[0]}
 try:
     import lofarexec.node

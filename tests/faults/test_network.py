@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -101,4 +102,26 @@ def test_a_link_pulled_mid_job_ends_it_as_a_transport_error(netns_bed, tmp_path)
         netns_bed.restore_link("node2")
     assert run.states() == {"succeeded": 2, "transport_error": 1}
     assert "node2: the host's agent or its connection ended" in run.results()[0]["reason"]
+    run.assert_nothing_left()
+
+
+def test_a_host_blip_mid_run_with_retries_loses_no_job(netns_bed, tmp_path):
+    """node2 crashes (sshd and everything on it killed) for 6 s while its jobs run: with
+    ``retries`` and enough ``host_failures`` its jobs wait while it is paused and all succeed."""
+    jobs = [(host, "/bin/sh -c 'sleep 0.3'") for host in ("node1", "node2") for _ in range(12)]
+    run = FaultRun(netns_bed, tmp_path, jobs, remote="retries = 6\nhost_failures = 6\n")
+    process = run.start()
+    try:
+        wait_for(lambda: len(run.ended_lines()) >= 2, "two ended jobs", process)
+        netns_bed.stop_sshd("node2")
+        outage = threading.Timer(6.0, netns_bed.start_sshd, ("node2",))  # the fault is 6 s long
+        outage.start()
+        assert process.wait(120) == 0, run.stderr
+        outage.join()
+    finally:
+        stop(process)
+        netns_bed.start_sshd("node2")
+    assert run.states() == {"succeeded": 24}
+    assert any(entry["attempts"] > 1 for entry in run.results().values()
+               if entry["host"] == "node2"), "the blip hit no job"
     run.assert_nothing_left()

@@ -1,8 +1,9 @@
 """One node's connection to the log server, from accept to close; the serving thread's only.
 
 Its first frame must be a hello naming a registered job and that job's token; after it, log
-records are re-emitted in the master's logging (:func:`~lofarexec.channel.records.reemit`) and
-every other frame goes to the run's :class:`~lofarexec.channel.exchange.JobExchange`. A
+records are re-emitted in the master's logging (a :class:`~lofarexec.channel.records.RecordMaker`
+makes them, the server's :class:`~lofarexec.channel.emitter.BatchEmitter` writes a loop turn's
+records at once) and every other frame goes to the run's :class:`~lofarexec.channel.exchange.JobExchange`. A
 connection that breaks the protocol is closed with one warning; the others carry on. Once
 admitted, a connection is served until the node closes it, also after its job is forgotten, so
 that nothing the node already sent is cut off.
@@ -17,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from lofarexec.channel.emitter import BatchEmitter
 from lofarexec.channel.exchange import JobExchange
 from lofarexec.channel.jobtable import JobTable, RegisteredJob
 from lofarexec.channel.protocol import (
@@ -27,7 +29,7 @@ from lofarexec.channel.protocol import (
     parse_hello,
     parse_log_record,
 )
-from lofarexec.channel.records import reemit
+from lofarexec.channel.records import RecordMaker
 from lofarexec.errors import ProtocolError
 
 # The server's name: the one warning per refused connection is the log server's to users.
@@ -68,6 +70,8 @@ class Shared:
     """The frame size allowed once a connection has authenticated (outputs can be big)."""
     send: Callable[[NodeConnection, dict[str, Any]], None]
     """Sends a reply from any thread (the server queues those of other threads)."""
+    emitter: BatchEmitter
+    """Holds the records of a loop turn; flushed before a close and before a reply."""
     refusals: Refusals = field(default_factory=Refusals)
 
 
@@ -86,6 +90,15 @@ class NodeConnection:
     host: str = ""
     closed: bool = False
     outbox: bytearray = field(default_factory=bytearray)
+    records: RecordMaker | None = None
+    """Set with ``job``: makes its log frames into the master's records."""
+    _counted: int = 0
+    """Log records handled since the job table was last told (it is told once per read)."""
+
+    def refuse_after_error(self, exc: Exception) -> None:
+        """Handling one of its records raised (e.g. a master-side logging filter): drop this
+        peer only, keep serving the rest."""
+        self.reject(f"internal error handling its frames: {exc!r}")
 
     def on_readable(self) -> None:
         """Read what arrived and handle each whole frame; close on EOF or a protocol error."""
@@ -104,8 +117,11 @@ class NodeConnection:
             self.shared.table.count_bytes(self.job, len(data))
         try:
             if data:
-                for message in self.decoder.feed_iter(data):
-                    self._on_message(message)
+                try:
+                    for message in self.decoder.feed_iter(data):
+                        self._on_message(message)
+                finally:
+                    self._count_records()
             elif self.decoder.buffered:
                 raise ProtocolError(
                     f"connection closed inside a frame ({self.decoder.buffered} bytes pending)"
@@ -123,18 +139,26 @@ class NodeConnection:
     def _on_message(self, message: dict[str, Any]) -> None:
         if self.closed:
             raise ProtocolError("frame after the connection was refused")
-        if self.job is None:
+        kind = message.get("type")
+        if kind == MSG_LOG and self.records is not None:
+            self._counted += 1
+            made = self.records.make(parse_log_record(message))
+            if made is not None:
+                self.shared.emitter.add(made[0], made[1], self)
+        elif self.job is None:
             self._authenticate(message)
-        elif message.get("type") == MSG_HELLO:
+        elif kind == MSG_HELLO:
             raise ProtocolError("second hello on one connection")
-        elif message.get("type") == MSG_LOG:
-            fields = parse_log_record(message)
-            self.shared.table.count_record(self.job)
-            reemit(fields, host=self.host, job_id=self.job_id, recipe_name=self.shared.recipe_name)
         else:
             assert self.job_id is not None
+            self.shared.emitter.flush()  # the node's records before what answers it
             self.shared.exchange.handle(self.job_id, message,
                                         lambda reply: self.shared.send(self, reply))
+
+    def _count_records(self) -> None:
+        if self._counted and self.job is not None:
+            self.shared.table.count_record(self.job, self._counted)
+        self._counted = 0
 
     def _authenticate(self, message: dict[str, Any]) -> None:
         if message.get("type") != MSG_HELLO:
@@ -142,6 +166,8 @@ class NodeConnection:
         job_id, token = parse_hello(message)
         job = self.shared.table.admit(job_id, token, self)
         self.job_id, self.job, self.host = job_id, job, job.host
+        self.records = RecordMaker(host=job.host, job_id=job_id,
+                                   recipe_name=self.shared.recipe_name)
         self.decoder.max_bytes = self.shared.max_message_bytes
         logger.debug("log connection from %s is job %d on %s", self.peer, job_id, self.host)
 
@@ -175,6 +201,7 @@ class NodeConnection:
         """Log the one warning for a misbehaving connection, then close it."""
         if self.closed:
             return
+        self.shared.emitter.flush()  # its good records first, then why it was closed
         if self.job_id is not None:
             logger.warning("log connection from %s (job %d on %s) closed: %s",
                            self.peer, self.job_id, self.host, reason)
@@ -213,6 +240,8 @@ class NodeConnection:
         """Close the socket and drop it from its job's open set; safe to call twice."""
         if self.closed:
             return
+        self.shared.emitter.flush()  # what it sent is emitted before its waiters are woken
+        self._count_records()
         self.closed = True
         self.shared.selector.unregister(self.sock)
         self.sock.close()

@@ -120,9 +120,9 @@ class JobTable:
             job.said_hello = True
             return job
 
-    def count_record(self, job: RegisteredJob) -> None:
+    def count_record(self, job: RegisteredJob, count: int = 1) -> None:
         with self._lock:
-            job.records += 1
+            job.records += count
 
     def count_bytes(self, job: RegisteredJob, count: int) -> None:
         with self._lock:

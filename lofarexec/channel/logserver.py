@@ -42,6 +42,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from lofarexec.channel.connection import NodeConnection, Shared
+from lofarexec.channel.emitter import BatchEmitter
 from lofarexec.channel.exchange import JobExchange
 from lofarexec.channel.jobtable import JobTable
 from lofarexec.channel.protocol import FrameDecoder, encode_frame
@@ -121,7 +122,8 @@ class LogServer:
         selector = selectors.DefaultSelector()
         self._shared = Shared(selector=selector, table=self._table, exchange=self.exchange,
                               recipe_name=self.recipe_name,
-                              max_message_bytes=self.max_message_bytes, send=self._send)
+                              max_message_bytes=self.max_message_bytes, send=self._send,
+                              emitter=BatchEmitter(_refuse_after_error))
         selector.register(self._listener, selectors.EVENT_READ, None)
         selector.register(self._wake_r, selectors.EVENT_READ, None)
         self._thread = threading.Thread(target=self._serve, name="lofarexec-logserver", daemon=True)
@@ -241,6 +243,8 @@ class LogServer:
                             key.data.flush()
                         if events & selectors.EVENT_READ:
                             key.data.on_readable()
+                # One write per handler for the turn's records, before waiting again.
+                self._shared.emitter.flush()
         except Exception:  # a bug here must not pass silently: nodes would log to nowhere
             logger.exception("log server stopped by an internal error")
         finally:
@@ -348,7 +352,8 @@ class LogServer:
             conn.write(data)
 
     def _close_all(self, selector: selectors.BaseSelector) -> None:
-        assert self._wake_w is not None
+        assert self._wake_w is not None and self._shared is not None
+        self._shared.emitter.flush()
         if self._accept_resumes is not None and self._listener is not None:
             self._listener.close()  # paused: not in the selector
         for key in list(selector.get_map().values()):
@@ -359,3 +364,8 @@ class LogServer:
                 key.fileobj.close()  # type: ignore[union-attr]
         selector.close()
         self._wake_w.close()
+
+
+def _refuse_after_error(owner: object, exc: Exception) -> None:
+    assert isinstance(owner, NodeConnection)
+    owner.refuse_after_error(exc)

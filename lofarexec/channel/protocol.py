@@ -75,6 +75,11 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+#: One decoder for every frame: ``json.loads`` with an option builds a new one per call.
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
+_scan_value = _DECODER.scan_once
+
+
 def encode_frame(message: dict[str, Any], max_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> bytes:
     """Serialise one message into a frame; adds ``"v"`` when the message lacks it.
 
@@ -96,17 +101,29 @@ def encode_frame(message: dict[str, Any], max_bytes: int = DEFAULT_MAX_FRAME_BYT
     return _HEADER.pack(len(data)) + data
 
 
-def decode_body(body: bytes) -> dict[str, Any]:
+def _parse_json(text: str) -> Any:
+    """The JSON value ``text`` holds: one scan of the shared decoder when the text is exactly
+    one value (what our encoder writes), else ``json.loads``'s verdict and error messages."""
+    try:
+        value, end = _scan_value(text, 0)
+        if end == len(text):
+            return value
+    except (StopIteration, ValueError, RecursionError):
+        pass
+    try:
+        return _DECODER.decode(text)
+    except (ValueError, RecursionError) as exc:
+        # ValueError covers JSONDecodeError and over-long integers; RecursionError deep nesting.
+        raise ProtocolError(f"frame is not JSON: {str(exc)[:80]}") from exc
+
+
+def decode_body(body: bytes | bytearray) -> dict[str, Any]:
     """Parse and check one frame body: a UTF-8 JSON object of our version with a ``type``."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ProtocolError(f"frame is not UTF-8 (bad byte at offset {exc.start})") from exc
-    try:
-        message = json.loads(text, parse_constant=_refuse_constant)
-    except (ValueError, RecursionError) as exc:
-        # ValueError covers JSONDecodeError and over-long integers; RecursionError deep nesting.
-        raise ProtocolError(f"frame is not JSON: {str(exc)[:80]}") from exc
+    message = _parse_json(text)
     if not isinstance(message, dict):
         raise ProtocolError(f"frame is JSON {type(message).__name__}, not an object")
     version = message.get("v")
@@ -206,18 +223,21 @@ class FrameDecoder:
 
     def _drain(self) -> Iterator[dict[str, Any]]:
         start = 0
+        buffer, unpack_from, header_size = self._buffer, _HEADER.unpack_from, _HEADER.size
+        size = len(buffer)
         try:
-            while len(self._buffer) - start >= _HEADER.size:
-                (length,) = _HEADER.unpack_from(self._buffer, start)
-                _check_length(length, self.max_bytes)
-                end = start + _HEADER.size + length
-                if len(self._buffer) < end:
+            while size - start >= header_size:
+                (length,) = unpack_from(buffer, start)
+                if length > self.max_bytes:
+                    _check_length(length, self.max_bytes)
+                end = start + header_size + length
+                if size < end:
                     break
-                body = bytes(self._buffer[start + _HEADER.size : end])
+                body = buffer[start + header_size : end]
                 start = end
                 yield decode_body(body)
         finally:
-            del self._buffer[:start]
+            del buffer[:start]
 
 
 def count_frames(data: bytes | bytearray) -> int:
@@ -284,6 +304,13 @@ def parse_log_record(message: dict[str, Any]) -> dict[str, Any]:
         raise ProtocolError(f"expected a log frame, got {_short(message.get('type'))}")
     name, levelno, msg = message.get("name"), message.get("levelno"), message.get("msg")
     created, exc_text = message.get("created"), message.get("exc_text")
+    # The usual record, already within every bound: taken as it is (the checks below agree).
+    if (type(created) is float and 0.0 <= created <= 1e11 and type(levelno) is int
+            and 1 <= levelno <= logging.CRITICAL and type(name) is str
+            and len(name) <= MAX_NAME_CHARS and type(msg) is str and len(msg) <= MAX_TEXT_CHARS
+            and exc_text is None):
+        return {"name": name, "levelno": levelno, "msg": msg, "created": created,
+                "exc_text": None}
     if not isinstance(name, str):
         raise ProtocolError(f"log record has a bad name {_short(name)}")
     if type(levelno) is not int:

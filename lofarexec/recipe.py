@@ -24,7 +24,6 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from lofarexec.config import PipelineConfig, find_config, load_config
-from lofarexec.config.known import check_names
 from lofarexec.errors import ConfigError, LofarexecError, PipelineQuit, WaitTimeout
 from lofarexec.ingredients import RecipeArgumentParser, RecipeIngredients
 from lofarexec.job import ComputeJob
@@ -292,16 +291,9 @@ class _Stopped(KeyboardInterrupt):
 
 def _check_config_names(config: PipelineConfig, recipe_sections: Sequence[str]) -> None:
     """Stop at a misspelt section or key, before any job runs (see lofarexec.config.known)."""
-    from lofarexec.plugin.manager import build_plugin_manager  # deferred: light recipe import
+    from lofarexec.plugin.confignames import check_config_names  # deferred: light recipe import
 
-    backends = build_plugin_manager().backends
-    fallback_keys: dict[str, set[str]] = {}
-    for name in backends.names():
-        fallbacks = getattr(backends.get(name).Settings, "config_fallbacks", {})
-        for section, key in fallbacks.values():
-            fallback_keys.setdefault(section, set()).add(key)
-    check_names(config, backend_sections=backends.names(), recipe_sections=recipe_sections,
-                fallback_keys=fallback_keys)
+    check_config_names(config, recipe_sections, method=config.remote_method)
 
 
 def _set_up_console(*, debug: bool, verbose: bool) -> None:

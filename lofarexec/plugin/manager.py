@@ -9,20 +9,25 @@ that is no usable backend, or that claims a name another package has, is left ou
 in one line naming its package (:attr:`PluginManager.broken`). ``lofarexec backends`` prints
 those lines, a run logs them as warnings, and a run that asks for a backend that is missing
 because of them says why.
+
+lofarexec's own entry points (its built-in backends: each registers exactly the backend of
+its entry point's name and implements no other hook) are loaded only when that backend is
+asked for by name, or when the whole list is (``names()``, ``lofarexec backends``): a run with
+``method = local`` never imports paramiko. Other packages' plugins are loaded at once, as any
+of them may follow runs and jobs through the lifecycle hooks.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import pluggy
 
 from lofarexec.backend import Backend, BackendRegistry
 from lofarexec.errors import PluginError
 from lofarexec.plugin import spec
-from lofarexec.plugin.metadata import check_backend_class
 
 __all__ = ["ENTRY_POINT_GROUP", "PluginManager", "build_plugin_manager"]
 
@@ -39,20 +44,39 @@ class InstalledDistribution:
         self.version = version
 
 
-class _BrokenAwareRegistry(BackendRegistry):
-    """A registry whose "no such backend" error also names the plugins that failed to load."""
+class _LazyRegistry(BackendRegistry):
+    """The manager's registry: a backend whose plugin is not loaded yet is loaded when asked
+    for (``ensure``), and a "no such backend" error also names the plugins that failed to load."""
 
-    def __init__(self, broken: list[str]) -> None:
+    def __init__(self, broken: list[str], ensure: Callable[[str | None], None]) -> None:
         super().__init__()
         self._broken = broken
+        self._ensure = ensure
+
+    def loaded_names(self) -> list[str]:
+        """The backends registered so far, loading nothing."""
+        return super().names()
+
+    def loaded_provider(self, name: str) -> str:
+        """:meth:`provider` of a backend registered so far, loading nothing."""
+        return super().provider(name)
 
     def get(self, name: str) -> type[Backend]:
+        self._ensure(name)
         try:
             return super().get(name)
         except PluginError as exc:
             if not self._broken:
                 raise
             raise PluginError(f"{exc}; broken plugins: {'; '.join(self._broken)}") from None
+
+    def provider(self, name: str) -> str:
+        self._ensure(name)
+        return super().provider(name)
+
+    def names(self) -> list[str]:
+        self._ensure(None)
+        return super().names()
 
 
 class PluginManager(pluggy.PluginManager):
@@ -63,17 +87,24 @@ class PluginManager(pluggy.PluginManager):
         self.add_hookspecs(spec)
         self.broken: list[str] = []
         """One line per plugin left out, naming its package and what to do."""
-        self.backends: BackendRegistry = _BrokenAwareRegistry(self.broken)
+        self.backends = _LazyRegistry(self.broken, self._ensure_backend)
         self._installed: list[tuple[object, InstalledDistribution]] = []
+        self._deferred: dict[str, tuple[importlib.metadata.EntryPoint, InstalledDistribution]] = {}
+        self._warn_broken = False
 
     def load_installed_plugins(self) -> None:
-        """Load every plugin of the ``lofarexec`` entry-point group; a broken one is left out
-        and described in :attr:`broken` (see the module docstring)."""
+        """Load every plugin of the ``lofarexec`` entry-point group but lofarexec's own
+        (deferred until their backend is asked for); a broken one is left out and described
+        in :attr:`broken` (see the module docstring)."""
         first: dict[str, InstalledDistribution] = {}  # entry-point name -> where it came from
         for dist in importlib.metadata.distributions():
+            entry_points = [entry_point for entry_point in dist.entry_points
+                            if entry_point.group == ENTRY_POINT_GROUP]
+            if not entry_points:
+                continue  # its METADATA is never parsed: that is most of the cost
             source = InstalledDistribution(dist.metadata["Name"], dist.version)
-            for entry_point in dist.entry_points:
-                if entry_point.group != ENTRY_POINT_GROUP or self.is_blocked(entry_point.name):
+            for entry_point in entry_points:
+                if self.is_blocked(entry_point.name):
                     continue
                 what = f"plugin '{entry_point.name}' = {entry_point.value} from {_label(source)}"
                 earlier = first.setdefault(entry_point.name, source)
@@ -82,19 +113,53 @@ class PluginManager(pluggy.PluginManager):
                         self._leave_out(f"{what} is not loaded: {_label(earlier)} has a plugin "
                                         f"of that name; uninstall one of them")
                     continue
-                try:
-                    plugin = entry_point.load()
-                    self.register(plugin, name=entry_point.name)
-                except Exception as exc:
-                    if self.has_plugin(entry_point.name):
-                        self.unregister(name=entry_point.name)  # pluggy may have half done it
-                    self._leave_out(f"{what} failed to load ({_why(exc)}); reinstall or "
-                                    f"uninstall {_label(source)}")
-                    continue
-                self._installed.append((plugin, source))
+                if source.project_name == _OWN_PROVIDER:
+                    self._deferred[entry_point.name] = (entry_point, source)
+                else:
+                    self._load_entry_point(entry_point, source)
+
+    def _load_entry_point(self, entry_point: importlib.metadata.EntryPoint,
+                          source: InstalledDistribution) -> object | None:
+        """Import and register one plugin; None (and a line in :attr:`broken`) if it fails."""
+        what = f"plugin '{entry_point.name}' = {entry_point.value} from {_label(source)}"
+        try:
+            plugin = entry_point.load()
+            self.register(plugin, name=entry_point.name)
+        except Exception as exc:
+            if self.has_plugin(entry_point.name):
+                self.unregister(name=entry_point.name)  # pluggy may have half done it
+            self._leave_out(f"{what} failed to load ({_why(exc)}); reinstall or "
+                            f"uninstall {_label(source)}")
+            return None
+        self._installed.append((plugin, source))
+        return plugin
+
+    def deferred_names(self) -> list[str]:
+        """The entry-point names of lofarexec's own plugins not loaded yet (each is the name of
+        the one backend it registers)."""
+        return sorted(self._deferred)
+
+    def _ensure_backend(self, name: str | None) -> None:
+        """Load the deferred plugin named ``name``; all of them when ``name`` is None or is
+        no backend registered so far (it may come from any of them)."""
+        if not self._deferred:
+            return
+        if name is not None and name in self._deferred:
+            names = [name]
+        elif name is None or name not in self.backends.loaded_names():
+            names = list(self._deferred)
+        else:
+            return
+        plugins = [self._load_entry_point(*self._deferred.pop(each)) for each in names]
+        broken_before = len(self.broken)
+        self.collect_backends([plugin for plugin in plugins if plugin is not None])
+        if self._warn_broken:
+            for line in self.broken[broken_before:]:
+                logger.warning("%s", line)
 
     def list_plugin_distinfo(self) -> list[tuple[object, InstalledDistribution]]:  # type: ignore[override]
-        """Each installed plugin with the distribution it came from."""
+        """Each installed plugin with the distribution it came from (all of them loaded)."""
+        self._ensure_backend(None)
         return list(self._installed)
 
     def register_plugin(self, plugin: object, *, name: str) -> None:
@@ -112,14 +177,20 @@ class PluginManager(pluggy.PluginManager):
                 return _label(dist)
         return _OWN_PROVIDER
 
-    def collect_backends(self) -> BackendRegistry:
-        """Call every plugin's ``lofarexec_register_backends`` once, recording each provider.
+    def collect_backends(self, plugins: Iterable[object] | None = None) -> BackendRegistry:
+        """Call every plugin's (or each of ``plugins``') ``lofarexec_register_backends`` once,
+        recording each provider.
 
         Each plugin registers into a registry of its own first, so one that raises, registers
         something unusable or claims a taken name adds none of its backends.
         """
+        from lofarexec.plugin.metadata import check_backend_class  # deferred: start-up cost
+
         registry = self.backends
+        only = None if plugins is None else list(plugins)
         for impl in self.hook.lofarexec_register_backends.get_hookimpls():
+            if only is not None and not any(impl.plugin is plugin for plugin in only):
+                continue
             provider = self.provider(impl.plugin)
             what = f"plugin '{impl.plugin_name}' ({provider})"
             staged = BackendRegistry()
@@ -134,11 +205,11 @@ class PluginManager(pluggy.PluginManager):
                 self._leave_out(f"{what} failed to register its backends ({_why(exc)}); fix "
                                 f"or uninstall {provider}")
                 continue
-            taken = [name for name in staged.names() if name in registry.names()]
+            taken = [name for name in staged.names() if name in registry.loaded_names()]
             if taken:
+                earlier = registry.loaded_provider(taken[0])
                 self._leave_out(f"{what}: backend '{taken[0]}' is provided twice: by "
-                                f"{registry.provider(taken[0])} and by {provider}; uninstall "
-                                "one of them")
+                                f"{earlier} and by {provider}; uninstall one of them")
                 continue
             registry.current_provider = provider
             for name in staged.names():
@@ -152,7 +223,8 @@ class PluginManager(pluggy.PluginManager):
 
 def build_plugin_manager(extra_plugins: Iterable[object] = (), *,
                          warn_broken: bool = True) -> PluginManager:
-    """A manager with every installed plugin loaded and every backend registered.
+    """A manager with the installed plugins loaded and their backends registered (lofarexec's
+    own backends when first asked for: see the module docstring).
 
     ``extra_plugins`` are registered as well (the runner's own reporters, a test's plugin).
     Each plugin left out is logged as a warning unless ``warn_broken`` is false (for callers
@@ -163,6 +235,7 @@ def build_plugin_manager(extra_plugins: Iterable[object] = (), *,
     for plugin in extra_plugins:
         manager.register_plugin(plugin, name=f"{type(plugin).__name__}-{id(plugin)}")
     manager.collect_backends()
+    manager._warn_broken = warn_broken  # also for plugins loaded later, when asked for
     if warn_broken:
         for line in manager.broken:
             logger.warning("%s", line)

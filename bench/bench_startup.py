@@ -1,0 +1,184 @@
+#!/usr/bin/env python3
+"""bench_startup: what a 1-job local recipe costs over running its node script by hand.
+
+The same node script run two ways, ``--rounds`` times each, interleaved (one of each per round,
+the order alternating), each in a fresh interpreter as a user would start it:
+
+* **recipe**: ``python master/startup.py -j startup -c pipeline.cfg``: a recipe of the seed's
+  shape (``BaseRecipe`` + ``RemoteCommandRecipeMixIn``) that schedules ONE job on
+  ``localhost`` with ``[remote] method = local``: config, plugin manager, local backend, log
+  server, scheduler, journal, report, then the node;
+* **bare**: ``subprocess.run([python, nodes/startup.py, 127.0.0.1, 1, STAMP])``: the same node
+  script, started by hand (no job token: its records go to its own stderr).
+
+Measured for each: **wall** (from just before the process is started until it has exited)
+and **to first line** (until the node is about to log its first record: the node writes
+``time.monotonic()`` to a stamp file at that moment; CLOCK_MONOTONIC is system-wide on Linux,
+so the two clocks agree). Reported: the median of each and the ratio recipe / bare; the target
+(issue 17) is at most 2x for both.
+
+``--importtime`` also runs the recipe once under ``python -X importtime`` and prints the
+slowest imports (cumulative) and whether ``paramiko`` was imported.
+
+Usage::
+
+    python bench/bench_startup.py [--quick] [--rounds N] [--importtime]
+
+Exit status: 0 after a complete run (target met or not: the table says which), 2 if a run
+went wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+TARGET_RATIO = 2.0
+DEFAULT_ROUNDS = 21
+QUICK_ROUNDS = 3
+REPO = Path(__file__).resolve().parent.parent
+
+RECIPE = '''\
+import sys
+from lofarpipe.support.baserecipe import BaseRecipe
+from lofarpipe.support.remotecommand import ComputeJob, RemoteCommandRecipeMixIn
+
+
+class startup(BaseRecipe, RemoteCommandRecipeMixIn):
+    def go(self):
+        super().go()
+        node = self.__file__.replace("master", "nodes")
+        job = ComputeJob("localhost", f"{sys.executable} {node}", arguments=[STAMP])
+        self._schedule_jobs([job])
+        return 1 if self.error.is_set() else 0
+
+
+if __name__ == "__main__":
+    sys.exit(startup().main())
+'''
+
+NODE = '''\
+import sys
+import time
+from lofarpipe.support.lofarnode import LOFARnode
+
+
+class startup(LOFARnode):
+    def run(self, stamp):
+        with open(stamp, "w") as handle:
+            handle.write(repr(time.monotonic()))
+        self.logger.info("first line")
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(startup(sys.argv[1], sys.argv[2]).run_with_logging(*sys.argv[3:]))
+'''
+
+
+def write_tree(folder: Path) -> tuple[Path, Path, Path, Path]:
+    """The recipe, its node, a pipeline.cfg and the stamp path, under ``folder``."""
+    stamp = folder / "stamp"
+    (folder / "master").mkdir()
+    (folder / "nodes").mkdir()
+    recipe = folder / "master" / "startup.py"
+    recipe.write_text(RECIPE.replace("STAMP", repr(str(stamp))), encoding="utf-8")
+    node = folder / "nodes" / "startup.py"
+    node.write_text(NODE, encoding="utf-8")
+    config = folder / "pipeline.cfg"
+    config.write_text(textwrap.dedent(f"""\
+        [DEFAULT]
+        runtime_directory = {folder}/runtime
+        [layout]
+        job_directory = {folder}/runtime/jobs/%(job_name)s
+        [deploy]
+        engine_ppath = {REPO}
+        [remote]
+        method = local
+        """), encoding="utf-8")
+    return recipe, node, config, stamp
+
+
+def timed(argv: list[str], stamp: Path, environment: dict[str, str]) -> tuple[float, float]:
+    """(wall, to the node's first line) of one run of ``argv``, in seconds."""
+    stamp.unlink(missing_ok=True)
+    start = time.monotonic()
+    done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          env=environment, check=False)
+    wall = time.monotonic() - start
+    if done.returncode != 0 or not stamp.exists():
+        raise SystemExit(f"bench_startup: {argv[1]} failed ({done.returncode}):\n"
+                         f"{done.stderr[-2000:]}")
+    return wall, float(stamp.read_text()) - start
+
+
+def import_report(recipe: Path, config: Path, environment: dict[str, str], top: int) -> None:
+    """Run the recipe once under ``-X importtime``; print the slowest imports."""
+    done = subprocess.run([sys.executable, "-X", "importtime", str(recipe), "-j", "startup",
+                           "-c", str(config)], stdin=subprocess.DEVNULL, capture_output=True,
+                          text=True, env=environment, check=False)
+    rows = []
+    for line in done.stderr.splitlines():
+        if not line.startswith("import time:") or "cumulative" in line:
+            continue
+        own_us, cumulative_us, name = line.split(":", 1)[1].split("|")
+        rows.append((int(cumulative_us), int(own_us), name.rstrip()))
+    names = {name.strip() for _, _, name in rows}
+    print(f"-X importtime: {len(rows)} modules; paramiko imported: {'paramiko' in names}; "
+          f"rich: {'rich' in names}")
+    for cumulative, own, name in sorted(rows, reverse=True)[:top]:
+        print(f"  {cumulative / 1000:8.1f} ms cumulative  {own / 1000:6.1f} ms own  {name}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help=f"{QUICK_ROUNDS} rounds: a smoke test")
+    parser.add_argument("--rounds", type=int, help=f"runs of each (default {DEFAULT_ROUNDS})")
+    parser.add_argument("--importtime", action="store_true",
+                        help="also list the slowest imports of one recipe run")
+    options = parser.parse_args(argv)
+    rounds = options.rounds or (QUICK_ROUNDS if options.quick else DEFAULT_ROUNDS)
+    # This checkout's lofarexec and built-in backends, whatever is installed.
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "backends")])}
+    environment.pop("PYTHONDONTWRITEBYTECODE", None)
+    with tempfile.TemporaryDirectory(prefix="bench_startup.") as name:
+        recipe, node, config, stamp = write_tree(Path(name))
+        contenders = {
+            "recipe": [sys.executable, str(recipe), "-j", "startup", "-c", str(config)],
+            "bare": [sys.executable, str(node), "127.0.0.1", "1", str(stamp)],
+        }
+        for argv in contenders.values():  # warm the page cache and the bytecode caches
+            timed(argv, stamp, environment)
+        figures: dict[str, list[tuple[float, float]]] = {what: [] for what in contenders}
+        for index in range(rounds):
+            order = list(contenders) if index % 2 == 0 else list(reversed(contenders))
+            for what in order:
+                figures[what].append(timed(contenders[what], stamp, environment))
+        if options.importtime:
+            import_report(recipe, config, environment, top=25)
+    medians = {what: (statistics.median(wall for wall, _ in rows),
+                      statistics.median(first for _, first in rows))
+               for what, rows in figures.items()}
+    note = " (--quick: not a figure)" if options.quick else ""
+    print(f"bench_startup: 1-job local recipe vs bare subprocess.run of its node, "
+          f"{rounds} interleaved rounds, medians{note}")
+    print(f"{'':8}  {'wall ms':>9}  {'first line ms':>13}")
+    for what, (wall, first) in medians.items():
+        print(f"{what:8}  {wall * 1000:9.1f}  {first * 1000:13.1f}")
+    wall_ratio = medians["recipe"][0] / medians["bare"][0]
+    first_ratio = medians["recipe"][1] / medians["bare"][1]
+    verdict = "met" if max(wall_ratio, first_ratio) <= TARGET_RATIO else "NOT met"
+    print(f"{'ratio':8}  {wall_ratio:8.2f}x  {first_ratio:12.2f}x   target <= {TARGET_RATIO}x: "
+          f"{verdict}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

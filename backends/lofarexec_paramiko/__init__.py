@@ -59,7 +59,7 @@ from .agent import agent_remote_command
 from .connect import KeyCache
 from .hosts import KnownHosts, load_ssh_config, resolve_target
 from .jobs import Job
-from .pool import ChannelJobHandle, HostPool
+from .pool import ChannelJobHandle, HostPool, close_pools
 from .settings import ParamikoSettings
 
 
@@ -130,8 +130,7 @@ class ParamikoBackend(Backend):
         with lock:
             pools, self._pools = list(self._pools.values()), {}
             self._closed = True
-        for pool in pools:
-            pool.close()
+        close_pools(pools)  # every host told to stop before any is waited for
 
     def connection_counts(self) -> dict[str, int]:
         """How many connections each host was given so far (a host's reconnects included)."""

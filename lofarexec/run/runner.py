@@ -19,7 +19,6 @@ import shlex
 import socket
 import threading
 from collections.abc import Sequence
-from contextlib import nullcontext
 
 from lofarexec.backend import Backend, LaunchRequest
 from lofarexec.channel.exchange import JobExchange
@@ -136,17 +135,16 @@ class JobRunner:
             return self._dry_run(jobs, backend, limits, pool, (advertise or bind, "<port>"),
                                  argv_heads, plans)
         audit = EndOfRunAudit(self.config, self.recipe_name, self.logger)
-        run_lock = nullcontext() if self.dry_run else RunLock(self.config.job_directory)
-        with run_lock, LogServer(bind_address=bind, advertise_address=advertise,
-                       recipe_name=self.recipe_name,
-                       max_message_bytes=self.config.max_message_bytes,
-                       exchange=JobExchange(self.config.max_kept_bytes)) as log_server:
+        with RunLock(self.config.job_directory), LogServer(
+                bind_address=bind, advertise_address=advertise, recipe_name=self.recipe_name,
+                max_message_bytes=self.config.max_message_bytes,
+                exchange=JobExchange(self.config.max_kept_bytes)) as log_server:
             host, port = log_server.address
             self.logger.debug("Logging to %s:%d", host, port)
             self._exchange = log_server.exchange
             self._exchange_ready.set()
             context = RunContext(self.recipe_name, method, self.config.job_directory,
-                                 (host, port), self.dry_run)
+                                 (host, port), dry_run=False)
             environment = node_environment(self.config)
             environment[ENV_JOB_DIRECTORY] = str(context.job_directory)
             environment[ENV_RUN] = audit.marker  # what the end-of-run audit looks for

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -56,18 +55,6 @@ class Pbs(Backend):
 def lofarexec_register_backends(registry):
     registry.add(Pbs)
 '''
-
-
-@pytest.fixture
-def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """A folder on ``sys.path`` for throwaway distributions; their modules are forgotten after."""
-    folder = tmp_path / "site"
-    folder.mkdir()
-    monkeypatch.syspath_prepend(str(folder))
-    yield folder
-    for name, module in list(sys.modules.items()):
-        if str(getattr(module, "__file__", "") or "").startswith(str(folder)):
-            del sys.modules[name]
 
 
 def only_line(broken: list[str]) -> str:

@@ -56,18 +56,6 @@ def lofarexec_run_finished(run, jobs):
 """
 
 
-@pytest.fixture
-def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """A folder on ``sys.path`` for throwaway distributions; their modules are forgotten after."""
-    folder = tmp_path / "site"
-    folder.mkdir()
-    monkeypatch.syspath_prepend(str(folder))
-    yield folder
-    for name, module in list(sys.modules.items()):
-        if str(getattr(module, "__file__", "") or "").startswith(str(folder)):
-            del sys.modules[name]
-
-
 def test_a_local_run_does_not_import_paramiko(tmp_path: Path):
     node = tmp_path / "node.py"
     node.write_text(NODE)

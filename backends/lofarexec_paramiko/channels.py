@@ -43,12 +43,25 @@ def open_job_channel(transport: paramiko.Transport, job: Job, settings: Paramiko
     channel.status_event = StatusEvent(notify)
     try:
         channel.exec_command(job.launch.command)
-        channel.sendall(job.launch.stdin)  # stdin then stays open: its EOF means "kill"
+        _send_header(channel, job.launch.stdin, transport)
         channel.fileno()  # a pipe of paramiko's, made now: descriptors may have run out
     except CHANNEL_ERRORS as exc:
         channel.close()  # the wrapper's stdin ends: it kills the job
         return Outcome(None, transport_error=str(translate(exc, target, "cannot start the job on")))
     return channel
+
+
+def _send_header(channel: paramiko.Channel, header: bytes, transport: paramiko.Transport) -> None:
+    """Write the wrapper's stdin header; its stdin then stays open (its EOF means "kill").
+
+    A command that ends at once (no such remote Python) may have closed the channel before
+    the header goes out: that is not a failure to start but the job's end, which its exit
+    status tells, so the channel is kept and read as any ended job's."""
+    try:
+        channel.sendall(header)
+    except CHANNEL_ERRORS:
+        if not (channel.closed and channel.exit_status_ready() and not lost(transport)):
+            raise
 
 
 def closed_channel_outcome(job: Job, transport: paramiko.Transport | None,

@@ -193,6 +193,27 @@ def test_missing_remote_python_is_a_transport_error(either_mode) -> None:
     assert reason.startswith("node1: the remote launcher failed (status 127)"), reason
 
 
+@pytest.mark.slow
+def test_a_launcher_that_ends_before_its_header_is_sent_reports_its_status(
+        backends, monkeypatch) -> None:
+    """Channel mode, the race CI met: the missing Python ends the channel before the wrapper's
+    stdin header goes out. Forced here: the header waits until the server has closed."""
+    send = paramiko.Channel.sendall
+
+    def after_the_close(channel: paramiko.Channel, data: bytes) -> None:
+        deadline = time.monotonic() + 30
+        while not channel.closed and time.monotonic() < deadline:
+            channel.status_event.wait(0.01)
+        send(channel, data)
+
+    monkeypatch.setattr(paramiko.Channel, "sendall", after_the_close)
+    backend = backends(launch="channel", remote_python="/no/such/python3")
+    outcomes = Reports()
+    backend.start(request(1, "node1", "/bin/true"), outcomes(1))
+    reason = outcomes.wait(1).transport_error
+    assert reason.startswith("node1: the remote launcher failed (status 127)"), reason
+
+
 @pytest.fixture
 def silent_port() -> Iterator[int]:
     """A port that accepts connections and never says a word (no SSH banner)."""

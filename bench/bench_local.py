@@ -13,6 +13,10 @@
 * xargs: ``xargs -P2 -n1 /bin/true`` with the arguments 1..N on stdin;
 * a bare loop of ``subprocess.run(["/bin/true"])`` in 2 threads (the floor for Python).
 
+Plus lofarexec twice more, to show what live progress costs (issue 15): with progress off
+(``--quiet``) and with rich's live display forced on (what a terminal gets, drawn into
+/dev/null); the first row has the default off a terminal (a progress line logged now and then).
+
 Plus, for information only, lofarexec in a fresh interpreter (``python -c`` that imports
 lofarexec, reads the config and runs the batch), so that interpreter start-up is counted as it
 is for parallel and xargs.
@@ -30,6 +34,7 @@ it needs is missing, 2 if a run went wrong (a job or a tool failed).
 
 from __future__ import annotations
 
+import os
 import resource
 import shutil
 import subprocess
@@ -89,15 +94,36 @@ def load(config_path: Path):  # -> PipelineConfig
     return common.load_pipeline_config(config_path, "bench_local")
 
 
-def run_lofarexec(config, jobs: int) -> tuple[float, float]:
-    """One batch through JobRunner.schedule; (wall seconds, control-process CPU seconds)."""
+def _devnull():  # -> IO[str]: where the live display is drawn (kept open for the bench)
+    global _DEVNULL
+    if _DEVNULL is None:
+        _DEVNULL = open(os.devnull, "w")  # noqa: SIM115
+    return _DEVNULL
+
+
+_DEVNULL = None
+
+
+def run_lofarexec(config, jobs: int, progress: str = "log") -> tuple[float, float]:
+    """One batch through JobRunner.schedule; (wall seconds, control-process CPU seconds).
+
+    ``progress``: "log" is what a recipe gets off a terminal (the default, a timer logging a
+    line now and then); "off" is ``--quiet``; "live" is what it gets on a terminal (rich's
+    live display, forced on and drawn into /dev/null)."""
     from lofarexec.job import ComputeJob
+    from lofarexec.run.progress import ProgressReporter
     from lofarexec.run.runner import JobRunner
+
+    class LiveRunner(JobRunner):
+        def _progress(self) -> list[ProgressReporter]:
+            return [ProgressReporter(self.logger, stream=_devnull(), terminal=True)]
 
     cpu = cpu_seconds()
     start = time.perf_counter()
     batch = [ComputeJob(host="node1", command=TRUE) for _ in range(jobs)]
-    runner = JobRunner(config, recipe_name="bench_local", error=threading.Event())
+    runner_class = LiveRunner if progress == "live" else JobRunner
+    runner = runner_class(config, recipe_name="bench_local", error=threading.Event(),
+                          progress=progress != "off")
     done = runner.schedule(batch)
     wall = time.perf_counter() - start
     cpu = cpu_seconds() - cpu
@@ -189,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
                 [parallel, "--will-cite", "-j", str(SLOTS), TRUE], n),
             "xargs -P2 -n1": lambda n: run_tool([xargs, f"-P{SLOTS}", "-n1", TRUE], n),
             "bare loop, subprocess.run x 2 threads": run_bare_loop,
+            "lofarexec, progress off (--quiet)": lambda n: run_lofarexec(config, n, "off"),
+            "lofarexec, live progress (terminal)": lambda n: run_lofarexec(config, n, "live"),
             "lofarexec, fresh interpreter (info)": lambda n: run_lofarexec_process(config_path, n),
         }
         names = list(contenders)

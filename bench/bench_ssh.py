@@ -21,6 +21,9 @@ parallel.
   default ``launch = agent`` starts one host agent per connection (inside the timing, as each
   run opens the backend afresh) and a ``posix_spawn`` per job; also run, for information, with
   ``launch = channel`` (a session, the remote shell and the launch wrapper per job, as ssh);
+* lofarexec, local backend: the same jobs (host names node1..node4, 4 slots each) started on
+  this machine, the yardstick for what the remote transports add per job (issue 17: ssh and
+  paramiko per job within 1.5x the local backend's, same run);
 * GNU parallel ``--will-cite -S 4/node1,4/node2,4/node3,4/node4 --ssh 'ssh -F <ssh_config>'
   /bin/true`` with the arguments 1..N on stdin, with ``--controlmaster`` (``-M``) and without
   (a fresh ssh connection per job);
@@ -78,6 +81,7 @@ QUICK_JOBS = 40
 QUICK_ROUNDS = 1
 TARGET_SSH_VS_PARALLEL_M = 2.0  # lofarexec ssh at least this many times faster than parallel -M
 TARGET_PARAMIKO_VS_PARALLEL_M = 5.0  # paramiko at least this many times faster than parallel -M
+TARGET_REMOTE_VS_LOCAL = 1.5  # ssh and paramiko per job at most this many times local's (issue 17)
 TRUE = "/bin/true"
 RUN_TIMEOUT = 900  # seconds for one run of one tool
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")  # /proc/stat's unit
@@ -86,6 +90,7 @@ SSH = "lofarexec, ssh backend"
 PARAMIKO = "lofarexec, paramiko backend"
 PARAMIKO_CHANNEL = "lofarexec, paramiko, launch=channel (info)"
 SSH_PROCESS = "lofarexec, ssh, launch=process (info)"
+LOCAL = "lofarexec, local backend (same jobs)"
 PARALLEL_M = "GNU parallel -M (--controlmaster)"
 PARALLEL = "GNU parallel, no -M"
 FLOOR = "FLOOR: ssh ControlMaster loop x 16 thr"
@@ -442,6 +447,9 @@ def _bench(folder: Path, jobs: int, rounds: int, options: argparse.Namespace) ->
         channel_run = load(write_config(folder, "paramiko", ssh_config, "launch = channel\n",
                                         name="paramiko-channel"))
         contenders[PARAMIKO_CHANNEL] = lambda n: run_lofarexec(channel_run, n, PARAMIKO_CHANNEL)
+    local_run = load(common.write_pipeline_cfg(folder / "pipeline-local.cfg", folder, "local",
+                                               SLOTS, "bench_ssh"))
+    contenders[LOCAL] = lambda n: run_lofarexec(local_run, n, LOCAL)
     logins = ",".join(f"{SLOTS}/{host_of(i)}" for i in range(HOSTS))
     parallel_argv = [parallel, "--will-cite", "-S", logins, "--ssh", f"ssh -F {ssh_config}"]
     contenders[PARALLEL_M] = lambda n: run_tool([*parallel_argv, "--controlmaster", TRUE], n)
@@ -484,7 +492,7 @@ def _bench(folder: Path, jobs: int, rounds: int, options: argparse.Namespace) ->
     for name in names:
         own = min(own_cpu[name]) / jobs * 1000
         own_text = f"{own:.3f}" if name in (SSH, SSH_PROCESS, PARAMIKO, PARAMIKO_CHANNEL,
-                                            FLOOR) else "-"
+                                            LOCAL, FLOOR) else "-"
         children = min(child_cpu[name]) / jobs * 1000
         busy = (f"{statistics.median(machine_busy[name]) * 100:.0f}"
                 if machine_busy[name] else "?")
@@ -520,6 +528,12 @@ def _bench(folder: Path, jobs: int, rounds: int, options: argparse.Namespace) ->
         print(f"lofarexec paramiko vs GNU parallel -M: not measured (paramiko: not installed; "
               f"target >= {TARGET_PARAMIKO_VS_PARALLEL_M:g}x)")
     print(f"lofarexec ssh vs GNU parallel, no -M : {best[PARALLEL] / best[SSH]:.2f}x faster (info)")
+    for name in (SSH, PARAMIKO):
+        if name in best:
+            ratio = best[name] / best[LOCAL]
+            print(f"{name} per job / local backend's per job: {ratio:.2f}x   "
+                  f"(target <= {TARGET_REMOTE_VS_LOCAL:g}x: "
+                  f"{verdict(ratio <= TARGET_REMOTE_VS_LOCAL)})")
     for name in (SSH, SSH_PROCESS, PARAMIKO, PARAMIKO_CHANNEL):
         if name in best:
             print(f"{name} time / FLOOR time: {best[name] / best[FLOOR]:.2f}  "

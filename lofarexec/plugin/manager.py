@@ -1,9 +1,10 @@
 """Finds the installed plugins and asks them for their backends.
 
 Built in a function, never at import time, so tests and embedding programs get a fresh manager.
-Installed plugins are the ``lofarexec`` entry-point group, loaded one by one in ``sys.path``
-order as pluggy's own ``load_setuptools_entrypoints`` would (the first entry point of a name
-wins; a distribution found twice on the path counts once), but a broken one does not stop the
+Installed plugins are the ``lofarexec`` entry-point group (found by :mod:`.entrypoints`,
+without importing ``importlib.metadata``), loaded one by one in ``sys.path`` order as pluggy's
+own ``load_setuptools_entrypoints`` would (the first entry point of a name wins; a
+distribution found twice on the path counts once), but a broken one does not stop the
 others: a plugin that fails to import or register, whose hook raises, that registers something
 that is no usable backend, or that claims a name another package has, is left out and described
 in one line naming its package (:attr:`PluginManager.broken`). ``lofarexec backends`` prints
@@ -19,7 +20,6 @@ of them may follow runs and jobs through the lifecycle hooks.
 
 from __future__ import annotations
 
-import importlib.metadata
 import logging
 from collections.abc import Callable, Iterable
 
@@ -28,6 +28,7 @@ import pluggy
 from lofarexec.backend import Backend, BackendRegistry
 from lofarexec.errors import PluginError
 from lofarexec.plugin import spec
+from lofarexec.plugin.entrypoints import EntryPoint, installed_entry_points
 
 __all__ = ["ENTRY_POINT_GROUP", "PluginManager", "build_plugin_manager"]
 
@@ -89,7 +90,7 @@ class PluginManager(pluggy.PluginManager):
         """One line per plugin left out, naming its package and what to do."""
         self.backends = _LazyRegistry(self.broken, self._ensure_backend)
         self._installed: list[tuple[object, InstalledDistribution]] = []
-        self._deferred: dict[str, tuple[importlib.metadata.EntryPoint, InstalledDistribution]] = {}
+        self._deferred: dict[str, tuple[EntryPoint, InstalledDistribution]] = {}
         self._warn_broken = False
 
     def load_installed_plugins(self) -> None:
@@ -97,12 +98,9 @@ class PluginManager(pluggy.PluginManager):
         (deferred until their backend is asked for); a broken one is left out and described
         in :attr:`broken` (see the module docstring)."""
         first: dict[str, InstalledDistribution] = {}  # entry-point name -> where it came from
-        for dist in importlib.metadata.distributions():
-            entry_points = [entry_point for entry_point in dist.entry_points
-                            if entry_point.group == ENTRY_POINT_GROUP]
-            if not entry_points:
-                continue  # its METADATA is never parsed: that is most of the cost
-            source = InstalledDistribution(dist.metadata["Name"], dist.version)
+        # Only distributions with such entry points have their METADATA read (see .entrypoints)
+        for name, version, entry_points in installed_entry_points(ENTRY_POINT_GROUP):
+            source = InstalledDistribution(name, version)
             for entry_point in entry_points:
                 if self.is_blocked(entry_point.name):
                     continue
@@ -118,7 +116,7 @@ class PluginManager(pluggy.PluginManager):
                 else:
                     self._load_entry_point(entry_point, source)
 
-    def _load_entry_point(self, entry_point: importlib.metadata.EntryPoint,
+    def _load_entry_point(self, entry_point: EntryPoint,
                           source: InstalledDistribution) -> object | None:
         """Import and register one plugin; None (and a line in :attr:`broken`) if it fails."""
         what = f"plugin '{entry_point.name}' = {entry_point.value} from {_label(source)}"

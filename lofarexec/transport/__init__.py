@@ -31,54 +31,105 @@ Small parts
 
 from __future__ import annotations
 
-from lofarexec.hostnames import host_name_problem, is_host_name
-from lofarexec.transport.agent import KILL_CONFIRM, AgentClient
-from lofarexec.transport.agent_frames import (
-    PING,
-    FrameReader,
-    Pinger,
-    encode_kill,
-    encode_start,
-    take_frame,
-    take_frames,
-)
-from lofarexec.transport.agent_pool import AgentPool
-from lofarexec.transport.descriptors import out_of_descriptors
-from lofarexec.transport.execenv import ExecEnvironment, spawn
-from lofarexec.transport.orphans import (
-    fetch_statuses,
-    kill_orphans,
-    orphan_kill_command,
-    stalled_note,
-    status_marker,
-)
-from lofarexec.transport.process import (
-    DEFAULT_KILL_GRACE,
-    DRAIN_GRACE,
-    ProcessHandle,
-    ProcessLauncher,
-    keep_tail,
-    signal_group,
-)
-from lofarexec.transport.settings import (
-    alive_interval_field,
-    check_shared_settings,
-    kill_grace_field,
-    remote_python_field,
-)
-from lofarexec.transport.timers import Timer, TimerHeap
-from lofarexec.transport.wakeup import WakePipe
-from lofarexec.transport.wrapper import (
-    DEFAULT_REMOTE_PYTHON,
-    RemoteLaunch,
-    agent_command,
-    inline_program,
-    job_environment,
-    job_identity,
-    last_lines,
-    remote_launch,
-    start_through_wrapper,
-)
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the names, for type checkers; at run time each module loads when first used
+    from lofarexec.hostnames import host_name_problem, is_host_name
+    from lofarexec.transport.agent import KILL_CONFIRM, AgentClient
+    from lofarexec.transport.agent_frames import (
+        PING,
+        FrameReader,
+        Pinger,
+        encode_kill,
+        encode_start,
+        take_frame,
+        take_frames,
+    )
+    from lofarexec.transport.agent_pool import AgentPool
+    from lofarexec.transport.descriptors import out_of_descriptors
+    from lofarexec.transport.execenv import ExecEnvironment, spawn
+    from lofarexec.transport.orphans import (
+        fetch_statuses,
+        kill_orphans,
+        orphan_kill_command,
+        stalled_note,
+        status_marker,
+    )
+    from lofarexec.transport.process import (
+        DEFAULT_KILL_GRACE,
+        DRAIN_GRACE,
+        ProcessHandle,
+        ProcessLauncher,
+        keep_tail,
+        signal_group,
+    )
+    from lofarexec.transport.settings import (
+        alive_interval_field,
+        check_shared_settings,
+        kill_grace_field,
+        remote_python_field,
+    )
+    from lofarexec.transport.timers import Timer, TimerHeap
+    from lofarexec.transport.wakeup import WakePipe
+    from lofarexec.transport.wrapper import (
+        DEFAULT_REMOTE_PYTHON,
+        RemoteLaunch,
+        agent_command,
+        inline_program,
+        job_environment,
+        job_identity,
+        last_lines,
+        remote_launch,
+        start_through_wrapper,
+    )
+
+#: public name -> the toolkit module that defines it. A backend imports only the modules of the
+#: names it uses: the local backend never loads the host agent's client or frames (issue 17).
+_EXPORTS: dict[str, str] = {
+    "DEFAULT_KILL_GRACE": "lofarexec.transport.process",
+    "DEFAULT_REMOTE_PYTHON": "lofarexec.transport.wrapper",
+    "DRAIN_GRACE": "lofarexec.transport.process",
+    "KILL_CONFIRM": "lofarexec.transport.agent",
+    "PING": "lofarexec.transport.agent_frames",
+    "AgentClient": "lofarexec.transport.agent",
+    "AgentPool": "lofarexec.transport.agent_pool",
+    "ExecEnvironment": "lofarexec.transport.execenv",
+    "FrameReader": "lofarexec.transport.agent_frames",
+    "Pinger": "lofarexec.transport.agent_frames",
+    "ProcessHandle": "lofarexec.transport.process",
+    "ProcessLauncher": "lofarexec.transport.process",
+    "RemoteLaunch": "lofarexec.transport.wrapper",
+    "Timer": "lofarexec.transport.timers",
+    "TimerHeap": "lofarexec.transport.timers",
+    "WakePipe": "lofarexec.transport.wakeup",
+    "agent_command": "lofarexec.transport.wrapper",
+    "alive_interval_field": "lofarexec.transport.settings",
+    "check_shared_settings": "lofarexec.transport.settings",
+    "encode_kill": "lofarexec.transport.agent_frames",
+    "encode_start": "lofarexec.transport.agent_frames",
+    "fetch_statuses": "lofarexec.transport.orphans",
+    "host_name_problem": "lofarexec.hostnames",
+    "inline_program": "lofarexec.transport.wrapper",
+    "is_host_name": "lofarexec.hostnames",
+    "job_environment": "lofarexec.transport.wrapper",
+    "job_identity": "lofarexec.transport.wrapper",
+    "keep_tail": "lofarexec.transport.process",
+    "kill_grace_field": "lofarexec.transport.settings",
+    "kill_orphans": "lofarexec.transport.orphans",
+    "last_lines": "lofarexec.transport.wrapper",
+    "orphan_kill_command": "lofarexec.transport.orphans",
+    "out_of_descriptors": "lofarexec.transport.descriptors",
+    "remote_launch": "lofarexec.transport.wrapper",
+    "remote_python_field": "lofarexec.transport.settings",
+    "signal_group": "lofarexec.transport.process",
+    "spawn": "lofarexec.transport.execenv",
+    "stalled_note": "lofarexec.transport.orphans",
+    "start_through_wrapper": "lofarexec.transport.wrapper",
+    "status_marker": "lofarexec.transport.orphans",
+    "take_frame": "lofarexec.transport.agent_frames",
+    "take_frames": "lofarexec.transport.agent_frames",
+}
 
 __all__ = [
     "DEFAULT_KILL_GRACE",
@@ -124,3 +175,16 @@ __all__ = [
     "take_frame",
     "take_frames",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _EXPORTS.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'lofarexec.transport' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module_name), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -54,6 +54,10 @@ ENV_JOB_DIRECTORY = "LOFAREXEC_JOB_DIRECTORY"
 #: How the node was given its arguments: ``stored`` (argv is job id, log host, log port) or
 #: ``command_line`` (log host, log port, arguments); a node of the other kind stops at once.
 ENV_NODE_ARGUMENTS = "LOFAREXEC_NODE_ARGUMENTS"
+#: The run's marker (hexadecimal), the same for every node of one ``_schedule_jobs`` call and
+#: inherited by all they start: the end-of-run audit (:mod:`lofarexec.run.audit`) finds what a
+#: run left on a host by it.
+ENV_RUN = "LOFAREXEC_RUN"
 
 #: The last line (after ``lofarexec.node: ``) a node writes on standard error when it was given
 #: a job channel but never reached the log server, so its records went to stderr instead: the

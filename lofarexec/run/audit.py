@@ -2,14 +2,15 @@
 
 Every job has an end, but a node may leave something behind: a daemon it double-forked into a
 session of its own escapes its job's process-group kill and keeps running after the job
-ended. Every node of a run gets a random run marker in its environment (:data:`ENV_RUN`),
-which its descendants inherit. After the last job of a ``_schedule_jobs`` call ended and
-before the backend closes its links, :func:`audit_hosts` starts, on each host the run used
-and through the run's own backend (for the host agents of ``ssh``, ``paramiko`` and ``local``
-that is a spawn over the link already open: no new connection), one small shell command
-that lists the live processes whose environment holds that marker. Hosts are checked in
-parallel. What it finds is named in a warning (host, pid, command) and its process groups
-are killed with :func:`lofarexec.transport.orphans.orphan_kill_command`, the one orphan kill.
+ended. Every node of a run gets a random run marker in its environment
+(:data:`~lofarexec.channel.protocol.ENV_RUN`), which its descendants inherit. After the last
+job of a ``_schedule_jobs`` call ended and before the backend closes its links,
+:func:`audit_hosts` starts, on each host the run used and through the run's own backend (for
+the host agents of ``ssh``, ``paramiko`` and ``local`` that is a spawn over the link already
+open: no new connection), one small shell command that lists the live processes whose
+environment holds that marker. Hosts are checked in parallel. What it finds is named in a
+warning (host, pid, command) and its process groups are killed with
+:func:`lofarexec.transport.orphans.orphan_kill_command`, the one orphan kill.
 
 Only backends that declare ``audit = True`` are audited (a batch system's backend would
 otherwise queue a job per host at the end of every run); ``[remote] audit = off`` turns it off.
@@ -27,16 +28,14 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from lofarexec.backend import Backend, JobHandle, LaunchRequest, Outcome
-from lofarexec.channel.protocol import ENV_HOST
+from lofarexec.channel.protocol import ENV_HOST, ENV_RUN
 from lofarexec.config import PipelineConfig
 from lofarexec.job import ComputeJob
 from lofarexec.transport.orphans import orphan_kill_command
 
-__all__ = ["AUDIT_TIMEOUT", "ENV_RUN", "EndOfRunAudit", "Leftover", "audit_hosts",
+__all__ = ["AUDIT_TIMEOUT", "EndOfRunAudit", "Leftover", "audit_hosts",
            "audited_hosts", "leftover_command", "parse_leftovers", "run_marker"]
 
-#: The environment variable holding the run marker every node of a run (and all it starts) has.
-ENV_RUN = "LOFAREXEC_RUN"
 #: ``kill_grace`` of the audit's kill when the backend's settings have none.
 DEFAULT_KILL_GRACE = 2.0
 #: Seconds an audit command (or its kill) may take on a host before it is given up.

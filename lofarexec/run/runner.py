@@ -23,14 +23,14 @@ from collections.abc import Sequence
 from lofarexec.backend import Backend, LaunchRequest
 from lofarexec.channel.exchange import JobExchange
 from lofarexec.channel.logserver import LogServer
-from lofarexec.channel.protocol import ENV_JOB_DIRECTORY, ENV_NODE_ARGUMENTS
+from lofarexec.channel.protocol import ENV_JOB_DIRECTORY, ENV_NODE_ARGUMENTS, ENV_RUN
 from lofarexec.config import PipelineConfig
 from lofarexec.config.hostlist import allocation_hosts
 from lofarexec.context import RunContext
 from lofarexec.errors import ConfigError, JobListError, PipelineQuit, WaitTimeout
 from lofarexec.job import ComputeJob, launch_arguments
 from lofarexec.plugin.manager import PluginManager, build_plugin_manager
-from lofarexec.run.audit import ENV_RUN, EndOfRunAudit
+from lofarexec.run.audit import EndOfRunAudit
 from lofarexec.run.dryrun import show_dry_run
 from lofarexec.run.hooks import HookRelay
 from lofarexec.run.idle import IdleWatch, idle_limit

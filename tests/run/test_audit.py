@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from lofarexec.channel.protocol import ENV_RUN
 from lofarexec.config import load_config
 from lofarexec.errors import ConfigError
 from lofarexec.job import ComputeJob
 from lofarexec.run.audit import (
-    ENV_RUN,
     Leftover,
     audited_hosts,
     leftover_command,

@@ -7,13 +7,15 @@ on the control node per job, and a host's jobs share its connection::
                                                         |  agent mode: the live connection;
                                                         |  channel mode: the first one with
                                                         v  fewer than [paramiko] sessions jobs
-                                       Connection: a thread (+ paramiko's transport thread)
-                                         connect: TCP (TCP_NODELAY) -> host key -> auth
-                                         agent mode: one channel runs the host agent; per
-                                           job a start frame, its output and end framed back
-                                         channel mode: per job a channel -> exec wrapper ->
-                                           stdin header
-                                         select() over its channels -> report(Outcome)
+                                       Connection (+ paramiko's transport thread)
+                                         a set-up thread: resolve the host's ssh config,
+                                           TCP (TCP_NODELAY) -> host key -> auth; agent mode:
+                                           one channel runs the host agent
+                                         the backend's one hub thread (.hub), for all hosts:
+                                           agent mode: per job a start frame, its output and
+                                           end framed back; channel mode: per job a channel
+                                           (opened by a set-up thread) -> exec wrapper ->
+                                           stdin header; output -> tails -> report(Outcome)
 
 ``launch = agent`` (the default) starts :mod:`lofarexec.hostprograms.host_agent` once per connection
 and asks it to start each job (:mod:`.agent`): a job then costs a ``posix_spawn`` on the host, not
@@ -21,7 +23,7 @@ an SSH session, a remote shell and a Python start-up. ``launch = channel`` runs 
 ``ssh`` backend does (:func:`lofarexec.transport.remote_launch`: the launch wrapper, the node's
 argv quoted once; environment, token and status marker on stdin, which stays open for the
 job's life) in a session channel of its own. Either way the guarantees are the wrapper's:
-``start()`` never blocks (connecting and all channel I/O happen in the connection's thread);
+``start()`` never blocks (connecting and all channel I/O happen in the backend's own threads);
 a kill (a kill frame, or EOF on the job's stdin) kills the job's process group on the host; a
 closed channel or a dropped connection ends the agent's or wrapper's stdin as well, so nothing
 outlives its connection. Host names are resolved through the OpenSSH client config
@@ -38,6 +40,7 @@ Written exactly as a third-party backend would be: it imports only :mod:`lofarex
 
 from __future__ import annotations
 
+import functools
 import getpass
 import logging
 import threading
@@ -58,6 +61,7 @@ from lofarexec.transport import Pinger, RemoteLaunch, host_name_problem, remote_
 from .agent import agent_remote_command
 from .connect import KeyCache
 from .hosts import KnownHosts, load_ssh_config, resolve_target
+from .hub import Hub
 from .jobs import Job
 from .pool import ChannelJobHandle, HostPool, close_pools
 from .settings import ParamikoSettings
@@ -72,7 +76,7 @@ class ParamikoBackend(Backend):
 
     def open(self) -> None:
         """Read the ssh config once for the run; connections are opened by the first job of
-        each host, in their own threads."""
+        each host, in set-up threads, and served by one hub thread (:mod:`.hub`)."""
         # paramiko logs transport failures itself (at ERROR, with tracebacks); this backend
         # reports each one as the job's one-line reason instead, so keep paramiko's quiet.
         logging.getLogger("paramiko").setLevel(logging.CRITICAL)
@@ -81,8 +85,9 @@ class ParamikoBackend(Backend):
         self._closed = False
         self._known_hosts = KnownHosts(self.settings.host_key_policy)
         self._keys = KeyCache()
-        self._ssh_config = load_ssh_config(self.settings)
         self._local_user = getpass.getuser()  # now: later, /etc/passwd may not open (no fds)
+        self._hub = Hub()  # closed by close(), which is called even if the next line raises
+        self._ssh_config = load_ssh_config(self.settings)
 
     def start(self, request: LaunchRequest, report: Report) -> JobHandle:
         problem = host_name_problem(request.host)
@@ -91,7 +96,7 @@ class ParamikoBackend(Backend):
             return NothingToKill()
         try:
             pool = self._pool(request.host)
-        except LofarexecError as exc:  # the host's config cannot be used: this job fails alone
+        except LofarexecError as exc:  # the backend is closed: this job fails, saying so
             report(Outcome(None, transport_error=" ".join(str(exc).split())))
             return NothingToKill()
         job = Job(request, self._remote_launch(request), report)
@@ -131,6 +136,7 @@ class ParamikoBackend(Backend):
             pools, self._pools = list(self._pools.values()), {}
             self._closed = True
         close_pools(pools)  # every host told to stop before any is waited for
+        self._hub.close()
 
     def connection_counts(self) -> dict[str, int]:
         """How many connections each host was given so far (a host's reconnects included)."""
@@ -142,11 +148,11 @@ class ParamikoBackend(Backend):
             if self._closed:
                 raise LofarexecError(f"{host}: the paramiko backend is closed")
             pool = self._pools.get(host)
-            if pool is None:
-                target = resolve_target(host, self.settings, self._ssh_config,
-                                        self._local_user)
-                pool = self._pools[host] = HostPool(target, self.settings, self._known_hosts,
-                                                    self._keys)
+            if pool is None:  # the host is resolved by its first connection's set-up thread
+                resolve = functools.partial(resolve_target, host, self.settings,
+                                            self._ssh_config, self._local_user)
+                pool = self._pools[host] = HostPool(resolve, self.settings, self._known_hosts,
+                                                    self._keys, self._hub, name=host)
             return pool
 
 

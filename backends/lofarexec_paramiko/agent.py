@@ -3,12 +3,12 @@
 The agent is :mod:`lofarexec.hostprograms.host_agent`.
 
 In ``launch = agent`` mode each connection opens one session channel that runs the agent, and
-the connection's thread sends it start and kill requests and reads the jobs' output and ends
-back, all framed on that channel (the frame format is in the agent's docstring). A job then
-costs a few hundred bytes each way instead of an SSH session, a remote shell and a Python
-start-up on the host.
+the backend's hub thread (:mod:`.hub`) sends it start and kill requests and reads the jobs'
+output and ends back, all framed on that channel (the frame format is in the agent's
+docstring). A job then costs a few hundred bytes each way instead of an SSH session, a remote
+shell and a Python start-up on the host.
 
-Only the connection's thread calls into an :class:`AgentLink` (paramiko's own thread fills the
+Only the hub thread calls into a running :class:`AgentLink` (paramiko's own thread fills the
 channel's buffers); nothing here blocks for long: requests are small, and the agent reads its
 stdin even while its output waits, so ``sendall`` always finds room soon.
 """
@@ -43,12 +43,12 @@ from lofarexec.transport import (
 
 from .connect import (
     CHANNEL_ERRORS,
-    StatusEvent,
     close_transport,
     connect,
     describe,
     lost,
     translate,
+    watch_channel,
 )
 
 if TYPE_CHECKING:
@@ -115,7 +115,7 @@ class AgentLink:
 
     def frames(self) -> Iterator[tuple[bytes, int, bytes]]:
         """The complete frames the channel holds now, a bounded amount per call (the channel's
-        fd stays readable while more is left, so the caller's select() comes back)."""
+        caller serves the link again in its next turn while more is left)."""
         channel = self.channel
         for _ in range(_READS_PER_TURN):
             took = False
@@ -155,19 +155,19 @@ def agent_remote_command(python: str, pinger: Pinger, marker: str) -> str:
 
 def open_agent(transport: paramiko.Transport, settings: ParamikoSettings, target: Target,
                notify: Callable[[AgentLink], None]) -> AgentLink | str:
-    """Start the host agent in a session channel of its own; ``notify(link)`` is called (in
-    paramiko's thread) when the channel's exit status or close arrives. Why not, if it could
+    """Start the host agent in a session channel of its own (round trips: in a set-up thread);
+    ``notify(link)`` is called (in paramiko's thread) when output, the channel's exit status or
+    its close arrives. Why not, if it could
     not be started."""
     channel = None
     try:
         channel = transport.open_session(timeout=settings.channel_timeout)
         link = AgentLink(channel, settings.remote_python, Pinger(settings.alive_interval))
-        channel.fileno()  # a pipe of paramiko's, made now: descriptors may have run out
     except CHANNEL_ERRORS as exc:
         if channel is not None:
             channel.close()
         return str(translate(exc, target, "cannot start the agent on"))
-    channel.status_event = StatusEvent(lambda: notify(link))
+    watch_channel(channel, lambda: notify(link))
     return link
 
 

@@ -3,7 +3,7 @@
 The channel runs the launch wrapper (:func:`lofarexec.transport.remote_launch`), whose stdin
 header is written at once and whose stdin then stays open: its EOF means "kill". When the server
 closes the channel, the wrapper's status line (or the channel's exit status) is the job's end.
-Called from the connection's thread only.
+Called from a set-up thread, or the hub's (:mod:`.hub`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import paramiko
 
 from lofarexec.backend import Outcome
 
-from .connect import CHANNEL_ERRORS, StatusEvent, lost, lost_reason, translate
+from .connect import CHANNEL_ERRORS, lost, lost_reason, translate, watch_channel
 
 if TYPE_CHECKING:
     from .hosts import Target
@@ -26,8 +26,9 @@ if TYPE_CHECKING:
 def open_job_channel(transport: paramiko.Transport, job: Job, settings: ParamikoSettings,
                      target: Target, notify: Callable[[], None]
                      ) -> paramiko.Channel | Outcome | None:
-    """Start ``job`` in a new channel; ``notify`` is called (in paramiko's thread) when its
-    exit status or close arrives. The channel once the job runs; the job's outcome when it
+    """Start ``job`` in a new channel (in a set-up thread: it waits for round trips);
+    ``notify`` is called (in paramiko's thread) when output, its exit status or its close
+    arrives. The channel once the job runs; the job's outcome when it
     cannot start; None when the connection turned out to be dead (nothing was started, so the
     job can go elsewhere)."""
     assert job.launch is not None
@@ -40,11 +41,10 @@ def open_job_channel(transport: paramiko.Transport, job: Job, settings: Paramiko
         hint = ("; the server may allow fewer sessions per connection (MaxSessions) than "
                 "[paramiko] sessions" if isinstance(exc, paramiko.ChannelException) else "")
         return Outcome(None, transport_error=f"{error}{hint}")
-    channel.status_event = StatusEvent(notify)
+    watch_channel(channel, notify)
     try:
         channel.exec_command(job.launch.command)
         _send_header(channel, job.launch.stdin, transport)
-        channel.fileno()  # a pipe of paramiko's, made now: descriptors may have run out
     except CHANNEL_ERRORS as exc:
         channel.close()  # the wrapper's stdin ends: it kills the job
         return Outcome(None, transport_error=str(translate(exc, target, "cannot start the job on")))

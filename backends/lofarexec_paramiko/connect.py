@@ -230,6 +230,32 @@ class StatusEvent(threading.Event):
         self._notify()
 
 
+class _BufferReady:
+    """What a channel's buffers set when data or EOF arrives (in place of the pipe that
+    ``Channel.fileno()`` would make: no descriptor per channel, issue 17): calls ``notify``,
+    with the same rules as :class:`StatusEvent`."""
+
+    __slots__ = ("_notify",)
+
+    def __init__(self, notify: Callable[[], None]) -> None:
+        self._notify = notify
+
+    def set(self) -> None:
+        self._notify()
+
+    def clear(self) -> None:
+        """Nothing to read any more: nothing to do (the reader checks the buffers itself)."""
+
+
+def watch_channel(channel: paramiko.Channel, notify: Callable[[], None]) -> None:
+    """Have paramiko's thread call ``notify`` whenever ``channel`` receives data or EOF, its
+    exit status arrives or it closes (at once, if it already holds data or is closed)."""
+    channel.status_event = StatusEvent(notify)
+    ready = _BufferReady(notify)
+    channel.in_buffer.set_event(ready)
+    channel.in_stderr_buffer.set_event(ready)
+
+
 def lost(transport: paramiko.Transport) -> bool:
     """Whether the transport is dead or dying (its thread records why before it stops, and
     unlinks the channels before it marks itself inactive)."""

@@ -1,39 +1,43 @@
-"""One SSH connection to a host, and the thread that serves every job on it.
+"""One SSH connection to a host, served by the backend's hub thread (:mod:`.hub`).
 
 ::
 
     HostPool.assign_locked(job) --> pending --+
-    handle.kill() --------------->  kills ----+--> wake pipe --+
-    paramiko's thread: exit status, close --> notified --------+
-                                                               v
-    connection thread: connect() once; agent mode: start the host agent in one channel
-    (.agent: a start frame per job, its frames back, a kill frame); channel mode: a channel
-    per job running the wrapper (.channels); select() on the channels' fds and the wake pipe;
-    probe the host (and ping its agent) every alive_interval: silent for four, it is given up
-    (a frozen host answers no probe, though its kernel answers TCP keepalives)
-    connection (or agent) lost: running jobs are transport errors; jobs not started yet move
-    (once) to another connection of the host, so a dropped idle connection costs no job
+    handle.kill() --------------->  kills ----+--> hub.poke(connection) --+
+    paramiko's thread: data, exit status, close --> notified ------------+
+    a set-up thread: a job's channel opened --> opened ------------------+
+                                                                          v
+    set-up thread: resolve the host, connect, start the host agent (agent mode), then hand the
+    connection to the hub; the hub thread: a turn per poke: start jobs (agent mode: a start
+    frame each; channel mode: a set-up thread opens each job's channel, .channels), send
+    kills, move the channels' output into the jobs' tails and report ended jobs; probe the
+    host (and ping its agent) every alive_interval: silent for four, it is given up (a frozen
+    host answers no probe, though its kernel answers TCP keepalives)
+    connection (or agent) lost: a set-up thread ends it: running jobs are transport errors;
+    jobs not started yet move (once) to another connection of the host, so a dropped idle
+    connection costs no job
 
-paramiko's own thread per transport fills each channel's buffers; this thread only moves bytes
-out of them, so a job that writes a lot cannot stall the others. A channel's fd stays readable
-for ever once EOF has arrived, and neither the exit status nor the server's close touches it,
-so the channel's ``status_event`` is replaced by one that also wakes this thread. Out of file
+paramiko's own thread per transport fills each channel's buffers; the hub only moves bytes out
+of them, a bounded amount per turn, so a job that writes a lot cannot stall the others. No
+channel has a descriptor: its buffers and its ``status_event`` call :meth:`Connection.notify`
+(:func:`.connect.watch_channel`), so a host costs its socket alone (issue 17). Out of file
 descriptors, a job or connection fails saying so (:func:`lofarexec.transport.out_of_descriptors`);
-the thread never dies of it.
+the hub never dies of it.
 """
 
 from __future__ import annotations
 
 import logging
-import selectors
 import threading
+import time
 from collections import deque
 from typing import TYPE_CHECKING
 
 import paramiko
 
 from lofarexec.backend import Outcome
-from lofarexec.transport import KILL_CONFIRM, Pinger, TimerHeap, WakePipe, out_of_descriptors
+from lofarexec.errors import LofarexecError
+from lofarexec.transport import KILL_CONFIRM, Pinger, TimerHeap, out_of_descriptors
 
 from .agent import AgentLink, after_agent_link, open_agent
 from .channels import closed_channel_outcome, open_job_channel
@@ -49,49 +53,55 @@ from .connect import (
 from .jobs import Job, State, one_line
 
 if TYPE_CHECKING:
+    from .hosts import Target
     from .pool import HostPool
 
 _log = logging.getLogger("lofarexec.paramiko")
 
 
 class Connection:
-    """One transport to ``pool.target`` carrying up to ``sessions`` jobs, served by a thread.
+    """One transport to ``pool.target`` carrying up to ``sessions`` jobs.
 
     Methods ending in ``_locked`` are called with ``pool.lock`` held; ``load`` is the number of
-    jobs given to this connection and not yet reported, counted by the pool.
+    jobs given to this connection and not yet reported, counted by the pool. Underscored
+    methods run in the hub's thread unless they say otherwise.
     """
 
     def __init__(self, pool: HostPool, number: int) -> None:
         self.pool = pool
-        self.target = pool.target
+        self.hub = pool.hub
         self.settings = pool.settings
+        self.number = number
         self.load = 0
+        self.due: float | None = None  # the hub's: when this connection's next turn is due
         self._lock = pool.lock
         self._pending: deque[Job] = deque()
         self._kills: list[Job] = []
-        # appended by paramiko's thread, without a lock
+        # appended by paramiko's threads (channel events) and set-up threads, without a lock
         self._notified: deque[Job | AgentLink] = deque()
-        self._running: set[Job] = set()  # this thread's own
+        self._opened: deque[tuple[Job, paramiko.Channel | Outcome | None]] = deque()
+        self._running: set[Job] = set()  # the hub's own
+        self._opening = 0  # channel mode: channels a set-up thread is opening (the hub's)
         self._agent: AgentLink | None = None  # agent mode: the host agent's channel
         self._timers: TimerHeap[Job] = TimerHeap()  # killed jobs awaiting their end
         self._dead = self._closing = self._established = False
+        self._serving = False  # handed to the hub: its turns do something
+        self._end_asked = self._over = False
+        self._end_reason: str | None = None
         self._transport: paramiko.Transport | None = None
         self._alive = Pinger(self.settings.alive_interval)  # the host: probed, heard, given up
-        # poll, not epoll: a connection watches a few fds, and epoll costs a descriptor of
-        # its own per host (issue 17: descriptors per host bound how many hosts one run takes)
-        self._selector = selectors.PollSelector()
-        try:
-            self._waker = WakePipe()
-        except OSError:  # out of descriptors: the pool fails the job, saying so
-            self._selector.close()
-            raise
-        self._selector.register(self._waker, selectors.EVENT_READ, None)
-        self._thread = threading.Thread(target=self._main, daemon=True,
-                                        name=f"paramiko-{self.target.name}-{number}")
+        self._started = False
+        self._ended = threading.Event()
+
+    @property
+    def target(self) -> Target:
+        return self.pool.target
 
     # -- any thread ------------------------------------------------------------------------
     def start(self) -> None:
-        self._thread.start()
+        """Connect in a set-up thread; the hub serves the connection once it is up."""
+        self._started = True
+        self.hub.submit(self._open)
 
     def usable(self) -> bool:
         """Whether new jobs may go here (not dead, not closing, transport not known dead)."""
@@ -101,13 +111,13 @@ class Connection:
 
     def enqueue_locked(self, job: Job) -> None:
         self._pending.append(job)
-        self._wake()
+        self.hub.poke(self)
 
     def request_kill_locked(self, job: Job) -> None:
         if not job.kill_requested:
             job.kill_requested = True
             self._kills.append(job)
-            self._wake()
+            self.hub.poke(self)
 
     def forget_pending_locked(self, job: Job) -> None:
         self._pending.remove(job)
@@ -118,46 +128,59 @@ class Connection:
         with self._lock:
             self._closing = True
             aborting = self._transport if not self._established else None
-            self._wake()
+        self.hub.poke(self)
         if aborting is not None:
-            aborting.close()  # the thread's connect() fails at once and cleans up
+            aborting.close()  # the set-up thread's connect() fails at once and cleans up
 
     def join(self) -> None:
-        """Wait for the thread, then release the wake pipe; safe twice."""
-        if self._thread.ident is not None:
-            self._thread.join()
-        self._waker.close()
+        """Wait until the connection has ended and released everything; safe twice."""
+        if self._started:
+            self._ended.wait()
 
     def finished(self) -> bool:
-        return self._thread.ident is not None and not self._thread.is_alive()
+        return self._ended.is_set()
 
-    def _wake(self) -> None:
-        self._waker.wake()
-
-    def _notify(self, item: Job | AgentLink) -> None:
+    def notify(self, item: Job | AgentLink) -> None:
+        """``item``'s channel has something to read, or its status or close came (called in
+        paramiko's thread, under the channel's lock: only a deque append and a wake-up)."""
         self._notified.append(item)
-        self._wake()
+        self.hub.poke(self)
 
-    # -- the connection's thread -----------------------------------------------------------
-    def _main(self) -> None:
+    # -- a set-up thread -------------------------------------------------------------------
+    def _open(self) -> None:
+        """Resolve the host, connect, start its agent; then the hub serves the connection."""
+        with self._lock:
+            closing = self._closing
+        if closing:  # closed while this waited for a set-up thread: connect nowhere
+            self._end("the backend was closed", established=False)
+            return
         try:
-            transport = connect(self.target, self.settings, self.pool.known_hosts,
+            target = self.target  # the host's ssh config entry, resolved here once per host
+        except LofarexecError as exc:
+            self._end(one_line(str(exc)), established=False)
+            return
+        try:
+            transport = connect(target, self.settings, self.pool.known_hosts,
                                 self.pool.keys, self._adopt, self._alive.heard)
         except Exception as exc:  # noqa: BLE001 - the edge: anything becomes our error
-            error = translate(exc, self.target, "cannot connect to")
+            error = translate(exc, target, "cannot connect to")
             _log.debug("%s", error)
             self._end(str(error), established=False)
             return
         with self._lock:
             self._established = True
-        reason = None
-        try:
-            reason = self._serve(transport)
-        except Exception as exc:  # noqa: BLE001 - a bug: fail this host's jobs loudly, not silently
-            if out_of_descriptors(exc) is None:
-                _log.exception("%s: the paramiko connection thread failed", self.target.name)
-            reason = str(translate(exc, self.target, "serving jobs on"))
-        self._end(reason or lost_reason(transport, self.target), established=True)
+        failure = None
+        if self.settings.launch == "agent":
+            try:
+                failure = self._start_agent(transport)
+            except Exception as exc:  # noqa: BLE001 - a bug: this host's jobs fail loudly
+                _log.exception("%s: starting the host agent failed", target.name)
+                failure = str(translate(exc, target, "cannot start the agent on"))
+        if failure is not None:
+            self._end(failure, established=True)
+            return
+        self._serving = True
+        self.hub.poke(self)
 
     def _adopt(self, transport: paramiko.Transport) -> None:
         with self._lock:
@@ -165,38 +188,84 @@ class Connection:
             if self._closing:
                 raise ConnectionAbortedError("the backend was closed while connecting")
 
-    def _serve(self, transport: paramiko.Transport) -> str | None:
-        """Serve jobs until the connection ends; why it ended when the transport itself is not
-        the reason (the agent's end)."""
-        if self.settings.launch == "agent":
-            failure = self._start_agent(transport)
-            if failure is not None:
-                return failure
-        while True:
-            starting, kills, closing = self._take_work()
-            for index, job in enumerate(starting):
-                if not self._launch(transport, job):
-                    self._return_unstarted(starting[index:])
-                    return self._agent.ending() if self._agent is not None else None
-            for job in kills + (list(self._running) if closing else []):
-                self._send_kill(job)
-            while self._notified:
-                ended = self._service(self._notified.popleft())
-                if ended is not None:
-                    return ended
-            if lost(transport) or (closing and not self._running):
-                return None
-            for key, _ in self._selector.select(self._next_timeout()):
-                ended = self._waker.drain() if key.data is None else self._service(key.data)
-                if ended is not None:
-                    return ended
-            self._run_timers()
-            if self._alive.silent():
-                transport.close()  # nothing more to say over it (no orphan kill: it is frozen)
-                return self._alive.given_up(f"{self.target.hostname}:{self.target.port}")
-            silent_agent = self._keep_alive(transport)
-            if silent_agent is not None:
-                return silent_agent
+    def _start_agent(self, transport: paramiko.Transport) -> str | None:
+        """Start the host agent in a channel of its own; why not, if it could not be."""
+        link = open_agent(transport, self.settings, self.target, self.notify)
+        if isinstance(link, str):
+            return link
+        self._agent = link
+        self._notified.append(link)  # whatever happened before it was watched
+        return None
+
+    def _open_channel(self, transport: paramiko.Transport, job: Job) -> None:
+        """Channel mode: open ``job``'s channel and start it (round trips), then tell the hub."""
+        try:
+            started = open_job_channel(transport, job, self.settings, self.target,
+                                       lambda: self.notify(job))
+        except Exception as exc:  # noqa: BLE001 - a bug: this job fails loudly, not silently
+            _log.exception("%s: opening a job's channel failed", self.target.name)
+            started = Outcome(None, transport_error=str(translate(exc, self.target,
+                                                                  "cannot start the job on")))
+        self._opened.append((job, started))
+        self.hub.poke(self)
+
+    # -- the hub's thread ------------------------------------------------------------------
+    def turn(self) -> float | None:
+        """Serve what is pending; the monotonic moment of the next probe, ping or kill
+        deadline. Once the connection must end (and no channel is still being opened), its
+        end goes to a set-up thread (it may wait for the host)."""
+        if not self._serving or self._over:
+            return None
+        transport = self._transport
+        assert transport is not None
+        try:
+            self._step(transport)
+        except Exception as exc:  # noqa: BLE001 - a bug: fail this host's jobs loudly
+            if out_of_descriptors(exc) is None:
+                _log.exception("%s: serving a paramiko connection failed", self.target.name)
+            self._ask_end(str(translate(exc, self.target, "serving jobs on")))
+        if not self._end_asked:
+            return self._next_due()
+        if self._opening:
+            return None  # the transport is closed or lost: those opens fail soon and poke
+        self._over = True
+        reason = self._end_reason or lost_reason(transport, self.target)
+        self.hub.submit(lambda: self._end(reason, established=True))
+        return None
+
+    def _ask_end(self, reason: str | None) -> None:
+        """The connection must end: for ``reason``, or (None) for its transport's."""
+        if not self._end_asked:
+            self._end_asked, self._end_reason = True, reason
+
+    def _step(self, transport: paramiko.Transport) -> None:
+        self._take_opened()
+        if self._end_asked:
+            return
+        starting, kills, closing = self._take_work()
+        for index, job in enumerate(starting):
+            if not self._launch(transport, job):
+                self._return_unstarted(starting[index:])
+                self._ask_end(self._agent.ending() if self._agent is not None else None)
+                return
+        for job in kills + (list(self._running) if closing else []):
+            self._send_kill(job)
+        for _ in range(len(self._notified)):  # those notified later get the next turn
+            ended = self._service(self._notified.popleft())
+            if ended is not None:
+                self._ask_end(ended)
+                return
+        if lost(transport) or (closing and not self._running and not self._opening):
+            self._ask_end(None)
+            return
+        self._run_timers()
+        if self._alive.silent():
+            transport.close()  # nothing more to say over it (no orphan kill: it is frozen)
+            self._ask_end(self._alive.given_up(f"{self.target.hostname}:{self.target.port}"))
+            return
+        silent_agent = self._keep_alive(transport)
+        if silent_agent is not None:
+            self._ask_end(silent_agent)
 
     def _keep_alive(self, transport: paramiko.Transport) -> str | None:
         """Probe the host and ping its agent when due; why the connection must end if the
@@ -211,16 +280,6 @@ class Connection:
         except CHANNEL_ERRORS as exc:  # the connection or channel is gone: its close tells
             _log.debug("%s: cannot probe the host or ping its agent: %s", self.target.name, exc)
         return agent.failure if agent is not None else None
-
-    def _start_agent(self, transport: paramiko.Transport) -> str | None:
-        """Start the host agent in a channel of its own; why not, if it could not be."""
-        link = open_agent(transport, self.settings, self.target, self._notify)
-        if isinstance(link, str):
-            return link
-        self._agent = link
-        self._selector.register(link.channel.fileno(), selectors.EVENT_READ, link)
-        self._notified.append(link)  # whatever happened before we watched its fd
-        return None
 
     def _take_work(self) -> tuple[list[Job], list[Job], bool]:
         """Jobs to start and to kill, and whether the backend is closing (which refuses the
@@ -242,24 +301,33 @@ class Connection:
         return starting, kills, closing
 
     def _launch(self, transport: paramiko.Transport, job: Job) -> bool:
-        """Start ``job`` in a new channel, or through the agent; False when the connection
-        turned out to be dead (then nothing was started and the job can go elsewhere)."""
+        """Start ``job`` through the agent, or have a set-up thread open its channel; False
+        when the agent's channel turned out to be gone (nothing was started: the job can go
+        elsewhere)."""
         if self._agent is not None:
             return self._launch_through_agent(job)
-        started = open_job_channel(transport, job, self.settings, self.target,
-                                   lambda: self._notify(job))
-        if started is None:
-            return False
-        if isinstance(started, Outcome):
-            self._done(job, started)
-            return True
-        with self._lock:
-            job.channel = started
-            job.state = State.RUNNING
-        self._running.add(job)
-        self._selector.register(started.fileno(), selectors.EVENT_READ, job)
-        self._notified.append(job)  # whatever happened before we watched its fd
+        self._opening += 1
+        self.hub.submit(lambda: self._open_channel(transport, job))
         return True
+
+    def _take_opened(self) -> None:
+        """Channel mode: the jobs whose channels a set-up thread has opened (or could not)."""
+        while self._opened:
+            job, started = self._opened.popleft()
+            self._opening -= 1
+            if started is None:  # the connection is dead: the job can go elsewhere
+                self._return_unstarted([job])
+                self._ask_end(None)
+            elif isinstance(started, Outcome):
+                self._done(job, started)
+            else:
+                with self._lock:
+                    job.channel = started
+                    job.state = State.RUNNING
+                self._running.add(job)
+                self._notified.append(job)  # whatever happened before it was watched
+                if job.kill_requested or self._closing:
+                    self._send_kill(job)
 
     def _launch_through_agent(self, job: Job) -> bool:
         assert self._agent is not None
@@ -292,16 +360,19 @@ class Connection:
         channel = link.channel
         if link.drained():  # the agent is gone: why, unless it went with the connection
             return None if lost(channel.get_transport()) else link.ending()
-        if channel.eof_received and channel.fileno() in self._selector.get_map():
-            self._selector.unregister(channel.fileno())  # readable for ever; the close tells
+        if channel.recv_ready() or channel.recv_stderr_ready():
+            self.notify(link)  # more than a turn's worth: the rest in the next turn
         return None
 
     def _service_channel(self, job: Job) -> None:
         """Move a running job's output into its tails; report it once its channel is closed:
         the wrapper's status line, or a one-line transport error."""
-        if job.state is not State.RUNNING or not job.serve_channel(self._selector):
+        if job.state is not State.RUNNING or job.channel is None:
             return
-        self._done(job, closed_channel_outcome(job, self._transport, self.target))
+        if job.serve_channel():
+            self._done(job, closed_channel_outcome(job, self._transport, self.target))
+        elif job.channel.recv_ready() or job.channel.recv_stderr_ready():
+            self.notify(job)  # more than a turn's worth: the rest in the next turn
 
     def _send_kill(self, job: Job) -> None:
         """A kill frame to the agent, or EOF on the job's stdin for the wrapper: either kills
@@ -321,19 +392,19 @@ class Connection:
     def _run_timers(self) -> None:
         for job in self._timers.pop_due():
             if job.state is State.RUNNING:
-                job.close_channel(self._selector)
+                job.close_channel()
                 if self._agent is not None:
                     self._agent.forget(job.number)
                 waited = self.settings.kill_grace + KILL_CONFIRM
                 self._done(job, Outcome(None, transport_error=(
                     f"{job.host}: no answer within {waited:g} s of its kill; given up")))
 
-    def _next_timeout(self) -> float | None:
+    def _next_due(self) -> float | None:
         waits = [self._alive.wait_time(self._timers.next_due())]
         if self._agent is not None:
             waits.append(self._agent.pinger.wait_time())
         known = [wait for wait in waits if wait is not None]
-        return min(known) if known else None
+        return time.monotonic() + min(known) if known else None
 
     def _done(self, job: Job, outcome: Outcome) -> None:
         """Free the job's session, then report (a report may start the next job at once)."""
@@ -349,8 +420,15 @@ class Connection:
                 job.state = State.PENDING
                 self._pending.appendleft(job)
 
+    # -- a set-up thread, once the hub is done with the connection ----------------------------
     def _end(self, reason: str, *, established: bool) -> None:
         """The connection is over: report or move its jobs, close everything it holds."""
+        try:
+            self._finish(reason, established=established)
+        finally:
+            self._ended.set()
+
+    def _finish(self, reason: str, *, established: bool) -> None:
         moved, failed = [], []
         with self._lock:
             self._dead = True
@@ -375,19 +453,18 @@ class Connection:
         self._running.clear()
         running_failure = self._running_failure(reason)  # before the transport is closed
         for job in running:
-            job.close_channel(self._selector)
+            job.close_channel()
         if self._agent is not None:  # the jobs whose status the host kept end with it
             running = after_agent_link(self._agent, running, transport, self.pool)
         if transport is not None:
             close_transport(transport)
-        self._selector.close()
         if moved:
             _log.info("%s: %s; %d job(s) not started yet moved to a new connection",
-                      self.target.name, reason, len(moved))
+                      self.pool.name, reason, len(moved))
         for job in running:
             job.finish(job.outcome(None, running_failure))
         unstarted = reason if not self._closing else (
-            f"{self.target.name}: the backend was closed before the job started")
+            f"{self.pool.name}: the backend was closed before the job started")
         for job, problem in failed:
             job.finish(Outcome(None, transport_error=one_line(problem or unstarted)))
 

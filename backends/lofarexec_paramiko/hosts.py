@@ -52,16 +52,35 @@ class Target:
         return name if self.port == SSH_PORT or self.host_key_alias else f"[{name}]:{self.port}"
 
 
-def load_ssh_config(settings: ParamikoSettings) -> paramiko.SSHConfig:
+class SSHConfig(paramiko.SSHConfig):
+    """paramiko's client config, minus a user-name lookup per ``Host`` block.
+
+    ``paramiko.SSHConfig.lookup`` calls ``getpass.getuser()`` for every block it passes (to
+    test ``Match`` lines, even in a block that has none), so resolving N hosts in a config of
+    N blocks cost N² lookups of the user (issue 17); a block without ``Match`` lines matches
+    no ``Match`` here at once (what paramiko returns for it), and only blocks with ``Match``
+    lines ask for the user."""
+
+    def _does_match(self, match_list: list[dict[str, object]], target_hostname: str,
+                    canonical: bool, final: bool, options: dict[str, object]) -> object:
+        if not match_list:
+            return []
+        return super()._does_match(match_list, target_hostname, canonical, final, options)
+
+
+def load_ssh_config(settings: ParamikoSettings) -> SSHConfig:
     """The client config named by the settings; an empty one when the default file is absent."""
     path = os.path.expanduser(settings.config_file)
+    config = SSHConfig()
     if settings.config_file == DEFAULT_CONFIG_FILE and not os.path.isfile(path):
-        return paramiko.SSHConfig()
+        return config
     try:
-        return paramiko.SSHConfig.from_path(path)
+        with open(path) as config_text:
+            config.parse(config_text)
     except (OSError, paramiko.SSHException, ValueError) as exc:
         raise ConfigError(f"cannot read it: {exc}; fix it or set [paramiko] config_file",
                           filename=path) from exc
+    return config
 
 
 def resolve_target(host: str, settings: ParamikoSettings, config: paramiko.SSHConfig,

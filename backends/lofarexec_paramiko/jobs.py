@@ -14,8 +14,6 @@ from lofarexec.backend import LaunchRequest, Outcome, Report
 from lofarexec.transport import RemoteLaunch, keep_tail
 
 if TYPE_CHECKING:
-    import selectors
-
     import paramiko
 
     from .connection import Connection
@@ -27,7 +25,7 @@ _log = logging.getLogger("lofarexec.paramiko")
 
 class State(enum.Enum):
     PENDING = "pending"  # given to a connection, no channel yet
-    STARTING = "starting"  # its connection's thread is opening its channel
+    STARTING = "starting"  # its channel is being opened (or its start frame sent)
     RUNNING = "running"  # its command runs in a channel
     DONE = "done"  # reported, or about to be by whoever set this state
 
@@ -39,7 +37,7 @@ class Job:
     the request goes to the agent as it is, and ``number`` names the job there.
     """
 
-    __slots__ = ("channel", "connection", "eof", "errors", "host", "kill_requested", "kill_sent",
+    __slots__ = ("channel", "connection", "errors", "host", "kill_requested", "kill_sent",
                  "launch", "number", "output", "pid", "report", "request", "requeued",
                  "state")
 
@@ -57,7 +55,6 @@ class Job:
         self.requeued = False
         self.kill_requested = False
         self.kill_sent = False
-        self.eof = False
         self.output = bytearray()
         self.errors = bytearray()
 
@@ -84,36 +81,22 @@ class Job:
                 return True
         return False
 
-    def serve_channel(self, selector: selectors.BaseSelector) -> bool:
-        """Channel mode, in the connection's thread: move what the job's channel holds into the
-        tails; True once the channel is closed and drained (its ``exit_status`` is final)."""
+    def serve_channel(self) -> bool:
+        """Channel mode, in the hub's thread: move what the job's channel holds into the tails;
+        True once the channel is closed and drained (its ``exit_status`` is final)."""
         channel = self.channel
         if channel is None:
             return False
         closed = channel.closed  # before draining: all its data was buffered before the close
-        ended = closed or channel.eof_received
-        if not self.drain(channel):
-            return False  # more to read: its fd is still readable, so select() brings us back
-        if ended and not self.eof:
-            self.eof = True
-            selector.unregister(channel.fileno())  # readable for ever from now on
-        if closed:
-            channel.close()
-        return closed
-
-    def close_channel(self, selector: selectors.BaseSelector) -> None:
-        """Channel mode: stop watching the job's channel and close it (given up on, or the
-        connection ends)."""
-        channel = self.channel
-        if channel is None:
-            return
-        if not self.eof:
-            self.eof = True
-            try:
-                selector.unregister(channel.fileno())
-            except (KeyError, ValueError, OSError):  # never watched (OSError: no fd for it)
-                pass
+        if not self.drain(channel) or not closed:
+            return False  # more to read, or more to come
         channel.close()
+        return True
+
+    def close_channel(self) -> None:
+        """Channel mode: close the job's channel (given up on, or the connection ends)."""
+        if self.channel is not None:
+            self.channel.close()
 
     def outcome(self, status: int | None, failure: str | None = None) -> Outcome:
         """The node's outcome: the agent's status, or the wrapper's status line when it came

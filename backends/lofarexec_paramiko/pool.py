@@ -12,17 +12,19 @@ into us under its own channel locks, and a report may start the next job at once
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from lofarexec.backend import Outcome
 
-from .connect import translate
 from .connection import Connection
+from .hosts import Target
+from .hub import Hub
 from .jobs import Job, State
 
 if TYPE_CHECKING:
     from .connect import KeyCache
-    from .hosts import KnownHosts, Target
+    from .hosts import KnownHosts
     from .settings import ParamikoSettings
 
 class ChannelJobHandle:
@@ -39,19 +41,46 @@ class ChannelJobHandle:
 
 
 class HostPool:
-    """The connections to one host, and the jobs each carries."""
+    """The connections to one host, and the jobs each carries.
 
-    def __init__(self, target: Target, settings: ParamikoSettings, known_hosts: KnownHosts,
-                 keys: KeyCache) -> None:
-        self.target = target
+    ``target`` is the host as its ssh config resolves it, or a function that resolves it: then
+    it is called once, by the first connection's set-up thread (never the scheduler's thread:
+    a config of many Host blocks costs a scan of them all per host). ``hub`` serves the
+    connections (:mod:`.hub`); a pool given none makes its own, closed by :func:`close_pools`.
+    """
+
+    def __init__(self, target: Target | Callable[[], Target], settings: ParamikoSettings,
+                 known_hosts: KnownHosts, keys: KeyCache, hub: Hub | None = None,
+                 name: str | None = None) -> None:
+        if isinstance(target, Target):
+            self._target: Target | None = target
+            self._resolve: Callable[[], Target] | None = None
+            self.name = target.name
+        else:
+            self._target, self._resolve = None, target
+            self.name = name or "?"
+        self._resolved = threading.Lock()
         self.settings = settings
         self.known_hosts = known_hosts
         self.keys = keys
+        self.owns_hub = hub is None
+        self.hub = hub if hub is not None else Hub()
         self.lock = threading.Lock()
         self.connections: list[Connection] = []
         self._every_connection: list[Connection] = []
         self._opened = 0
         self._closed = False
+
+    @property
+    def target(self) -> Target:
+        """The host as the ssh config resolves it (resolved on first use; its
+        :class:`~lofarexec.errors.ConfigError` again on each use, if it cannot be)."""
+        if self._target is None:
+            with self._resolved:
+                if self._target is None:
+                    assert self._resolve is not None
+                    self._target = self._resolve()
+        return self._target
 
     def submit(self, job: Job) -> None:
         """Give ``job`` to a connection with room (opening one if need be); never blocks."""
@@ -66,17 +95,14 @@ class HostPool:
 
     def assign_locked(self, job: Job) -> str | None:
         """Put ``job`` on the first live connection with room, or on a new one (only while
-        :meth:`accepting_locked`); why not, when no new one can be made (out of descriptors):
-        then the caller reports the job."""
+        :meth:`accepting_locked`); why not, when no new one can be made: then the caller
+        reports the job."""
         unlimited = self.settings.launch == "agent"  # one channel carries all its jobs
         for connection in self.connections:
             if connection.usable() and (unlimited or connection.load < self.settings.sessions):
                 break
         else:
-            try:
-                connection = Connection(self, self._opened + 1)
-            except OSError as exc:
-                return str(translate(exc, self.target, "cannot connect to"))
+            connection = Connection(self, self._opened + 1)
             self._opened += 1
             self.connections.append(connection)
             self._prune_finished_locked()
@@ -89,7 +115,7 @@ class HostPool:
         return None
 
     def kill(self, job: Job) -> None:
-        """A job not started yet ends here and now; a running one is killed by its thread."""
+        """A job not started yet ends here and now; a running one is killed by the hub."""
         with self.lock:
             connection = job.connection
             if connection is None or job.state is State.DONE:
@@ -111,12 +137,12 @@ class HostPool:
         connection.load -= 1
 
     def retire_locked(self, connection: Connection) -> None:
-        """``connection`` is dead: new jobs go elsewhere (its thread is joined at close)."""
+        """``connection`` is dead: new jobs go elsewhere (it is joined at close)."""
         if connection in self.connections:
             self.connections.remove(connection)
 
     def close(self) -> None:
-        """Stop every connection (they kill their jobs first), then join their threads."""
+        """Stop every connection (they kill their jobs first), then wait for their ends."""
         close_pools([self])
 
     def begin_close(self) -> list[Connection]:
@@ -134,8 +160,8 @@ class HostPool:
             return self._opened
 
     def _prune_finished_locked(self) -> None:
-        """Join and drop the threads of dead connections, so a host that reconnects all run
-        long keeps no list that grows with it."""
+        """Drop the connections that have ended, so a host that reconnects all run long keeps
+        no list that grows with it."""
         for connection in [c for c in self._every_connection if c.finished()]:
             connection.join()
             self._every_connection.remove(connection)
@@ -147,3 +173,5 @@ def close_pools(pools: list[HostPool]) -> None:
     connections = [connection for pool in pools for connection in pool.begin_close()]
     for connection in connections:
         connection.join()
+    for hub in {id(pool.hub): pool.hub for pool in pools if pool.owns_hub}.values():
+        hub.close()

@@ -1,0 +1,191 @@
+"""One thread that serves every connection of a backend, and a few that do what blocks.
+
+::
+
+    paramiko's thread (one per host): data, exit status, close --> connection.notify(item) --+
+    HostPool: a job to start or to kill ------------------------> hub.poke(connection) ------+
+                                                                                              v
+    hub thread: each poked connection takes a turn (start jobs, send kills, move output into
+      the jobs' tails, report ended jobs); the connections' next moments (kill confirmations,
+      probes, agent pings) in one heap; in between it sleeps in poll() on one eventfd, the
+      only descriptor the backend holds besides each host's socket
+    set-up threads (at most SETUP_THREADS, gone when idle): what waits for round trips:
+      resolving a host, connecting, starting its agent, a job's channel (channel mode), the
+      end of a connection
+
+Issue 17: a thread per connection cost a thread per host under one interpreter lock, and a pipe
+per watched channel; here threads are paramiko's one per host plus a constant number, and no
+channel has a descriptor (paramiko's buffers call back instead).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import select
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Protocol
+
+from lofarexec.transport import WakePipe
+
+#: Most threads doing set-up and teardown at once (connections beyond wait for one).
+SETUP_THREADS = 16
+#: Seconds a set-up thread waits for work before it ends.
+IDLE_SECONDS = 2.0
+_log = logging.getLogger("lofarexec.paramiko")
+
+
+class Served(Protocol):
+    """What the hub serves: a connection (:class:`.connection.Connection`)."""
+
+    due: float | None
+    """The monotonic moment of its next scheduled turn, kept by the hub."""
+
+    def turn(self) -> float | None:
+        """Do whatever is pending; the monotonic moment it must be served again by, if any."""
+
+
+class SetupThreads:
+    """Runs blocking tasks on at most ``limit`` threads, started when needed and ended when
+    idle, so that set-up of many hosts runs side by side without a thread per host."""
+
+    def __init__(self, limit: int = SETUP_THREADS) -> None:
+        self._limit = limit
+        self._tasks: deque[Callable[[], None]] = deque()
+        self._ready = threading.Condition(threading.Lock())
+        self._threads: set[threading.Thread] = set()
+        self._waiting = 0
+        self._closing = False
+        self._numbers = itertools.count(1)
+
+    def submit(self, task: Callable[[], None]) -> None:
+        with self._ready:
+            self._tasks.append(task)
+            if len(self._tasks) > self._waiting and len(self._threads) < self._limit:
+                thread = threading.Thread(target=self._work, daemon=True,
+                                          name=f"paramiko-setup-{next(self._numbers)}")
+                self._threads.add(thread)
+                thread.start()
+            else:
+                self._ready.notify()
+
+    def close(self) -> None:
+        """Let the queued tasks run, then end every thread and wait for them; safe twice."""
+        with self._ready:
+            self._closing = True
+            self._ready.notify_all()
+            threads = list(self._threads)
+        for thread in threads:
+            if thread is not threading.current_thread():
+                thread.join()
+
+    def _work(self) -> None:
+        while True:
+            with self._ready:
+                while not self._tasks and not self._closing:
+                    self._waiting += 1
+                    woken = self._ready.wait(IDLE_SECONDS)
+                    self._waiting -= 1
+                    if not woken and not self._tasks:
+                        break
+                if not self._tasks:
+                    self._threads.discard(threading.current_thread())
+                    return
+                task = self._tasks.popleft()
+            try:
+                task()
+            except Exception:  # noqa: BLE001 - a bug: logged; the thread serves other hosts
+                _log.exception("a paramiko set-up task failed")
+
+
+class Hub:
+    """The backend's one serving thread (started by the first :meth:`poke`) and its set-up
+    threads. Any thread may :meth:`poke` or :meth:`submit`; only the hub's thread calls
+    :meth:`Served.turn`."""
+
+    def __init__(self) -> None:
+        self.setup = SetupThreads()
+        self._waker = WakePipe()
+        self._poked: deque[Served] = deque()
+        self._timers: list[tuple[float, int, Served]] = []
+        self._order = itertools.count()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+
+    def submit(self, task: Callable[[], None]) -> None:
+        """Run ``task`` in a set-up thread (it may block for round trips)."""
+        self.setup.submit(task)
+
+    def poke(self, served: Served) -> None:
+        """Give ``served`` a turn soon (from any thread; never blocks, takes no lock that
+        paramiko's thread could be waiting for)."""
+        self._poked.append(served)
+        if self._thread is None:
+            self._start()
+        self._waker.wake()
+
+    def close(self) -> None:
+        """Stop the thread (once every connection has ended) and the set-up threads; safe
+        twice."""
+        with self._lock:
+            self._stopping = True
+            thread = self._thread
+        self._waker.wake()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+        self.setup.close()
+        self._waker.close()
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is None and not self._stopping:
+                self._thread = threading.Thread(target=self._main, daemon=True,
+                                                name="paramiko-hub")
+                self._thread.start()
+
+    def _main(self) -> None:
+        poller = select.poll()
+        poller.register(self._waker.fileno(), select.POLLIN)
+        while not self._stopping:
+            self._waker.drain()
+            self._serve_poked()
+            self._serve_due()
+            timeout = self._timeout()
+            if not self._poked:
+                poller.poll(None if timeout is None else max(0, int(timeout * 1000 + 1)))
+
+    def _serve_poked(self) -> None:
+        turns: dict[int, Served] = {}
+        while self._poked:
+            served = self._poked.popleft()
+            turns[id(served)] = served
+        for served in turns.values():
+            self._turn(served)
+
+    def _serve_due(self) -> None:
+        now = time.monotonic()
+        while self._timers and self._timers[0][0] <= now:
+            due, _, served = heapq.heappop(self._timers)
+            if served.due == due:
+                served.due = None
+                self._turn(served)
+
+    def _turn(self, served: Served) -> None:
+        try:
+            due = served.turn()
+        except Exception:  # noqa: BLE001 - a bug in one connection: logged, others go on
+            _log.exception("a paramiko connection's turn failed")
+            return
+        if due is not None and (served.due is None or due < served.due):
+            served.due = due
+            heapq.heappush(self._timers, (due, next(self._order), served))
+
+    def _timeout(self) -> float | None:
+        if not self._timers:
+            return None
+        return max(0.0, self._timers[0][0] - time.monotonic())

@@ -10,18 +10,40 @@ fails, a job cannot, and a failed probe counts as that job's attempt. A probe th
 node resumes the host; ``host_failures`` failures in a row (the first one included), or a host
 down for ``host_down_after`` seconds, quarantine it for the rest of the batch.
 
+A *connect timeout* quarantines the host at once (:func:`connect_timed_out`): the host did not
+answer within the transport's connect timeout, so it is switched off, frozen, cut off, or its
+sshd accepts and never speaks; each probe would cost that timeout again and find the same.
+A refused connection (sshd restarting) or a dropped link may be a blip and is probed as above.
+
 Used only by the thread holding the scheduler's processing role (no locks).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable
 
-__all__ = ["DEFAULT_HOST_FAILURES", "HostHealth"]
+__all__ = ["DEFAULT_HOST_FAILURES", "HostHealth", "connect_timed_out"]
 
 #: ``[remote] host_failures`` when absent: transport failures in a row that quarantine a host.
 DEFAULT_HOST_FAILURES = 3
+
+# How the transports say that a connection attempt had no answer within the connect timeout:
+# OpenSSH's "ssh: connect to host H port P: Connection timed out" (no answer to the TCP
+# handshake) and "Connection timed out during banner exchange" (TCP accepted, no ssh banner);
+# the paramiko backend's "cannot connect to H:P: timed out". Not OpenSSH's "Timeout, server H
+# not responding" nor a read's "Connection timed out": those are a link lost after it worked.
+_CONNECT_TIMED_OUT = re.compile(
+    r"connect to host \S+ port \d+: Connection timed out"
+    r"|Connection timed out during banner exchange"
+    r"|cannot connect to \S+: timed out")
+
+
+def connect_timed_out(error: str) -> bool:
+    """Whether a transport ``error`` says that the host did not answer a connection attempt
+    within the connect timeout (which quarantines the host at once)."""
+    return _CONNECT_TIMED_OUT.search(error) is not None
 
 
 @dataclasses.dataclass
@@ -83,6 +105,12 @@ class HostHealth:
         ``quarantined[host]`` holds the reason).
         """
         if host in self.quarantined:
+            return None
+        if connect_timed_out(error):
+            # probing would cost the connect timeout again, and find the same silence
+            self.down.pop(host, None)
+            self.quarantined[host] = (f"host {host} quarantined after a connect timeout (no "
+                                      f"answer to a connection attempt): {error}")
             return None
         down = self.down.get(host)
         if down is None:

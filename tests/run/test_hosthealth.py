@@ -10,7 +10,7 @@ import pytest
 
 from lofarexec.backend import LaunchRequest, Outcome
 from lofarexec.job import ComputeJob, JobState
-from lofarexec.run.hosthealth import HostHealth
+from lofarexec.run.hosthealth import HostHealth, connect_timed_out
 from lofarexec.run.retry import RetryPolicy
 from lofarexec.run.scheduler import Limits, Scheduler
 from lofarexec.testing.mock import MockBackend
@@ -118,3 +118,57 @@ def test_only_the_probe_resumes_a_paused_host():
     health.probe_due("a")
     health.started("a", 6)
     assert health.answered("a", 6) and health.accepts("a")
+
+
+SILENT = Outcome(None, transport_error="b: the connection failed: Connection timed out during "
+                                       "banner exchange | Connection to b port 22 timed out")
+
+
+def test_a_connect_timeout_quarantines_at_once_after_one_start(caplog):
+    """A host that accepts and never answers: the first group of starts (one connection for
+    an agent) is all it costs; no probe pays the connect timeout again."""
+    jobs = [ComputeJob(host, "node") for host in ("a", "b") for _ in range(10)]
+    starts: Counter[str] = Counter()
+
+    def behaviour(request: LaunchRequest) -> Outcome:
+        starts[request.host] += 1
+        return SILENT if request.host == "b" else Outcome(0)
+
+    with caplog.at_level(logging.WARNING, "lofarexec.run.scheduler"):
+        scheduler = run(jobs, behaviour, limits=Limits(per_host=2), host_failures=10)
+    assert starts["b"] == 2  # the first group, started together; not a probe more
+    on_b = [job for job in jobs if job.host == "b"]
+    assert all(job.state is JobState.TRANSPORT_ERROR for job in on_b)
+    assert all(job.results["reason"].startswith(
+        "host b quarantined after a connect timeout (no answer to a connection attempt): b: "
+        "the connection failed: Connection timed out during banner exchange")
+        for job in on_b), on_b[0].results["reason"]
+    assert all(job.state is JobState.SUCCEEDED for job in jobs if job.host == "a")
+    assert len([r for r in caplog.records if "quarantined" in r.getMessage()]) == 1
+    assert scheduler.error.is_set()
+
+
+def test_a_connect_timeout_of_a_probe_ends_a_pause_at_once():
+    health = HostHealth(lambda failures: 1.0, host_failures=100)
+    assert health.failed("a", 0, "ssh: connect to host a port 22: Connection refused",
+                         now=0.0) == 1.0
+    health.probe_due("a")
+    health.started("a", 1)
+    assert health.failed("a", 1, "ssh: connect to host a port 22: Connection timed out",
+                         now=2.0) is None
+    assert health.quarantined["a"].startswith("host a quarantined after a connect timeout")
+    assert not health.accepts("a") and "a" not in health.down
+
+
+@pytest.mark.parametrize(("error", "timed_out"), [
+    ("n: the connection failed: Connection timed out during banner exchange", True),
+    ("ssh: connect to host 10.200.0.3 port 22: Connection timed out", True),
+    ("n: cannot connect to 10.0.0.7:22: timed out", True),  # paramiko
+    ("ssh: connect to host n port 22: Connection refused", False),
+    ("ssh: connect to host n port 22: No route to host", False),
+    ("Timeout, server n not responding.", False),  # a link lost after it worked
+    ("Read from remote host n: Connection timed out", False),
+    ("n: the host's agent or its connection ended", False),
+])
+def test_which_errors_are_connect_timeouts(error, timed_out):
+    assert connect_timed_out(error) is timed_out

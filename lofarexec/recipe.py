@@ -31,6 +31,7 @@ from lofarexec.run.runlock import RunLock
 
 if TYPE_CHECKING:
     from lofarexec.channel.exchange import JobExchange
+    from lofarexec.plugin.manager import PluginManager
 
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
@@ -90,7 +91,8 @@ class BaseRecipe(RecipeIngredients):
         self.logger.debug("Pipeline start time: %s", self.inputs["start_time"])
         if not hasattr(self, "config"):
             self.config = self._read_config()
-        _check_config_names(self.config, self.config_sections)
+        # the plugins found for the check are the run's (one search, one import of each)
+        self._installed_plugins = _check_config_names(self.config, self.config_sections)
         self._inputs_from_config(self.config)
         if not self.inputs.get("dry_run") and getattr(self, "_run_lock", None) is None:
             # before the log file: a refused second run must not write into the first one's
@@ -211,7 +213,8 @@ class RemoteCommandRecipeMixIn:
         runner = JobRunner(recipe.config, recipe_name=recipe.name, error=recipe.error,
                            logger=recipe.logger, dry_run=bool(recipe.inputs.get("dry_run")),
                            resume=bool(recipe.inputs.get("resume")),
-                           progress=not recipe.inputs.get("quiet"))
+                           progress=not recipe.inputs.get("quiet"),
+                           installed_plugins=getattr(recipe, "_installed_plugins", None))
         recipe._active_runner = runner
         self._runner_ready().set()
         try:
@@ -289,11 +292,15 @@ class _Stopped(KeyboardInterrupt):
     """A signal arrived while no batch of jobs was running."""
 
 
-def _check_config_names(config: PipelineConfig, recipe_sections: Sequence[str]) -> None:
-    """Stop at a misspelt section or key, before any job runs (see lofarexec.config.known)."""
+def _check_config_names(config: PipelineConfig, recipe_sections: Sequence[str]) -> PluginManager:
+    """Stop at a misspelt section or key, before any job runs (see lofarexec.config.known);
+    return the plugin manager built for the check, for the runner to reuse."""
     from lofarexec.plugin.confignames import check_config_names  # deferred: light recipe import
+    from lofarexec.plugin.manager import build_plugin_manager
 
-    check_config_names(config, recipe_sections, method=config.remote_method)
+    manager = build_plugin_manager()
+    check_config_names(config, recipe_sections, method=config.remote_method, manager=manager)
+    return manager
 
 
 def _set_up_console(*, debug: bool, verbose: bool) -> None:

@@ -116,6 +116,22 @@ class PluginManager(pluggy.PluginManager):
                 else:
                     self._load_entry_point(entry_point, source)
 
+    def adopt_installed_plugins(self, other: PluginManager) -> None:
+        """Take ``other``'s installed plugins as they are (loaded ones registered here too,
+        deferred ones still deferred, broken ones still described) instead of looking for them
+        again: a run's second manager costs no search and no import (issue 17)."""
+        self.broken.extend(other.broken)
+        for plugin, source in other._installed:
+            self.register(plugin, name=other.get_name(plugin))
+            self._installed.append((plugin, source))
+        self._deferred.update(other._deferred)
+        for name in other.backends.loaded_names():  # as other's check of each left them
+            provider = other.backends.loaded_provider(name)
+            if provider != _OWN_PROVIDER:  # not from a plugin handed to other alone
+                self.backends.current_provider = provider
+                self.backends.add(other.backends.get(name))
+        self.backends.current_provider = "unknown"
+
     def _load_entry_point(self, entry_point: EntryPoint,
                           source: InstalledDistribution) -> object | None:
         """Import and register one plugin; None (and a line in :attr:`broken`) if it fails."""
@@ -219,23 +235,31 @@ class PluginManager(pluggy.PluginManager):
         self.broken.append(line)
 
 
-def build_plugin_manager(extra_plugins: Iterable[object] = (), *,
-                         warn_broken: bool = True) -> PluginManager:
+def build_plugin_manager(extra_plugins: Iterable[object] = (), *, warn_broken: bool = True,
+                         installed: PluginManager | None = None) -> PluginManager:
     """A manager with the installed plugins loaded and their backends registered (lofarexec's
     own backends when first asked for: see the module docstring).
 
     ``extra_plugins`` are registered as well (the runner's own reporters, a test's plugin).
     Each plugin left out is logged as a warning unless ``warn_broken`` is false (for callers
     that show :attr:`PluginManager.broken` themselves, as ``lofarexec backends`` does).
+    With ``installed`` (a manager built earlier in this process, e.g. by the recipe's
+    configuration check), its installed plugins are taken over rather than found and loaded
+    again, and the plugins it already warned about are not warned about twice.
     """
     manager = PluginManager()
-    manager.load_installed_plugins()
+    if installed is None:
+        manager.load_installed_plugins()
+    else:
+        manager.adopt_installed_plugins(installed)
+    already_said = len(manager.broken) if installed is not None and installed._warn_broken else 0
+    extra_plugins = list(extra_plugins)
     for plugin in extra_plugins:
         manager.register_plugin(plugin, name=f"{type(plugin).__name__}-{id(plugin)}")
-    manager.collect_backends()
+    manager.collect_backends(None if installed is None else extra_plugins)
     manager._warn_broken = warn_broken  # also for plugins loaded later, when asked for
     if warn_broken:
-        for line in manager.broken:
+        for line in manager.broken[already_said:]:
             logger.warning("%s", line)
     return manager
 

@@ -67,6 +67,7 @@ class JobRunner:
         error: threading.Event,
         logger: logging.Logger | None = None,
         plugin_manager: PluginManager | None = None,
+        installed_plugins: PluginManager | None = None,
         dry_run: bool = False,
         resume: bool = False,
         progress: bool = True,
@@ -78,6 +79,7 @@ class JobRunner:
         self.error = error
         self.logger = logger or logging.getLogger(recipe_name)
         self.plugins = plugin_manager
+        self._installed_plugins = installed_plugins  # found already (the recipe's check): reused
         self.dry_run = dry_run
         self.progress = progress
         self._scheduler: Scheduler | None = None
@@ -121,7 +123,8 @@ class JobRunner:
         plans = launch_arguments(jobs, self.config.node_arguments)
         if self.plugins is None:
             self.plugins = build_plugin_manager([JournalWriter(), RunReporter(self.logger),
-                                                 *self._progress()])
+                                                 *self._progress()],
+                                                installed=self._installed_plugins)
         method = self.config.remote_method or DEFAULT_METHOD
         backend_class = self.plugins.backends.get(method)
         settings = self.config.section_settings(method, backend_class.Settings)

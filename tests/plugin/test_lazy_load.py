@@ -4,6 +4,7 @@ other backend is still found by name, listed, and known to the configuration che
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -115,3 +116,56 @@ def test_an_unknown_method_still_lists_every_installed_backend():
     manager = build_plugin_manager(warn_broken=False)
     with pytest.raises(PluginError, match="installed: .*local.*paramiko.*ssh"):
         manager.backends.get("nosuch")
+
+
+def test_a_run_looks_for_plugins_once_and_warns_of_a_broken_one_once(tmp_path: Path, site):
+    install(site, "lofarexec-htcondor", "0.3", "plugin_importfails_once",
+            "raise ImportError('needs htcondor bindings')\n", entry_point="htcondor")
+    install(site, "lofarexec-watch", "0.1", "plugin_hooks_only_once", HOOKS_ONLY)
+    node = tmp_path / "node.py"
+    node.write_text(NODE)
+    recipe = tmp_path / "lazy.py"
+    recipe.write_text(RECIPE.replace("{NODE}", str(node)))
+    counter = tmp_path / "count" / "sitecustomize.py"  # counts the searches in the recipe
+    counter.parent.mkdir()
+    counter.write_text(
+        "import atexit, sys\n"
+        "from lofarexec.plugin import entrypoints\n"
+        "calls = []\n"
+        "search = entrypoints.installed_entry_points\n"
+        "entrypoints.installed_entry_points = lambda group: calls.append(group) or search(group)\n"
+        "atexit.register(lambda: sys.stderr.write(f'searches: {len(calls)}\\n'))\n")
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(counter.parent), str(site), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    config = write_config(tmp_path)
+    done = subprocess.run([sys.executable, str(recipe), "-j", "lazy", "-c", str(config)],
+                          capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120,
+                          env=environment)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[0])["state"] == "succeeded"
+    assert done.stderr.count("needs htcondor bindings") == 1, done.stderr
+    assert "searches: 1\n" in done.stderr
+
+
+def test_a_manager_built_on_another_has_its_plugins_without_a_search(site, monkeypatch):
+    install(site, "lofarexec-fine", "1.0", "plugin_fine_adopt", good_backend("fine_adopt"))
+    install(site, "lofarexec-broken", "0.1", "plugin_broken_adopt", "raise ImportError('no')\n")
+    first = build_plugin_manager(warn_broken=False)
+    first.backends.get("local")
+    searches = []
+    monkeypatch.setattr("lofarexec.plugin.manager.installed_entry_points",
+                        lambda group: searches.append(group) or [])
+
+    class Extra:
+        pass
+
+    extra = Extra()
+    second = build_plugin_manager([extra], warn_broken=False, installed=first)
+    assert searches == []
+    assert second.broken == first.broken and len(second.broken) == 1
+    assert second.has_plugin("plugin_fine_adopt") and second.is_registered(extra)
+    assert not first.is_registered(extra)
+    assert second.backends.provider("fine_adopt") == "lofarexec-fine 1.0"
+    assert second.backends.get("local") is first.backends.get("local")
+    assert "paramiko" in second.deferred_names()  # still loaded only when asked for
+    assert set(second.backends.names()) == set(first.backends.names())

@@ -13,7 +13,6 @@ ignores them. Backends' sections are checked against their settings class elsewh
 
 from __future__ import annotations
 
-import difflib
 import logging
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
@@ -95,6 +94,8 @@ def check_names(
 def _unknown(config: PipelineConfig, what: str, section: str, key: str | None,
              known: list[str], name: str) -> ConfigError:
     candidates = known if key is not None else [f"[{known_name}]" for known_name in known]
+    import difflib  # deferred: only a misspelt name needs it (start-up, issue 17)
+
     close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
     hint = f"did you mean {close[0]}?" if close else f"known: {', '.join(candidates)};"
     if key is not None:

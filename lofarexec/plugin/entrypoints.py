@@ -25,8 +25,8 @@ from typing import Any
 
 __all__ = ["EntryPoint", "installed_entry_points"]
 
-_SECTION_MARK = "[lofarexec]"
-_VALUE = re.compile(r"(?P<module>[\w.]+)\s*(:\s*(?P<attr>[\w.]+)\s*)?((?P<extras>\[.*\])\s*)?$")
+#: importlib.metadata's ``EntryPoint.pattern``; compiled when a plugin is first loaded.
+_VALUE = r"(?P<module>[\w.]+)\s*(:\s*(?P<attr>[\w.]+)\s*)?((?P<extras>\[.*\])\s*)?$"
 
 
 class EntryPoint:
@@ -41,7 +41,7 @@ class EntryPoint:
 
     def load(self) -> Any:
         """Import the module and return the named object, as ``EntryPoint.load`` does."""
-        match = _VALUE.match(self.value)
+        match = re.match(_VALUE, self.value)
         if match is None:
             raise ValueError(f"{self.value!r} is no 'module:attribute' entry point")
         module = importlib.import_module(match.group("module"))
@@ -92,18 +92,35 @@ def _distribution_folders() -> Iterator[str]:
             low = child.lower()
             if low.endswith((".dist-info", ".egg-info")):
                 name = low.rpartition(".")[0].partition("-")[0]
-                normalized = re.sub(r"[-_.]+", "-", name).replace("-", "_")
-                groups.setdefault(normalized, []).append(os.path.join(entry, child))
+                groups.setdefault(_normalize(name), []).append(
+                    f"{entry}/{child}" if entry else child)
         for folders in groups.values():
             yield from folders
 
 
+def _normalize(name: str) -> str:
+    """PEP 503 normalization with underscores, as importlib.metadata's ``Prepared.normalize``
+    (``re.sub(r"[-_.]+", "-", name).lower().replace("-", "_")``) does it."""
+    name = name.replace("-", "_").replace(".", "_")
+    while "__" in name:
+        name = name.replace("__", "_")
+    return name
+
+
 def _read_text(path: str) -> str | None:
     try:
-        with open(path, encoding="utf-8") as handle:
-            return handle.read()
+        descriptor = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError):
         return None
+    try:
+        chunks = []
+        while chunk := os.read(descriptor, 65536):
+            chunks.append(chunk)
+    except IsADirectoryError:
+        return None
+    finally:
+        os.close(descriptor)
+    return b"".join(chunks).decode("utf-8")
 
 
 def _read_entry_points(path: str, group: str) -> list[EntryPoint]:

@@ -26,7 +26,9 @@ Small parts
     :mod:`lofarexec.hostnames`), made before a name goes on a launcher's command line;
     :class:`WakePipe` wakes a thread sleeping in ``select``; :class:`TimerHeap` (of
     :class:`Timer` entries) holds what such a thread must do later; :func:`out_of_descriptors`
-    words a job's failure when the control node has no file descriptor left.
+    words a job's failure when the control node has no file descriptor left;
+    :func:`descriptor_budget` (a :class:`DescriptorBudget` handing out slots) makes
+    hosts beyond the open-files limit wait for a slot instead of failing.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ if TYPE_CHECKING:  # the names, for type checkers; at run time each module loads
     from lofarexec.transport.agent_pool import AgentPool
     from lofarexec.transport.descriptors import out_of_descriptors
     from lofarexec.transport.execenv import ExecEnvironment, spawn
+    from lofarexec.transport.fdbudget import DescriptorBudget, Slot, descriptor_budget
     from lofarexec.transport.orphans import (
         fetch_statuses,
         kill_orphans,
@@ -94,18 +97,21 @@ _EXPORTS: dict[str, str] = {
     "PING": "lofarexec.transport.agent_frames",
     "AgentClient": "lofarexec.transport.agent",
     "AgentPool": "lofarexec.transport.agent_pool",
+    "DescriptorBudget": "lofarexec.transport.fdbudget",
     "ExecEnvironment": "lofarexec.transport.execenv",
     "FrameReader": "lofarexec.transport.agent_frames",
     "Pinger": "lofarexec.transport.agent_frames",
     "ProcessHandle": "lofarexec.transport.process",
     "ProcessLauncher": "lofarexec.transport.process",
     "RemoteLaunch": "lofarexec.transport.wrapper",
+    "Slot": "lofarexec.transport.fdbudget",
     "Timer": "lofarexec.transport.timers",
     "TimerHeap": "lofarexec.transport.timers",
     "WakePipe": "lofarexec.transport.wakeup",
     "agent_command": "lofarexec.transport.wrapper",
     "alive_interval_field": "lofarexec.transport.settings",
     "check_shared_settings": "lofarexec.transport.settings",
+    "descriptor_budget": "lofarexec.transport.fdbudget",
     "encode_kill": "lofarexec.transport.agent_frames",
     "encode_start": "lofarexec.transport.agent_frames",
     "fetch_statuses": "lofarexec.transport.orphans",
@@ -139,18 +145,21 @@ __all__ = [
     "PING",
     "AgentClient",
     "AgentPool",
+    "DescriptorBudget",
     "ExecEnvironment",
     "FrameReader",
     "Pinger",
     "ProcessHandle",
     "ProcessLauncher",
     "RemoteLaunch",
+    "Slot",
     "Timer",
     "TimerHeap",
     "WakePipe",
     "agent_command",
     "alive_interval_field",
     "check_shared_settings",
+    "descriptor_budget",
     "encode_kill",
     "encode_start",
     "fetch_statuses",

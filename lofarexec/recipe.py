@@ -10,7 +10,9 @@ stop new jobs, kill running ones on their hosts and end the recipe with :class:`
 from __future__ import annotations
 
 import argparse
+import atexit
 import datetime
+import gc
 import inspect
 import logging
 import os
@@ -135,6 +137,7 @@ class BaseRecipe(RecipeIngredients):
         options = self.option_parser().parse_args(argv)
         self.inputs.update({key: value for key, value in vars(options).items()
                             if value is not None})
+        _collect_once_at_exit()
         _set_up_console(debug=options.debug, verbose=options.verbose)
         with _StopOnSignals(self):
             try:
@@ -362,6 +365,29 @@ class _LogFileHandler(logging.FileHandler):
             sys.stderr.write(f"lofarexec: cannot write the log file {self.baseFilename} "
                              f"({reason}): records are missing from it while this lasts; the "
                              "console still shows them\n")
+
+
+def _collect_once_at_exit() -> None:
+    """Make the interpreter's exit after a recipe quick: at exit, collect the garbage once, then
+    freeze what is still alive (:func:`gc.freeze`), so that tearing the modules down does not
+    search the whole heap for cycles again, which takes ~10 ms after a run (issue 17).
+
+    Every object that is garbage when the exit begins is still collected, its finalizers run;
+    only cycles among objects still reachable from modules then are not looked for, which
+    Python never promised to finalize at exit. Registered once per process, by :meth:`main`.
+    """
+    global _EXIT_COLLECTION_REGISTERED
+    if not _EXIT_COLLECTION_REGISTERED:
+        _EXIT_COLLECTION_REGISTERED = True
+        atexit.register(_collect_and_freeze)
+
+
+_EXIT_COLLECTION_REGISTERED = False
+
+
+def _collect_and_freeze() -> None:
+    gc.collect()
+    gc.freeze()
 
 
 def _now() -> str:

@@ -23,10 +23,13 @@ def test_a_host_unreachable_from_the_start_is_quarantined(netns_bed, tmp_path):
     run = FaultRun(netns_bed, tmp_path, jobs, remote="host_failures = 2\n")
     assert run.run() == 1
     assert run.states() == {"succeeded": 4, "transport_error": 4}
-    for entry in run.results().values():
+    for entry in run.results().values():  # its SYN had no answer: one connect timeout
         if entry["host"] == "node2":
-            assert "host node2 quarantined after 2 transport failures" in entry["reason"]
-    assert "host node2 quarantined" in run.stderr
+            assert entry["reason"].startswith(
+                "host node2 quarantined after a connect timeout (no answer to a connection "
+                "attempt): node2: the connection failed: ssh: connect to host 10.200.0.3 port "
+                "22: Connection timed out"), entry["reason"]
+    assert run.stderr.count("its queued jobs end as transport_error") == 1  # 1 warning
     netns_bed.restore_link("node2")
     run.assert_nothing_left()
 
@@ -45,10 +48,10 @@ while True:
 """
 
 
-def test_a_host_that_accepts_and_never_answers_costs_host_failures_connects(
-        netns_bed, tmp_path):
-    """Port 22 of node2 takes TCP connections and never speaks: 10 jobs, 2 at once, cost
-    2 connects and 1 probe (host_failures = 2), not 5 groups of connect timeouts."""
+def test_a_host_that_accepts_and_never_answers_costs_one_connect_timeout(netns_bed, tmp_path):
+    """Port 22 of node2 takes TCP connections and never speaks: 10 jobs there, 2 at once (one
+    host agent), cost 1 connection attempt in all, then node2 is quarantined; not one per
+    group of jobs, nor ``host_failures`` (5 here). node1's jobs run as ever."""
     netns_bed.stop_sshd("node2")
     script = tmp_path / "silent.py"
     script.write_text(LISTENER)
@@ -59,15 +62,19 @@ def test_a_host_that_accepts_and_never_answers_costs_host_failures_connects(
                                     stdin=subprocess.DEVNULL)
     try:
         wait_for(lambda: "listening" in accepted.read_text(), "listener", listener)
-        run = FaultRun(netns_bed, tmp_path, [("node2", "/bin/true")] * 10,
-                       remote="host_failures = 2\n")
+        jobs = [("node2", "/bin/true")] * 10 + [("node1", "/bin/true")] * 2
+        run = FaultRun(netns_bed, tmp_path, jobs, remote="host_failures = 5\n")
         assert run.run() == 1
     finally:
         stop(listener)
-    assert run.states() == {"transport_error": 10}
-    assert 2 <= accepted.read_text().count("accepted") <= 3
-    assert all("host node2 quarantined after 2 transport failures" in entry["reason"]
-               for entry in run.results().values())
+    assert accepted.read_text().count("accepted") == 1
+    assert run.states() == {"transport_error": 10, "succeeded": 2}
+    lost = [entry for entry in run.results().values() if entry["host"] == "node2"]
+    assert all(entry["reason"].startswith("host node2 quarantined after a connect timeout")
+               for entry in lost), lost[0]
+    assert "Connection timed out during banner exchange" in lost[0]["reason"]
+    assert sum(entry["attempts"] for entry in lost) == 2  # the first group; no probe
+    assert run.stderr.count("its queued jobs end as transport_error") == 1  # 1 warning
     run.assert_nothing_left()
 
 

@@ -28,6 +28,7 @@ import pluggy
 from lofarexec.backend import Backend, BackendRegistry
 from lofarexec.errors import PluginError
 from lofarexec.plugin import spec
+from lofarexec.plugin.backendcheck import check_backend_class
 from lofarexec.plugin.entrypoints import EntryPoint, installed_entry_points
 
 __all__ = ["ENTRY_POINT_GROUP", "PluginManager", "build_plugin_manager"]
@@ -198,8 +199,6 @@ class PluginManager(pluggy.PluginManager):
         Each plugin registers into a registry of its own first, so one that raises, registers
         something unusable or claims a taken name adds none of its backends.
         """
-        from lofarexec.plugin.metadata import check_backend_class  # deferred: start-up cost
-
         registry = self.backends
         only = None if plugins is None else list(plugins)
         for impl in self.hook.lofarexec_register_backends.get_hookimpls():

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from lofarexec.backend import Backend, BackendRegistry
-from lofarexec.config.settings import _settings_fields  # the reader's own type check
+from lofarexec.plugin.backendcheck import check_backend_class
 
 __all__ = ["BackendInfo", "SettingInfo", "check_backend_class", "describe_backends",
            "render_rst", "render_text"]
@@ -48,17 +48,6 @@ class BackendInfo:
     @property
     def package(self) -> str:
         return self.provider.split()[0]
-
-
-def check_backend_class(backend_class: object) -> str | None:
-    """What is wrong with a class a plugin registered, in words; None when it is usable."""
-    if not (isinstance(backend_class, type) and issubclass(backend_class, Backend)):
-        return f"{backend_class!r} is not a subclass of lofarexec.Backend"
-    try:
-        _settings_fields(backend_class.Settings)
-    except TypeError as exc:
-        return f"backend '{backend_class.name}': {exc}"
-    return None
 
 
 def describe_backends(registry: BackendRegistry, names: Iterable[str] | None = None

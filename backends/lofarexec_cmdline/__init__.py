@@ -199,6 +199,8 @@ class CmdlineBackend(Backend):
     """Runs each node script through the command line that ``[cmdline] template`` describes."""
 
     name = "cmdline"
+    # the end-of-run audit's command is started like a job: through the template, on the host
+    audit = True
     Settings = CmdlineSettings
 
     def open(self) -> None:

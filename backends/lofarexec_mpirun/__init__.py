@@ -136,6 +136,7 @@ class MpirunBackend(Backend):
     """Runs each node script through its own ``mpirun -np 1`` on the job's host."""
 
     name = "mpirun"
+    audit = True  # the end-of-run audit's command is one more mpirun -np 1 on each host
     Settings = MpirunSettings
 
     def open(self) -> None:

@@ -66,6 +66,9 @@ class SrunBackend(Backend):
     """Runs each node script as a Slurm job or step through ``srun``, launches capped."""
 
     name = "srun"
+    # No end-of-run audit (audit stays False): Slurm itself ends every process of a job or
+    # step when it ends (ProctrackType=proctrack/cgroup), and an audit through srun would be
+    # one more Slurm job per host at the end of every run, queued behind others' jobs.
     Settings = SrunSettings
 
     def open(self) -> None:

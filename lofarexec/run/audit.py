@@ -12,8 +12,10 @@ environment holds that marker. Hosts are checked in parallel. What it finds is n
 warning (host, pid, command) and its process groups are killed with
 :func:`lofarexec.transport.orphans.orphan_kill_command`, the one orphan kill.
 
-Only backends that declare ``audit = True`` are audited (a batch system's backend would
-otherwise queue a job per host at the end of every run); ``[remote] audit = off`` turns it off.
+Only backends that declare ``audit = True`` are audited (``local``, ``ssh``, ``paramiko``,
+``cmdline``, ``mpirun``); for any other (``srun``: Slurm ends every process of a job or step
+itself, and an audit through it would be a Slurm job per host at the end of every run) one
+info line says that the audit was skipped. ``[remote] audit = off`` turns it off.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from lofarexec.backend import Backend, JobHandle, LaunchRequest, Outcome
 from lofarexec.channel.protocol import ENV_HOST, ENV_RUN
 from lofarexec.config import PipelineConfig
 from lofarexec.job import ComputeJob
+from lofarexec.run.audit_here import leftovers_here, run_here
 from lofarexec.transport.orphans import orphan_kill_command
 
 __all__ = ["AUDIT_TIMEOUT", "EndOfRunAudit", "Leftover", "audit_hosts",
@@ -181,8 +184,12 @@ def audit_hosts(backend: Backend, hosts: Sequence[str], marker: str, *, kill_gra
     if not hosts:
         return []
     started = time.monotonic()
-    listed = _run_everywhere(backend, {host: leftover_command(marker) for host in hosts},
-                             recipe_name, timeout)
+    if local_only:  # every node ran on this machine: look (and kill) here, no job (issue 17)
+        listed: dict[str, Outcome | str] = {
+            host: Outcome(0, output=leftovers_here(marker)) for host in hosts}
+    else:
+        listed = _run_everywhere(backend, {host: leftover_command(marker) for host in hosts},
+                                 recipe_name, timeout)
     found: dict[str, list[Leftover]] = {}
     for host, result in listed.items():
         if isinstance(result, str):
@@ -208,8 +215,9 @@ def audit_hosts(backend: Backend, hosts: Sequence[str], marker: str, *, kill_gra
             left.group for left in leftovers if left.group > 1 and left.group != os.getpgrp())
     kills = {host: orphan_kill_command(sorted(ids), kill_grace)
              for host, ids in groups.items() if ids}
-    for host, result in _run_everywhere(backend, kills, recipe_name,
-                                        timeout + kill_grace).items():
+    killed = (run_here(kills, timeout + kill_grace) if local_only else
+              _run_everywhere(backend, kills, recipe_name, timeout + kill_grace))
+    for host, result in killed.items():
         if isinstance(result, str):
             log.error("end-of-run audit: %s: the run's leftover processes (groups %s) could "
                       "not be killed (%s): they may still run there", host,
@@ -230,8 +238,15 @@ class EndOfRunAudit:
         self._logger = logger
 
     def run(self, backend: Backend, jobs: Sequence[ComputeJob]) -> list[Leftover]:
-        """Audit the hosts ``jobs`` used, for a backend that declares ``audit = True``."""
-        if not (self.enabled and getattr(type(backend), "audit", False)):
+        """Audit the hosts ``jobs`` used, for a backend that declares ``audit = True``; for
+        another, say in one info line that it was skipped."""
+        if not self.enabled:
+            return []
+        if not getattr(type(backend), "audit", False):
+            self._logger.info(
+                "end-of-run audit skipped: the %s backend does not take part (it does not "
+                "declare audit = True; see [remote] audit in the configuration reference)",
+                backend.name)
             return []
         local_only = getattr(type(backend), "local_only", False)
         hosts = audited_hosts(jobs, local_only)

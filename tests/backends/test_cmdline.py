@@ -7,10 +7,12 @@ The contract suite runs through ``sh -c {command}`` (local) and ``ssh -F CFG {ho
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,7 @@ from lofarexec.backend import LaunchRequest
 from lofarexec.config import load_config
 from lofarexec.errors import ConfigError
 from lofarexec.job import ComputeJob
+from lofarexec.run.runner import JobRunner
 from lofarexec.testing.contract import BackendContract, ContractSetup
 from lofarexec.testing.sshbed import SshTestBed
 from lofarexec.testing.sshbed_contract import SshBedContract
@@ -257,3 +260,29 @@ def test_a_missing_launcher_program_is_a_transport_error(opened):
     outcomes = Outcomes()
     opened("/nonexistent/launch {command}").start(launch_request(probe("pass")), outcomes)
     assert "cannot start '/nonexistent/launch'" in (outcomes.wait().transport_error or "")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launch", ["process", "agent"])
+def test_the_end_of_run_audit_kills_what_a_node_left_through_the_template(
+        ssh_testbed, tmp_path, caplog, launch):
+    """A sleeper double-forked out of its job's process group on node1 and node2 is named by
+    host and pid after the run and killed, through ``ssh {host} {command}``."""
+    from tests.run.test_audit import audit_lines, escaping_jobs
+
+    jobs, pid_files = escaping_jobs(tmp_path, ["node1", "node2"])
+    text = (f"[remote]\nmethod = cmdline\n[cmdline]\nlaunch = {launch}\n"
+            f"template = ssh -F {ssh_testbed.ssh_config} {{host}} {{command}}\n"
+            "[logging]\nbind_address = 127.0.0.1\nadvertise_address = 127.0.0.1\n")
+    config = load_config(write_config(tmp_path, text), job_name="audit", start_time="now")
+    with caplog.at_level(logging.WARNING):
+        JobRunner(config, recipe_name="audit", error=threading.Event(),
+                  progress=False).schedule(jobs)
+    assert all(job.results["state"] == "succeeded" for job in jobs), jobs[0].results
+    pids = [int(path.read_text()) for path in pid_files]
+    lines = audit_lines(caplog)
+    assert len(lines) == 2, lines
+    for host, pid in zip(["node1", "node2"], pids):
+        [line] = [line for line in lines if line.startswith(f"end-of-run audit: {host}:")]
+        assert f"pid {pid} (sleep 300)" in line
+    assert wait_gone(pids, 10), "a sleeper survived the audit"

@@ -7,6 +7,7 @@ allocation, and the test bed's own start and stop.
 
 from __future__ import annotations
 
+import logging
 import sys
 import threading
 import time
@@ -153,14 +154,22 @@ def test_unknown_node_is_a_transport_error_after_retries(slurm_bed, tmp_path):
     assert "\n" not in reason
 
 
-def test_a_failing_node_script_is_a_failed_job_and_not_retried(slurm_bed, tmp_path, node_script):
+def test_a_failing_node_script_is_a_failed_job_and_not_retried(slurm_bed, tmp_path, node_script,
+                                                              caplog):
     ran = tmp_path / "ran"
     command = node_script(f"open({str(ran)!r}, 'a').write('x')\nreturn 3")
     job = ComputeJob("n2", command)
-    run(tmp_path, srun_config(), [job])
+    with caplog.at_level(logging.INFO):
+        run(tmp_path, srun_config(), [job])
     assert job.results["state"] == "failed", job.results
     assert job.results["returncode"] == 3
     assert ran.read_text() == "x"
+    # srun takes no part in the end-of-run audit (Slurm ends a job's processes): said once
+    skipped = [record.getMessage() for record in caplog.records
+               if "end-of-run audit" in record.getMessage()]
+    assert skipped == ["end-of-run audit skipped: the srun backend does not take part (it does "
+                       "not declare audit = True; see [remote] audit in the configuration "
+                       "reference)"]
 
 
 def test_steps_of_an_allocation(slurm_bed, tmp_path, node_script, monkeypatch):

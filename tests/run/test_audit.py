@@ -19,6 +19,7 @@ from lofarexec.config import load_config
 from lofarexec.errors import ConfigError
 from lofarexec.job import ComputeJob
 from lofarexec.run.audit import (
+    EndOfRunAudit,
     Leftover,
     audited_hosts,
     leftover_command,
@@ -166,3 +167,26 @@ def test_sleepers_escaping_on_ssh_hosts_are_named_by_host_and_killed(ssh_testbed
         [line] = [line for line in lines if line.startswith(f"end-of-run audit: {host}:")]
         assert f"pid {pid} (sleep 300)" in line
     assert wait_gone(pids, 10), "a sleeper survived the audit"
+
+
+def test_a_backend_without_audit_is_skipped_in_one_info_line(tmp_path, caplog):
+    """srun does not declare ``audit = True`` (Slurm ends a job's processes itself): the audit
+    starts nothing through it and says so once; with ``audit = off`` it says nothing."""
+    from lofarexec_srun import SrunBackend
+
+    jobs = [ComputeJob("n1", "/bin/true")]
+    jobs[0].results = {"host": "n1", "state": "succeeded"}
+    backend = SrunBackend()  # never opened: the audit must not start anything through it
+    logger = logging.getLogger("audit-test")
+    for text, lines in (("[remote]\nmethod = srun\n", 1),
+                        ("[remote]\nmethod = srun\naudit = off\n", 0)):
+        caplog.clear()
+        config = load_config(write_config(tmp_path, text), job_name="audit", start_time="now")
+        with caplog.at_level(logging.INFO, "audit-test"):
+            assert EndOfRunAudit(config, "audit", logger).run(backend, jobs) == []
+        said = [record for record in caplog.records if "end-of-run audit" in record.getMessage()]
+        assert len(said) == lines
+        if lines:
+            assert said[0].levelno == logging.INFO
+            assert said[0].getMessage().startswith(
+                "end-of-run audit skipped: the srun backend does not take part")

@@ -136,7 +136,9 @@ class ParamikoBackend(Backend):
             pools, self._pools = list(self._pools.values()), {}
             self._closed = True
         close_pools(pools)  # every host told to stop before any is waited for
-        self._hub.close()
+        hub = getattr(self, "_hub", None)
+        if hub is not None:  # None: open() failed before it was made
+            hub.close()
 
     def connection_counts(self) -> dict[str, int]:
         """How many connections each host was given so far (a host's reconnects included)."""

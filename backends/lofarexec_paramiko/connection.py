@@ -37,7 +37,14 @@ import paramiko
 
 from lofarexec.backend import Outcome
 from lofarexec.errors import LofarexecError
-from lofarexec.transport import KILL_CONFIRM, Pinger, TimerHeap, out_of_descriptors
+from lofarexec.transport import (
+    KILL_CONFIRM,
+    Pinger,
+    Slot,
+    TimerHeap,
+    descriptor_budget,
+    out_of_descriptors,
+)
 
 from .agent import AgentLink, after_agent_link, open_agent
 from .channels import closed_channel_outcome, open_job_channel
@@ -57,6 +64,8 @@ if TYPE_CHECKING:
     from .pool import HostPool
 
 _log = logging.getLogger("lofarexec.paramiko")
+#: What a connection holds open on the control node: its socket (no channel has a descriptor).
+DESCRIPTORS_PER_CONNECTION = 1
 
 
 class Connection:
@@ -92,6 +101,10 @@ class Connection:
         self._alive = Pinger(self.settings.alive_interval)  # the host: probed, heard, given up
         self._started = False
         self._ended = threading.Event()
+        self._slot: Slot | None = None  # its share of the process's descriptor budget
+        self._open_once = threading.Lock()  # not the pool's: a grant may come under it
+        self._open_submitted = False
+        self._reclaimed = False  # another host waits for descriptors: close once idle
 
     @property
     def target(self) -> Target:
@@ -99,9 +112,29 @@ class Connection:
 
     # -- any thread ------------------------------------------------------------------------
     def start(self) -> None:
-        """Connect in a set-up thread; the hub serves the connection once it is up."""
+        """Connect in a set-up thread once the process's descriptor budget has room for it
+        (:func:`lofarexec.transport.descriptor_budget`): beyond it, the connection and its
+        jobs wait, until another host's connection closes; the hub serves it once it is up."""
         self._started = True
+        budget = descriptor_budget()
+        slot = self._slot = budget.slot(DESCRIPTORS_PER_CONNECTION)
+        slot.request(granted=self._granted, reclaim=self._reclaim)
+        if slot.state == "waiting":
+            _log.debug("%s: waiting for file descriptors (%d host connection(s) waiting)",
+                       self.pool.name, budget.waiting)
+
+    def _granted(self) -> None:
+        """The descriptors are ours (any thread, perhaps under a pool's lock): connect."""
+        with self._open_once:
+            if self._open_submitted:
+                return
+            self._open_submitted = True
         self.hub.submit(self._open)
+
+    def _reclaim(self) -> None:
+        """Another host waits for descriptors (any thread): close once no job is left here."""
+        self._reclaimed = True
+        self.hub.poke(self)
 
     def usable(self) -> bool:
         """Whether new jobs may go here (not dead, not closing, transport not known dead)."""
@@ -131,6 +164,10 @@ class Connection:
         self.hub.poke(self)
         if aborting is not None:
             aborting.close()  # the set-up thread's connect() fails at once and cleans up
+        slot = self._slot
+        if slot is not None and not slot.granted:  # still waiting for descriptors: stop
+            slot.release()
+            self._granted()  # the set-up thread sees the backend closing and ends at once
 
     def join(self) -> None:
         """Wait until the connection has ended and released everything; safe twice."""
@@ -258,6 +295,9 @@ class Connection:
         if lost(transport) or (closing and not self._running and not self._opening):
             self._ask_end(None)
             return
+        if self._reclaimed and self._retire_if_idle():
+            self._ask_end("its descriptors went to a host waiting for them")
+            return
         self._run_timers()
         if self._alive.silent():
             transport.close()  # nothing more to say over it (no orphan kill: it is frozen)
@@ -266,6 +306,19 @@ class Connection:
         silent_agent = self._keep_alive(transport)
         if silent_agent is not None:
             self._ask_end(silent_agent)
+
+    def _retire_if_idle(self) -> bool:
+        """Take no more jobs if none is given to this connection; whether so."""
+        if self._running or self._opening:
+            return False
+        with self._lock:
+            if self.load or self._pending:
+                return False
+            self._dead = True
+            self.pool.retire_locked(self)
+        _log.debug("%s: closing an idle connection: another host waits for descriptors",
+                   self.pool.name)
+        return True
 
     def _keep_alive(self, transport: paramiko.Transport) -> str | None:
         """Probe the host and ping its agent when due; why the connection must end if the
@@ -426,6 +479,8 @@ class Connection:
         try:
             self._finish(reason, established=established)
         finally:
+            if self._slot is not None:
+                self._slot.release()  # its socket is closed: a waiting host may connect
             self._ended.set()
 
     def _finish(self, reason: str, *, established: bool) -> None:

@@ -53,19 +53,26 @@ class Target:
 
 
 class SSHConfig(paramiko.SSHConfig):
-    """paramiko's client config, minus a user-name lookup per ``Host`` block.
+    """paramiko's client config, minus a user-name lookup per ``Host`` block and per value.
 
     ``paramiko.SSHConfig.lookup`` calls ``getpass.getuser()`` for every block it passes (to
-    test ``Match`` lines, even in a block that has none), so resolving N hosts in a config of
-    N blocks cost N² lookups of the user (issue 17); a block without ``Match`` lines matches
-    no ``Match`` here at once (what paramiko returns for it), and only blocks with ``Match``
-    lines ask for the user."""
+    test ``Match`` lines, even in a block that has none) and for every value it expands (even
+    one without a ``%`` token), so resolving N hosts in a config of N blocks cost N² lookups
+    of the user (issue 17), each reading ``/etc/passwd`` where no ``USER`` is set. Here a block
+    without ``Match`` lines matches no ``Match`` at once, and a value without ``%`` or ``~``
+    is kept as it is (what paramiko returns for each); only the others ask for the user."""
 
     def _does_match(self, match_list: list[dict[str, object]], target_hostname: str,
                     canonical: bool, final: bool, options: dict[str, object]) -> object:
         if not match_list:
             return []
         return super()._does_match(match_list, target_hostname, canonical, final, options)
+
+    def _tokenize(self, config: dict[str, object], target_hostname: str, key: str,
+                  value: object) -> object:
+        if isinstance(value, str) and "%" not in value and "~" not in value:
+            return value
+        return super()._tokenize(config, target_hostname, key, value)
 
 
 def load_ssh_config(settings: ParamikoSettings) -> SSHConfig:

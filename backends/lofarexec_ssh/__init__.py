@@ -14,8 +14,13 @@ with the job's environment, token and status marker written to ssh's stdin, whic
 for the job's lifetime (see :mod:`lofarexec.hostprograms.launch_wrapper`). Either way: never a tty
 (it would merge stderr into stdout and echo stdin), never a prompt (``BatchMode``), and the job's
 process group on the host dies when its kill arrives, or when the link to the control node ends.
-Connections are shared per host through an OpenSSH ControlMaster socket in a private folder that
-``close()`` tears down, so only a host's first session pays for the handshake.
+
+A host's agent is one plain ``ssh`` process (three pipes here, no ControlMaster: one session
+carries all of the host's jobs), served with every other host's by one thread
+(:class:`~lofarexec.transport.AgentPool`); the rare orphan kill or status read after an agent
+died is a short ``ssh`` of its own. With ``launch = process``, connections are shared per host
+through an OpenSSH ControlMaster socket in a private folder that ``close()`` tears down (every
+host's master at once), so only a host's first session pays for the handshake.
 
 Written exactly as a third-party backend would be: it imports only :mod:`lofarexec`,
 :mod:`lofarexec.backend`, :mod:`lofarexec.errors` and the backend toolkit
@@ -51,6 +56,8 @@ _HOST_KEY_POLICIES = ("yes", "accept-new")
 _LAUNCH_MODES = ("agent", "process")
 #: Unix socket paths are limited to 107 bytes; leave room for "/<number>".
 _MAX_CONTROL_DIRECTORY = 90
+#: ``ssh -O exit`` processes run together when closing.
+_MASTERS_AT_ONCE = 64
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,7 +87,9 @@ class SshSettings:
                                            "ssh process, remote shell and launch wrapper per "
                                            "job"})
     reuse_connections: bool = dataclasses.field(
-        default=True, metadata={"help": "share one connection per host (ControlMaster)"})
+        default=True, metadata={"help": "share one connection per host (ControlMaster) "
+                                        "between the ssh processes of launch = process (an "
+                                        "agent needs none: it is one session per host)"})
     remote_python: str = remote_python_field("the host agent or launch wrapper")
     kill_grace: float = kill_grace_field()
 
@@ -115,11 +124,11 @@ class SshBackend(Backend):
 
     def open(self) -> None:
         self._control_directory = (
-            _control_directory() if self.settings.reuse_connections else None
+            _control_directory() if self._shares_connections() else None
         )
         self._hosts_used: dict[str, int] = {}
         self._lock = threading.Lock()
-        self._agents = self._agent_pool(self.ssh_argv)
+        self._agents = self._agent_pool(lambda host: self._ssh_argv(host, None))
         self._launcher = ProcessLauncher(kill_grace=self.settings.kill_grace, name="ssh-jobs")
         self._launcher.start()
 
@@ -129,6 +138,10 @@ class SshBackend(Backend):
             python=self.settings.remote_python, kill_grace=self.settings.kill_grace,
             alive_interval=self.settings.alive_interval,
             orphan_timeout=self.settings.connect_timeout + KILL_CONFIRM)
+
+    def _shares_connections(self) -> bool:
+        """ControlMaster sockets: for the ssh processes of ``launch = process`` only."""
+        return self.settings.reuse_connections and self.settings.launch == "process"
 
     def ssh_argv(self, host: str) -> list[str]:
         """The ssh command up to and including the destination."""
@@ -176,7 +189,7 @@ class SshBackend(Backend):
 
     def describe_launch(self, request: LaunchRequest) -> LaunchPreview:
         """The ssh command a job (``launch = process``) or its host's agent would run."""
-        socket = "<control socket>" if self.settings.reuse_connections else None
+        socket = "<control socket>" if self._shares_connections() else None
         ssh_argv = lambda host: self._ssh_argv(host, socket)  # noqa: E731
         if self.settings.launch == "process":
             launch = remote_launch(request, python=self.settings.remote_python,
@@ -195,21 +208,36 @@ class SshBackend(Backend):
         self._agents.close()
         launcher.close()
         if self._control_directory:
-            for host in sorted(self._hosts_used):
-                self._stop_master(host)
+            self._stop_masters(sorted(self._hosts_used))
             shutil.rmtree(self._control_directory, ignore_errors=True)
         self._launcher = None  # type: ignore[assignment]
 
-    def _stop_master(self, host: str) -> None:
-        """Tear down the shared connection of ``host`` (nothing happens if there is none)."""
-        argv = self.ssh_argv(host)
-        argv.insert(1, "-O")
-        argv.insert(2, "exit")
-        try:
-            subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL, timeout=10, check=False)
-        except (OSError, subprocess.TimeoutExpired):
-            pass
+    def _stop_masters(self, hosts: list[str]) -> None:
+        """Tear down the shared connections of ``hosts``, all at once (a host without one
+        costs nothing); at most :data:`_MASTERS_AT_ONCE` ``ssh -O exit`` run together, so that
+        a thousand hosts do not take a thousand processes and their descriptors."""
+        running: list[subprocess.Popen[bytes]] = []
+        for host in hosts:
+            if len(running) >= _MASTERS_AT_ONCE:
+                _wait_quietly(running.pop(0))
+            argv = self.ssh_argv(host)
+            argv[1:1] = ["-O", "exit"]
+            try:
+                running.append(subprocess.Popen(
+                    argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL))
+            except OSError:
+                pass
+        for process in running:
+            _wait_quietly(process)
+
+
+def _wait_quietly(process: subprocess.Popen[bytes]) -> None:
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def _control_directory() -> str:

@@ -8,18 +8,19 @@ shell and a Python start-up there.
 An :class:`~lofarexec.transport.agent_pool.AgentPool` keeps one :class:`AgentClient` per host.
 
 One :class:`AgentClient` per host: a local process (the transport's client, in a session of its
-own) and one thread that owns its pipes. Other threads only queue requests and wake it, so
-``start()`` and ``kill()`` never block on a slow or stalled link::
+own, three pipes to it) served by an :class:`~lofarexec.transport.agent_loop.AgentLoop`, the one
+thread that serves every host of the pool. Other threads only queue requests and poke the loop,
+so ``start()`` and ``kill()`` never block on a slow or stalled link::
 
-    start(request, report) / kill() --> requests + wake pipe --+
-                                                               v
-    the client's thread: select() on the agent's stdout and stderr, its stdin when frames
-    wait to be written, the wake pipe; frames in -> each job's output tails, its end ->
-    report(Outcome); a kill not answered within kill_grace + 2 s -> reported as a transport
-    error; the local process ends -> its running jobs are transport errors in its own words;
-    the agent silent for its silence limit, or its output garbled (a login script printing
-    before it started) -> the local process is killed, and its jobs are told why, except those
-    whose status the agent recorded on its host (read over a fresh session: they end with it)
+    start(request, report) / kill() --> requests + loop.poke(client) --+
+                                                                       v
+    the loop's thread: the agent's stdout and stderr (its stdin when frames wait to be
+    written); frames in -> each job's output tails, its end -> report(Outcome); a kill not
+    answered within kill_grace + 2 s -> reported as a transport error; the agent silent for its
+    silence limit, or its output garbled (a login script printing before it started) -> the
+    local process is killed; its streams ended -> a worker of the loop fails its running jobs
+    in its own words, except those whose status the agent recorded on its host (read over a
+    fresh session: they end with it), after killing what the agent left there
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import selectors
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Sequence
 
 from lofarexec.backend import JobHandle, LaunchRequest, Outcome, Report
@@ -43,10 +45,11 @@ from lofarexec.transport.agent_frames import (
     encode_start,
     take_frames,
 )
+from lofarexec.transport.agent_loop import AgentLoop
+from lofarexec.transport.descriptors import out_of_descriptors
 from lofarexec.transport.orphans import stalled_note
 from lofarexec.transport.process import signal_group
 from lofarexec.transport.timers import TimerHeap
-from lofarexec.transport.wakeup import WakePipe
 from lofarexec.transport.wrapper import last_lines
 
 #: Seconds past ``kill_grace`` before a killed job with no answer is given up.
@@ -79,9 +82,15 @@ class AgentJob:
 
 class AgentClient:
     """One host's agent, started as the local program ``argv`` (which must run the agent and
-    connect its stdin and stdout to it), and the thread that serves its jobs. ``pinger`` says
-    when to ping (the agent was started with its silence limit) and when the agent, silent for
-    as long, is given up.
+    connect its stdin and stdout to it), served by ``loop`` (made for this client alone when
+    None). ``pinger`` says when to ping (the agent was started with its silence limit) and
+    when the agent, silent for as long, is given up.
+
+    Without a ``loop`` the program starts at once (an :class:`OSError` if it cannot); with one
+    it starts when the pool calls :meth:`launch` (on a worker: spawning a process must not hold
+    up other hosts), and a program that cannot be started fails this client's jobs.
+    ``on_finished()`` is called once, when the program ended and every job was reported (or it
+    never started): its descriptors are closed.
 
     ``kill_orphans(pids)`` is called when the agent ended while the local program could still
     reach the host (it was killed there): it should kill those process groups on the host and
@@ -93,51 +102,72 @@ class AgentClient:
     def __init__(self, host: str, argv: Sequence[str], *, kill_grace: float,
                  pinger: Pinger | None = None,
                  kill_orphans: Callable[[list[int]], bool] | None = None,
-                 fetch_statuses: Callable[[list[int]], dict[int, int]] | None = None) -> None:
+                 fetch_statuses: Callable[[list[int]], dict[int, int]] | None = None,
+                 loop: AgentLoop | None = None, program: str | None = None,
+                 on_finished: Callable[[], None] | None = None) -> None:
         self.host = host
+        self._argv = list(argv)
+        self._program = program or self._argv[0]
         self._fetch_statuses = fetch_statuses
         self._pinger = pinger or Pinger(0)
         self.kill_grace = kill_grace
         self._kill_orphans = kill_orphans
+        self._on_finished = on_finished
         self._lock = threading.Lock()
         self._requests: list[tuple[str, AgentJob, LaunchRequest | None]] = []
-        self._jobs: dict[int, AgentJob] = {}  # the thread's own
+        self._jobs: dict[int, AgentJob] = {}  # the loop's own
         self._numbers = itertools.count(1)
-        self._closing = self._dead = False
+        self._closing = self._dead = self._launching = self._reclaim = False
+        self._streams_ended = False
         self._end_reason = "the host's agent is closing"  # what late jobs are told
         self._failure: str | None = None  # why this side ended the link, if it did
         self._outbox = bytearray()
         self._stderr = bytearray()
         self._frames = FrameReader()
         self._timers: TimerHeap[int] = TimerHeap()  # job numbers killed, awaiting an answer
-        self._waker = WakePipe()
-        try:
-            self._process = subprocess.Popen(
-                list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE, start_new_session=True)  # Ctrl-C: ours to pass on
-        except OSError:  # e.g. out of descriptors: the pool reports the job
-            self._waker.close()
-            raise
-        self._thread = threading.Thread(target=self._serve, daemon=True,
-                                        name=f"agent-{host}")
-        self._thread.start()
+        self._due: float | None = None  # of this client's entry in the loop's timers
+        self._watching_stdin = False
+        self._open_streams = 0
+        self._finished = threading.Event()
+        self._process: subprocess.Popen[bytes] | None = None
+        self._own_loop = loop is None
+        self._loop = loop or AgentLoop(name=f"agent-{host}")
+        if self._own_loop:
+            try:
+                self._launching = True
+                self._spawn()
+            except OSError:  # e.g. out of descriptors: the caller reports the job
+                self._loop.close()
+                raise
+            self._loop.attach(self)
 
     # -- any thread ------------------------------------------------------------------------
     def usable(self) -> bool:
-        """Whether new jobs may come here (the local program still runs, not closing)."""
-        return not (self._dead or self._closing)
+        """Whether new jobs may come here (the local program runs or will, not closing)."""
+        return not (self._dead or self._closing or self._streams_ended)
 
     def start(self, request: LaunchRequest, report: Report) -> JobHandle:
-        """Queue ``request`` for the agent; its outcome reaches ``report`` from the thread."""
+        """Queue ``request`` for the agent; its outcome reaches ``report`` from the loop (a
+        client that ended tells it why)."""
+        return self._queue(request, report, refuse=False)  # type: ignore[return-value]
+
+    def offer(self, request: LaunchRequest, report: Report) -> JobHandle | None:
+        """Queue ``request`` as :meth:`start` does; None (nothing reported) when this client
+        takes no more jobs, for the caller to try a new one."""
+        return self._queue(request, report, refuse=True)
+
+    def _queue(self, request: LaunchRequest, report: Report, *, refuse: bool) -> JobHandle | None:
         with self._lock:
+            ended = self._dead or self._closing
+            if refuse and (ended or self._streams_ended):
+                return None
             job = AgentJob(next(self._numbers), request.host, report)
-            refused = self._dead or self._closing
-            if not refused:
+            if not ended:  # a job queued after the streams ended is told why, with the rest
                 self._requests.append(("start", job, request))
-        if refused:
+        if ended:
             job.report(job.outcome(None, self._end_reason))
         else:
-            self._wake()
+            self._loop.poke(self)
         return _AgentJobHandle(self, job)
 
     def kill(self, job: AgentJob) -> None:
@@ -145,78 +175,181 @@ class AgentClient:
             if self._dead:
                 return
             self._requests.append(("kill", job, None))
-        self._wake()
+        self._loop.poke(self)
+
+    def release_when_idle(self) -> None:
+        """Another host waits for descriptors: end this agent once it has nothing to do."""
+        with self._lock:
+            self._reclaim = True
+        self._loop.poke(self)
+
+    def launch(self) -> None:
+        """Start the local program and hand it to the loop (blocking: run it on a worker); one
+        that cannot be started fails this client's jobs."""
+        with self._lock:
+            abandon = self._dead or self._closing
+            self._launching = not abandon
+        if abandon:
+            self._finish_unlaunched(self._end_reason)
+            return
+        try:
+            self._spawn()
+        except OSError as exc:
+            why = out_of_descriptors(exc) or exc.strerror or str(exc)
+            self._finish_unlaunched(f"cannot start {self._program!r}: {why}")
+            return
+        self._loop.attach(self)
 
     def shutdown(self) -> None:
         """Begin closing without waiting: refuse new jobs, kill running ones (so that closing
         many clients costs one grace period, not one each)."""
         with self._lock:
             self._closing = True
-        self._wake()
+            unlaunched = self._process is None and not self._launching
+        if unlaunched:
+            self._finish_unlaunched(self._end_reason)
+        else:
+            self._loop.poke(self)
+
+    def finished(self) -> bool:
+        return self._finished.is_set()
+
+    def wait_finished(self, timeout: float | None = None) -> bool:
+        """Whether the program ended and every job was reported, within ``timeout``."""
+        return self._finished.wait(timeout)
 
     def close(self) -> None:
         """Kill what still runs, wait for those reports, then end the agent and the local
         program (forcibly, if they do not end in time); safe twice."""
         self.shutdown()
-        self._thread.join(self.kill_grace + KILL_CONFIRM + 5.0)
-        if self._thread.is_alive():  # the agent does not answer: end its link from here
+        if not self._finished.wait(self.kill_grace + KILL_CONFIRM + 5.0):
+            self.force_end()
+            self._finished.wait()
+        if self._own_loop:
+            self._loop.close()
+
+    def force_end(self) -> None:
+        """The agent does not answer: end its link from here."""
+        if self._process is not None:
             signal_group(self._process.pid, signal.SIGKILL)
-            self._thread.join()
-        self._waker.close()
 
-    def _wake(self) -> None:
-        self._waker.wake()
+    def _spawn(self) -> None:
+        self._process = subprocess.Popen(
+            self._argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            start_new_session=True)  # Ctrl-C: ours to pass on
 
-    # -- the client's thread ---------------------------------------------------------------
-    def _serve(self) -> None:
+    def _finish_unlaunched(self, reason: str) -> None:
+        """The program never started (or never will): fail the queued jobs with ``reason``."""
+        with self._lock:
+            if self._dead:
+                return
+            self._dead = True
+            if not self._closing:
+                self._end_reason = reason
+            unstarted = [job for what, job, _ in self._requests if what == "start"]
+            self._requests.clear()
+        for job in unstarted:
+            job.report(job.outcome(None, reason))
+        self._finish()
+
+    def _finish(self) -> None:
+        self._finished.set()
+        if self._on_finished is not None:
+            self._on_finished()
+
+    # -- the loop's thread -----------------------------------------------------------------
+    def _attached(self) -> None:
         process = self._process
-        assert process.stdin and process.stdout and process.stderr
+        assert process is not None and process.stdin and process.stdout and process.stderr
         os.set_blocking(process.stdin.fileno(), False)
-        with selectors.DefaultSelector() as selector:
-            selector.register(self._waker, selectors.EVENT_READ, "wake")
-            selector.register(process.stdout, selectors.EVENT_READ, "stdout")
-            selector.register(process.stderr, selectors.EVENT_READ, "stderr")
-            open_streams, watching_stdin = 2, False
-            while open_streams:
-                closing = self._take_requests()
-                if self._outbox and not process.stdin.closed and not self._flush(
-                        process.stdin.fileno()):
-                    if watching_stdin:
-                        selector.unregister(process.stdin)
-                        watching_stdin = False
-                    process.stdin.close()
-                stdin_open = not process.stdin.closed
-                if (stdin_open and bool(self._outbox)) != watching_stdin:
-                    if watching_stdin:
-                        selector.unregister(process.stdin)
-                    else:
-                        selector.register(process.stdin, selectors.EVENT_WRITE, "stdin")
-                    watching_stdin = not watching_stdin
-                if closing and stdin_open and not self._jobs and not self._outbox:
-                    process.stdin.close()  # the agent ends at EOF; its end ends the program
-                for key, _ in selector.select(self._next_timeout()):
-                    if key.data == "wake":
-                        self._waker.drain()
-                    elif key.data == "stdin":
-                        if not self._flush(key.fd):
-                            selector.unregister(process.stdin)
-                            watching_stdin = False
-                            process.stdin.close()
-                    elif not self._read(key.fd, key.data):
-                        selector.unregister(key.fileobj)
-                        open_streams -= 1
-                self._run_timers()
-                if self._pinger.silent():
-                    self._give_up(self._pinger.given_up("the host's agent") + "; it kills its "
-                                  "jobs after as long without word from here")
-                if self._pinger.due() and not process.stdin.closed:
-                    self._outbox += PING
-                    self._pinger.sent()
-        self._ended()
+        self._loop.register(process.stdout, selectors.EVENT_READ, (self, "stdout"))
+        self._loop.register(process.stderr, selectors.EVENT_READ, (self, "stderr"))
+        self._open_streams = 2
+        self._service()
+
+    def _service(self) -> None:
+        """Take the requests, write what waits; end the agent when closing with nothing left
+        (its end at EOF ends the program); when the next timer is due."""
+        closing = self._take_requests()
+        stdin = self._process.stdin  # type: ignore[union-attr]
+        assert stdin is not None
+        if self._outbox and not stdin.closed and not self._flush(stdin.fileno()):
+            self._close_stdin()
+        if closing and not stdin.closed and not self._jobs and not self._outbox:
+            self._close_stdin()
+        self._watch_stdin()
+        self._schedule()
+
+    def _watch_stdin(self) -> None:
+        stdin = self._process.stdin  # type: ignore[union-attr]
+        wanted = not stdin.closed and bool(self._outbox)  # type: ignore[union-attr]
+        if wanted != self._watching_stdin:
+            if wanted:
+                self._loop.register(stdin, selectors.EVENT_WRITE, (self, "stdin"))
+            else:
+                self._loop.unregister(stdin)
+            self._watching_stdin = wanted
+
+    def _close_stdin(self) -> None:
+        stdin = self._process.stdin  # type: ignore[union-attr]
+        if self._watching_stdin:
+            self._loop.unregister(stdin)
+            self._watching_stdin = False
+        stdin.close()  # type: ignore[union-attr]
+
+    def _schedule(self) -> None:
+        wait = self._pinger.wait_time(self._timers.next_due())
+        if wait is None:
+            return
+        due = time.monotonic() + wait
+        if self._due is None or due < self._due:
+            self._due = due
+            self._loop.schedule(self, due)
+
+    def _ready(self, which: str) -> None:
+        process = self._process
+        assert process is not None and process.stdin and process.stdout and process.stderr
+        if which == "stdin":
+            if not self._flush(process.stdin.fileno()):
+                self._close_stdin()
+        else:
+            stream = process.stdout if which == "stdout" else process.stderr
+            if not self._read(stream.fileno(), which):
+                self._loop.unregister(stream)
+                self._open_streams -= 1
+                if self._open_streams == 0:
+                    self._detach()
+                    return
+        if self._closing or self._reclaim or which == "stdin":
+            self._service()
+
+    def _on_timer(self, due: float) -> None:
+        if due != self._due:
+            return  # an earlier entry's moment: a later one replaced it
+        self._due = None
+        self._run_timers()
+        if self._pinger.silent():
+            self._give_up(self._pinger.given_up("the host's agent") + "; it kills its jobs "
+                          "after as long without word from here")
+        stdin = self._process.stdin  # type: ignore[union-attr]
+        if self._pinger.due() and not stdin.closed:  # type: ignore[union-attr]
+            self._outbox += PING
+            self._pinger.sent()
+        self._service()
+
+    def _detach(self) -> None:
+        with self._lock:
+            self._streams_ended = True
+        if self._watching_stdin:
+            self._loop.unregister(self._process.stdin)  # type: ignore[union-attr]
+            self._watching_stdin = False
+        self._loop.detach(self, self._ended)
 
     def _take_requests(self) -> bool:
         with self._lock:
             requests, self._requests = self._requests, []
+            if self._reclaim and not requests and not self._jobs and not self._outbox:
+                self._closing = True  # idle, and another host waits: give the slot back
             closing = self._closing
         for what, job, request in requests:
             if what == "start":
@@ -283,7 +416,7 @@ class AgentClient:
         them at its link's end, or after its own silence limit."""
         self._failure = reason
         self._pinger = Pinger(0)  # asked once
-        signal_group(self._process.pid, signal.SIGKILL)
+        self.force_end()
 
     def _run_timers(self) -> None:
         for number in self._timers.pop_due():
@@ -293,12 +426,11 @@ class AgentClient:
                 job.report(job.outcome(None, f"no answer within {waited:g} s of its kill; "
                                              "given up"))
 
-    def _next_timeout(self) -> float | None:
-        return self._pinger.wait_time(self._timers.next_due())
-
     def _ended(self) -> None:
-        """The program closed its output: fail what still runs, in its own words."""
+        """The program closed its output (a worker of the loop runs this): fail what still
+        runs, in its own words."""
         process = self._process
+        assert process is not None
         if process.stdin and not process.stdin.closed:
             process.stdin.close()
         try:
@@ -335,6 +467,7 @@ class AgentClient:
         for job in [*self._jobs.values(), *unstarted]:
             job.report(job.outcome(None, reason))
         self._jobs.clear()
+        self._finish()
 
 
 class _AgentJobHandle:

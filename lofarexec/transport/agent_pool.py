@@ -2,22 +2,33 @@
 
 :class:`AgentPool` makes an :class:`~lofarexec.transport.agent.AgentClient` for a host's first
 job and again after its agent ended; when an agent ended while its host could still be reached,
-it kills the jobs the agent left running there through the same program.
+it kills the jobs the agent left running there through the same program. Every client of a
+pool is served by the pool's one :class:`~lofarexec.transport.agent_loop.AgentLoop` (threads do
+not grow with hosts); its local program is started by a worker of that loop, once the
+process's :func:`~lofarexec.transport.fdbudget.descriptor_budget` grants the host a slot for
+its three pipes (hosts beyond the budget wait, their jobs queued, while idle agents give theirs
+back); and :meth:`AgentPool.close` ends every host's agent at once.
 """
 
 from __future__ import annotations
 
 import subprocess
 import threading
+import time
 from collections.abc import Callable
 
 from lofarexec.backend import JobHandle, LaunchRequest, NothingToKill, Outcome, Report
 from lofarexec.hostnames import host_name_problem
-from lofarexec.transport.agent import AgentClient
+from lofarexec.transport.agent import KILL_CONFIRM, AgentClient
 from lofarexec.transport.agent_frames import Pinger
-from lofarexec.transport.descriptors import out_of_descriptors
+from lofarexec.transport.agent_loop import AgentLoop
+from lofarexec.transport.fdbudget import DescriptorBudget, descriptor_budget
 from lofarexec.transport.orphans import fetch_statuses, kill_orphans, status_marker
 from lofarexec.transport.wrapper import agent_command
+
+#: Descriptors a host's agent holds here: the pipes to its local program's stdin, stdout and
+#: stderr.
+AGENT_DESCRIPTORS = 3
 
 
 class AgentPool:
@@ -29,11 +40,12 @@ class AgentPool:
     errors. The agents' orphans (jobs left running by an agent killed on its host) are killed by
     running :func:`~lofarexec.transport.orphans.orphan_kill_command` the same way, within
     ``orphan_timeout`` seconds (:func:`~lofarexec.transport.orphans.kill_orphans`).
+    ``budget``: the descriptor budget hosts take slots of (default: the process's).
     """
 
     def __init__(self, launcher_argv: Callable[[str, str], list[str]], *, program: str,
                  python: str, kill_grace: float, alive_interval: float,
-                 orphan_timeout: float) -> None:
+                 orphan_timeout: float, budget: DescriptorBudget | None = None) -> None:
         self._launcher_argv = launcher_argv
         self._program = program
         self._python = python
@@ -43,6 +55,8 @@ class AgentPool:
         self._lock = threading.Lock()
         self._agents: dict[str, AgentClient] = {}
         self._ended: list[AgentClient] = []
+        self._budget = budget
+        self._loop: AgentLoop | None = None  # made with the first agent
 
     def start(self, request: LaunchRequest, report: Report) -> JobHandle:
         """Start ``request`` through its host's agent; a host name that could pass for an
@@ -51,23 +65,29 @@ class AgentPool:
         if problem is not None:
             report(Outcome(None, transport_error=problem))
             return NothingToKill()
-        try:
-            agent = self._agent(request.host)
-        except OSError as exc:
-            why = out_of_descriptors(exc) or exc.strerror or str(exc)
-            report(Outcome(None, transport_error=f"cannot start {self._program!r}: {why}"))
-            return NothingToKill()
-        return agent.start(request, report)
+        while True:  # an agent may stop taking jobs between the look-up and the offer
+            handle = self._agent(request.host).offer(request, report)
+            if handle is not None:
+                return handle
 
     def close(self) -> None:
-        """Close every agent (their running jobs are killed, all within one grace period)."""
+        """Close every agent at once (their running jobs are killed, all within one grace
+        period), then the loop."""
         with self._lock:
             agents = [*self._agents.values(), *self._ended]
             self._agents, self._ended = {}, []
+            loop, self._loop = self._loop, None
         for agent in agents:
             agent.shutdown()
-        for agent in agents:
-            agent.close()
+        deadline = time.monotonic() + self._kill_grace + KILL_CONFIRM + 5.0
+        late = [agent for agent in agents
+                if not agent.wait_finished(max(0.0, deadline - time.monotonic()))]
+        for agent in late:  # the agent does not answer: end its link from here
+            agent.force_end()
+        for agent in late:
+            agent.wait_finished()
+        if loop is not None:
+            loop.close()
 
     def agent_argv(self, host: str, pinger: Pinger | None = None,
                    marker: str = "<status file>") -> list[str]:
@@ -86,13 +106,21 @@ class AgentPool:
             if agent is not None and agent.usable():
                 return agent
             if agent is not None:
+                self._ended = [old for old in self._ended if not old.finished()]
                 self._ended.append(agent)
-            pinger, marker = Pinger(self._alive_interval), status_marker()
+            if self._loop is None:
+                self._loop = AgentLoop(name="agents")
+            if self._budget is None:
+                self._budget = descriptor_budget()
+            loop, pinger, marker = self._loop, Pinger(self._alive_interval), status_marker()
+            slot = self._budget.slot(AGENT_DESCRIPTORS)
             agent = self._agents[host] = AgentClient(
                 host, self.agent_argv(host, pinger, marker), kill_grace=self._kill_grace,
                 pinger=pinger, kill_orphans=lambda pids: self._kill_orphans(host, pids),
-                fetch_statuses=lambda numbers: self._fetch_statuses(host, marker, numbers))
-            return agent
+                fetch_statuses=lambda numbers: self._fetch_statuses(host, marker, numbers),
+                loop=loop, program=self._program, on_finished=slot.release)
+        slot.request(granted=lambda: loop.chore(agent.launch), reclaim=agent.release_when_idle)
+        return agent
 
     def _fetch_statuses(self, host: str, marker: str, numbers: list[int]) -> dict[int, int]:
         """The link to the agent of ``host`` ended with jobs running: the statuses it recorded

@@ -10,6 +10,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from lofarexec.channel.protocol import ENV_RUN
 from lofarexec.run.journal import ENDED, read_journal
 from lofarexec.testing.netnsbed import CONTROLLER_ADDRESS, NetnsBed
 from lofarexec.testing.procs import cmdline, descendants, running, wait_gone
@@ -107,6 +108,23 @@ class FaultRun:
             if left and not wait_gone(left, 20):  # a session ends a moment after its client
                 left = [pid for pid in left if running(pid)]
                 raise AssertionError(f"{host}: {[cmdline(pid) for pid in left]}")
+
+
+def marked_processes(marker: str) -> list[int]:
+    """Live (not zombie) processes on this machine whose environment holds the run marker
+    ``LOFAREXEC_RUN=marker``: what a run of it left, read from ``/proc`` here, without the
+    end-of-run audit's own command."""
+    wanted = f"{ENV_RUN}={marker}".encode() + b"\0"
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            held = wanted in environ.read_bytes() + b"\0"
+        except OSError:  # gone meanwhile
+            continue
+        pid = int(environ.parent.name)
+        if held and running(pid):
+            found.append(pid)
+    return found
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:

@@ -1,21 +1,28 @@
 """1,000 jobs on local processes, 10 % of them failing at random (a fixed seed): with
 ``retry_exit_codes`` the retried ones succeed on their second attempt, the ones failing with
 a status not listed fail once; every job has exactly one final state in the journal, the
-error Event says whether any failed, and no process of the run is left."""
+error Event says whether any failed, and no process of the run is left (none on this machine
+has the run's ``LOFAREXEC_RUN`` marker in its environment)."""
 
 from __future__ import annotations
 
+import os
 import random
+import secrets
+import subprocess
 import threading
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
+from lofarexec.channel.protocol import ENV_RUN
 from lofarexec.config import load_config
 from lofarexec.job import ComputeJob
+from lofarexec.run import audit
 from lofarexec.run.journal import ENDED, read_journal
 from lofarexec.run.runner import JobRunner
+from tests.faults.runs import marked_processes
 from tests.helpers import write_config
 
 pytestmark = pytest.mark.slow
@@ -42,7 +49,9 @@ def flaky_jobs(folder: Path) -> tuple[list[ComputeJob], set[int], set[int]]:
     return jobs, retried, hard
 
 
-def test_a_thousand_jobs_with_ten_percent_failures_and_retry_exit_codes(tmp_path):
+def test_a_thousand_jobs_with_ten_percent_failures_and_retry_exit_codes(tmp_path, monkeypatch):
+    marker = secrets.token_hex(8)  # the run's LOFAREXEC_RUN, known here to look for it after
+    monkeypatch.setattr(audit, "run_marker", lambda: marker)
     attempts = tmp_path / "attempts"
     attempts.mkdir()
     jobs, retried, hard = flaky_jobs(attempts)
@@ -62,3 +71,18 @@ def test_a_thousand_jobs_with_ten_percent_failures_and_retry_exit_codes(tmp_path
             if job.results["attempts"] != 1} == {number: 2 for number in retried}
     assert error.is_set()  # the hard failures
     assert len(list(attempts.iterdir())) == len(retried)
+    assert marked_processes(marker) == []  # no process of the run is left
+
+
+def test_the_leftover_check_finds_a_marked_process():
+    """The check above can fail: a live process with the marker is found, and only it."""
+    marker = secrets.token_hex(8)
+    marked = subprocess.Popen(["sleep", "60"], env={**os.environ, ENV_RUN: marker})
+    other = subprocess.Popen(["sleep", "60"], env={**os.environ, ENV_RUN: marker + "0"})
+    try:
+        assert marked_processes(marker) == [marked.pid]
+    finally:
+        for process in (marked, other):
+            process.kill()
+            process.wait()
+    assert marked_processes(marker) == []

@@ -11,18 +11,24 @@ the order alternating), each in a fresh interpreter as a user would start it:
 * **bare**: ``subprocess.run([python, nodes/startup.py, 127.0.0.1, 1, STAMP])``: the same node
   script, started by hand (no job token: its records go to its own stderr).
 
-Measured for each: **wall** (from just before the process is started until it has exited)
-and **to first line** (until the node is about to log its first record: the node writes
+Measured for each: **wall** (from just before the process is started until it has exited),
+**to first line** (until the node is about to log its first record: the node writes
 ``time.monotonic()`` to a stamp file at that moment; CLOCK_MONOTONIC is system-wide on Linux,
-so the two clocks agree). Reported: the median of each and the ratio recipe / bare; the target
-(issue 17) is at most 2x for both.
+so the two clocks agree) and **CPU** (user + system time of the process and the children it
+waited for, the node included: what other load on the machine changes least). Reported: the
+median of each and the ratio recipe / bare; the target (issue 17) is at most 2x for wall and
+first line.
+
+``--compare DIR`` adds a third contender, the same recipe run with another checkout of
+lofarexec (e.g. a ``git archive`` of an earlier commit) first on ``PYTHONPATH`` and as the
+node's ``engine_ppath``, interleaved with the other two: before and after in the same run.
 
 ``--importtime`` also runs the recipe once under ``python -X importtime`` and prints the
 slowest imports (cumulative) and whether ``paramiko`` was imported.
 
 Usage::
 
-    python bench/bench_startup.py [--quick] [--rounds N] [--importtime]
+    python bench/bench_startup.py [--quick] [--rounds N] [--importtime] [--compare DIR]
 
 Exit status: 0 after a complete run (target met or not: the table says which), 2 if a run
 went wrong.
@@ -32,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -83,6 +90,22 @@ if __name__ == "__main__":
 '''
 
 
+def write_config(path: Path, folder: Path, engine: Path) -> Path:
+    """A pipeline.cfg at ``path``: ``method = local``, nodes run with ``engine`` first on
+    their PYTHONPATH."""
+    path.write_text(textwrap.dedent(f"""\
+        [DEFAULT]
+        runtime_directory = {folder}/runtime
+        [layout]
+        job_directory = {folder}/runtime/jobs/%(job_name)s
+        [deploy]
+        engine_ppath = {engine}
+        [remote]
+        method = local
+        """), encoding="utf-8")
+    return path
+
+
 def write_tree(folder: Path) -> tuple[Path, Path, Path, Path]:
     """The recipe, its node, a pipeline.cfg and the stamp path, under ``folder``."""
     stamp = folder / "stamp"
@@ -92,31 +115,25 @@ def write_tree(folder: Path) -> tuple[Path, Path, Path, Path]:
     recipe.write_text(RECIPE.replace("STAMP", repr(str(stamp))), encoding="utf-8")
     node = folder / "nodes" / "startup.py"
     node.write_text(NODE, encoding="utf-8")
-    config = folder / "pipeline.cfg"
-    config.write_text(textwrap.dedent(f"""\
-        [DEFAULT]
-        runtime_directory = {folder}/runtime
-        [layout]
-        job_directory = {folder}/runtime/jobs/%(job_name)s
-        [deploy]
-        engine_ppath = {REPO}
-        [remote]
-        method = local
-        """), encoding="utf-8")
+    config = write_config(folder / "pipeline.cfg", folder, REPO)
     return recipe, node, config, stamp
 
 
-def timed(argv: list[str], stamp: Path, environment: dict[str, str]) -> tuple[float, float]:
-    """(wall, to the node's first line) of one run of ``argv``, in seconds."""
+def timed(argv: list[str], stamp: Path,
+          environment: dict[str, str]) -> tuple[float, float, float]:
+    """(wall, to the node's first line, CPU) of one run of ``argv``, in seconds."""
     stamp.unlink(missing_ok=True)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.monotonic()
     done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
                           env=environment, check=False)
     wall = time.monotonic() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if done.returncode != 0 or not stamp.exists():
         raise SystemExit(f"bench_startup: {argv[1]} failed ({done.returncode}):\n"
                          f"{done.stderr[-2000:]}")
-    return wall, float(stamp.read_text()) - start
+    return wall, float(stamp.read_text()) - start, cpu
 
 
 def import_report(recipe: Path, config: Path, environment: dict[str, str], top: int) -> None:
@@ -143,7 +160,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, help=f"runs of each (default {DEFAULT_ROUNDS})")
     parser.add_argument("--importtime", action="store_true",
                         help="also list the slowest imports of one recipe run")
+    parser.add_argument("--compare", type=Path, metavar="DIR",
+                        help="also run the recipe with the lofarexec checkout in DIR")
     options = parser.parse_args(argv)
+    if options.compare is not None and not (options.compare / "lofarexec").is_dir():
+        parser.error(f"--compare {options.compare}: no lofarexec package there; give the "
+                     "folder of a checkout (or of a git archive of one)")
     rounds = options.rounds or (QUICK_ROUNDS if options.quick else DEFAULT_ROUNDS)
     # This checkout's lofarexec and built-in backends, whatever is installed.
     environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "backends")])}
@@ -151,32 +173,44 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench_startup.") as name:
         recipe, node, config, stamp = write_tree(Path(name))
         contenders = {
-            "recipe": [sys.executable, str(recipe), "-j", "startup", "-c", str(config)],
-            "bare": [sys.executable, str(node), "127.0.0.1", "1", str(stamp)],
+            "recipe": ([sys.executable, str(recipe), "-j", "startup", "-c", str(config)],
+                       environment),
+            "bare": ([sys.executable, str(node), "127.0.0.1", "1", str(stamp)], environment),
         }
-        for argv in contenders.values():  # warm the page cache and the bytecode caches
-            timed(argv, stamp, environment)
-        figures: dict[str, list[tuple[float, float]]] = {what: [] for what in contenders}
+        if options.compare is not None:
+            other = options.compare.resolve()
+            other_config = write_config(Path(name) / "compare.cfg", Path(name), other)
+            contenders["compared"] = (
+                [sys.executable, str(recipe), "-j", "startup", "-c", str(other_config)],
+                {**environment,
+                 "PYTHONPATH": os.pathsep.join([str(other), str(other / "backends")])})
+        for argv, variables in contenders.values():  # warm the page and bytecode caches
+            timed(argv, stamp, variables)
+        figures: dict[str, list[tuple[float, float, float]]] = {what: [] for what in contenders}
         for index in range(rounds):
             order = list(contenders) if index % 2 == 0 else list(reversed(contenders))
             for what in order:
-                figures[what].append(timed(contenders[what], stamp, environment))
+                command, variables = contenders[what]
+                figures[what].append(timed(command, stamp, variables))
         if options.importtime:
             import_report(recipe, config, environment, top=25)
-    medians = {what: (statistics.median(wall for wall, _ in rows),
-                      statistics.median(first for _, first in rows))
+    medians = {what: tuple(statistics.median(row[column] for row in rows) for column in range(3))
                for what, rows in figures.items()}
     note = " (--quick: not a figure)" if options.quick else ""
     print(f"bench_startup: 1-job local recipe vs bare subprocess.run of its node, "
-          f"{rounds} interleaved rounds, medians{note}")
-    print(f"{'':8}  {'wall ms':>9}  {'first line ms':>13}")
-    for what, (wall, first) in medians.items():
-        print(f"{what:8}  {wall * 1000:9.1f}  {first * 1000:13.1f}")
-    wall_ratio = medians["recipe"][0] / medians["bare"][0]
-    first_ratio = medians["recipe"][1] / medians["bare"][1]
-    verdict = "met" if max(wall_ratio, first_ratio) <= TARGET_RATIO else "NOT met"
-    print(f"{'ratio':8}  {wall_ratio:8.2f}x  {first_ratio:12.2f}x   target <= {TARGET_RATIO}x: "
-          f"{verdict}")
+          f"{rounds} interleaved rounds, medians{note}; load average "
+          f"{os.getloadavg()[0]:.2f}")
+    if options.compare is not None:
+        print(f"compared: the recipe with {options.compare}")
+    print(f"{'':13}  {'wall ms':>9}  {'first line ms':>13}  {'CPU ms':>8}")
+    for what, (wall, first, cpu) in medians.items():
+        print(f"{what:13}  {wall * 1000:9.1f}  {first * 1000:13.1f}  {cpu * 1000:8.1f}")
+    for what in [name for name in medians if name != "bare"]:
+        wall_ratio, first_ratio, cpu_ratio = (medians[what][column] / medians["bare"][column]
+                                              for column in range(3))
+        verdict = "met" if max(wall_ratio, first_ratio) <= TARGET_RATIO else "NOT met"
+        print(f"{what + '/bare':13}  {wall_ratio:8.2f}x  {first_ratio:12.2f}x  {cpu_ratio:7.2f}x"
+              f"   target <= {TARGET_RATIO}x (wall, first line): {verdict}")
     return 0
 
 

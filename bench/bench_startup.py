@@ -19,7 +19,12 @@ waited for, the node included: what other load on the machine changes least). Re
 median of each and the ratio recipe / bare; the target (issue 17) is at most 2x for wall and
 first line.
 
-``--compare DIR`` adds a third contender, the same recipe run with another checkout of
+``--floor`` adds **floor**: the least any Python control program does for one such job, with
+the standard library only (argparse, configparser and logging imported and used, a listening
+socket, a token, the node started with ``subprocess`` in its environment, its records read to
+the end): what the ratio cannot go below without a different way of starting Python.
+
+``--compare DIR`` adds another contender, the same recipe run with another checkout of
 lofarexec (e.g. a ``git archive`` of an earlier commit) first on ``PYTHONPATH`` and as the
 node's ``engine_ppath``, interleaved with the other two: before and after in the same run.
 
@@ -28,7 +33,7 @@ slowest imports (cumulative) and whether ``paramiko`` was imported.
 
 Usage::
 
-    python bench/bench_startup.py [--quick] [--rounds N] [--importtime] [--compare DIR]
+    python bench/bench_startup.py [--quick] [--rounds N] [--importtime] [--floor] [--compare DIR]
 
 Exit status: 0 after a complete run (target met or not: the table says which), 2 if a run
 went wrong.
@@ -87,6 +92,32 @@ class startup(LOFARnode):
 
 if __name__ == "__main__":
     sys.exit(startup(sys.argv[1], sys.argv[2]).run_with_logging(*sys.argv[3:]))
+'''
+
+
+FLOOR = '''\
+import argparse, configparser, logging, os, secrets, socket, subprocess, sys
+
+parser = argparse.ArgumentParser()
+parser.add_argument("-j")
+parser.add_argument("-c")
+options = parser.parse_args()
+config = configparser.ConfigParser()
+config.read(options.c)
+logging.basicConfig(level=logging.WARNING)
+server = socket.create_server(("127.0.0.1", 0))
+token = secrets.token_hex(16)
+variables = {**os.environ, "LOFAREXEC_TOKEN": token, "LOFAREXEC_JOB_ID": "0",
+             "LOFAREXEC_HOST": "localhost",
+             "PYTHONPATH": config.get("deploy", "engine_ppath") + os.pathsep
+             + os.environ.get("PYTHONPATH", "")}
+child = subprocess.Popen([sys.executable, NODE, "127.0.0.1", str(server.getsockname()[1]), STAMP],
+                         env=variables, stdin=subprocess.DEVNULL)
+connection, _ = server.accept()
+while connection.recv(65536):
+    pass
+connection.close()
+sys.exit(child.wait())
 '''
 
 
@@ -160,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, help=f"runs of each (default {DEFAULT_ROUNDS})")
     parser.add_argument("--importtime", action="store_true",
                         help="also list the slowest imports of one recipe run")
+    parser.add_argument("--floor", action="store_true",
+                        help="also run the least a stdlib-only control program does")
     parser.add_argument("--compare", type=Path, metavar="DIR",
                         help="also run the recipe with the lofarexec checkout in DIR")
     options = parser.parse_args(argv)
@@ -177,6 +210,12 @@ def main(argv: list[str] | None = None) -> int:
                        environment),
             "bare": ([sys.executable, str(node), "127.0.0.1", "1", str(stamp)], environment),
         }
+        if options.floor:
+            floor = Path(name) / "floor.py"
+            floor.write_text(FLOOR.replace("NODE", repr(str(node))).replace(
+                "STAMP", repr(str(stamp))), encoding="utf-8")
+            contenders["floor"] = (
+                [sys.executable, str(floor), "-j", "startup", "-c", str(config)], environment)
         if options.compare is not None:
             other = options.compare.resolve()
             other_config = write_config(Path(name) / "compare.cfg", Path(name), other)

@@ -146,7 +146,7 @@ class JournalWriter:
         results = job.results
         entry = {"run": self._run, "id": job.id, "recipe": self._recipe,
                  "command": job.command, "event": event}
-        entry.update({name: results.get(name) for name in SUMMARY_KEYS})
+        entry.update(zip(SUMMARY_KEYS, map(results.get, SUMMARY_KEYS)))
         if event == ENDED:  # what a resumed run needs to skip the job and give back its outputs
             if job.identity is not None:
                 entry["identity"] = job.identity
@@ -187,18 +187,24 @@ class JournalWriter:
 
 
 def _append_whole(fd: int, data: bytes) -> None:
-    """Append ``data`` to the file, or leave the file as it was and raise ``OSError``."""
-    size = os.fstat(fd).st_size
-    view = memoryview(data)
+    """Append ``data`` to the file, or leave the file as it was and raise ``OSError``.
+
+    Nothing else appends to the file meanwhile (the run lock), so a write that fails part way
+    is cut off by the bytes it wrote: no ``fstat`` before each write, only after a failure."""
+    written = os.write(fd, data)  # usually all of it
+    if written == len(data):
+        return
+    view = memoryview(data)[written:]
     try:
         while view:
-            written = os.write(fd, view)
-            if written == 0:
+            part = os.write(fd, view)
+            if part == 0:
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-            view = view[written:]
+            written += part
+            view = view[part:]
     except OSError:
-        try:
-            os.ftruncate(fd, size)  # cut off a partial write: no torn line, no duplicate later
+        try:  # cut off a partial write: no torn line, no duplicate later
+            os.ftruncate(fd, os.fstat(fd).st_size - written)
         except OSError:
             pass
         raise

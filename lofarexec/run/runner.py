@@ -155,15 +155,19 @@ class JobRunner:
             # One mapping per (argument mode, cores): backends encode each mapping once.
             variants: dict[tuple[bool, int | None], dict[str, str]] = {}
 
+            port_text = str(port)
+
             def prepare(job: ComputeJob) -> LaunchRequest:
                 assert job.id is not None and job.host is not None  # placed by now
                 self.logger.debug("Dispatching command to %s with %s", job.host, method)
                 plan = plans[job.id]
                 if plan is None:
                     log_server.exchange.store_arguments(job.id, job.arguments)
-                argv = node_argv(argv_heads[job.command], job.id, plan, host, str(port))
-                variant = variants.setdefault((plan is None, job.cores),
-                                              job_variables(environment, plan, job.cores))
+                argv = node_argv(argv_heads[job.command], job.id, plan, host, port_text)
+                key = (plan is None, job.cores)
+                variant = variants.get(key)
+                if variant is None:
+                    variant = variants[key] = job_variables(environment, plan, job.cores)
                 return LaunchRequest(
                     job_id=job.id, host=job.host, argv=argv, environment=variant, cores=job.cores,
                     token=log_server.register_job(job.id, job.host),
@@ -173,7 +177,7 @@ class JobRunner:
             relay = HookRelay(hooks, context, log_server, self.logger)
             watch = IdleWatch(relay, idle_limit(self.config), log_server, self.logger)
             scheduler = Scheduler(backend, prepare, limits=limits, error=self.error,
-                                  observer=watch,
+                                  observer=watch if watch.limit is not None else relay,
                                   job_timeout=self.config.job_timeout, pool=pool,
                                   fail_fast=fail_fast, done_before=done_before,
                                   **scheduler_options(self.config))

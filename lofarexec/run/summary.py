@@ -16,7 +16,7 @@ A report that cannot be written is one warning; the run's outcome does not chang
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,23 +51,38 @@ class RunReporter:
     """Writes the report and logs the summary when a run ends; does nothing in a dry run.
 
     The report covers the runs of this process so far (a recipe's ``_schedule_jobs`` calls),
-    built from the same records the journal gets, kept in memory as the hooks pass them: a run's
-    end never reads back a journal that grows with every run of the job name.
-    ``lofarexec report`` reads the whole journal.
+    built from the records the journal gets: a run's end never reads back a journal that grows
+    with every run of the job name (``lofarexec report`` reads the whole journal). While a run
+    goes, little is kept per job (the order jobs end in, and each running job's start): the
+    records are made at the run's end from the jobs' own results, which by then are what the
+    hooks saw, so a run of a million jobs does not hold two dicts per job.
     """
 
     def __init__(self, logger: logging.Logger | None = None) -> None:
         self.logger = logger or _log
-        self._lines: list[dict[str, Any]] = []
+        self._attempts: list[Attempt] = []
+        """The attempts of the runs of this process that have ended."""
         self._tails: dict[AttemptKey, str] = {}
+        self._ended: list[int] = []
+        """This run's jobs, by id, in the order they had their final state."""
+        self._running: dict[int, _Start] = {}
+        """This run's started jobs without a final state: their attempt's start."""
+        self._earlier: dict[int, list[_Start]] = {}
+        """The earlier attempts of this run's retried jobs."""
 
     @hookimpl
-    def lofarexec_job_started(self, run: RunContext, job: ComputeJob) -> None:
-        self._lines.append(_line(run, job, STARTED))
+    def lofarexec_job_started(self, job: ComputeJob) -> None:
+        results = job.results
+        earlier = self._running.get(job.id)  # type: ignore[arg-type]
+        if earlier is not None:  # the attempt before this one is being retried
+            self._earlier.setdefault(job.id, []).append(earlier)  # type: ignore[arg-type]
+        self._running[job.id] = (results.get("host"),  # type: ignore[index]
+                                 results.get("start_time"), results.get("returncode"))
 
     @hookimpl
     def lofarexec_job_finished(self, run: RunContext, job: ComputeJob) -> None:
-        self._lines.append(_line(run, job, ENDED))
+        self._running.pop(job.id, None)  # type: ignore[arg-type]
+        self._ended.append(job.id)  # type: ignore[arg-type]
         if job.results.get("state") != JobState.SUCCEEDED.value and job.id is not None:
             self._tails[(run.started, job.id)] = _tail_text(job)
 
@@ -75,20 +90,45 @@ class RunReporter:
     def lofarexec_run_finished(self, run: RunContext, jobs: list[ComputeJob]) -> None:
         if run.dry_run:
             return
+        self._attempts += attempts_from_lines(self._lines(run, jobs))
+        self._ended, self._running, self._earlier = [], {}, {}
         report_path = self._write_report(run)
         for line in summary_lines(run, jobs, report_path):
             self.logger.info("%s", line)
 
+    def _lines(self, run: RunContext, jobs: list[ComputeJob]) -> Iterator[dict[str, Any]]:
+        """This run's journal lines (those the report reads), one job's after the other: the
+        started lines of a retried job's attempts, then its ended line; then the started line
+        of each job the run left running."""
+        by_id = {job.id: job for job in jobs}
+        for job_id in self._ended:
+            yield from self._job_lines(run, by_id[job_id], False)
+        for job_id in self._running:
+            yield from self._job_lines(run, by_id[job_id], True)
+
+    def _job_lines(self, run: RunContext, job: ComputeJob,
+                   running: bool) -> Iterator[dict[str, Any]]:
+        last = _line(run, job, STARTED if running else ENDED)
+        for host, start, returncode in self._earlier.get(job.id, ()):  # type: ignore[arg-type]
+            yield {**last, "event": STARTED, "host": host, "start_time": start,
+                   "returncode": returncode}
+        if job.id in self._earlier and not running:
+            yield {**last, "event": STARTED}  # its start ends the attempt before
+        yield last
+
     def _write_report(self, run: RunContext) -> Path | None:
         path = Path(run.job_directory) / REPORT_NAME
         try:
-            report = RunReport(path.parent, assign_lanes(attempts_from_lines(self._lines)),
-                               self._tails)
+            report = RunReport(path.parent, assign_lanes(self._attempts), self._tails)
             return write_report(report, path)
         except Exception as exc:  # noqa: BLE001 - a report is never worth a failed run
             self.logger.warning("the run report %s was not written (%s); `lofarexec report "
                                 "%s` makes it from the journal", path, exc, path.parent)
             return None
+
+
+#: A job attempt's start as the report needs it: host, start time, return code then.
+_Start = tuple[Any, Any, Any]
 
 
 def _line(run: RunContext, job: ComputeJob, event: str) -> dict[str, Any]:

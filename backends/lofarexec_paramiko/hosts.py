@@ -9,6 +9,7 @@ settings override it. :class:`KnownHosts` checks a server's key against the syst
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import getpass
 import logging
@@ -59,8 +60,9 @@ class SSHConfig(paramiko.SSHConfig):
     test ``Match`` lines, even in a block that has none) and for every value it expands (even
     one without a ``%`` token), so resolving N hosts in a config of N blocks cost N² lookups
     of the user (issue 17), each reading ``/etc/passwd`` where no ``USER`` is set. Here a block
-    without ``Match`` lines matches no ``Match`` at once, and a value without ``%`` or ``~``
-    is kept as it is (what paramiko returns for each); only the others ask for the user."""
+    without ``Match`` lines matches no ``Match`` at once, and a value without a ``%`` token
+    only has its ``~`` replaced (the home folder looked up once): what paramiko returns for
+    each. Only ``Match`` lines and ``%`` tokens (``%r``, ``%u``...) still ask for the user."""
 
     def _does_match(self, match_list: list[dict[str, object]], target_hostname: str,
                     canonical: bool, final: bool, options: dict[str, object]) -> object:
@@ -68,11 +70,45 @@ class SSHConfig(paramiko.SSHConfig):
             return []
         return super()._does_match(match_list, target_hostname, canonical, final, options)
 
+    _home: str | None = None
+    _index: tuple[dict[str, list[int]], list[int]] | None = None
+
+    def _lookup(self, hostname: str, options: dict[str, object] | None = None,
+                canonical: bool = False, final: bool = False) -> dict[str, object]:
+        """paramiko's pass over the blocks, given only those that can apply to ``hostname``:
+        a ``Host`` line of plain names (no ``*?[!``, no ``Match``) applies to those names
+        alone, so a config of a block per host is not scanned whole for each host (the
+        same answer: fnmatch of a plain name on POSIX is equality)."""
+        by_name, others = self._index or self._make_index()
+        chosen = sorted(by_name.get(hostname, []) + others)
+        view = copy.copy(self)  # not self: other set-up threads look hosts up at once
+        view._config = [self._config[position] for position in chosen]
+        return super(SSHConfig, view)._lookup(hostname, options, canonical, final)
+
+    def _make_index(self) -> tuple[dict[str, list[int]], list[int]]:
+        by_name: dict[str, list[int]] = {}
+        others: list[int] = []
+        for position, context in enumerate(self._config):
+            names = context.get("host", [])
+            plain = (names and not context.get("matches") and os.path.normcase("A") == "A"
+                     and not any(mark in name for name in names for mark in "*?[!"))
+            if not plain:
+                others.append(position)
+                continue
+            for name in dict.fromkeys(names):
+                by_name.setdefault(name, []).append(position)
+        self._index = (by_name, others)
+        return self._index
+
     def _tokenize(self, config: dict[str, object], target_hostname: str, key: str,
                   value: object) -> object:
-        if isinstance(value, str) and "%" not in value and "~" not in value:
+        if not isinstance(value, str) or "%" in value:
+            return super()._tokenize(config, target_hostname, key, value)
+        if "~" not in value or "~" not in self._allowed_tokens(key):
             return value
-        return super()._tokenize(config, target_hostname, key, value)
+        if self._home is None:
+            self._home = os.path.expanduser("~")
+        return value.replace("~", self._home)  # the one token of paramiko's without a %
 
 
 def load_ssh_config(settings: ParamikoSettings) -> SSHConfig:

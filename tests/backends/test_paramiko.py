@@ -17,9 +17,11 @@ import pytest
 from lofarexec_paramiko import ParamikoBackend, ParamikoSettings
 from lofarexec_paramiko.connect import KeyCache, connect
 from lofarexec_paramiko.hosts import KnownHosts, resolve_target
+from lofarexec_paramiko.hub import SETUP_THREADS
 
 from lofarexec.backend import LaunchRequest, Outcome
 from lofarexec.errors import AuthenticationError
+from tests.backends.test_many_hosts import alias_config
 from tests.helpers import Reports, wait_gone
 
 #: A job that ignores SIGTERM, has a child, tells the test both pids over TCP, then waits.
@@ -397,3 +399,33 @@ def test_a_login_script_that_prints_fails_the_agents_jobs_in_words_saying_so(
     reason = outcomes.wait(1).transport_error
     assert reason.startswith("node1: the host printed 'Welcome to node1\\n") and (
         "a login script writing to standard output?" in reason), reason
+
+
+# -- many hosts: threads and descriptors per host (issue 17) -----------------------------------
+MANY = 64
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launch", ["agent", "channel"])
+def test_many_hosts_cost_a_socket_and_paramikos_thread_each(open_backends, ssh_testbed,
+                                                            tmp_path, launch) -> None:
+    """Once every host's job has ended (its connection still open): one descriptor per host
+    (the socket; no channel has one) and one thread per host (paramiko's transport), plus
+    the backend's hub and at most SETUP_THREADS set-up threads."""
+    aliases = alias_config(ssh_testbed.ssh_config, MANY, tmp_path / "aliases")
+    threads_before = set(threading.enumerate())
+    fds_before = len(os.listdir("/proc/self/fd"))
+    backend = open_backends(config_file=str(aliases), launch=launch)
+    outcomes = Reports()
+    for number in range(MANY):
+        backend.start(request(number, f"h{number + 1}", "/bin/true"), outcomes(number))
+    assert all(outcomes.wait(number, timeout=120) == Outcome(0) for number in range(MANY))
+    fds = len(os.listdir("/proc/self/fd")) - fds_before
+    new = [thread for thread in set(threading.enumerate()) - threads_before
+           if thread.is_alive()]
+    ours = sorted(thread.name for thread in new if thread.name.startswith("paramiko-"))
+    assert ours[0] == "paramiko-hub" and len(ours) <= 1 + SETUP_THREADS, ours
+    assert all(name.startswith("paramiko-setup-") for name in ours[1:]), ours
+    assert len(new) - len(ours) == MANY  # paramiko's transport threads
+    assert fds <= MANY + 2, f"{fds} descriptors for {MANY} hosts"  # + the hub's eventfd
+    assert backend.connection_counts() == {f"h{index + 1}": 1 for index in range(MANY)}

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import getpass
+import os
+import threading
 from pathlib import Path
 
 import paramiko
 import pytest
-from lofarexec_paramiko import ParamikoSettings
+from lofarexec_paramiko import ParamikoBackend, ParamikoSettings
 from lofarexec_paramiko.connect import KeyCache, translate
-from lofarexec_paramiko.hosts import resolve_target
+from lofarexec_paramiko.hosts import SSHConfig, load_ssh_config, resolve_target
 
+from lofarexec.backend import LaunchRequest
 from lofarexec.config import load_config
 from lofarexec.errors import (
     AuthenticationError,
@@ -18,6 +22,7 @@ from lofarexec.errors import (
     ConnectError,
     HostKeyError,
 )
+from tests.helpers import Reports
 
 
 # -- settings and config resolution (no sshd) --------------------------------------------------
@@ -91,3 +96,73 @@ def test_foreign_errors_are_translated_with_the_host(tmp_path: Path) -> None:
         error = translate(exc, target, "cannot connect to")
         assert type(error) is kind and error.host == "n9"
         assert str(error).startswith("n9: ") and "\n" not in str(error)
+
+
+# -- resolving many hosts (issue 17) -----------------------------------------------------------
+def many_hosts_config(path: Path, count: int) -> Path:
+    path.write_text("".join(f"Host h{index}\n  HostName 127.0.0.{index % 250 + 2}\n"
+                            f"  Port {2200 + index}\n  IdentityFile ~/.ssh/id_h{index}\n\n"
+                            for index in range(count)))
+    return path
+
+
+def test_resolving_many_hosts_asks_for_the_local_user_once_per_backend(
+        tmp_path: Path, monkeypatch) -> None:
+    """paramiko's lookup asked getpass.getuser() per Host block and per value: N² calls for
+    N hosts in a config of N blocks, each reading /etc/passwd where USER is unset."""
+    calls = []
+    monkeypatch.setattr(getpass, "getuser", lambda: calls.append(1) or "me")
+    settings = ParamikoSettings(config_file=str(many_hosts_config(tmp_path / "cfg", 300)))
+    config = load_ssh_config(settings)
+    targets = [resolve_target(f"h{index}", settings, config, "me") for index in range(300)]
+    assert calls == []
+    assert [(t.hostname, t.port, t.user) for t in targets[:2]] == [
+        ("127.0.0.2", 2200, "me"), ("127.0.0.3", 2201, "me")]
+    assert targets[7].key_files == (os.path.expanduser("~/.ssh/id_h7"),)
+    tokens = tmp_path / "tokens"
+    tokens.write_text("Host t1\n  HostName %h.example.org\n  IdentityFile ~/.ssh/%r_key\n")
+    target = resolve_target("t1", settings, load_ssh_config(
+        ParamikoSettings(config_file=str(tokens))), "me")  # a token still asks, as paramiko
+    assert target.hostname == "t1.example.org"
+    assert target.key_files == (os.path.expanduser("~/.ssh/me_key"),)
+
+
+def test_a_host_is_resolved_by_a_set_up_thread_not_the_scheduler(tmp_path: Path,
+                                                                 monkeypatch) -> None:
+    config_file = tmp_path / "ssh_config"
+    config_file.write_text("Host jump\n  ProxyJump n1\n")
+    threads = []
+    lookup = SSHConfig.lookup
+
+    def recorded(self: SSHConfig, host: str) -> object:
+        threads.append(threading.current_thread())
+        return lookup(self, host)
+
+    monkeypatch.setattr(SSHConfig, "lookup", recorded)
+    backend = ParamikoBackend(ParamikoSettings(config_file=str(config_file)))
+    backend.open()
+    try:
+        reports = Reports()
+        backend.start(LaunchRequest(job_id=1, host="jump", argv=("/bin/true",),
+                                    environment={}, token="t"), reports(1))
+        outcome = reports.wait(1)
+    finally:
+        backend.close()
+    assert threads and threading.current_thread() not in threads
+    assert outcome.returncode is None and outcome.transport_error.startswith(
+        f"{config_file}: jump: sets proxyjump"), outcome
+
+
+def test_the_config_index_answers_as_paramiko_does(tmp_path: Path) -> None:
+    """Blocks of plain names are looked up by name; wildcards, negations, Match lines, tokens
+    and the order of blocks give what paramiko's own scan gives."""
+    path = tmp_path / "mixed"
+    path.write_text("Host a b\n  Port 1\nHost *.x !c.x\n  User u\nMatch host q*\n  Port 3\n"
+                    "Host a\n  Port 9\n  User z\n  IdentityFile ~/a\nHost c.x\n  HostName %h.y\n"
+                    "Host *\n  IdentityFile ~/k\n  User w\n")
+    ours = load_ssh_config(ParamikoSettings(config_file=str(path)))
+    theirs = paramiko.SSHConfig.from_path(str(path))
+    for host in ("a", "b", "c.x", "d.x", "q1", "zz"):
+        assert ours.lookup(host) == theirs.lookup(host), host
+    assert ours.lookup("a")["identityfile"] == [os.path.expanduser("~/a"),
+                                               os.path.expanduser("~/k")]

@@ -209,8 +209,7 @@ class RemoteCommandRecipeMixIn:
         With ``fail_fast`` one job that does not succeed kills all the others at once. Afterwards
         ``self.outputs['return_xml']`` and ``['return_json']`` report every job.
         """
-        from lofarexec.run.outputs import return_json, return_xml  # deferred: light recipe import
-        from lofarexec.run.runner import JobRunner
+        from lofarexec.run.runner import JobRunner  # deferred: light recipe import
 
         recipe: Any = self
         runner = JobRunner(recipe.config, recipe_name=recipe.name, error=recipe.error,
@@ -225,6 +224,9 @@ class RemoteCommandRecipeMixIn:
         finally:
             self._runner_ready().clear()
             recipe._active_runner = None
+            # imported once the jobs ran: a node's start does not wait for xml.etree
+            from lofarexec.run.outputs import return_json, return_xml
+
             recipe.outputs["return_xml"] = return_xml(jobs)
             recipe.outputs["return_json"] = return_json(jobs)
 

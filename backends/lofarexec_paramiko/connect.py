@@ -56,6 +56,8 @@ def connect(target: Target, settings: ParamikoSettings, known_hosts: KnownHosts,
         transport.channel_timeout = settings.channel_timeout
         _prefer_known_key_types(transport, known_hosts.key_types(target))
         transport.start_client(timeout=settings.connect_timeout)
+        if not transport.initial_kex_done:  # paramiko returns quietly when the timeout ends
+            raise TimeoutError  # (a host that accepts and never speaks: "timed out")
         known_hosts.check(target, transport.get_remote_server_key())
         authenticate(transport, target, keys)
         transport.get_exception()  # clear what a refused key left: from now on, it means "lost"

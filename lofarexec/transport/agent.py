@@ -248,9 +248,11 @@ class AgentClient:
                 self._end_reason = reason
             unstarted = [job for what, job, _ in self._requests if what == "start"]
             self._requests.clear()
-        for job in unstarted:
-            job.report(job.outcome(None, reason))
-        self._finish()
+        try:
+            for job in unstarted:
+                job.report(job.outcome(None, reason))
+        finally:
+            self._finish()
 
     def _finish(self) -> None:
         self._finished.set()
@@ -455,6 +457,14 @@ class AgentClient:
                 self._end_reason = reason
             unstarted = [job for what, job, _ in self._requests if what == "start"]
             self._requests.clear()
+        try:
+            self._report_end(reason, unstarted)
+        finally:
+            self._finish()
+
+    def _report_end(self, reason: str, unstarted: list[AgentJob]) -> None:
+        """Report the jobs the ended program leaves: by their recorded status, or ``reason``
+        (after killing what the agent left on its host)."""
         if self._frames.hello and self._jobs and self._fetch_statuses is not None:
             for number, status in self._fetch_statuses(list(self._jobs)).items():
                 job = self._jobs.pop(number)
@@ -464,10 +474,9 @@ class AgentClient:
             orphans = [job.pid for job in self._jobs.values() if job.pid]
             if orphans and self._kill_orphans is not None:
                 self._kill_orphans(orphans)
-        for job in [*self._jobs.values(), *unstarted]:
+        jobs, self._jobs = [*self._jobs.values(), *unstarted], {}
+        for job in jobs:
             job.report(job.outcome(None, reason))
-        self._jobs.clear()
-        self._finish()
 
 
 class _AgentJobHandle:

@@ -119,23 +119,32 @@ class AgentLoop:
                 stopping = self._stopping
             for client in attached:
                 self._clients.add(client)
-                client._attached()
+                self._call(client._attached)
             for client in poked:
                 if client in self._clients:
-                    client._service()
+                    self._call(client._service)
             if stopping and not self._clients and not self._attached:
                 return
-            for key, mask in self._selector.select(self._timeout()):
+            for key, _ in self._selector.select(self._timeout()):
                 if key.data is None:
                     self._waker.drain()
                 else:
                     client, which = key.data
-                    client._ready(which)
+                    self._call(client._ready, which)
             now = time.monotonic()
             while self._timers and self._timers[0][0] <= now:
                 due, _, client = heapq.heappop(self._timers)
                 if client in self._clients:
-                    client._on_timer(due)
+                    self._call(client._on_timer, due)
+
+    @staticmethod
+    def _call(step: Callable[..., None], *args: object) -> None:
+        """One client's step; its failure (a report callback that raised) is logged, and
+        the loop goes on serving every other host."""
+        try:
+            step(*args)
+        except Exception:
+            _log.exception("serving a host agent failed")
 
     def _timeout(self) -> float | None:
         if not self._timers:

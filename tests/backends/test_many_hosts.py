@@ -1,9 +1,13 @@
 """Many hosts from one control node (issue 17): 64 host names on the sshd test bed, every job
-succeeding, and the hosts' connections closed together rather than one after another."""
+succeeding, the hosts' connections closed together rather than one after another, one thread
+for all hosts' agents, and hosts beyond a short descriptor budget waiting for a slot."""
 
 from __future__ import annotations
 
 import getpass
+import json
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +22,7 @@ from lofarexec_paramiko.pool import HostPool, close_pools
 from lofarexec_ssh import SshBackend, SshSettings
 
 from lofarexec.backend import LaunchRequest
-from tests.helpers import Reports
+from tests.helpers import REPO, Reports
 
 HOSTS = 64
 JOBS_PER_HOST = 2
@@ -121,3 +125,80 @@ def test_many_hosts_close_together(aliases, no_threads_left, monkeypatch):
     joins = [index for index, (what, _) in enumerate(events) if what == "joined"]
     assert len(stops) == len(joins) == HOSTS
     assert max(stops) < min(joins), "a host was waited for before every host was told to stop"
+
+
+#: Runs in a process of its own with the open-files soft limit at 128: 64 hosts of 3 descriptors
+#: each cannot all be open at once. Prints the outcomes and the most ssh clients seen at once.
+UNDER_A_LOW_LIMIT = """
+import json, os, resource, sys, threading
+resource.setrlimit(resource.RLIMIT_NOFILE, (128, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+from lofarexec_ssh import SshBackend, SshSettings
+from lofarexec.backend import LaunchRequest
+from lofarexec.transport import descriptor_budget
+hosts, per_host = int(sys.argv[2]), int(sys.argv[3])
+backend = SshBackend(SshSettings(config_file=sys.argv[1]))
+backend.open()
+outcomes, done, lock = {}, threading.Event(), threading.Lock()
+most = [0]
+def children():
+    me, count = str(os.getpid()), 0
+    try:
+        pids = os.listdir("/proc")
+    except OSError:
+        return 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                count += stat.read().rsplit(")", 1)[1].split()[1] == me
+        except (OSError, ValueError, IndexError):
+            pass
+    return count
+def report(number):
+    def deliver(outcome):
+        with lock:
+            outcomes[number] = [outcome.returncode, outcome.transport_error]
+            most[0] = max(most[0], children())
+            if len(outcomes) == hosts * per_host:
+                done.set()
+    return deliver
+for number in range(hosts * per_host):
+    request = LaunchRequest(number, f"h{number % hosts + 1}", ("/bin/true",), {}, token="t")
+    backend.start(request, report(number))
+finished = done.wait(300)
+backend.close()
+print(json.dumps({"finished": finished, "outcomes": outcomes, "most_clients": most[0],
+                  "capacity": descriptor_budget().capacity}))
+"""
+
+
+def test_hosts_beyond_a_short_descriptor_budget_wait_for_a_slot(aliases):
+    """64 hosts with the soft limit at 128: every job succeeds, never a descriptor error, and
+    at most the budget's worth of hosts have an ssh process at a time."""
+    done = subprocess.run([sys.executable, "-c", UNDER_A_LOW_LIMIT, str(aliases), str(HOSTS),
+                           str(JOBS_PER_HOST)], capture_output=True, text=True, timeout=600,
+                          cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["finished"]
+    failed = {number: outcome for number, outcome in result["outcomes"].items()
+              if outcome != [0, None]}
+    assert failed == {}
+    assert len(result["outcomes"]) == HOSTS * JOBS_PER_HOST
+    slots = result["capacity"] // 3
+    assert slots < HOSTS  # the budget did bite: not every host fits at once
+    assert result["most_clients"] <= slots + 4  # the budget's hosts (+ a few short ssh -O)
+
+
+def test_one_thread_serves_every_hosts_agent(aliases, no_threads_left):
+    """Threads O(1) in hosts: with all 64 hosts' agents running, the backend added no more
+    than its loop, its chore workers and its process launcher."""
+    before = threading.active_count()
+    backend = SshBackend(SshSettings(config_file=str(aliases)))
+    backend.open()
+    try:
+        reports = run_everywhere(backend)
+        during = threading.active_count()
+    finally:
+        backend.close()
+    assert all(outcome.returncode == 0 for outcome, *_ in reports.all.values())
+    assert during - before <= 1 + 4 + 2, threading.enumerate()

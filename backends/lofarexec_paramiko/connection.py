@@ -185,7 +185,18 @@ class Connection:
 
     # -- a set-up thread -------------------------------------------------------------------
     def _open(self) -> None:
-        """Resolve the host, connect, start its agent; then the hub serves the connection."""
+        """Resolve the host, connect, start its agent; then the hub serves the connection.
+        Whatever goes wrong, the connection ends (its jobs are told why): none is left that
+        :meth:`join` would wait for in vain."""
+        try:
+            self._set_up()
+        except Exception as exc:  # noqa: BLE001 - a bug: this host's jobs fail loudly
+            _log.exception("%s: setting up a paramiko connection failed", self.pool.name)
+            if not self._serving and not self._ended.is_set():
+                self._end(one_line(f"{self.pool.name}: cannot connect: {exc!r}"),
+                          established=self._established)
+
+    def _set_up(self) -> None:
         with self._lock:
             closing = self._closing
         if closing:  # closed while this waited for a set-up thread: connect nowhere

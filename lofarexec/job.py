@@ -244,6 +244,7 @@ def launch_arguments(jobs: Sequence[ComputeJob], node_arguments: str) -> list[li
     """
     default_stored = node_arguments == NODE_ARGUMENTS_STORED
     plans: list[list[str] | None] = []
+    none: list[str] = []  # one for every job without arguments (nothing changes a plan)
     for index, job in enumerate(jobs):
         stored = default_stored if job.store_arguments is None else job.store_arguments
         if stored:
@@ -255,7 +256,8 @@ def launch_arguments(jobs: Sequence[ComputeJob], node_arguments: str) -> list[li
             plans.append(None)
             continue
         try:
-            plans.append([_argument_text(argument) for argument in job.arguments])
+            plans.append([_argument_text(argument) for argument in job.arguments]
+                         if job.arguments else none)
         except (TypeError, JobListError) as exc:
             if job.store_arguments is False:
                 raise JobListError(f"job {index}: {exc}") from None

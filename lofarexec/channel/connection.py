@@ -3,10 +3,11 @@
 Its first frame must be a hello naming a registered job and that job's token; after it, log
 records are re-emitted in the master's logging (a :class:`~lofarexec.channel.records.RecordMaker`
 makes them, the server's :class:`~lofarexec.channel.emitter.BatchEmitter` writes a loop turn's
-records at once) and every other frame goes to the run's :class:`~lofarexec.channel.exchange.JobExchange`. A
-connection that breaks the protocol is closed with one warning; the others carry on. Once
-admitted, a connection is served until the node closes it, also after its job is forgotten, so
-that nothing the node already sent is cut off.
+records at once) and every other frame goes to the run's
+:class:`~lofarexec.channel.exchange.JobExchange`. A connection that breaks the protocol is
+closed with one warning; the others carry on. Once admitted, a connection is served until the
+node closes it, also after its job is forgotten, so that nothing the node already sent is cut
+off.
 """
 
 from __future__ import annotations

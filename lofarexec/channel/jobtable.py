@@ -3,19 +3,30 @@
 The runner's threads register, forget and wait for jobs; the serving thread admits and
 releases connections. One lock guards the table, and one condition wakes whoever waits for a
 job's connections to close.
+
+A job is in the table from its launch to its end, not for the whole run: a job whose node was
+heard from and closed is forgotten as it ends; one that ended unheard, or with a connection
+that has since closed, a :data:`LATE_HELLO_SECONDS` later (a node killed as it connected may
+have its hello and last records still on the way); one whose connection is still open when the
+job ends (or opens in that time) stays until the run's end waits for it (:meth:`JobTable.ended`).
 """
 
 from __future__ import annotations
 
+import collections
 import hmac
 import secrets
 import threading
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass
 
 from lofarexec.errors import ProtocolError
 
+#: How long the token of a job that ended without an open channel stays valid after its end.
+LATE_HELLO_SECONDS = 2.0
 
-@dataclass(eq=False)
+
+@dataclass(eq=False, slots=True)
 class RegisteredJob:
     """One job as the log server knows it; counters accumulate over the job's attempts."""
 
@@ -27,8 +38,9 @@ class RegisteredJob:
     exited: bool = False
     said_hello: bool = False
     """Whether the current attempt's node has been admitted (a retry starts unheard again)."""
-    connections: set[object] = field(default_factory=set)
-    """The authenticated connections now open; a set, so releasing one twice cannot miscount."""
+    connections: set[object] | None = None
+    """The authenticated connections now open (None before the first): a set, so releasing
+    one twice cannot miscount."""
 
 
 class JobTable:
@@ -38,6 +50,9 @@ class JobTable:
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._jobs: dict[int, RegisteredJob] = {}
+        self._retiring: collections.deque[tuple[float, int, RegisteredJob]] = collections.deque()
+        """Ended jobs kept for a late hello, oldest first: (when to forget, id, entry)."""
+        self.late_hello_seconds = LATE_HELLO_SECONDS
 
     def register(self, job_id: int, host: str) -> str:
         """Let job ``job_id`` on ``host`` in; return its fresh secret token (a retry gets a
@@ -65,16 +80,36 @@ class JobTable:
 
     def end(self, job_id: int) -> tuple[bool, bool]:
         """Mark the job exited (its final state is known); forget it at once if its node was
-        heard from and no connection of it is open. Returns (said hello, forgotten): one lock
-        for what the runner asks of every job that ends."""
+        heard from and no connection of it is open, else retire it later (module docstring).
+        Returns (said hello, forgotten): one lock for what the runner asks of every job that
+        ends."""
+        now = time.monotonic()
         with self._lock:
+            self._retire(now)
             job = self._get(job_id)
             job.exited = True
             forget = bool(job.records) and not job.connections
             if forget:
                 del self._jobs[job_id]
+            elif not job.connections:
+                self._retiring.append((now + self.late_hello_seconds, job_id, job))
             self._changed.notify_all()
             return job.said_hello, forget
+
+    def ended(self) -> list[int]:
+        """The jobs that have ended and are still here: a channel open, or a hello due."""
+        with self._lock:
+            self._retire(time.monotonic())
+            return [job_id for job_id, job in self._jobs.items() if job.exited]
+
+    def _retire(self, now: float) -> None:
+        """Forget the jobs whose late-hello time is over and that have no open channel (a
+        retried job's entry is running again: left alone). The lock is held."""
+        retiring = self._retiring
+        while retiring and retiring[0][0] <= now:
+            _, job_id, job = retiring.popleft()
+            if self._jobs.get(job_id) is job and job.exited and not job.connections:
+                del self._jobs[job_id]
 
     def records(self, job_id: int) -> int:
         with self._lock:
@@ -116,6 +151,8 @@ class JobTable:
                 raise ProtocolError(f"hello for unknown job {job_id}")
             if not hmac.compare_digest(token.encode("utf-8"), job.token.encode("utf-8")):
                 raise ProtocolError(f"wrong token for job {job_id} on {job.host}")
+            if job.connections is None:
+                job.connections = set()
             job.connections.add(connection)
             job.said_hello = True
             return job
@@ -131,7 +168,8 @@ class JobTable:
     def release(self, job: RegisteredJob, connection: object) -> None:
         """The connection is closed: it no longer keeps the job's waiters waiting."""
         with self._lock:
-            job.connections.discard(connection)
+            if job.connections is not None:
+                job.connections.discard(connection)
             self._changed.notify_all()
 
     def _get(self, job_id: int) -> RegisteredJob:

@@ -44,7 +44,7 @@ from typing import Any, Self
 from lofarexec.channel.connection import NodeConnection, Shared
 from lofarexec.channel.emitter import BatchEmitter
 from lofarexec.channel.exchange import JobExchange
-from lofarexec.channel.jobtable import JobTable
+from lofarexec.channel.jobtable import LATE_HELLO_SECONDS, JobTable
 from lofarexec.channel.protocol import FrameDecoder, encode_frame
 
 logger = logging.getLogger("lofarexec.channel.logserver")
@@ -82,6 +82,7 @@ class LogServer:
         exchange: JobExchange | None = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         max_unauthenticated: int = MAX_UNAUTHENTICATED,
+        late_hello_seconds: float = LATE_HELLO_SECONDS,
     ) -> None:
         self.exchange = exchange if exchange is not None else JobExchange()
         """Answers the frames that are not log records (arguments, outputs, values)."""
@@ -100,6 +101,7 @@ class LogServer:
         self._told_descriptors = False
         self.recipe_name = recipe_name
         self._table = JobTable()
+        self._table.late_hello_seconds = late_hello_seconds
         self._listener: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._wake_r: socket.socket | None = None
@@ -192,9 +194,16 @@ class LogServer:
 
     def job_ended(self, job_id: int) -> tuple[bool, bool]:
         """:meth:`job_exited`, then :meth:`forget_job` if the node was heard from and its
-        channel is closed (the usual case: a node closes before it exits). Returns (whether it
-        said hello, whether it was forgotten): the runner's one call per job that ends."""
+        channel is closed (the usual case: a node closes before it exits); a job unheard, or
+        whose channel closed empty, is forgotten a moment later (a late hello may be on its
+        way: see :mod:`~lofarexec.channel.jobtable`). Returns (whether it said hello, whether
+        it was forgotten now): the runner's one call per job that ends."""
         return self._table.end(job_id)
+
+    def ended_jobs(self) -> list[int]:
+        """The jobs that have ended and are still known here (a channel open, a hello due):
+        those a batch's end waits for (:meth:`wait_job_closed`)."""
+        return self._table.ended()
 
     def records_received(self, job_id: int) -> int:
         """How many log records the job has sent so far (over all its connections)."""

@@ -34,8 +34,6 @@ class HookRelay:
         self._context = context
         self._log_server = log_server
         self._logger = logger
-        self._channel_open: list[int] = []
-        """Jobs that ended while their node's channel was still open: still registered."""
 
     def job_started(self, job: ComputeJob) -> None:
         for call in self._started:
@@ -44,11 +42,9 @@ class HookRelay:
     def job_finished(self, job: ComputeJob) -> None:
         results = job.results
         if job.id is not None and results.get("attempts"):  # not_started: never registered
-            said_hello, forgotten = self._log_server.job_ended(job.id)
+            said_hello, _ = self._log_server.job_ended(job.id)
             if not said_hello:
                 self._check_log_channel(job)
-            if not forgotten:  # a node never heard from may have a hello still in flight (a
-                self._channel_open.append(job.id)  # killed node's last records): wait for it
             outputs = self._log_server.exchange.take_outputs(job.id)
             if outputs:
                 _merge_outputs(self._logger, job, outputs)
@@ -80,23 +76,32 @@ class HookRelay:
         is given up with a warning (the log server says how much it loses as it stops). Their
         tokens end with the log server, right after the batch."""
         server = self._log_server
-        pending = list(self._channel_open)
-        self._channel_open.clear()
-        seen = {job_id: server.bytes_received(job_id) for job_id in pending}
+        pending = server.ended_jobs()  # a channel still open, or a hello that may come
+        seen = {job_id: _bytes_received(server, job_id) for job_id in pending}
         deadline = time.monotonic() + stall_seconds
         while pending:
             if server.wait_job_closed(pending[0], max(0.0, deadline - time.monotonic())):
                 pending.pop(0)
                 continue
             for job_id in list(pending):  # a stall period passed: who delivered nothing?
-                now = server.bytes_received(job_id)
-                if now == seen[job_id]:
+                now = _bytes_received(server, job_id)
+                if now is None:  # forgotten: nothing more will come
+                    pending.remove(job_id)
+                elif now == seen[job_id]:
                     pending.remove(job_id)
                     self._logger.warning(
                         "job %s: its node's log channel delivered nothing for %g s after the "
                         "job ended; giving up on it", job_id, stall_seconds)
                 seen[job_id] = now
             deadline = time.monotonic() + stall_seconds
+
+
+def _bytes_received(server: LogServer, job_id: int) -> int | None:
+    """What the job delivered so far; None once it is forgotten (a late-hello time over)."""
+    try:
+        return server.bytes_received(job_id)
+    except KeyError:
+        return None
 
 
 def job_hook(hook: Any, context: RunContext) -> list[Callable[[ComputeJob], object]]:

@@ -100,7 +100,9 @@ class RunReporter:
         """This run's journal lines (those the report reads), one job's after the other: the
         started lines of a retried job's attempts, then its ended line; then the started line
         of each job the run left running."""
-        by_id = {job.id: job for job in jobs}
+        by_id: Any = jobs  # a batch's ids are its indices (the runner's numbering)
+        if any(job.id != index for index, job in enumerate(jobs)):
+            by_id = {job.id: job for job in jobs}
         for job_id in self._ended:
             yield from self._job_lines(run, by_id[job_id], False)
         for job_id in self._running:

@@ -13,6 +13,7 @@ from lofarexec.channel.logserver import LogServer
 from lofarexec.channel.protocol import encode_frame, hello
 from tests.channel.logserver_helpers import (
     HOST,
+    RECIPE,
     connect,
     finish,
     log_frame,
@@ -60,6 +61,36 @@ def test_wait_on_unknown_or_forgotten_job(server: LogServer) -> None:
 
 
 # --- forgetting a final job --------------------------------------------------------------------
+
+
+def test_a_job_that_ends_unheard_is_forgotten_after_the_late_hello_time() -> None:
+    """A run holds channel state for its running jobs and the last moment's ended ones, not
+    for every job it ran (issue 17): an unheard job goes at the first end after its time."""
+    with LogServer(recipe_name=RECIPE, late_hello_seconds=0) as server:
+        for job_id in range(100):
+            server.register_job(job_id, HOST)
+            said_hello, forgotten = server.job_ended(job_id)
+            assert (said_hello, forgotten) == (False, False)  # a hello may still come
+        assert server.ended_jobs() == []  # the late-hello time is over for every one
+        with pytest.raises(KeyError):
+            server.bytes_received(0)
+
+
+def test_a_late_hello_is_admitted_and_the_batch_end_waits_for_its_channel(
+    server: LogServer, captured: pytest.LogCaptureFixture, first_record: threading.Event
+) -> None:
+    token = server.register_job(1, HOST)
+    assert server.job_ended(1) == (False, False)  # ended before its node's hello came in
+    assert server.ended_jobs() == [1]
+    with connect(server) as sock:
+        sock.sendall(encode_frame(hello(1, token)) + log_frame(msg="late but welcome"))
+        assert first_record.wait(5)
+        assert server.ended_jobs() == [1]  # its channel is open: waited for
+        assert server.wait_job_closed(1, timeout=0.05) is False
+        finish(sock)
+    assert server.wait_job_closed(1, timeout=5) is True
+    assert [r.getMessage() for r in node_records(captured)] == ["late but welcome"]
+    assert server_warnings(captured) == []
 
 
 def test_forget_is_safe_twice_and_for_an_unknown_job(server: LogServer) -> None:

@@ -15,7 +15,8 @@ so N may exceed the daemons), for N in ``--hosts`` (4, 16, 32, 64) and J in ``--
 Each run is a worker process of its own (``--worker``); this script samples it every few ms
 from outside: its threads and open fds above its idle baseline, plus the threads, fds and
 count of every local process whose command line names the aliases' config (ssh clients and
-ControlMasters, GNU parallel itself). Columns: wall s, wall ms per host, peak threads, fds per
+ControlMasters, GNU parallel itself). Columns: wall s, wall ms per host, peak threads (all;
+``ctl thr``: the control process's own, above its idle baseline), fds per
 host (control process; all local processes), local processes per host, teardown s (lofarexec:
 ``Backend.close()``; parallel-ssh: ``disconnect()``). Slope: (wall at the largest N - wall at
 the smallest) / (difference in hosts), per contender and J; ratios against parallel-ssh are
@@ -202,7 +203,7 @@ class Sampler(threading.Thread):
         super().__init__(daemon=True)
         self.pid, self.marker = pid, marker
         self.base_threads, self.base_fds = _threads_fds(pid)
-        self.peak = {"threads": 0, "fds": 0, "all_fds": 0, "processes": 0}
+        self.peak = {"threads": 0, "own_threads": 0, "fds": 0, "all_fds": 0, "processes": 0}
         self.stopped = threading.Event()
 
     def run(self) -> None:
@@ -210,7 +211,8 @@ class Sampler(threading.Thread):
             threads, fds = _threads_fds(self.pid)
             threads, fds = threads - self.base_threads, fds - self.base_fds
             others = [_threads_fds(pid) for pid in _marked(self.marker, self.pid)]
-            sample = {"threads": threads + sum(t for t, _ in others), "fds": fds,
+            sample = {"threads": threads + sum(t for t, _ in others), "own_threads": threads,
+                      "fds": fds,
                       "all_fds": fds + sum(f for _, f in others), "processes": len(others)}
             for key, value in sample.items():
                 self.peak[key] = max(self.peak[key], value)
@@ -268,6 +270,7 @@ def row(tool: str, hosts: int, per_host: int, result: dict) -> str:
     teardown = "-" if result["teardown"] is None else f"{result['teardown']:.3f}"
     return (f"| {tool:18} | {hosts:3} | {per_host:2} | {result['wall']:6.3f} | "
             f"{result['wall'] / hosts * 1000:6.1f} | {result['threads']:4} | "
+            f"{result['own_threads']:4} | "
             f"{result['fds'] / hosts:5.2f} | {result['all_fds'] / hosts:5.2f} | "
             f"{result['processes'] / hosts:5.2f} | {teardown:>7} |")
 
@@ -286,9 +289,9 @@ def bench(options: argparse.Namespace, folder: Path) -> int:
             names = [name for name in names if name in options.tools.split(",")]
         common.print_header(f"bench_hosts: /bin/true, {counts} hosts (aliases over "
                             f"{options.daemons} sshd), {per_hosts} jobs per host, {SLOTS} slots")
-        print("| tool               |   N |  J | wall s | ms/host | thr | fds/h | all fds/h | "
-              "proc/h | teardown s |")
-        print("|---|---|---|---|---|---|---|---|---|---|")
+        print("| tool               |   N |  J | wall s | ms/host | thr | ctl thr | fds/h | "
+              "all fds/h | proc/h | teardown s |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
         results = {}
         for per_host in per_hosts:
             for hosts in counts:

@@ -19,6 +19,7 @@ import threading
 import paramiko
 
 from lofarexec.errors import ConfigError, HostKeyError
+from lofarexec.transport import out_of_descriptors
 
 from .settings import DEFAULT_CONFIG_FILE, ParamikoSettings
 
@@ -245,7 +246,8 @@ class KnownHosts:
                 try:
                     host_keys.load(path)
                 except (OSError, paramiko.SSHException, ValueError) as exc:
-                    raise HostKeyError(f"cannot read the known_hosts file {path}: {exc}",
+                    words = out_of_descriptors(exc) or exc  # then what to do, not errno 24
+                    raise HostKeyError(f"cannot read the known_hosts file {path}: {words}",
                                        host=host) from exc
             self._files[path] = host_keys
         return host_keys

@@ -131,8 +131,8 @@ def test_connections_are_reused_and_torn_down(ssh_testbed, tmp_path, monkeypatch
     private_tmp = Path(tempfile.mkdtemp(prefix="t", dir="/tmp"))  # short: a socket lives here
     monkeypatch.setattr(tempfile, "tempdir", str(private_tmp))  # where the control folder goes
     before = accepted_logins(ssh_testbed, "node2")
-    jobs = [ComputeJob("node2", "/bin/true") for _ in range(10)]
-    run(tmp_path, ssh_config_text(ssh_testbed), jobs, max_per_node=1)
+    jobs = [ComputeJob("node2", "/bin/true") for _ in range(10)]  # an ssh process each
+    run(tmp_path, ssh_config_text(ssh_testbed, "launch = process\n"), jobs, max_per_node=1)
     assert all(job.results["state"] == "succeeded" for job in jobs)
     assert accepted_logins(ssh_testbed, "node2") - before == 1
     leftovers = subprocess.run(["pgrep", "-f", str(private_tmp)], capture_output=True, text=True)
@@ -144,13 +144,29 @@ def test_connections_are_reused_and_torn_down(ssh_testbed, tmp_path, monkeypatch
 @pytest.mark.parametrize("launch, logins", [("process", 4), ("agent", 1)])
 def test_no_reuse_means_a_login_per_ssh_process(ssh_testbed, tmp_path, launch, logins):
     """One per job with a process per job, and one for the end-of-run audit; one per host
-    with its agent (the audit is a job of the agent)."""
+    with its agent (the audit is a job of the agent), as with reuse: it needs no master."""
     before = accepted_logins(ssh_testbed, "node3")
     jobs = [ComputeJob("node3", "/bin/true") for _ in range(3)]
     run(tmp_path, ssh_config_text(ssh_testbed, f"reuse_connections = no\nlaunch = {launch}\n"),
         jobs, max_per_node=1)
     assert [job.results["state"] for job in jobs] == ["succeeded"] * 3
     assert accepted_logins(ssh_testbed, "node3") - before == logins
+
+
+def test_an_agent_is_one_plain_ssh_per_host_without_a_master(ssh_testbed, tmp_path,
+                                                              monkeypatch):
+    """launch = agent: one login and one local ssh process for all of a host's jobs, and no
+    ControlMaster (no control folder, no socket, no master left)."""
+    made: list[str] = []
+    mkdtemp = tempfile.mkdtemp
+    monkeypatch.setattr(tempfile, "mkdtemp", lambda *args, **options: made.append(
+        options.get("prefix", "")) or mkdtemp(*args, **options))
+    before = accepted_logins(ssh_testbed, "node1")
+    jobs = [ComputeJob("node1", "/bin/true") for _ in range(6)]
+    run(tmp_path, ssh_config_text(ssh_testbed), jobs, max_per_node=2)
+    assert all(job.results["state"] == "succeeded" for job in jobs)
+    assert accepted_logins(ssh_testbed, "node1") - before == 1
+    assert "lofarexec-ssh-" not in made  # no control folder: no master
 
 
 def test_the_token_never_reaches_a_command_line(ssh_testbed):

@@ -24,10 +24,13 @@ fresh subprocess (this script with ``--worker``):
   end of the run (tracing slows the run, so it is never timed).
 
 ``--profile`` also prints the cProfile top of the scheduler and of the runner (one run each).
+``--large`` is issue 17's scale, 1,000,000 jobs over 10,000 hosts (minutes, not seconds);
+``--jobs``/``--hosts`` set any other. Memory per job is the tracemalloc peak less what the
+built jobs hold, over the number of jobs: what the run itself holds at its worst.
 
 Usage::
 
-    python bench/bench_scheduler.py [--quick] [--profile]
+    python bench/bench_scheduler.py [--quick | --large | --jobs N --hosts H] [--profile]
 
 Exit status: 0 after a complete run (targets met or not: the table says which), 1 if something
 it needs is missing, 2 if a run went wrong (a job did not succeed, a worker failed).
@@ -60,9 +63,13 @@ HOSTS = 1_000
 SLOTS = 4
 QUICK_JOBS = 10_000
 QUICK_HOSTS = 100
+LARGE_JOBS = 1_000_000
+LARGE_HOSTS = 10_000
 DEFAULT_ROUNDS = 3
 TARGET_US_PER_JOB = 20.0
-TARGET_PEAK_MB = 300.0
+TARGET_PEAK_MB = 300.0  # at the default 100,000 jobs
+TARGET_RUNNER_US_PER_JOB = 15.0  # issue 17: the whole JobRunner.schedule, at 1M x 10k
+TARGET_RUNNER_KB_PER_JOB = 0.6
 KINDS = ("scheduler", "runner", "ref-deque")
 MB = 1024 * 1024
 
@@ -177,7 +184,7 @@ def spawn(kind: str, measure: str, jobs: int, hosts: int) -> dict:
     """Run one measurement in a fresh interpreter."""
     argv = [sys.executable, os.path.abspath(__file__), "--worker", kind, measure,
             str(jobs), str(hosts)]
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=1200,
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=3600,
                             stdin=subprocess.DEVNULL)
     if result.returncode != 0:
         raise BenchError(f"worker {kind}/{measure} exited {result.returncode}: "
@@ -235,12 +242,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
                         help=f"{QUICK_JOBS} jobs over {QUICK_HOSTS} hosts, 1 round: a smoke test")
+    parser.add_argument("--large", action="store_true",
+                        help=f"{LARGE_JOBS} jobs over {LARGE_HOSTS} hosts (issue 17's scale)")
+    parser.add_argument("--jobs", type=int, help=f"jobs (default {JOBS})")
+    parser.add_argument("--hosts", type=int, help=f"hosts (default {HOSTS})")
     parser.add_argument("--rounds", type=int,
                         help=f"timing runs per kind (default {DEFAULT_ROUNDS})")
     parser.add_argument("--profile", action="store_true",
                         help="also print cProfile's top functions for scheduler and runner")
     options = parser.parse_args(args)
-    jobs, hosts = (QUICK_JOBS, QUICK_HOSTS) if options.quick else (JOBS, HOSTS)
+    jobs, hosts = ((QUICK_JOBS, QUICK_HOSTS) if options.quick
+                   else (LARGE_JOBS, LARGE_HOSTS) if options.large else (JOBS, HOSTS))
+    jobs, hosts = options.jobs or jobs, options.hosts or hosts
+    if jobs < 1 or hosts < 1:
+        parser.error("--jobs and --hosts must be at least 1")
     rounds = options.rounds or (1 if options.quick else DEFAULT_ROUNDS)
     if not 1 <= rounds <= 20:
         parser.error("--rounds must be between 1 and 20")
@@ -294,6 +309,16 @@ def main(argv: list[str] | None = None) -> int:
               f"{verdict(us < TARGET_US_PER_JOB)}); peak tracemalloc {peak[kind]:.1f} MB, "
               f"RSS {rss[kind]:.1f} MB (target < {TARGET_PEAK_MB:g} for both: "
               f"{verdict(worst < TARGET_PEAK_MB)}){note}")
+    held = {kind: (traces[kind]["trace_peak"] - traces[kind]["trace_after_build"]) / jobs / 1024
+            for kind in KINDS}
+    print(f"held by the run at its peak, beyond the built jobs: scheduler "
+          f"{held['scheduler']:.3f} KB/job, runner {held['runner']:.3f} KB/job")
+    runner_us = best["runner"] / jobs * 1e6
+    print(f"issue 17, whole JobRunner.schedule (set for 1M jobs x 10k hosts; this run {jobs} x "
+          f"{hosts}): {runner_us:.2f} us/job (target <= {TARGET_RUNNER_US_PER_JOB:g}: "
+          f"{verdict(runner_us <= TARGET_RUNNER_US_PER_JOB)}), {held['runner']:.3f} KB/job "
+          f"(target <= {TARGET_RUNNER_KB_PER_JOB:g}: "
+          f"{verdict(held['runner'] <= TARGET_RUNNER_KB_PER_JOB)})")
     hooks = (best["runner"] - best["scheduler"]) / jobs * 1e6
     print(f"cost of hooks + journal + log-server registration: {hooks:.2f} us/job "
           f"(runner minus scheduler)")

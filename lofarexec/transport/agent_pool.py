@@ -57,6 +57,7 @@ class AgentPool:
         self._ended: list[AgentClient] = []
         self._budget = budget
         self._loop: AgentLoop | None = None  # made with the first agent
+        self._closed = False
 
     def start(self, request: LaunchRequest, report: Report) -> JobHandle:
         """Start ``request`` through its host's agent; a host name that could pass for an
@@ -66,7 +67,11 @@ class AgentPool:
             report(Outcome(None, transport_error=problem))
             return NothingToKill()
         while True:  # an agent may stop taking jobs between the look-up and the offer
-            handle = self._agent(request.host).offer(request, report)
+            agent = self._agent(request.host)
+            if agent is None:
+                report(Outcome(None, transport_error=f"{request.host}: the backend is closing"))
+                return NothingToKill()
+            handle = agent.offer(request, report)
             if handle is not None:
                 return handle
 
@@ -77,6 +82,7 @@ class AgentPool:
             agents = [*self._agents.values(), *self._ended]
             self._agents, self._ended = {}, []
             loop, self._loop = self._loop, None
+            self._closed = True
         for agent in agents:
             agent.shutdown()
         deadline = time.monotonic() + self._kill_grace + KILL_CONFIRM + 5.0
@@ -100,8 +106,12 @@ class AgentPool:
         return self._launcher_argv(host, agent_command(self._python, pinger.silence_limit,
                                                        marker))
 
-    def _agent(self, host: str) -> AgentClient:
+    def _agent(self, host: str) -> AgentClient | None:
+        """The host's agent, made (and its slot requested) if it has none that takes jobs;
+        None once the pool is closed."""
         with self._lock:
+            if self._closed:
+                return None
             agent = self._agents.get(host)
             if agent is not None and agent.usable():
                 return agent

@@ -144,3 +144,15 @@ def test_every_agent_is_told_to_close_before_any_is_waited_for(no_threads_left,
     pool.close()
     assert events == ["stop"] * HOSTS + ["wait"] * HOSTS
     assert all(reports.wait(number, timeout=0).returncode == -15 for number in range(HOSTS))
+
+
+def test_a_job_started_after_close_is_told_so_and_starts_nothing(no_threads_left,
+                                                                 spawn_threads) -> None:
+    pool, reports = make_pool(DescriptorBudget(None)), Reports()
+    pool.start(request(1, "h1"), reports(1))
+    assert reports.wait(1) == Outcome(0)
+    pool.close()
+    pool.start(request(2, "h1"), reports(2))
+    assert reports.wait(2, timeout=0).transport_error == "h1: the backend is closing"
+    assert len(spawn_threads) == 1
+    pool.close()  # safe twice

@@ -211,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
             result = run_once(Path(tmp), nodes, records, profile=True)
             print(f"--- cProfile, log server thread, {result['total']:,} records: top 25 by "
                   "tottime ---")
-            pstats.Stats(result["profiler"], stream=sys.stdout).sort_stats("tottime").print_stats(25)
+            pstats.Stats(result["profiler"], stream=sys.stdout).sort_stats(
+                "tottime").print_stats(25)
             pstats.Stats(result["profiler"], stream=sys.stdout).sort_stats(
                 "cumulative").print_stats(25)
     print_load(before)

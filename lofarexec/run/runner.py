@@ -5,8 +5,9 @@ The recipe layer owns the CLI and the logging set-up; this module owns what happ
 ``[remote] method``, starts the run's :class:`~lofarexec.channel.logserver.LogServer`, builds
 each job's :class:`~lofarexec.backend.LaunchRequest` (argv, node environment, token), hands the
 batch to the :class:`~lofarexec.run.scheduler.Scheduler` and relays its events to the plugin
-hooks. A job's token is withdrawn (``LogServer.forget_job``) once the job has its final state
-and its node's channel is closed.
+hooks. A job's token is withdrawn once the job has its final state and its node's channel is
+closed; for a node never heard from, a moment later (a late hello may be on its way: see
+:mod:`lofarexec.channel.jobtable`), so a run holds channel state only for its running jobs.
 """
 
 from __future__ import annotations

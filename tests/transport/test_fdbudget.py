@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 
+from lofarexec.transport import Slot
 from lofarexec.transport.fdbudget import MIN_RESERVE, DescriptorBudget, budget_capacity
 
 
@@ -12,6 +13,7 @@ def test_slots_beyond_the_capacity_wait_in_order_and_are_granted_on_release() ->
     budget = DescriptorBudget(7)
     granted: list[str] = []
     slots = {name: budget.slot(3) for name in "abcd"}
+    assert all(type(slot) is Slot for slot in slots.values())  # the toolkit's public name
     for name, slot in slots.items():
         slot.request(granted=lambda name=name: granted.append(name))
     assert granted == ["a", "b"] and budget.used == 6 and budget.waiting == 2

@@ -18,8 +18,37 @@ from lofarexec.testing.procs import wait_gone
 
 REPO = Path(__file__).resolve().parent.parent
 
-__all__ = ["REPO", "Reports", "kill_control_node_outright", "process_alive", "require_sshd",
-           "wait_gone", "write_config"]
+__all__ = ["ESCAPING_NODE", "REPO", "Reports", "escaped", "kill_control_node_outright",
+           "process_alive", "require_sshd", "wait_gone", "write_config"]
+
+#: A node that double-forks a sleeper into a session of its own (out of its job's process-group
+#: kill; its stdio on /dev/null), which writes "PID NETNS" to argv[1] and execs; the node ends
+#: once it has (the pipe's end closes). The end-of-run audit's quarry.
+ESCAPING_NODE = """\
+import os, sys
+path = sys.argv[1]
+read_end, write_end = os.pipe()
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        with open(path + ".new", "w") as out:
+            out.write(f"{os.getpid()} {os.readlink('/proc/self/ns/net')}")
+        os.rename(path + ".new", path)
+        os.execvp("sleep", ["sleep", "300"])  # closes write_end (not inheritable)
+    os._exit(0)
+os.close(write_end)
+os.wait()
+os.read(read_end, 1)  # end of file once the sleeper exec'd
+"""
+
+
+def escaped(path: Path) -> tuple[int, str]:
+    """The pid and network namespace an :data:`ESCAPING_NODE` sleeper wrote to ``path``."""
+    pid, namespace = path.read_text().split()
+    return int(pid), namespace
 
 
 class Reports:

@@ -268,7 +268,7 @@ def test_the_end_of_run_audit_kills_what_a_node_left_through_the_template(
         ssh_testbed, tmp_path, caplog, launch):
     """A sleeper double-forked out of its job's process group on node1 and node2 is named by
     host and pid after the run and killed, through ``ssh {host} {command}``."""
-    from tests.run.test_audit import audit_lines, escaping_jobs
+    from tests.run.test_audit import assert_named_by_host_and_killed, escaping_jobs
 
     jobs, pid_files = escaping_jobs(tmp_path, ["node1", "node2"])
     text = (f"[remote]\nmethod = cmdline\n[cmdline]\nlaunch = {launch}\n"
@@ -279,10 +279,4 @@ def test_the_end_of_run_audit_kills_what_a_node_left_through_the_template(
         JobRunner(config, recipe_name="audit", error=threading.Event(),
                   progress=False).schedule(jobs)
     assert all(job.results["state"] == "succeeded" for job in jobs), jobs[0].results
-    pids = [int(path.read_text()) for path in pid_files]
-    lines = audit_lines(caplog)
-    assert len(lines) == 2, lines
-    for host, pid in zip(["node1", "node2"], pids):
-        [line] = [line for line in lines if line.startswith(f"end-of-run audit: {host}:")]
-        assert f"pid {pid} (sleep 300)" in line
-    assert wait_gone(pids, 10), "a sleeper survived the audit"
+    assert_named_by_host_and_killed(caplog, ["node1", "node2"], pid_files)

@@ -371,7 +371,7 @@ def test_a_node_script_in_a_folder_with_spaces(tmp_path):
 def test_the_end_of_run_audit_kills_what_a_node_left_through_mpirun(tmp_path, caplog):
     """A sleeper double-forked out of its job's process group (and so out of Open MPI's
     kill) is named by host and pid after the run and killed by one more mpirun per host."""
-    from tests.run.test_audit import audit_lines, escaping_jobs
+    from tests.run.test_audit import assert_named_by_host_and_killed, escaping_jobs
 
     require_open_mpi()
     hosts = local_host_names()[:2]
@@ -383,10 +383,4 @@ def test_the_end_of_run_audit_kills_what_a_node_left_through_mpirun(tmp_path, ca
         JobRunner(config, recipe_name="audit", error=threading.Event(),
                   progress=False).schedule(jobs)
     assert all(job.results["state"] == "succeeded" for job in jobs), jobs[0].results
-    pids = [int(path.read_text()) for path in pid_files]
-    lines = audit_lines(caplog)
-    assert len(lines) == 2, lines  # one machine: each host's audit names its own
-    for host, pid in zip(hosts, pids):
-        [line] = [line for line in lines if line.startswith(f"end-of-run audit: {host}:")]
-        assert f"pid {pid} (sleep 300)" in line
-    assert wait_gone(pids, 10), "a sleeper survived the audit"
+    assert_named_by_host_and_killed(caplog, hosts, pid_files)

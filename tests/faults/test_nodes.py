@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.faults.runs import FaultRun, stop, wait_for
-from tests.helpers import wait_gone
+from tests.helpers import ESCAPING_NODE, escaped, wait_gone
 
 pytestmark = pytest.mark.slow
 
@@ -99,29 +99,6 @@ def test_a_control_node_sigkilled_mid_run_then_resume(netns_bed, tmp_path):
     resume_finishes(run, go, idle_sessions=True)
 
 
-#: A node that double-forks a sleeper into a session of its own (out of its job's process-group
-#: kill), which writes "PID NETNS" to argv[1] and execs; the node ends once it has.
-ESCAPING_NODE = """\
-import os, sys
-path = sys.argv[1]
-read_end, write_end = os.pipe()
-if os.fork() == 0:
-    os.setsid()
-    if os.fork() == 0:
-        null = os.open(os.devnull, os.O_RDWR)
-        for fd in (0, 1, 2):
-            os.dup2(null, fd)
-        with open(path + ".new", "w") as out:
-            out.write(f"{os.getpid()} {os.readlink('/proc/self/ns/net')}")
-        os.rename(path + ".new", path)
-        os.execvp("sleep", ["sleep", "300"])
-    os._exit(0)
-os.close(write_end)
-os.wait()
-os.read(read_end, 1)
-"""
-
-
 def test_a_process_a_node_left_on_a_namespace_host_is_found_by_host_and_pid_and_killed(
         netns_bed, tmp_path):
     """The end-of-run audit, through each host's agent: a sleeper left on node1 and one on
@@ -136,11 +113,11 @@ def test_a_process_a_node_left_on_a_namespace_host_is_found_by_host_and_pid_and_
     assert run.run() == 0, run.stderr
     assert run.states() == {"succeeded": 4}
     for host in hosts:
-        pid, namespace = (tmp_path / host).read_text().split()
+        pid, namespace = escaped(tmp_path / host)
         # it ran in its host's namespace, and the audit of that host named it
         assert namespace == f"net:[{os.stat(f'/run/netns/{netns_bed.namespace(host)}').st_ino}]"
         [line] = [line for line in run.stderr.splitlines()
                   if f"end-of-run audit: {host}: " in line]
         assert "1 process(es) of the run still alive" in line and f"pid {pid} (sleep 300)" in line
-        assert wait_gone(int(pid), 10), f"{host}: the sleeper survived the audit"
+        assert wait_gone(pid, 10), f"{host}: the sleeper survived the audit"
     run.assert_nothing_left()

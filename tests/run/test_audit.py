@@ -27,29 +27,7 @@ from lofarexec.run.audit import (
 )
 from lofarexec.run.runner import JobRunner
 from lofarexec.testing.procs import running, wait_gone
-from tests.helpers import write_config
-
-#: A node that double-forks a sleeper into a session of its own (its stdio on /dev/null), and
-#: ends once the sleeper has written its pid to argv[1] and exec'd (the pipe's end closes).
-ESCAPING_NODE = """\
-import os, sys
-path = sys.argv[1]
-read_end, write_end = os.pipe()
-if os.fork() == 0:
-    os.setsid()
-    if os.fork() == 0:
-        null = os.open(os.devnull, os.O_RDWR)
-        for fd in (0, 1, 2):
-            os.dup2(null, fd)
-        with open(path + ".new", "w") as out:
-            out.write(str(os.getpid()))
-        os.rename(path + ".new", path)
-        os.execvp("sleep", ["sleep", "300"])  # closes write_end (not inheritable)
-    os._exit(0)
-os.close(write_end)
-os.wait()
-os.read(read_end, 1)  # end of file once the sleeper exec'd
-"""
+from tests.helpers import ESCAPING_NODE, escaped, write_config
 
 
 def run(tmp_path: Path, text: str, jobs: list[ComputeJob]) -> threading.Event:
@@ -72,6 +50,19 @@ def escaping_jobs(tmp_path: Path, hosts: list[str]) -> tuple[list[ComputeJob], l
 def audit_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [record.getMessage() for record in caplog.records
             if "end-of-run audit" in record.getMessage()]
+
+
+def assert_named_by_host_and_killed(caplog: pytest.LogCaptureFixture, hosts: list[str],
+                                    pid_files: list[Path]) -> None:
+    """One audit line per host that had a sleeper (hosts sharing a process table each name
+    their own), naming its pid; and every sleeper gone."""
+    pids = [escaped(path)[0] for path in pid_files]
+    lines = audit_lines(caplog)
+    assert len(lines) == len(pids), lines
+    for host, pid in zip(hosts, pids):
+        [line] = [line for line in lines if line.startswith(f"end-of-run audit: {host}:")]
+        assert f"pid {pid} (sleep 300)" in line
+    assert wait_gone(pids, 10), "a sleeper survived the audit"
 
 
 # -- the pieces --------------------------------------------------------------------------------
@@ -126,7 +117,7 @@ def test_a_sleeper_escaping_its_jobs_kill_is_named_and_killed_locally(tmp_path, 
     jobs, pid_files = escaping_jobs(tmp_path, ["localhost"])
     with caplog.at_level(logging.WARNING):
         error = run(tmp_path, "", jobs)
-    pid = int(pid_files[0].read_text())
+    pid = escaped(pid_files[0])[0]
     assert not error.is_set()  # every job succeeded: what it left is a warning
     [line] = audit_lines(caplog)
     assert "localhost: 1 process(es) of the run still alive" in line
@@ -141,7 +132,7 @@ def test_a_clean_run_warns_nothing_and_audit_off_leaves_the_sleeper(tmp_path, ca
     assert audit_lines(caplog) == []
     jobs, pid_files = escaping_jobs(tmp_path, ["localhost"])
     run(tmp_path, "[remote]\nmethod = local\naudit = off\n", jobs)
-    pid = int(pid_files[0].read_text())
+    pid = escaped(pid_files[0])[0]
     try:
         assert audit_lines(caplog) == [] and running(pid)
     finally:
@@ -160,13 +151,7 @@ def test_sleepers_escaping_on_ssh_hosts_are_named_by_host_and_killed(ssh_testbed
     with caplog.at_level(logging.WARNING):
         error = run(tmp_path, text, jobs)
     assert not error.is_set()
-    pids = [int(path.read_text()) for path in pid_files]
-    lines = audit_lines(caplog)
-    assert len(lines) == 2, lines  # the bed's hosts share a process table: each names its own
-    for host, pid in zip(hosts, pids):
-        [line] = [line for line in lines if line.startswith(f"end-of-run audit: {host}:")]
-        assert f"pid {pid} (sleep 300)" in line
-    assert wait_gone(pids, 10), "a sleeper survived the audit"
+    assert_named_by_host_and_killed(caplog, hosts, pid_files)
 
 
 def test_a_backend_without_audit_is_skipped_in_one_info_line(tmp_path, caplog):

@@ -238,16 +238,22 @@ class AgentClient:
             self._argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             start_new_session=True)  # Ctrl-C: ours to pass on
 
+    def _die_locked(self, reason: str) -> list[AgentJob]:
+        """Mark the agent dead for ``reason`` (unless it is closing) and take the start requests
+        it will never send: their jobs, for the caller to fail. The lock is held."""
+        self._dead = True
+        if not self._closing:
+            self._end_reason = reason
+        unstarted = [job for what, job, _ in self._requests if what == "start"]
+        self._requests.clear()
+        return unstarted
+
     def _finish_unlaunched(self, reason: str) -> None:
         """The program never started (or never will): fail the queued jobs with ``reason``."""
         with self._lock:
             if self._dead:
                 return
-            self._dead = True
-            if not self._closing:
-                self._end_reason = reason
-            unstarted = [job for what, job, _ in self._requests if what == "start"]
-            self._requests.clear()
+            unstarted = self._die_locked(reason)
         try:
             for job in unstarted:
                 job.report(job.outcome(None, reason))
@@ -452,11 +458,7 @@ class AgentClient:
         else:
             reason = f"the host's agent or its connection ended (status {status}): {said}"
         with self._lock:
-            self._dead = True
-            if not self._closing:
-                self._end_reason = reason
-            unstarted = [job for what, job, _ in self._requests if what == "start"]
-            self._requests.clear()
+            unstarted = self._die_locked(reason)
         try:
             self._report_end(reason, unstarted)
         finally:

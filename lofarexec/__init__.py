@@ -6,10 +6,8 @@ compute node can ``import lofarexec.node`` with nothing but the standard library
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 from lofarexec import _moved
+from lofarexec._lazy import lazy_attributes
 
 __version__ = "0.1.0"
 
@@ -62,14 +60,4 @@ _EXPORTS: dict[str, str] = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module_name = _EXPORTS.get(name)
-    if module_name is None:
-        raise AttributeError(f"module 'lofarexec' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module_name), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_attributes(__name__, _EXPORTS, globals())

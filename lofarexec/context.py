@@ -9,11 +9,26 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import threading
 from pathlib import Path
+
+_MILLISECOND = datetime.timedelta(milliseconds=1)
+_last_started = datetime.datetime.min
+_started_lock = threading.Lock()
 
 
 def _now() -> str:
-    return datetime.datetime.now().isoformat(timespec="milliseconds")
+    """The time now to the millisecond, later than any earlier call's in this process.
+
+    Journal lines and report attempts are keyed on (this stamp, job id), so two batches begun
+    within one millisecond (small or dry runs) must not share a stamp.
+    """
+    global _last_started
+    with _started_lock:
+        now = datetime.datetime.now()
+        now = now.replace(microsecond=now.microsecond // 1000 * 1000)
+        _last_started = max(now, _last_started + _MILLISECOND)
+        return _last_started.isoformat(timespec="milliseconds")
 
 
 @dataclasses.dataclass

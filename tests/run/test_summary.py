@@ -57,3 +57,11 @@ def test_the_reporter_s_attempts_are_those_of_the_lines_the_hooks_saw(tmp_path: 
     assert sorted(map(repr, reporter._attempts)) == sorted(map(repr, expected))
     assert (tmp_path / "report.html").is_file()
     assert not reporter._running and not reporter._ended and not reporter._earlier
+
+
+def test_batches_begun_within_one_millisecond_have_distinct_stamps(tmp_path: Path):
+    """Journal lines are keyed on (batch stamp, job id): back-to-back batches never share one."""
+    stamps = [RunContext("recipe", "mock", tmp_path, ("127.0.0.1", 1)).started
+              for _ in range(50)]
+    assert len(set(stamps)) == len(stamps)
+    assert stamps == sorted(stamps)

@@ -17,7 +17,7 @@ import re
 import secrets
 import shlex
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import TextIO
 
 from lofarexec.backend import Backend, LaunchPreview, LaunchRequest
@@ -49,23 +49,30 @@ class HostPlan:
     job_ids: list[int]
 
 
-def host_plans(jobs: Sequence[ComputeJob]) -> list[HostPlan]:
-    """The jobs grouped by host, hosts in the order of their first job; host-less jobs last."""
+def host_plans(jobs: Sequence[ComputeJob],
+               skipped: Collection[int] = frozenset()) -> list[HostPlan]:
+    """The jobs grouped by host, hosts in the order of their first job; host-less jobs last.
+    The ``skipped`` indices (succeeded before, ``--resume``) are in no plan."""
     plans: dict[str | None, HostPlan] = {}
     for index, job in enumerate(jobs):
-        plans.setdefault(job.host, HostPlan(job.host, [])).job_ids.append(index)
+        if index not in skipped:
+            plans.setdefault(job.host, HostPlan(job.host, [])).job_ids.append(index)
     open_plan = plans.pop(None, None)
     return [*plans.values(), *([open_plan] if open_plan else [])]
 
 
 def show_dry_run(jobs: Sequence[ComputeJob], backend: Backend, limits: Limits,
                  pool: Sequence[str] | None, request_for: RequestFor,
-                 out: TextIO | None = None) -> None:
+                 out: TextIO | None = None, skipped: Collection[int] = frozenset()) -> None:
     """Print the plan of ``jobs`` and the previews of the first one or two to ``out`` (stdout),
     and give every job its ``not_started`` result. Raises :class:`JobListError`, as the run
-    would, when a job has no host and there is no pool to place it on."""
+    would, when a job has no host and there is no pool to place it on.
+
+    With ``--resume``, ``skipped`` holds the indices of the jobs that succeeded before: the real
+    run would not start them, so the plan leaves them out, says how many they are, and they keep
+    the results restored from the journal."""
     out = out or sys.stdout
-    plans = host_plans(jobs)
+    plans = host_plans(jobs, skipped)
     pool = list(dict.fromkeys(pool or ()))
     if plans and plans[-1].host is None and not pool:
         raise JobListError(
@@ -75,16 +82,20 @@ def show_dry_run(jobs: Sequence[ComputeJob], backend: Backend, limits: Limits,
     hosts = {plan.host for plan in plans if plan.host}
     if any(plan.host is None for plan in plans):
         hosts |= set(pool)
-    lines = [f"dry run: {_count(len(jobs), 'job')} on {_count(len(hosts), 'host')} with "
-             f"backend {backend.name}; nothing is started"]
+    resumed = (f"; {len(skipped)} of {_count(len(jobs), 'job')} succeeded before and would "
+               "be skipped (--resume)") if skipped else ""
+    lines = [f"dry run: {_count(len(jobs) - len(skipped), 'job')} on "
+             f"{_count(len(hosts), 'host')} with backend {backend.name}; nothing is "
+             f"started{resumed}"]
     lines += plan_table(plans, limits, pool)
-    for job_id in previewed(jobs):
+    for job_id in previewed(jobs, skipped):
         job = jobs[job_id]
         lines += preview_lines(backend, job_id, job.host or pool[0], job, request_for)
     out.write("\n".join(lines) + "\n")
     out.flush()
-    for job in jobs:
-        job.results = JobResult.not_run(job.host, "dry run")
+    for index, job in enumerate(jobs):
+        if index not in skipped:
+            job.results = JobResult.not_run(job.host, "dry run")
 
 
 def plan_table(plans: Sequence[HostPlan], limits: Limits, pool: Sequence[str]) -> list[str]:
@@ -113,14 +124,16 @@ def plan_table(plans: Sequence[HostPlan], limits: Limits, pool: Sequence[str]) -
     return lines
 
 
-def previewed(jobs: Sequence[ComputeJob]) -> list[int]:
-    """The ids of the jobs whose argv is shown: the first, and the first with another command
-    (else the second)."""
-    if not jobs:
+def previewed(jobs: Sequence[ComputeJob], skipped: Collection[int] = frozenset()) -> list[int]:
+    """The ids of the jobs whose argv is shown: the first not ``skipped``, and the first with
+    another command (else the second)."""
+    ids = [index for index in range(len(jobs)) if index not in skipped]
+    if not ids:
         return []
-    other = next((index for index, job in enumerate(jobs) if job.command != jobs[0].command),
-                 1 if len(jobs) > 1 else None)
-    return [0, *([other] if other is not None else [])][:PREVIEWED_JOBS]
+    first = jobs[ids[0]].command
+    other = next((index for index in ids if jobs[index].command != first),
+                 ids[1] if len(ids) > 1 else None)
+    return [ids[0], *([other] if other is not None else [])][:PREVIEWED_JOBS]
 
 
 def preview_lines(backend: Backend, job_id: int, host: str, job: ComputeJob,

@@ -117,9 +117,8 @@ class JobRunner:
         jobs = list(jobs)
         for index, job in enumerate(jobs):
             job.id = index  # the ids the hooks and the report use (the scheduler's too)
-        done_before = resume_batch(
-            jobs, self.config.job_directory if self.resume and not self.dry_run else None,
-            self.logger)
+        done_before = resume_batch(  # a dry run reads the journal too, to show what would run
+            jobs, self.config.job_directory if self.resume else None, self.logger)
         argv_heads = _split_commands(jobs)
         plans = launch_arguments(jobs, self.config.node_arguments)
         if self.plugins is None:
@@ -137,7 +136,7 @@ class JobRunner:
         bind, advertise = self._log_addresses(backend_class, jobs, pool)
         if self.dry_run:
             return self._dry_run(jobs, backend, limits, pool, (advertise or bind, "<port>"),
-                                 argv_heads, plans)
+                                 argv_heads, plans, done_before)
         audit = EndOfRunAudit(self.config, self.recipe_name, self.logger)
         with RunLock(self.config.job_directory), LogServer(
                 bind_address=bind, advertise_address=advertise, recipe_name=self.recipe_name,
@@ -200,9 +199,11 @@ class JobRunner:
     def _dry_run(self, jobs: list[ComputeJob], backend: Backend, limits: Limits,
                  pool: Sequence[str] | None, log_address: tuple[str, str],
                  argv_heads: dict[str, tuple[str, ...]],
-                 plans: Sequence[Sequence[str] | None]) -> dict[int, ComputeJob]:
+                 plans: Sequence[Sequence[str] | None],
+                 done_before: frozenset[int]) -> dict[int, ComputeJob]:
         """Show the plan and the first jobs' argv (:mod:`lofarexec.run.dryrun`): no lock, no
-        log receiver, no backend ``open``, no process, no file; the hooks still hear of it."""
+        log receiver, no backend ``open``, no process, no file; the hooks still hear of it.
+        With ``--resume`` the jobs that succeeded before are left out, as the run would."""
         context = RunContext(self.recipe_name, backend.name, self.config.job_directory,
                              (log_address[0], 0), dry_run=True)
         environment = {**node_environment(self.config),
@@ -220,9 +221,10 @@ class JobRunner:
         assert self.plugins is not None
         self.plugins.hook.lofarexec_run_started(run=context, jobs=jobs)
         try:
-            show_dry_run(jobs, backend, limits, pool, request_for)
-            for job in jobs:  # the log's word for each job, as before the plan was shown
-                self.logger.info("dry run: would run %s on %s", job.command, job.host)
+            show_dry_run(jobs, backend, limits, pool, request_for, skipped=done_before)
+            for index, job in enumerate(jobs):  # the log's word for each job, as ever
+                if index not in done_before:
+                    self.logger.info("dry run: would run %s on %s", job.command, job.host)
         finally:
             self.plugins.hook.lofarexec_run_finished(run=context, jobs=jobs, error=False)
         return {job.id: job for job in jobs if job.id is not None}

@@ -48,7 +48,8 @@ def bed(tmp_path: Path):
     node.write_text(NODE)
     config_path = write_config(tmp_path)
 
-    def run(names: list[str], *, resume: bool, method: str = "local") -> list[ComputeJob]:
+    def run(names: list[str], *, resume: bool, method: str = "local",
+            dry_run: bool = False) -> list[ComputeJob]:
         config = load_config(config_path, job_name="resumed", start_time="2026-01-01T00:00:00")
         if method != "local":
             config.set("remote", "method", method)
@@ -56,7 +57,7 @@ def bed(tmp_path: Path):
                 for name in names]
         runner = JobRunner(config, recipe_name="resumed", error=threading.Event(),
                            plugin_manager=build_plugin_manager([JournalWriter()]),
-                           resume=resume)
+                           resume=resume, dry_run=dry_run)
         runner.schedule(jobs, max_per_node=2)
         return jobs
 
@@ -227,3 +228,24 @@ def test_a_lock_held_by_a_process_killed_outright_is_free(tmp_path):
         holder.stdout.close()
     with RunLock(tmp_path):
         pass
+
+
+def test_a_dry_run_with_resume_shows_only_what_would_run_again(bed, capsys):
+    """-n --resume: the plan leaves out the jobs that succeeded before and says how many; they
+    keep their restored results; nothing runs and the journal is not touched."""
+    folder, run = bed
+    (folder / "fail-b").touch()
+    run(["a", "b", "c"], resume=False)
+    ran(folder)
+    before = {path: path.read_bytes() for path in folder.rglob("*.jsonl")}
+    capsys.readouterr()
+    jobs = run(["a", "b", "c"], resume=True, dry_run=True)
+    shown = capsys.readouterr().out
+    header = shown.splitlines()[0]
+    assert header.startswith("dry run: 1 job on 1 host")
+    assert "2 of 3 jobs succeeded before and would be skipped (--resume)" in header
+    assert "job 1 on localhost" in shown and "job 0 on" not in shown
+    assert [job.results["state"] for job in jobs] == ["succeeded", "not_started", "succeeded"]
+    assert [job.results.get("made") for job in jobs] == ["A", None, "C"]
+    assert ran(folder) == []
+    assert before and {path: path.read_bytes() for path in folder.rglob("*.jsonl")} == before

@@ -80,7 +80,8 @@ def leftover_command(marker: str) -> str:
         "set -- ${s##*) }; "  # after "pid (comm) ": state ppid pgrp ...
         "case $1 in Z|X|x) continue;; esac; "
         f"h=$(tr '\\000' '\\n' <$f 2>/dev/null | sed -n 's/^{ENV_HOST}=//p' | head -n 1); "
-        "c=$(tr '\\000' ' ' </proc/$p/cmdline 2>/dev/null | cut -c1-200); "
+        # one line per process: a newline in an argument must not forge another's line
+        "c=$(tr '\\000\\n\\r' '   ' </proc/$p/cmdline 2>/dev/null | cut -c1-200); "
         f"echo \"{_PREFIX} $p $3 ${{h:--}} $c\"; "
         "done; exit 0"
     )
@@ -90,7 +91,7 @@ def parse_leftovers(host: str, text: str) -> list[Leftover]:
     """The processes :func:`leftover_command` listed in ``text``, run on ``host``, each named
     by its job's host (``host`` when it has none); other lines are ignored."""
     found = []
-    for line in text.splitlines():
+    for line in text.split("\n"):  # not splitlines(): a "\r" in a command ends no line
         match = _LINE.match(line.strip())
         if match:
             owner = host if match[3] == "-" else match[3]

@@ -175,3 +175,27 @@ def test_a_backend_without_audit_is_skipped_in_one_info_line(tmp_path, caplog):
             assert said[0].levelno == logging.INFO
             assert said[0].getMessage().startswith(
                 "end-of-run audit skipped: the srun backend does not take part")
+
+
+def test_a_command_line_with_newlines_forges_no_line_of_the_shell_command():
+    """The remote audit's listing: a newline in a job's argument is one line, so no process the
+    run does not own can be named (and killed) through it."""
+    marker = "0123456789abcdef"
+    forged = "x\nlofarexec-leftover 1 1 - forged\r"
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", forged],
+                               env={**os.environ, ENV_RUN: marker})
+    try:
+        listed = subprocess.run(["/bin/sh", "-c", leftover_command(marker)], check=True,
+                                capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    found = parse_leftovers("here", listed.stdout)
+    assert [(left.pid, left.command) for left in found] == [
+        (sleeper.pid, f"{sys.executable} -c import time; time.sleep(60) x "
+                      "lofarexec-leftover 1 1 - forged")]
+
+
+def test_a_carriage_return_in_a_listed_command_starts_no_line():
+    text = "lofarexec-leftover 12 12 - sleep x\rlofarexec-leftover 1 1 - forged\n"
+    assert [left.pid for left in parse_leftovers("h", text)] == [12]

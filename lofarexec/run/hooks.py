@@ -8,6 +8,7 @@ log server; at the batch's end :meth:`HookRelay.drain_channels` waits for the ch
 
 from __future__ import annotations
 
+import collections
 import functools
 import logging
 import time
@@ -76,12 +77,12 @@ class HookRelay:
         is given up with a warning (the log server says how much it loses as it stops). Their
         tokens end with the log server, right after the batch."""
         server = self._log_server
-        pending = server.ended_jobs()  # a channel still open, or a hello that may come
+        pending = collections.deque(server.ended_jobs())  # a channel open, or a hello that may come
         seen = {job_id: _bytes_received(server, job_id) for job_id in pending}
         deadline = time.monotonic() + stall_seconds
-        while pending:
+        while pending:  # thousands may have ended within the late-hello time: popleft, not pop(0)
             if server.wait_job_closed(pending[0], max(0.0, deadline - time.monotonic())):
-                pending.pop(0)
+                pending.popleft()
                 continue
             for job_id in list(pending):  # a stall period passed: who delivered nothing?
                 now = _bytes_received(server, job_id)

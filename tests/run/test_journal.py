@@ -270,3 +270,35 @@ def test_a_read_only_job_directory_is_one_config_error(tmp_path):
         message = str(excinfo.value)
         assert "\n" not in message and str(disk / "jobs" / JOURNAL_NAME) in message
         assert "Read-only file system" in message and "key 'job_directory'" in message
+
+
+@pytest.mark.parametrize("values", [
+    {"attempts": 1, "start_time": 1.5, "end_time": float("nan"), "job_duration": float("inf"),
+     "returncode": True, "reason": "h\u00e9\ud800 \"q\"\n\t\x01", "state": "failed"},
+    {"attempts": 0, "start_time": None, "returncode": -9, "reason": None, "state": "killed",
+     "host": None, "extra": [1, {"a": None}], "n": 3},
+    {"attempts": 2, "start_time": 1e300, "end_time": -0.0, "job_duration": 123456789012345678,
+     "state": "succeeded", "reason": "\u2603", "out": "x" * 3},
+])
+def test_a_line_is_what_json_dumps_writes_of_its_entry(run, values):
+    """The line is put together from pieces for speed: byte for byte json.dumps's output,
+    whatever the value types (NaN, infinities, bools, surrogates, outputs)."""
+    writer = JournalWriter()
+    run.recipe_name, run.started = "r\u00e9c\"", "2026\n"
+    writer.lofarexec_run_started(run=run)
+    job = ComputeJob("node1", "/bin/true \"\u00e9\"")
+    job.id, job.identity = 7, "abc"
+    job.results = JobResult({"host": "node1", "backend": "local", **values})
+    for event in ("started", "ended"):
+        entry = {"run": run.started, "id": 7, "recipe": run.recipe_name, "command": job.command,
+                 "event": event, **{key: job.results.get(key) for key in
+                                    ("host", "backend", "attempts", "start_time", "end_time",
+                                     "job_duration", "returncode", "state", "reason")}}
+        if event == "ended":
+            entry["identity"] = "abc"
+            outputs = {key: value for key, value in values.items()
+                       if key in ("extra", "n", "out")}
+            if outputs:
+                entry["outputs"] = outputs
+        assert writer._line(job, event) == json.dumps(entry, ensure_ascii=False) + "\n"
+    writer.lofarexec_run_finished()

@@ -197,16 +197,23 @@ def _retried(starts: list[Mapping[str, Any]]) -> list[Attempt]:
 
 
 def _attempt(entry: Mapping[str, Any]) -> Attempt:
-    start, end = _number(entry.get("start_time")), _number(entry.get("end_time"))
-    state = str(entry.get("state") or "unknown")
+    return attempt_of(entry.get("run"), entry.get("recipe"), entry.get("id"),
+                      entry.get("command"), entry)
+
+
+def attempt_of(run: Any, recipe: Any, job_id: Any, command: Any,
+               results: Mapping[str, Any]) -> Attempt:
+    """The attempt a journal line of this run, recipe, job and command gives, whose other
+    keys (state, host, times...) are ``results``: a line, or a job's results."""
+    start, end = _number(results.get("start_time")), _number(results.get("end_time"))
+    state = str(results.get("state") or "unknown")
     if state == _RUNNING:
         end = None  # its run died while it ran: when it ended is unknown
-    job_id, returncode = entry.get("id"), entry.get("returncode")
-    return Attempt(str(entry.get("run") or ""), str(entry.get("recipe") or ""),
-                   job_id if isinstance(job_id, int) else -1, str(entry.get("host") or "?"),
+    returncode, reason = results.get("returncode"), results.get("reason")
+    return Attempt(str(run or ""), str(recipe or ""),
+                   job_id if isinstance(job_id, int) else -1, str(results.get("host") or "?"),
                    state, start, end, returncode if isinstance(returncode, int) else None,
-                   None if entry.get("reason") is None else str(entry["reason"]),
-                   str(entry.get("command") or ""))
+                   None if reason is None else str(reason), str(command or ""))
 
 
 def _number(value: Any) -> float | None:

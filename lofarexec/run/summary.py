@@ -30,6 +30,7 @@ from lofarexec.run.report import (
     AttemptKey,
     RunReport,
     assign_lanes,
+    attempt_of,
     attempts_from_lines,
     counts_text,
     duration_text,
@@ -90,23 +91,31 @@ class RunReporter:
     def lofarexec_run_finished(self, run: RunContext, jobs: list[ComputeJob]) -> None:
         if run.dry_run:
             return
-        self._attempts += attempts_from_lines(self._lines(run, jobs))
+        self._attempts += self._run_attempts(run, jobs)
         self._ended, self._running, self._earlier = [], {}, {}
         report_path = self._write_report(run)
         for line in summary_lines(run, jobs, report_path):
             self.logger.info("%s", line)
 
-    def _lines(self, run: RunContext, jobs: list[ComputeJob]) -> Iterator[dict[str, Any]]:
-        """This run's journal lines (those the report reads), one job's after the other: the
-        started lines of a retried job's attempts, then its ended line; then the started line
-        of each job the run left running."""
+    def _run_attempts(self, run: RunContext, jobs: list[ComputeJob]) -> list[Attempt]:
+        """This run's attempts, as the report would read them from its journal lines, in the
+        order jobs ended, then the jobs the run left running. A job that ran once (nearly
+        all) becomes its attempt at once; a retried or running one goes through its lines
+        (:meth:`_job_lines`)."""
         by_id: Any = jobs  # a batch's ids are its indices (the runner's numbering)
         if any(job.id != index for index, job in enumerate(jobs)):
             by_id = {job.id: job for job in jobs}
+        attempts: list[Attempt] = []
+        earlier, started, recipe = self._earlier, run.started, run.recipe_name
         for job_id in self._ended:
-            yield from self._job_lines(run, by_id[job_id], False)
-        for job_id in self._running:
-            yield from self._job_lines(run, by_id[job_id], True)
+            job = by_id[job_id]
+            if job_id in earlier:
+                attempts += attempts_from_lines(self._job_lines(run, job, False))
+            else:
+                attempts.append(attempt_of(started, recipe, job_id, job.command, job.results))
+        attempts += attempts_from_lines(line for job_id in self._running
+                                        for line in self._job_lines(run, by_id[job_id], True))
+        return attempts
 
     def _job_lines(self, run: RunContext, job: ComputeJob,
                    running: bool) -> Iterator[dict[str, Any]]:

@@ -36,17 +36,23 @@ status`` for each job not killed for a lost link to ``$TMPDIR/lofarexec-agent-<m
 file read over a fresh session by a control node that gave up on a stalled link (removed by the
 agent at a clean end: end-of-file, no job running; else by that reader).
 
-Back-pressure: while over ``_OUTBOX_LIMIT`` bytes wait to be sent, the agent stops reading its
-jobs' pipes (a job writing faster than the link blocks, as on a terminal), never stdin: a kill
-always lands.
+What one turn of its loop says (jobs started, output, ends) goes out in one write at the start
+of the next turn: each write costs the link a packet, and ``sshd`` and ``ssh`` a wake-up and
+crypto. Back-pressure: while over ``_OUTBOX_LIMIT`` bytes wait to be sent, the agent stops
+reading its jobs' pipes (a job writing faster than the link blocks, as on a terminal), never
+stdin: a kill always lands.
 """
 
 import os
-import selectors
-import signal
+import select
 import struct
 import sys
 import time
+
+try:  # the C module: ``signal`` itself imports enum, a few ms more of every agent's start
+    import _signal as signal
+except ImportError:  # pragma: no cover - not CPython
+    import signal
 
 _HEADER = struct.Struct("!cII")
 _CHUNK = 65536
@@ -74,6 +80,30 @@ class _Job:
         self.abandoned = False  # killed because the link ended: its status is not its own
 
 
+class _Poller:
+    """``select.poll`` with each descriptor's data (``selectors`` would cost its imports at
+    every agent's start; ``poll`` also takes any kind of descriptor as stdin)."""
+
+    def __init__(self):
+        self.poll, self.data = select.poll(), {}  # data: fd -> what it is
+
+    def register(self, fd, events, data):
+        self.poll.register(fd, events)
+        self.data[fd] = data
+
+    def unregister(self, fd):
+        self.poll.unregister(fd)
+        del self.data[fd]
+
+    def select(self, timeout):
+        """(fd, its data) of each descriptor ready (or at its end) within ``timeout`` s."""
+        events = self.poll.poll(None if timeout is None else int(timeout * 1000 + 0.999))
+        return [(fd, self.data[fd]) for fd, _ in events if fd in self.data]
+
+
+_READ, _WRITE = select.POLLIN, select.POLLOUT
+
+
 def status_path(marker):
     """Where the agent keeps its jobs' statuses (the reader's shell command names the same)."""
     return os.path.join(os.environ.get("TMPDIR") or "/tmp", "lofarexec-agent-" + marker)
@@ -86,7 +116,7 @@ class Agent:
         self.silence_limit = silence_limit  # seconds without a frame: the control node is gone
         self.heard = self.said = time.monotonic()
         self.ping_interval = silence_limit / _PINGS_PER_LIMIT  # 0: the control node never asks
-        self.selector = selectors.DefaultSelector()
+        self.selector = _Poller()
         self.jobs = {}  # number -> _Job
         self.by_pid = {}
         self.outbox = bytearray()
@@ -107,8 +137,8 @@ class Agent:
         signal.signal(signal.SIGCHLD, lambda *_: None)  # a handler, so the wake-up fd hears it
         for signum in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: self.stop())
-        self.selector.register(0, selectors.EVENT_READ, "stdin")
-        self.selector.register(self.wake_read, selectors.EVENT_READ, "wake")
+        self.selector.register(0, _READ, "stdin")
+        self.selector.register(self.wake_read, _READ, "wake")
         self.send(b"H", 0, b"1")
 
     # -- requests --------------------------------------------------------------------------
@@ -128,7 +158,9 @@ class Agent:
         for fd in (out_read, err_read):
             os.set_blocking(fd, False)
         # posix_spawnp searches the caller's PATH, not the job's: make them the same.
-        os.environb[b"PATH"] = environment.get(b"PATH", os.defpath.encode())
+        path = environment.get(b"PATH", os.defpath.encode())
+        if os.environb.get(b"PATH") != path:
+            os.environb[b"PATH"] = path
         argv = argv or [b""]
         try:  # Python ignores SIGPIPE and SIGXFSZ; the job gets the defaults, as from a shell
             pid = os.posix_spawnp(argv[0], argv, environment, setsid=True,
@@ -151,7 +183,7 @@ class Agent:
         self.by_pid[pid] = job
         if self.reading_pipes:
             for fd in job.pipes:
-                self.selector.register(fd, selectors.EVENT_READ, job)
+                self.selector.register(fd, _READ, job)
 
     def kill(self, job):
         """TERM the job's group now, KILL it after its grace (if it has not ended by then)."""
@@ -171,16 +203,17 @@ class Agent:
     # -- the loop --------------------------------------------------------------------------
     def run(self):
         while not (self.quitting and not self.jobs):
+            self.flush()  # what the last turn said, in one write
             self.flow()
-            for key, events in self.selector.select(self.timeout()):
-                if key.data == "stdin":
+            for fd, data in self.selector.select(self.timeout()):
+                if data == "stdin":
                     self.read_requests()
-                elif key.data == "wake":
+                elif data == "wake":
                     self.reap()
-                elif key.data == "stdout":
+                elif data == "stdout":
                     self.flush()
                 else:
-                    self.read_pipe(key.fd, key.data)
+                    self.read_pipe(fd, data)
             self.reap()
             self.run_timers()
             if self.ping_interval and self.ping_due_at() <= time.monotonic():
@@ -337,12 +370,10 @@ class Agent:
         return float("inf") if self.outbox else self.said + self.ping_interval
 
     def send(self, kind, number, payload):
+        """Queue a frame; the loop writes every frame of a turn at once."""
         self.said = time.monotonic()
-        was_empty = not self.outbox
         self.outbox += _HEADER.pack(kind, number, len(payload))
         self.outbox += payload
-        if was_empty:
-            self.flush()
 
     def flush(self):
         try:
@@ -358,18 +389,19 @@ class Agent:
     def last_words(self):
         """Send what is still waiting (the last jobs' ends), for a few seconds at most."""
         deadline = time.monotonic() + _PIPE_LINGER
-        with selectors.DefaultSelector() as writable:
-            writable.register(1, selectors.EVENT_WRITE)
-            while self.outbox and time.monotonic() < deadline:
-                writable.select(max(0.0, deadline - time.monotonic()))
-                self.flush()
+        writable = select.poll()
+        writable.register(1, _WRITE)
+        self.flush()
+        while self.outbox and time.monotonic() < deadline:
+            writable.poll(int(max(0.0, deadline - time.monotonic()) * 1000 + 0.999))
+            self.flush()
 
     def flow(self):
         """Watch stdout while there is something to send; stop reading the jobs' pipes while
         too much is waiting (back-pressure on the jobs, never on the requests)."""
-        watching = 1 in self.selector.get_map()
+        watching = 1 in self.selector.data
         if self.outbox and not watching:
-            self.selector.register(1, selectors.EVENT_WRITE, "stdout")
+            self.selector.register(1, _WRITE, "stdout")
         elif not self.outbox and watching:
             self.selector.unregister(1)
         reading = len(self.outbox) < _OUTBOX_LIMIT
@@ -378,7 +410,7 @@ class Agent:
             for job in self.jobs.values():
                 for fd in job.pipes:
                     if reading:
-                        self.selector.register(fd, selectors.EVENT_READ, job)
+                        self.selector.register(fd, _READ, job)
                     else:
                         self.selector.unregister(fd)
 

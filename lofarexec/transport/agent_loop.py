@@ -51,6 +51,7 @@ class AgentLoop:
         self._timers: list[tuple[float, int, AgentClient]] = []  # the thread's own
         self._order = itertools.count()
         self._thread: threading.Thread | None = None
+        self._ident: int | None = None  # the thread's
         self._stopping = False
         self._chores = ThreadPoolExecutor(CHORE_WORKERS, thread_name_prefix=f"{name}-chore")
 
@@ -69,10 +70,12 @@ class AgentLoop:
         self._waker.wake()
 
     def poke(self, client: AgentClient) -> None:
-        """``client`` has requests for the loop's thread."""
+        """``client`` has requests for the loop's thread (which, poking itself, e.g. starting a
+        host's next job from a job's end, serves them before it waits again: no wake-up)."""
         with self._lock:
             self._poked.add(client)
-        self._waker.wake()
+        if threading.get_ident() != self._ident:
+            self._waker.wake()
 
     def close(self) -> None:
         """Stop the thread and the workers, once every client ended; safe twice."""
@@ -112,6 +115,7 @@ class AgentLoop:
         self.chore(end)
 
     def _run(self) -> None:
+        self._ident = threading.get_ident()
         while True:
             with self._lock:
                 attached, self._attached = self._attached, []
@@ -147,6 +151,8 @@ class AgentLoop:
             _log.exception("serving a host agent failed")
 
     def _timeout(self) -> float | None:
+        if self._poked:  # poked by this thread while serving: no wake-up is coming
+            return 0.0
         if not self._timers:
             return None
         return max(0.0, self._timers[0][0] - time.monotonic())

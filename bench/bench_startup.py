@@ -28,12 +28,20 @@ the end): what the ratio cannot go below without a different way of starting Pyt
 lofarexec (e.g. a ``git archive`` of an earlier commit) first on ``PYTHONPATH`` and as the
 node's ``engine_ppath``, interleaved with the other two: before and after in the same run.
 
+``--python PYTHON`` runs every contender with that interpreter instead (the checkouts still
+first on ``PYTHONPATH``; the install gives the entry points), e.g. the python of a virtual
+environment under /tmp with lofarexec installed normally (``python -m venv /tmp/v &&
+/tmp/v/bin/pip install .``): start-up
+as a user's normal install has it, without the editable-install finder and this machine's own
+``.pth`` files, which every Python process of the development environment pays at start.
+
 ``--importtime`` also runs the recipe once under ``python -X importtime`` and prints the
 slowest imports (cumulative) and whether ``paramiko`` was imported.
 
 Usage::
 
-    python bench/bench_startup.py [--quick] [--rounds N] [--importtime] [--floor] [--compare DIR]
+    python bench/bench_startup.py [--quick] [--rounds N] [--importtime] [--floor]
+                                  [--compare DIR | --python PYTHON]
 
 Exit status: 0 after a complete run (target met or not: the table says which), 2 if a run
 went wrong.
@@ -109,8 +117,9 @@ server = socket.create_server(("127.0.0.1", 0))
 token = secrets.token_hex(16)
 variables = {**os.environ, "LOFAREXEC_TOKEN": token, "LOFAREXEC_JOB_ID": "0",
              "LOFAREXEC_HOST": "localhost",
-             "PYTHONPATH": config.get("deploy", "engine_ppath") + os.pathsep
-             + os.environ.get("PYTHONPATH", "")}
+             "PYTHONPATH": os.pathsep.join(filter(None, [
+                 config.get("deploy", "engine_ppath", fallback=""),
+                 os.environ.get("PYTHONPATH", "")]))}
 child = subprocess.Popen([sys.executable, NODE, "127.0.0.1", str(server.getsockname()[1]), STAMP],
                          env=variables, stdin=subprocess.DEVNULL)
 connection, _ = server.accept()
@@ -167,9 +176,10 @@ def timed(argv: list[str], stamp: Path,
     return wall, float(stamp.read_text()) - start, cpu
 
 
-def import_report(recipe: Path, config: Path, environment: dict[str, str], top: int) -> None:
+def import_report(python: str, recipe: Path, config: Path, environment: dict[str, str],
+                  top: int) -> None:
     """Run the recipe once under ``-X importtime``; print the slowest imports."""
-    done = subprocess.run([sys.executable, "-X", "importtime", str(recipe), "-j", "startup",
+    done = subprocess.run([python, "-X", "importtime", str(recipe), "-j", "startup",
                            "-c", str(config)], stdin=subprocess.DEVNULL, capture_output=True,
                           text=True, env=environment, check=False)
     rows = []
@@ -195,6 +205,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="also run the least a stdlib-only control program does")
     parser.add_argument("--compare", type=Path, metavar="DIR",
                         help="also run the recipe with the lofarexec checkout in DIR")
+    parser.add_argument("--python", metavar="PYTHON",
+                        help="run every contender with this interpreter (e.g. a venv's, with "
+                             "lofarexec's dependencies): start-up as a normal install has it")
     options = parser.parse_args(argv)
     if options.compare is not None and not (options.compare / "lofarexec").is_dir():
         parser.error(f"--compare {options.compare}: no lofarexec package there; give the "
@@ -202,25 +215,25 @@ def main(argv: list[str] | None = None) -> int:
     rounds = options.rounds or (QUICK_ROUNDS if options.quick else DEFAULT_ROUNDS)
     # This checkout's lofarexec and built-in backends, whatever is installed.
     environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "backends")])}
+    python = options.python or sys.executable
     environment.pop("PYTHONDONTWRITEBYTECODE", None)
     with tempfile.TemporaryDirectory(prefix="bench_startup.") as name:
         recipe, node, config, stamp = write_tree(Path(name))
         contenders = {
-            "recipe": ([sys.executable, str(recipe), "-j", "startup", "-c", str(config)],
-                       environment),
-            "bare": ([sys.executable, str(node), "127.0.0.1", "1", str(stamp)], environment),
+            "recipe": ([python, str(recipe), "-j", "startup", "-c", str(config)], environment),
+            "bare": ([python, str(node), "127.0.0.1", "1", str(stamp)], environment),
         }
         if options.floor:
             floor = Path(name) / "floor.py"
             floor.write_text(FLOOR.replace("NODE", repr(str(node))).replace(
                 "STAMP", repr(str(stamp))), encoding="utf-8")
             contenders["floor"] = (
-                [sys.executable, str(floor), "-j", "startup", "-c", str(config)], environment)
+                [python, str(floor), "-j", "startup", "-c", str(config)], environment)
         if options.compare is not None:
             other = options.compare.resolve()
             other_config = write_config(Path(name) / "compare.cfg", Path(name), other)
             contenders["compared"] = (
-                [sys.executable, str(recipe), "-j", "startup", "-c", str(other_config)],
+                [python, str(recipe), "-j", "startup", "-c", str(other_config)],
                 {**environment,
                  "PYTHONPATH": os.pathsep.join([str(other), str(other / "backends")])})
         for argv, variables in contenders.values():  # warm the page and bytecode caches
@@ -232,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
                 command, variables = contenders[what]
                 figures[what].append(timed(command, stamp, variables))
         if options.importtime:
-            import_report(recipe, config, environment, top=25)
+            import_report(python, recipe, config, environment, top=25)
     medians = {what: tuple(statistics.median(row[column] for row in rows) for column in range(3))
                for what, rows in figures.items()}
     note = " (--quick: not a figure)" if options.quick else ""
@@ -241,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{os.getloadavg()[0]:.2f}")
     if options.compare is not None:
         print(f"compared: the recipe with {options.compare}")
+    if options.python is not None:
+        print(f"interpreter: {options.python}")
     print(f"{'':13}  {'wall ms':>9}  {'first line ms':>13}  {'CPU ms':>8}")
     for what, (wall, first, cpu) in medians.items():
         print(f"{what:13}  {wall * 1000:9.1f}  {first * 1000:13.1f}  {cpu * 1000:8.1f}")

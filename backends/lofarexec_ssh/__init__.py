@@ -15,7 +15,7 @@ for the job's lifetime (see :mod:`lofarexec.hostprograms.launch_wrapper`). Eithe
 (it would merge stderr into stdout and echo stdin), never a prompt (``BatchMode``), and the job's
 process group on the host dies when its kill arrives, or when the link to the control node ends.
 
-A host's agent is one plain ``ssh`` process (three pipes here, no ControlMaster: one session
+A host's agent is one plain ``ssh`` process (two descriptors here, no ControlMaster: one session
 carries all of the host's jobs), served with every other host's by one thread
 (:class:`~lofarexec.transport.AgentPool`); the rare orphan kill or status read after an agent
 died is a short ``ssh`` of its own. With ``launch = process``, connections are shared per host

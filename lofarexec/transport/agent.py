@@ -8,14 +8,15 @@ shell and a Python start-up there.
 An :class:`~lofarexec.transport.agent_pool.AgentPool` keeps one :class:`AgentClient` per host.
 
 One :class:`AgentClient` per host: a local process (the transport's client, in a session of its
-own, three pipes to it) served by an :class:`~lofarexec.transport.agent_loop.AgentLoop`, the one
-thread that serves every host of the pool. Other threads only queue requests and poke the loop,
-so ``start()`` and ``kill()`` never block on a slow or stalled link::
+own; two descriptors here: a socket for its stdin and stdout, a pipe for its stderr) served by
+an :class:`~lofarexec.transport.agent_loop.AgentLoop`, the one thread that serves every host of
+the pool. Other threads only queue requests and poke the loop, so ``start()`` and ``kill()``
+never block on a slow or stalled link::
 
     start(request, report) / kill() --> requests + loop.poke(client) --+
                                                                        v
-    the loop's thread: the agent's stdout and stderr (its stdin when frames wait to be
-    written); frames in -> each job's output tails, its end -> report(Outcome); a kill not
+    the loop's thread: the agent's channel (written to when frames wait) and stderr; frames
+    in -> each job's output tails, its end -> report(Outcome); a kill not
     answered within kill_grace + 2 s -> reported as a transport error; the agent silent for its
     silence limit, or its output garbled (a login script printing before it started) -> the
     local process is killed; its streams ended -> a worker of the loop fails its running jobs
@@ -30,6 +31,7 @@ import itertools
 import os
 import selectors
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -126,7 +128,10 @@ class AgentClient:
         self._frames = FrameReader()
         self._timers: TimerHeap[int] = TimerHeap()  # job numbers killed, awaiting an answer
         self._due: float | None = None  # of this client's entry in the loop's timers
-        self._watching_stdin = False
+        self._channel: socket.socket | None = None  # here the program's stdin and stdout
+        self._channel_events = 0  # what the loop watches the channel for
+        self._reading = True  # until the channel's end of file
+        self._writing = True  # until this side shuts its writing half (the agent's EOF)
         self._open_streams = 0
         self._finished = threading.Event()
         self._process: subprocess.Popen[bytes] | None = None
@@ -234,9 +239,19 @@ class AgentClient:
             signal_group(self._process.pid, signal.SIGKILL)
 
     def _spawn(self) -> None:
-        self._process = subprocess.Popen(
-            self._argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            start_new_session=True)  # Ctrl-C: ours to pass on
+        # The program's stdin and stdout are one socket: two descriptors per host here, not three.
+        ours, theirs = socket.socketpair()
+        try:
+            self._process = subprocess.Popen(
+                self._argv, stdin=theirs, stdout=theirs, stderr=subprocess.PIPE,
+                start_new_session=True)  # Ctrl-C: ours to pass on
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        ours.setblocking(False)
+        self._channel = ours
 
     def _die_locked(self, reason: str) -> list[AgentJob]:
         """Mark the agent dead for ``reason`` (unless it is closing) and take the start requests
@@ -268,42 +283,48 @@ class AgentClient:
     # -- the loop's thread -----------------------------------------------------------------
     def _attached(self) -> None:
         process = self._process
-        assert process is not None and process.stdin and process.stdout and process.stderr
-        os.set_blocking(process.stdin.fileno(), False)
-        self._loop.register(process.stdout, selectors.EVENT_READ, (self, "stdout"))
+        assert process is not None and process.stderr and self._channel is not None
         self._loop.register(process.stderr, selectors.EVENT_READ, (self, "stderr"))
-        self._open_streams = 2
+        self._open_streams = 2  # the channel's reading half and stderr
         self._service()
 
     def _service(self) -> None:
         """Take the requests, write what waits; end the agent when closing with nothing left
         (its end at EOF ends the program); when the next timer is due."""
         closing = self._take_requests()
-        stdin = self._process.stdin  # type: ignore[union-attr]
-        assert stdin is not None
-        if self._outbox and not stdin.closed and not self._flush(stdin.fileno()):
-            self._close_stdin()
-        if closing and not stdin.closed and not self._jobs and not self._outbox:
-            self._close_stdin()
-        self._watch_stdin()
+        if self._outbox and self._writing and not self._flush(self._channel_fd()):
+            self._close_writing()
+        if closing and self._writing and not self._jobs and not self._outbox:
+            self._close_writing()
+        self._watch()
         self._schedule()
 
-    def _watch_stdin(self) -> None:
-        stdin = self._process.stdin  # type: ignore[union-attr]
-        wanted = not stdin.closed and bool(self._outbox)  # type: ignore[union-attr]
-        if wanted != self._watching_stdin:
-            if wanted:
-                self._loop.register(stdin, selectors.EVENT_WRITE, (self, "stdin"))
-            else:
-                self._loop.unregister(stdin)
-            self._watching_stdin = wanted
+    def _channel_fd(self) -> int:
+        assert self._channel is not None
+        return self._channel.fileno()
 
-    def _close_stdin(self) -> None:
-        stdin = self._process.stdin  # type: ignore[union-attr]
-        if self._watching_stdin:
-            self._loop.unregister(stdin)
-            self._watching_stdin = False
-        stdin.close()  # type: ignore[union-attr]
+    def _watch(self) -> None:
+        """Have the loop watch the channel for what this side still reads, or has to write."""
+        events = ((selectors.EVENT_READ if self._reading else 0)
+                  | (selectors.EVENT_WRITE if self._writing and self._outbox else 0))
+        if events != self._channel_events:
+            if not self._channel_events:
+                self._loop.register(self._channel, events, (self, "channel"))
+            elif not events:
+                self._loop.unregister(self._channel)
+            else:
+                self._loop.modify(self._channel, events, (self, "channel"))
+            self._channel_events = events
+
+    def _close_writing(self) -> None:
+        """End of file for the program's stdin (the agent's end); the channel is still read."""
+        self._writing = False
+        self._outbox.clear()
+        try:
+            self._channel.shutdown(socket.SHUT_WR)  # type: ignore[union-attr]
+        except OSError:  # the program is gone already
+            pass
+        self._watch()
 
     def _schedule(self) -> None:
         wait = self._pinger.wait_time(self._timers.next_due())
@@ -314,21 +335,27 @@ class AgentClient:
             self._due = due
             self._loop.schedule(self, due)
 
-    def _ready(self, which: str) -> None:
+    def _ready(self, which: str, events: int) -> None:
         process = self._process
-        assert process is not None and process.stdin and process.stdout and process.stderr
-        if which == "stdin":
-            if not self._flush(process.stdin.fileno()):
-                self._close_stdin()
-        else:
-            stream = process.stdout if which == "stdout" else process.stderr
-            if not self._read(stream.fileno(), which):
-                self._loop.unregister(stream)
-                self._open_streams -= 1
-                if self._open_streams == 0:
-                    self._detach()
-                    return
-        if self._closing or self._reclaim or which == "stdin":
+        assert process is not None and process.stderr
+        wrote = which == "channel" and events & selectors.EVENT_WRITE and self._writing
+        if wrote and not self._flush(self._channel_fd()):
+            self._close_writing()
+        ended = False
+        if which == "stderr" and not self._read(process.stderr.fileno(), which):
+            self._loop.unregister(process.stderr)
+            ended = True
+        elif (which == "channel" and events & selectors.EVENT_READ and self._reading
+              and not self._read(self._channel_fd(), "stdout")):
+            self._reading = False  # the program closed its stdout, or ended
+            self._close_writing()  # nobody is left to read what this side would write
+            ended = True
+        if ended:
+            self._open_streams -= 1
+            if self._open_streams == 0:
+                self._detach()
+                return
+        if self._closing or self._reclaim or wrote:
             self._service()
 
     def _on_timer(self, due: float) -> None:
@@ -339,8 +366,7 @@ class AgentClient:
         if self._pinger.silent():
             self._give_up(self._pinger.given_up("the host's agent") + "; it kills its jobs "
                           "after as long without word from here")
-        stdin = self._process.stdin  # type: ignore[union-attr]
-        if self._pinger.due() and not stdin.closed:  # type: ignore[union-attr]
+        if self._pinger.due() and self._writing:
             self._outbox += PING
             self._pinger.sent()
         self._service()
@@ -348,9 +374,8 @@ class AgentClient:
     def _detach(self) -> None:
         with self._lock:
             self._streams_ended = True
-        if self._watching_stdin:
-            self._loop.unregister(self._process.stdin)  # type: ignore[union-attr]
-            self._watching_stdin = False
+        self._reading = self._writing = False
+        self._watch()
         self._loop.detach(self, self._ended)
 
     def _take_requests(self) -> bool:
@@ -437,16 +462,14 @@ class AgentClient:
     def _ended(self) -> None:
         """The program closed its output (a worker of the loop runs this): fail what still
         runs, in its own words."""
-        process = self._process
-        assert process is not None
-        if process.stdin and not process.stdin.closed:
-            process.stdin.close()
+        process, channel = self._process, self._channel
+        assert process is not None and channel is not None
+        channel.close()  # end of file for the program's stdin, if it still reads it
         try:
             status = process.wait(self.kill_grace + KILL_CONFIRM)
         except subprocess.TimeoutExpired:
             signal_group(process.pid, signal.SIGKILL)
             status = process.wait()
-        process.stdout.close()  # type: ignore[union-attr]
         process.stderr.close()  # type: ignore[union-attr]
         said = last_lines(self._stderr.decode("utf-8", "replace")) or "no output"
         if self._failure is not None:

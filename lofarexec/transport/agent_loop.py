@@ -9,8 +9,8 @@ end, killing orphans over a new session), which must not stall the other hosts::
     any thread: client.start()/kill() -> loop.poke(client) -----+
     worker:     client launched       -> loop.attach(client) ---+--> wake
                                                                  v
-    the loop's thread: select() on every client's stdout, stderr (and stdin when frames wait);
-    each poked client serviced (requests taken, frames written); timers (pings, silence,
+    the loop's thread: select() on every client's channel (its program's stdin and stdout)
+    and stderr; each poked client serviced (requests taken, frames written); timers (pings, silence,
     kills unanswered) from one heap; a client whose streams ended -> a worker runs its end
 """
 
@@ -105,6 +105,9 @@ class AgentLoop:
     def unregister(self, fileobj: object) -> None:
         self._selector.unregister(fileobj)  # type: ignore[arg-type]
 
+    def modify(self, fileobj: object, events: int, data: tuple[AgentClient, str]) -> None:
+        self._selector.modify(fileobj, events, data)  # type: ignore[arg-type]
+
     def schedule(self, client: AgentClient, due: float) -> None:
         """Call ``client._on_timer(due)`` at the monotonic moment ``due``."""
         heapq.heappush(self._timers, (due, next(self._order), client))
@@ -129,12 +132,12 @@ class AgentLoop:
                     self._call(client._service)
             if stopping and not self._clients and not self._attached:
                 return
-            for key, _ in self._selector.select(self._timeout()):
+            for key, events in self._selector.select(self._timeout()):
                 if key.data is None:
                     self._waker.drain()
                 else:
                     client, which = key.data
-                    self._call(client._ready, which)
+                    self._call(client._ready, which, events)
             now = time.monotonic()
             while self._timers and self._timers[0][0] <= now:
                 due, _, client = heapq.heappop(self._timers)

@@ -6,7 +6,7 @@ it kills the jobs the agent left running there through the same program. Every c
 pool is served by the pool's one :class:`~lofarexec.transport.agent_loop.AgentLoop` (threads do
 not grow with hosts); its local program is started by a worker of that loop, once the
 process's :func:`~lofarexec.transport.fdbudget.descriptor_budget` grants the host a slot for
-its three pipes (hosts beyond the budget wait, their jobs queued, while idle agents give theirs
+its two descriptors (hosts beyond the budget wait, their jobs queued, while idle agents give theirs
 back); and :meth:`AgentPool.close` ends every host's agent at once.
 """
 
@@ -26,9 +26,9 @@ from lofarexec.transport.fdbudget import DescriptorBudget, descriptor_budget
 from lofarexec.transport.orphans import fetch_statuses, kill_orphans, status_marker
 from lofarexec.transport.wrapper import agent_command
 
-#: Descriptors a host's agent holds here: the pipes to its local program's stdin, stdout and
-#: stderr.
-AGENT_DESCRIPTORS = 3
+#: Descriptors a host's agent holds here: a socket for its local program's stdin and stdout,
+#: a pipe for its stderr.
+AGENT_DESCRIPTORS = 2
 
 
 class AgentPool:

@@ -22,6 +22,7 @@ from lofarexec_paramiko.pool import HostPool, close_pools
 from lofarexec_ssh import SshBackend, SshSettings
 
 from lofarexec.backend import LaunchRequest
+from lofarexec.transport.agent_pool import AGENT_DESCRIPTORS
 from tests.helpers import REPO, Reports
 
 HOSTS = 64
@@ -127,8 +128,9 @@ def test_many_hosts_close_together(aliases, no_threads_left, monkeypatch):
     assert max(stops) < min(joins), "a host was waited for before every host was told to stop"
 
 
-#: Runs in a process of its own with the open-files soft limit at 128: 64 hosts of 3 descriptors
-#: each cannot all be open at once. Prints the outcomes and the most ssh clients seen at once.
+#: Runs in a process of its own with the open-files soft limit at 128: 64 hosts of 2 descriptors
+#: each cannot all be open at once (with the process's other descriptors). Prints the outcomes
+#: and the most ssh clients seen at once.
 UNDER_A_LOW_LIMIT = """
 import json, os, resource, sys, threading
 resource.setrlimit(resource.RLIMIT_NOFILE, (128, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
@@ -184,7 +186,7 @@ def test_hosts_beyond_a_short_descriptor_budget_wait_for_a_slot(aliases):
               if outcome != [0, None]}
     assert failed == {}
     assert len(result["outcomes"]) == HOSTS * JOBS_PER_HOST
-    slots = result["capacity"] // 3
+    slots = result["capacity"] // AGENT_DESCRIPTORS
     assert slots < HOSTS  # the budget did bite: not every host fits at once
     assert result["most_clients"] <= slots + 4  # the budget's hosts (+ a few short ssh -O)
 

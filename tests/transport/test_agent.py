@@ -16,6 +16,7 @@ from lofarexec.backend import LaunchRequest, Outcome
 from lofarexec.errors import BackendError
 from lofarexec.transport.agent import AgentClient
 from lofarexec.transport.agent_frames import HEADER, PING, FrameReader, Pinger
+from lofarexec.transport.agent_loop import AgentLoop
 from lofarexec.transport.wrapper import inline_program
 from tests.helpers import Reports, wait_gone
 
@@ -187,3 +188,26 @@ def test_a_frozen_agent_fails_its_jobs_after_the_silence_limit(clients, stubborn
         os.killpg(job_pid, signal.SIGKILL)  # its agent, frozen, cannot
     assert reason.startswith("here: the host's agent was silent for 0.8 s"), reason
     assert not client.usable()
+
+
+def test_an_agent_holds_two_descriptors_here(clients) -> None:
+    """Its program's stdin and stdout are one socket, its stderr a pipe (issue 17: at most 3
+    descriptors per host)."""
+    loop = AgentLoop()
+    try:
+        warm = clients(loop=loop)  # the loop's own descriptors (selector, wake-up) come first
+        warm.launch()
+        first = Reports()
+        warm.start(request(1, "/bin/true"), first(1))
+        assert first.wait(1) == Outcome(0)
+        before = len(os.listdir("/proc/self/fd"))
+        client, reports = clients(loop=loop), Reports()
+        client.launch()
+        client.start(request(2, "/bin/true"), reports(2))
+        assert reports.wait(2) == Outcome(0)
+        assert len(os.listdir("/proc/self/fd")) - before == 2
+        client.close()
+        warm.close()
+        assert len(os.listdir("/proc/self/fd")) < before
+    finally:
+        loop.close()

@@ -26,19 +26,18 @@ never block on a slow or stalled link::
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import os
 import selectors
-import signal
 import socket
 import subprocess
 import threading
 import time
 from collections.abc import Callable, Sequence
 
-from lofarexec.backend import JobHandle, LaunchRequest, Outcome, Report
+from lofarexec.backend import JobHandle, LaunchRequest, Report
 from lofarexec.errors import BackendError
+from lofarexec.transport.agent_end import KILL_CONFIRM, AgentEnd, AgentJob
 from lofarexec.transport.agent_frames import (
     PING,
     FrameReader,
@@ -49,40 +48,12 @@ from lofarexec.transport.agent_frames import (
 )
 from lofarexec.transport.agent_loop import AgentLoop
 from lofarexec.transport.descriptors import out_of_descriptors
-from lofarexec.transport.orphans import stalled_note
-from lofarexec.transport.process import signal_group
 from lofarexec.transport.timers import TimerHeap
-from lofarexec.transport.wrapper import last_lines
 
-#: Seconds past ``kill_grace`` before a killed job with no answer is given up.
-KILL_CONFIRM = 2.0
 _CHUNK = 65536
 
 
-class AgentJob:
-    """A job the agent was asked to run, until it is reported (exactly once)."""
-
-    __slots__ = ("errors", "host", "kill_sent", "number", "output", "pid", "report")
-
-    def __init__(self, number: int, host: str, report: Report) -> None:
-        self.number = number
-        self.host = host
-        self.report = report
-        self.output = bytearray()
-        self.errors = bytearray()
-        self.pid = 0  # on the host; also its process group there
-        self.kill_sent = False
-
-    def outcome(self, status: int | None, failure: str | None = None) -> Outcome:
-        output = self.output.decode("utf-8", errors="replace")
-        errors = self.errors.decode("utf-8", errors="replace")
-        if failure is not None or status is None:
-            reason = " ".join(f"{self.host}: {failure or 'no exit status'}".split())
-            return Outcome(None, transport_error=reason, output=output, errors=errors)
-        return Outcome(status, output=output, errors=errors)
-
-
-class AgentClient:
+class AgentClient(AgentEnd):
     """One host's agent, started as the local program ``argv`` (which must run the agent and
     connect its stdin and stdout to it), served by ``loop`` (made for this client alone when
     None). ``pinger`` says when to ping (the agent was started with its silence limit) and
@@ -233,11 +204,6 @@ class AgentClient:
         if self._own_loop:
             self._loop.close()
 
-    def force_end(self) -> None:
-        """The agent does not answer: end its link from here."""
-        if self._process is not None:
-            signal_group(self._process.pid, signal.SIGKILL)
-
     def _spawn(self) -> None:
         # The program's stdin and stdout are one socket: two descriptors per host here, not three.
         ours, theirs = socket.socketpair()
@@ -252,33 +218,6 @@ class AgentClient:
             theirs.close()
         ours.setblocking(False)
         self._channel = ours
-
-    def _die_locked(self, reason: str) -> list[AgentJob]:
-        """Mark the agent dead for ``reason`` (unless it is closing) and take the start requests
-        it will never send: their jobs, for the caller to fail. The lock is held."""
-        self._dead = True
-        if not self._closing:
-            self._end_reason = reason
-        unstarted = [job for what, job, _ in self._requests if what == "start"]
-        self._requests.clear()
-        return unstarted
-
-    def _finish_unlaunched(self, reason: str) -> None:
-        """The program never started (or never will): fail the queued jobs with ``reason``."""
-        with self._lock:
-            if self._dead:
-                return
-            unstarted = self._die_locked(reason)
-        try:
-            for job in unstarted:
-                job.report(job.outcome(None, reason))
-        finally:
-            self._finish()
-
-    def _finish(self) -> None:
-        self._finished.set()
-        if self._on_finished is not None:
-            self._on_finished()
 
     # -- the loop's thread -----------------------------------------------------------------
     def _attached(self) -> None:
@@ -443,14 +382,6 @@ class AgentClient:
             job.report(outcome)
         return True
 
-    def _give_up(self, reason: str) -> None:
-        """End the link from here (its end then fails the running jobs with ``reason``): the
-        agent cannot be understood or heard. Its jobs need no orphan kill: the agent kills
-        them at its link's end, or after its own silence limit."""
-        self._failure = reason
-        self._pinger = Pinger(0)  # asked once
-        self.force_end()
-
     def _run_timers(self) -> None:
         for number in self._timers.pop_due():
             job = self._jobs.pop(number, None)
@@ -458,51 +389,6 @@ class AgentClient:
                 waited = self.kill_grace + KILL_CONFIRM
                 job.report(job.outcome(None, f"no answer within {waited:g} s of its kill; "
                                              "given up"))
-
-    def _ended(self) -> None:
-        """The program closed its output (a worker of the loop runs this): fail what still
-        runs, in its own words."""
-        process, channel = self._process, self._channel
-        assert process is not None and channel is not None
-        channel.close()  # end of file for the program's stdin, if it still reads it
-        try:
-            status = process.wait(self.kill_grace + KILL_CONFIRM)
-        except subprocess.TimeoutExpired:
-            signal_group(process.pid, signal.SIGKILL)
-            status = process.wait()
-        process.stderr.close()  # type: ignore[union-attr]
-        said = last_lines(self._stderr.decode("utf-8", "replace")) or "no output"
-        if self._failure is not None:
-            reason = self._failure
-        elif not self._frames.hello:
-            what = ("the connection failed" if status == 255
-                    else f"the remote launcher failed (status {status})")
-            reason = f"{what}: {said}"
-        else:
-            reason = f"the host's agent or its connection ended (status {status}): {said}"
-        with self._lock:
-            unstarted = self._die_locked(reason)
-        try:
-            self._report_end(reason, unstarted)
-        finally:
-            self._finish()
-
-    def _report_end(self, reason: str, unstarted: list[AgentJob]) -> None:
-        """Report the jobs the ended program leaves: by their recorded status, or ``reason``
-        (after killing what the agent left on its host)."""
-        if self._frames.hello and self._jobs and self._fetch_statuses is not None:
-            for number, status in self._fetch_statuses(list(self._jobs)).items():
-                job = self._jobs.pop(number)
-                job.report(dataclasses.replace(job.outcome(status),
-                                               note=stalled_note(self.host)))
-        if self._frames.hello and self._jobs and self._failure is None:
-            orphans = [job.pid for job in self._jobs.values() if job.pid]
-            if orphans and self._kill_orphans is not None:
-                self._kill_orphans(orphans)
-        jobs, self._jobs = [*self._jobs.values(), *unstarted], {}
-        for job in jobs:
-            job.report(job.outcome(None, reason))
-
 
 class _AgentJobHandle:
     __slots__ = ("_client", "_job")

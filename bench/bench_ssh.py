@@ -52,9 +52,7 @@ stopped before it exits, on failure and Ctrl-C too.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
-import resource
 import shutil
 import signal
 import statistics
@@ -68,13 +66,17 @@ from pathlib import Path
 
 if __package__:
     from . import _common as common
+    from . import _ssh_tools as tools
 else:  # run as a script: its folder is on sys.path
     import _common as common
+    import _ssh_tools as tools
 
 BenchError = common.BenchError
+Floor, cpu_seconds, machine_ticks = tools.Floor, tools.cpu_seconds, tools.machine_ticks
+remote_facts, sweep, versions = tools.remote_facts, tools.sweep, tools.versions
+HOSTS, SLOTS, TRUE, RUN_TIMEOUT = tools.HOSTS, tools.SLOTS, tools.TRUE, tools.RUN_TIMEOUT
+host_of, Result = tools.host_of, tools.Result
 
-HOSTS = 4
-SLOTS = 4  # per host
 DEFAULT_JOBS = 400
 DEFAULT_ROUNDS = 3
 QUICK_JOBS = 40
@@ -82,8 +84,6 @@ QUICK_ROUNDS = 1
 TARGET_SSH_VS_PARALLEL_M = 2.0  # lofarexec ssh at least this many times faster than parallel -M
 TARGET_PARAMIKO_VS_PARALLEL_M = 5.0  # paramiko at least this many times faster than parallel -M
 TARGET_REMOTE_VS_LOCAL = 1.5  # ssh and paramiko per job at most this many times local's (issue 17)
-TRUE = "/bin/true"
-RUN_TIMEOUT = 900  # seconds for one run of one tool
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")  # /proc/stat's unit
 
 SSH = "lofarexec, ssh backend"
@@ -133,82 +133,7 @@ def installed_backends() -> list[str]:
     return [line.split()[0] for line in result.stdout.splitlines() if line.strip()]
 
 
-# ----------------------------------------------------------------------------- processes
-
-
-def _start_time(pid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
-
-
-def _alive(pid: int, start: str) -> bool:
-    """Still the same process, and not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return False
-    return fields[19] == start and fields[0] not in ("Z", "X")
-
-
-def sweep(folder: Path) -> list[str]:
-    """Kill every process whose command line names ``folder`` (ours: the folder is fresh):
-    ssh clients and ControlMaster processes left by any tool. TERM, then KILL. Returns what
-    it found, for the report."""
-    marker = str(folder).encode()
-    found: list[tuple[int, str, str]] = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
-                words = cmdline.read()
-        except OSError:
-            continue
-        if marker in words:
-            start = _start_time(int(entry))
-            if start is not None:
-                found.append((int(entry), start, words.replace(b"\0", b" ").decode(
-                    errors="replace")[:120]))
-    for signum in (signal.SIGTERM, signal.SIGKILL):
-        live = [(pid, start) for pid, start, _ in found if _alive(pid, start)]
-        for pid, start in live:
-            with contextlib.suppress(OSError):
-                if _start_time(pid) == start:
-                    os.kill(pid, signum)
-        deadline = time.monotonic() + 3.0
-        while live and time.monotonic() < deadline:
-            live = [(pid, start) for pid, start in live if _alive(pid, start)]
-            time.sleep(0.02)
-        if not live:
-            break
-    return [text for _, _, text in found]
-
-
 # ----------------------------------------------------------------------------- the contenders
-
-
-def cpu_seconds() -> tuple[float, float]:
-    """(this process, its waited-for children) user + system seconds."""
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime, children.ru_utime + children.ru_stime
-
-
-def machine_ticks() -> tuple[int, int]:
-    """(busy, total) clock ticks of all CPUs since boot, from /proc/stat (all processes: ours,
-    the hosts' sshd sessions, and whatever else runs on the machine)."""
-    try:
-        with open("/proc/stat", encoding="ascii") as stat:
-            fields = [int(value) for value in stat.readline().split()[1:]]
-    except (OSError, ValueError):
-        return 0, 0
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
-    total = sum(fields[:8])  # guest time is already counted in user
-    return total - idle, total
 
 
 def write_config(folder: Path, method: str, ssh_config: Path, extra: str = "",
@@ -223,13 +148,6 @@ def write_config(folder: Path, method: str, ssh_config: Path, extra: str = "",
 
 def load(config_path: Path):  # -> PipelineConfig
     return common.load_pipeline_config(config_path, "bench_ssh")
-
-
-def host_of(index: int) -> str:
-    return f"node{index % HOSTS + 1}"
-
-
-Result = tuple[float, float, float]  # wall s, own CPU s, children CPU s
 
 
 def run_lofarexec(config, jobs: int, label: str) -> Result:
@@ -269,84 +187,7 @@ def run_tool(argv: list[str], jobs: int) -> Result:
     return wall, own_after - own, children_after - children
 
 
-class Floor:
-    """The bare ssh loop: 16 threads, 4 per host, each reusing its host's warm master."""
-
-    def __init__(self, ssh_config: Path, folder: Path) -> None:
-        self.options = ["ssh", "-F", str(ssh_config), "-o", "ControlMaster=auto",
-                        "-o", f"ControlPath={folder}/floor-%C", "-o", "ControlPersist=60"]
-
-    def warm(self) -> None:
-        """One master per host (ControlPersist keeps it after this first client exits)."""
-        for index in range(HOSTS):
-            result = subprocess.run([*self.options, host_of(index), TRUE], stdin=subprocess.DEVNULL,
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60)
-            if result.returncode != 0:
-                raise BenchError(f"floor: warming the master of {host_of(index)} failed: "
-                                 f"{result.stderr.decode(errors='replace').strip()[-300:]}")
-
-    def stop(self) -> None:
-        for index in range(HOSTS):
-            with contextlib.suppress(OSError, subprocess.TimeoutExpired):
-                subprocess.run([self.options[0], "-O", "exit", *self.options[1:], host_of(index)],
-                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, timeout=10)
-
-    def run(self, jobs: int) -> Result:
-        self.warm()  # untimed: the masters may have timed out since the last round
-        failures: list[str] = []
-        threads = []
-        for host_index in range(HOSTS):
-            host_jobs = len(range(host_index, jobs, HOSTS))
-            for slot in range(SLOTS):
-                share = host_jobs // SLOTS + (1 if slot < host_jobs % SLOTS else 0)
-                threads.append(threading.Thread(target=self._worker,
-                                                args=(host_of(host_index), share, failures)))
-        own, children = cpu_seconds()
-        start = time.perf_counter()
-        common.start_and_join(threads)
-        wall = time.perf_counter() - start
-        own_after, children_after = cpu_seconds()
-        if failures:
-            raise BenchError(f"floor: {len(failures)} ssh runs failed, e.g. {failures[0]}")
-        return wall, own_after - own, children_after - children
-
-    def _worker(self, host: str, count: int, failures: list[str]) -> None:
-        argv = [*self.options, host, TRUE]
-        for _ in range(count):
-            result = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.PIPE, timeout=RUN_TIMEOUT)
-            if result.returncode != 0:
-                failures.append(f"exit {result.returncode}: "
-                                f"{result.stderr.decode(errors='replace').strip()[-200:]}")
-
-
 # ----------------------------------------------------------------------------- reporting
-
-
-def versions() -> str:
-    def first_line(argv: list[str]) -> str:
-        try:
-            result = subprocess.run(argv, capture_output=True, text=True,
-                                    stdin=subprocess.DEVNULL, timeout=30)
-        except (OSError, subprocess.TimeoutExpired):
-            return "unknown"
-        return ((result.stdout or result.stderr).strip().splitlines() or ["unknown"])[0]
-
-    return f"{first_line(['ssh', '-V'])}; {first_line(['parallel', '--version'])}"
-
-
-def remote_facts(bed) -> str:  # bed: SshTestBed
-    """Which python3 the remote shell finds (it runs lofarexec's wrapper) and its start-up."""
-    script = ('command -v python3; s=$(date +%s%N); for i in 1 2 3 4 5 6 7 8 9 10; do '
-              'python3 -I -S -c pass; done; e=$(date +%s%N); echo $(( (e - s) / 100000 ))')
-    result = subprocess.run(bed.ssh_command("node1", script), capture_output=True, text=True,
-                            stdin=subprocess.DEVNULL, timeout=60)
-    lines = result.stdout.split()
-    if result.returncode != 0 or len(lines) != 2:
-        return f"remote python3: unknown ({result.stderr.strip()[-200:]})"
-    return (f"remote shell's python3 (runs lofarexec's launch wrapper): {lines[0]}, "
-            f"`python3 -I -S -c pass` {int(lines[1]) / 100:.1f} ms on an idle core")
 
 
 _ACTIVE_RUNNER: list = []  # the JobRunner whose schedule() is running, if any
@@ -534,6 +375,8 @@ def _bench(folder: Path, jobs: int, rounds: int, options: argparse.Namespace) ->
             print(f"{name} per job / local backend's per job: {ratio:.2f}x   "
                   f"(target <= {TARGET_REMOTE_VS_LOCAL:g}x: "
                   f"{verdict(ratio <= TARGET_REMOTE_VS_LOCAL)})")
+    tools.print_setup({name: contenders[name] for name in (SSH, PARAMIKO, LOCAL)
+                       if name in contenders}, best, jobs, rounds, LOCAL)
     for name in (SSH, SSH_PROCESS, PARAMIKO, PARAMIKO_CHANNEL):
         if name in best:
             print(f"{name} time / FLOOR time: {best[name] / best[FLOOR]:.2f}  "
@@ -545,7 +388,8 @@ def _bench(folder: Path, jobs: int, rounds: int, options: argparse.Namespace) ->
         profile(ssh_run, jobs)
         if PARAMIKO in contenders:
             print(flush=True)
-            profile_all_threads(paramiko_run, jobs, PARAMIKO)
+            tools.profile_all_threads(lambda: run_lofarexec(paramiko_run, jobs, PARAMIKO),
+                                      jobs, PARAMIKO)
     return 0
 
 
@@ -555,41 +399,6 @@ def profile(config, jobs: int, top: int = 20) -> None:
         lambda: run_lofarexec(config, jobs, SSH))
     print(f"(profiled run: {wall:.3f} s wall under cProfile)")
     common.print_thread_profiles(main_profile, launcher_profile, jobs, top)
-
-
-def profile_all_threads(config, jobs: int, label: str, top: int = 25) -> None:
-    """cProfile one run in EVERY thread (the calling one and each thread started during the
-    run: paramiko's transport and connection threads, the log server...), timed by each
-    thread's own CPU time (``time.thread_time``), so waiting is left out; merged into one
-    table. Each new thread gets its profiler through ``threading.setprofile``."""
-    import cProfile
-    import pstats
-
-    profiles: list[cProfile.Profile] = []
-
-    def start_profiler(*_: object) -> None:  # first profile event of a new thread
-        profiler = cProfile.Profile(time.thread_time)
-        profiles.append(profiler)
-        profiler.enable()  # replaces this hook for the rest of the thread
-
-    before = set(threading.enumerate())
-    main_profile = cProfile.Profile(time.thread_time)
-    threading.setprofile(start_profiler)
-    try:
-        main_profile.enable()
-        wall, _, _ = run_lofarexec(config, jobs, label)
-        main_profile.disable()
-    finally:
-        threading.setprofile(None)  # type: ignore[arg-type]
-    for thread in set(threading.enumerate()) - before:  # read each profile once it is finished
-        thread.join(timeout=5.0)
-    print(f"(profiled run: {wall:.3f} s wall; {len(profiles)} threads started during it)")
-    print(f"--- cProfile, {label}, {jobs} jobs, all threads merged, CPU time per thread: "
-          f"top {top} by own time (tottime) ---")
-    stats = pstats.Stats(main_profile, stream=sys.stdout)
-    for profiler in profiles:
-        stats.add(profiler)
-    stats.sort_stats("tottime").print_stats(top)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The control-node end of a host agent reached through a local program's pipes.
+"""The control-node end of a host agent reached through a local program (its stdin, stdout, stderr).
 
 The agent (:mod:`lofarexec.hostprograms.host_agent`) runs behind ``ssh HOST python3 -c <agent>``
 or a ``cmdline`` template. A transport that can keep one remote command running per host gets
@@ -346,7 +346,7 @@ class AgentClient(AgentEnd):
             self._timers.add(self.kill_grace + KILL_CONFIRM, job.number)
 
     def _flush(self, stdin: int) -> bool:
-        """Write what waits, as far as the pipe takes it; False when the program is gone (its
+        """Write what waits, as far as the channel takes it; False when the program is gone (its
         end, EOF on its stdout, then tells the jobs)."""
         try:
             while self._outbox:

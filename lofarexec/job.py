@@ -49,7 +49,13 @@ RESULT_KEYS: tuple[str, ...] = (
 )
 #: The keys a journal line or a report carries: all but the node's output and error text.
 SUMMARY_KEYS: tuple[str, ...] = RESULT_KEYS[:-2]
+#: Each state's text, read once: an enum's ``.value`` is a property call, made per job.
+_STATE_TEXT = {state: state.value for state in JobState}
+_PENDING, _RUNNING = JobState.PENDING.value, JobState.RUNNING.value
 _RESERVED = frozenset(RESULT_KEYS)
+#: Host names found good: a batch names its few hosts over and over (checked once each).
+_CHECKED_HOSTS: set[str] = set()
+_MAX_CHECKED_HOSTS = 100_000
 
 
 class JobResult(dict[str, Any]):
@@ -66,7 +72,7 @@ class JobResult(dict[str, Any]):
     @classmethod
     def pending(cls, host: str | None, backend: str) -> JobResult:
         """A queued job's results: ``pending``, no attempt yet."""
-        return cls(state=JobState.PENDING.value, host=host, backend=backend, attempts=0,
+        return cls(state=_PENDING, host=host, backend=backend, attempts=0,
                    returncode=None)
 
     @classmethod
@@ -78,7 +84,7 @@ class JobResult(dict[str, Any]):
     def start(self, host: str, now: float) -> None:
         """One more attempt begins on ``host`` at ``now`` (epoch seconds)."""
         self["host"] = host
-        self["state"] = JobState.RUNNING.value
+        self["state"] = _RUNNING
         self["attempts"] += 1
         self["start_time"] = now
 
@@ -90,7 +96,7 @@ class JobResult(dict[str, Any]):
         self["returncode"] = returncode
         self["output"] = output
         self["errors"] = errors
-        self["state"] = state.value
+        self["state"] = _STATE_TEXT[state]
         if reason:
             self["reason"] = reason
 
@@ -157,8 +163,11 @@ class ComputeJob:
     ) -> None:
         if host is not None and not isinstance(host, str):
             raise TypeError(f"ComputeJob host must be a string, not {type(host).__name__}")
-        if host is not None and not is_host_name(host):
-            raise JobListError(f"ComputeJob {host_name_problem(host)}")
+        if host is not None and host not in _CHECKED_HOSTS:
+            if not is_host_name(host):
+                raise JobListError(f"ComputeJob {host_name_problem(host)}")
+            if type(host) is str and len(_CHECKED_HOSTS) < _MAX_CHECKED_HOSTS:
+                _CHECKED_HOSTS.add(host)
         if not isinstance(command, str) or not command.strip():
             raise JobListError("ComputeJob command must be a non-empty string")
         if "\0" in command:

@@ -20,6 +20,7 @@ from lofarexec.channel.protocol import find_unreached
 from lofarexec.context import RunContext
 from lofarexec.job import ComputeJob, JobState
 
+_SUCCEEDED = JobState.SUCCEEDED.value
 #: How many of a failed job's last stderr lines are repeated in the master's log.
 _STDERR_LINES = 10
 
@@ -49,7 +50,7 @@ class HookRelay:
             outputs = self._log_server.exchange.take_outputs(job.id)
             if outputs:
                 _merge_outputs(self._logger, job, outputs)
-            if results["state"] != JobState.SUCCEEDED.value:
+            if results["state"] != _SUCCEEDED:
                 _log_failure(self._logger, job)
         for call in self._finished:
             call(job)

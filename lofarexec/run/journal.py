@@ -16,9 +16,10 @@ memory and written together. They are written out at once when
 * :data:`FLUSH_LINES` lines are waiting;
 * the run ends, however it ends (``lofarexec_run_finished`` is called from a ``finally``).
 
-Otherwise a timer writes the waiting lines :data:`FLUSH_INTERVAL` after the previous write. So a
-control node that dies without unwinding loses at most the ``ended`` lines of succeeded jobs of
-the last 0.1 s; their ``started`` lines are on disk, so a resume knows they may have run.
+Otherwise the journal's one flush thread writes the waiting lines :data:`FLUSH_INTERVAL` after
+the previous write. So a control node that dies without unwinding loses at most the ``ended``
+lines of succeeded jobs of the last 0.1 s; their ``started`` lines are on disk, so a resume
+knows they may have run.
 
 A full or failing disk: each write is whole or nothing (a partial write is cut off again), lines
 that could not be written wait in memory and go out with the next write that succeeds (never
@@ -77,7 +78,12 @@ class JournalWriter:
         self._lock = threading.Lock()
         self._waiting: list[str] = []
         self._last_write = -math.inf
-        self._timer: threading.Timer | None = None
+        self._due: float | None = None
+        """When the waiting lines are to be written if nothing writes them before."""
+        self._flusher: threading.Thread | None = None
+        """The one thread that writes them then, for as long as the run goes (not a thread
+        per flush: a run of short jobs would start ten a second)."""
+        self._wake = threading.Condition(self._lock)
         self._failure: OSError | None = None
 
     @hookimpl
@@ -121,18 +127,20 @@ class JournalWriter:
             if (job.results.get("state") != _SUCCEEDED or len(self._waiting) >= self.flush_lines
                     or now - self._last_write >= self.flush_interval):
                 self._write_waiting(now)
-            elif self._timer is None:
-                delay = self._last_write + self.flush_interval - now
-                self._timer = threading.Timer(delay, self._write_when_due)
-                self._timer.daemon = True  # never keeps the process alive: run end writes
-                self._timer.start()
+            elif self._due is None:
+                self._due = self._last_write + self.flush_interval
+                if self._flusher is None:
+                    self._flusher = threading.Thread(target=self._write_when_due, daemon=True,
+                                                     name="journal-flush")
+                    self._flusher.start()  # daemon: the run's end writes what still waits
+                else:
+                    self._wake.notify()
 
     @hookimpl
     def lofarexec_run_finished(self) -> None:
         with self._lock:
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
+            self._due = self._flusher = None  # the flusher sees it is no longer wanted
+            self._wake.notify()
             if self._fd is None:
                 return
             self._write_waiting(time.monotonic())
@@ -168,10 +176,18 @@ class JournalWriter:
         return "".join(parts)
 
     def _write_when_due(self) -> None:
+        """The flusher: write the waiting lines when they are due, until the run ends."""
+        me = threading.current_thread()
         with self._lock:
-            self._timer = None
-            if self._fd is not None and self._waiting:
-                self._write_waiting(time.monotonic())
+            while self._flusher is me:
+                due = self._due
+                now = time.monotonic()
+                if due is None or now < due:
+                    self._wake.wait(None if due is None else due - now)
+                    continue
+                self._due = None
+                if self._fd is not None and self._waiting:
+                    self._write_waiting(now)
 
     def _write_waiting(self, now: float) -> None:
         """Write the waiting lines whole, or none of them (the lock is held)."""

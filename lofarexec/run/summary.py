@@ -46,6 +46,7 @@ TAIL_LINES = 5
 #: Hosts named as the slowest.
 SLOWEST_HOSTS = 3
 _log = logging.getLogger(__name__)
+_SUCCEEDED = JobState.SUCCEEDED.value
 
 
 class RunReporter:
@@ -84,7 +85,7 @@ class RunReporter:
     def lofarexec_job_finished(self, run: RunContext, job: ComputeJob) -> None:
         self._running.pop(job.id, None)  # type: ignore[arg-type]
         self._ended.append(job.id)  # type: ignore[arg-type]
-        if job.results.get("state") != JobState.SUCCEEDED.value and job.id is not None:
+        if job.results.get("state") != _SUCCEEDED and job.id is not None:
             self._tails[(run.started, job.id)] = _tail_text(job)
 
     @hookimpl(trylast=True)

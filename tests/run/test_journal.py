@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import subprocess
+import time
 import types
 from pathlib import Path
 
@@ -80,11 +81,23 @@ def test_waiting_lines_are_written_within_the_interval(run):
     writer.lofarexec_run_started(run=run)
     writer.lofarexec_job_finished(job=finished(0))
     writer.lofarexec_job_finished(job=finished(1))
-    timer = writer._timer
-    assert timer is not None and lines_on_disk(run) == 1
-    timer.join(10)  # the timer's own thread writes them, with no further line
-    assert lines_on_disk(run) == 2
+    flusher = writer._flusher
+    assert flusher is not None and lines_on_disk(run) == 1
+    wait_for_lines(run, 2)  # the journal's own thread writes them, with no further line
+    for index in range(2, 5):  # later flushes: the same thread, not one per flush
+        writer.lofarexec_job_finished(job=finished(index))
+        wait_for_lines(run, index + 1)
+        assert writer._flusher is flusher
     writer.lofarexec_run_finished()
+    flusher.join(10)  # it ends with the run
+    assert not flusher.is_alive() and writer._flusher is None
+
+
+def wait_for_lines(run, count: int) -> None:
+    deadline = time.monotonic() + 10
+    while lines_on_disk(run) < count and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert lines_on_disk(run) == count
 
 
 def test_lines_are_json_in_file_order(run):

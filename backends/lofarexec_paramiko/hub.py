@@ -151,8 +151,10 @@ class Hub:
     def _main(self) -> None:
         poller = select.poll()
         poller.register(self._waker.fileno(), select.POLLIN)
-        while not self._stopping:
+        while True:
             self._waker.drain()
+            if self._stopping:  # read after the drain: a close() that woke us just before
+                return          # it would otherwise leave us asleep until the next timer
             self._serve_poked()
             self._serve_due()
             timeout = self._timeout()

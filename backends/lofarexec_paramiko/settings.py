@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import os
 
+import paramiko
+
 from lofarexec.transport import (
     alive_interval_field,
     check_shared_settings,
@@ -23,6 +25,11 @@ DEFAULT_CONFIG_FILE = "~/.ssh/config"
 HOST_KEY_POLICIES = ("reject", "warn", "accept-new")
 #: How jobs start on a connection: through one agent process, or a session channel each.
 LAUNCH_MODES = ("agent", "channel")
+#: The ciphers offered first by default: AES-GCM, an AEAD whose integrity check runs in the
+#: cryptography library, where paramiko checks the MAC of its other ciphers in Python, byte by
+#: byte (about a fifth of the control process's CPU per job with ``aes128-ctr`` +
+#: ``hmac-sha2-256``). OpenSSH offers both by default.
+CHEAPEST_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +82,11 @@ class ParamikoSettings:
     alive_interval: int = alive_interval_field(
         "TCP keepalive seconds; a host silent for about four intervals is a dropped "
         "connection, and a host agent that hears nothing for four kills its jobs")
+    preferred_ciphers: tuple[str, ...] = dataclasses.field(
+        default=CHEAPEST_CIPHERS,
+        metadata={"help": "ciphers offered first, in this order, comma separated; paramiko's "
+                          "other ciphers follow (none is dropped). Default: AES-GCM, which "
+                          "costs paramiko the least CPU per packet"})
     remote_python: str = remote_python_field("the host agent or launch wrapper")
     kill_grace: float = kill_grace_field()
 
@@ -98,6 +110,11 @@ class ParamikoSettings:
         config_file = os.path.expanduser(self.config_file)
         if self.config_file != DEFAULT_CONFIG_FILE and not os.path.isfile(config_file):
             raise ValueError(f"config_file {self.config_file} does not exist")
+        known = list(paramiko.Transport._preferred_ciphers)  # noqa: SLF001 - no public list
+        for cipher in self.preferred_ciphers:
+            if cipher not in known:
+                raise ValueError(f"preferred_ciphers: paramiko has no cipher {cipher!r}; it "
+                                 f"has {', '.join(known)}")
         for path in self.key_files:
             if not os.path.isfile(os.path.expanduser(path)):
                 raise ValueError(f"key file {path} does not exist")

@@ -28,7 +28,8 @@ from tests.helpers import Reports
 # -- settings and config resolution (no sshd) --------------------------------------------------
 @pytest.mark.parametrize("bad", [{"host_key_policy": "yes"}, {"sessions": 0}, {"port": 70000},
                                  {"connect_timeout": 0}, {"config_file": "/no/such/config"},
-                                 {"key_files": ("/no/such/key",)}, {"user": " "}])
+                                 {"key_files": ("/no/such/key",)}, {"user": " "},
+                                 {"preferred_ciphers": ("aes128-gcm", "none")}])
 def test_bad_settings_are_value_errors(bad: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         ParamikoSettings(**bad)  # type: ignore[arg-type]

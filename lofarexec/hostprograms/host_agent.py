@@ -21,15 +21,8 @@ It keeps the wrapper's guarantees, for every job it runs:
 * **The exit status is the node's, exactly**, reported in its own frame (negative: killed by
   that signal), after all of the job's stdout and stderr frames.
 
-Wire format, both ways: frames of ``kind (1 byte) job (uint32) length (uint32)`` then
-``length`` bytes. To the agent: ``S`` start (payload: NUL-separated ``grace``, ``argc``, argv
-words, ``NAME=VALUE`` environment entries: none of them can hold a NUL, so the split is exact
-and every byte reaches the job as sent), ``K`` kill, ``N`` nothing (a ping, both ways). From
-the agent: ``H`` hello (once, at start), ``P`` the job started (payload: its pid, which is
-also its process group: should the agent be killed outright, the control node kills that group
-itself), ``O``/``E`` a chunk of the job's stdout/stderr, ``F`` the job could not be started
-(payload: why), ``X`` the job ended (payload: its status in ASCII). The agent's own stderr is
-the link's stderr: a crash of the agent shows there.
+Wire format: see :mod:`lofarexec.transport.agent_frames`, its control half. The agent's
+own stderr is the link's stderr: a crash of the agent shows there.
 
 **A second route to each status.** Given a marker (argument 2), the agent appends ``number
 status`` for each job not killed for a lost link to ``$TMPDIR/lofarexec-agent-<marker>``, a new

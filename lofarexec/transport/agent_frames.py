@@ -4,8 +4,16 @@ The agent is :mod:`lofarexec.hostprograms.host_agent`.
 
 Shared by every transport that speaks to an agent (``ssh`` and ``cmdline`` through
 :class:`lofarexec.transport.agent.AgentClient`, ``paramiko`` on a channel of its own): how a
-job's request is encoded, how the agent's output is cut into frames, and when to ping. The
-format itself is described in the agent's docstring.
+job's request is encoded, how the agent's output is cut into frames, and when to ping.
+
+Wire format, both ways: frames of ``kind (1 byte) job (uint32) length (uint32)`` then ``length``
+bytes. To the agent: ``S`` start (payload: NUL-separated ``grace``, ``argc``, argv words,
+``NAME=VALUE`` environment entries: none of them can hold a NUL, so the split is exact and every
+byte reaches the job as sent), ``K`` kill, ``N`` nothing (a ping, both ways). From the agent:
+``H`` hello (once, at start), ``P`` the job started (payload: its pid, which is also its process
+group: should the agent be killed outright, the control node kills that group itself),
+``O``/``E`` a chunk of the job's stdout/stderr, ``F`` the job could not be started (payload:
+why), ``X`` the job ended (payload: its status in ASCII).
 """
 
 from __future__ import annotations

@@ -25,9 +25,8 @@ def _now() -> str:
     """
     global _last_started
     with _started_lock:
-        now = datetime.datetime.now()
-        now = now.replace(microsecond=now.microsecond // 1000 * 1000)
-        _last_started = max(now, _last_started + _MILLISECOND)
+        # a millisecond after the last stamp is in the next millisecond, whatever its fraction
+        _last_started = max(datetime.datetime.now(), _last_started + _MILLISECOND)
         return _last_started.isoformat(timespec="milliseconds")
 
 

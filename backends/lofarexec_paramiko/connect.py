@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import paramiko
 
@@ -146,16 +146,20 @@ def _prefer_known_key_types(transport: paramiko.Transport, known: list[str]) -> 
     wanted = []
     for kind in known:
         wanted += ["rsa-sha2-512", "rsa-sha2-256", kind] if kind == "ssh-rsa" else [kind]
-    first = [kind for kind in wanted if kind in options.key_types]
-    options.key_types = first + [kind for kind in options.key_types if kind not in first]
+    options.key_types = _first(wanted, options.key_types)
 
 
 def _prefer_ciphers(transport: paramiko.Transport, preferred: tuple[str, ...]) -> None:
     """Offer ``preferred`` first (``[paramiko] preferred_ciphers``), the others after them: the
     server still picks the first of ours it also has, so none is ever dropped."""
     options = transport.get_security_options()
-    first = [cipher for cipher in preferred if cipher in options.ciphers]
-    options.ciphers = first + [cipher for cipher in options.ciphers if cipher not in first]
+    options.ciphers = _first(preferred, options.ciphers)
+
+
+def _first(wanted: Sequence[str], offered: Sequence[str]) -> list[str]:
+    """``offered`` reordered: those also in ``wanted`` first, in its order, then the rest."""
+    first = [name for name in wanted if name in offered]
+    return first + [name for name in offered if name not in first]
 
 
 def authenticate(transport: paramiko.Transport, target: Target, keys: KeyCache) -> None:

@@ -249,11 +249,12 @@ def no_starts(monkeypatch):
 
 @pytest.mark.parametrize("method", ["local", pytest.param("ssh", marks=pytest.mark.slow),
                                     pytest.param("paramiko", marks=pytest.mark.slow)])
-def test_a_dry_run_starts_connects_and_writes_nothing(tmp_path, request, no_starts, method,
-                                                     capsys):
+def test_a_dry_run_starts_connects_and_writes_nothing(tmp_path, request, method, capsys):
     """A whole dry run in this process: any process start, connect, bind or listen fails the
     test; the job directory is unchanged; no child process appears."""
+    # the test bed (a session fixture, perhaps first made here) starts before starts are refused
     bed = request.getfixturevalue("ssh_testbed") if method != "local" else None
+    request.getfixturevalue("no_starts")
     path = write_config(tmp_path, f"[{method}]\n" + (
         f"config_file = {bed.ssh_config}\n" if bed else "")
         + "[cluster]\nhosts = node3, node4\n[logging]\nadvertise_address = 127.0.0.1\n",

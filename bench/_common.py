@@ -176,18 +176,35 @@ def load_text() -> str:
         return "unknown"
 
 
+def measured_tree() -> Path:
+    """The tree whose ``lofarexec`` this process would import (``PYTHONPATH`` first, as the
+    runs see it), found without importing it; this checkout if none is found."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("lofarexec")
+    if spec is None or spec.origin is None:
+        return Path(__file__).resolve().parent.parent
+    return Path(spec.origin).resolve().parent.parent
+
+
 def revision() -> str:
-    root = Path(__file__).resolve().parent.parent
+    """The commit of the code measured: that of the tree ``lofarexec`` is imported from, which
+    is not this checkout's when ``PYTHONPATH`` points at another tree (an A/B run)."""
+    root = measured_tree()
     try:
-        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-                              capture_output=True, text=True, timeout=10).stdout.strip()
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--show-toplevel",
+                               "--short", "HEAD"],
+                              capture_output=True, text=True, timeout=10).stdout.split()
         dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--",
                                 "lofarexec", "backends"],
                                capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
+    if len(head) != 2 or Path(head[0]).resolve() != root:
+        return f"the tree at {root} (not a git checkout)"
     note = " + uncommitted changes in lofarexec/ or backends/" if dirty else ""
-    return f"{head or 'unknown'}{note}"
+    where = "" if root == Path(__file__).resolve().parent.parent else f" (the tree at {root})"
+    return f"{head[1]}{note}{where}"
 
 
 def print_header(title: str, tools: str | None = None) -> None:

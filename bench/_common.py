@@ -245,47 +245,57 @@ def runs_text(walls: list[float]) -> str:
 
 
 def profile_with_launcher(run: Callable[[], Any]) -> tuple[Any, Any, Any]:
-    """Call ``run()`` under cProfile: the calling (scheduler) thread, and the launcher's thread.
+    """Call ``run()`` under cProfile: the calling (scheduler) thread, and every thread started
+    while it runs (the launcher's loop, the local backend's job workers, the log server, the
+    journal's flusher, the agents' loop), merged.
 
-    cProfile sees one thread only, so the launcher's loop is wrapped, for this process only, to
-    run under a profiler of its own (a private method: if it is renamed, only the scheduler
-    thread is profiled). Returns (run's result, the scheduler thread's profile, the launcher
-    thread's profile or None).
+    cProfile sees one thread only, so ``threading.Thread.run`` is wrapped, for this process and
+    this call only, to run each new thread under a profiler of its own. Returns (run's result,
+    the scheduler thread's profile, the other threads' merged ``pstats.Stats`` or None if no
+    thread was started).
     """
     import cProfile
+    import pstats
 
-    from lofarexec.transport import process
+    thread_profiles: list[cProfile.Profile] = []
+    original = threading.Thread.run
 
-    launcher_profile = cProfile.Profile()
-    original = getattr(process.ProcessLauncher, "_loop", None)
-
-    def profiled_loop(self):  # type: ignore[no-untyped-def]
-        launcher_profile.enable()
+    def profiled_run(thread: threading.Thread) -> None:
+        profile = cProfile.Profile()
+        thread_profiles.append(profile)  # list.append is atomic under the GIL
+        profile.enable()
         try:
-            return original(self)
+            original(thread)
         finally:
-            launcher_profile.disable()
+            profile.disable()
 
-    if original is not None:
-        process.ProcessLauncher._loop = profiled_loop
+    threading.Thread.run = profiled_run  # type: ignore[method-assign]
     main_profile = cProfile.Profile()
     try:
         main_profile.enable()
         result = run()
         main_profile.disable()
     finally:
-        if original is not None:
-            process.ProcessLauncher._loop = original
-    return result, main_profile, launcher_profile if original is not None else None
+        threading.Thread.run = original  # type: ignore[method-assign]
+    if not thread_profiles:
+        return result, main_profile, None
+    merged = pstats.Stats(thread_profiles[0])
+    for profile in thread_profiles[1:]:
+        merged.add(profile)
+    print(f"(profiled: the calling thread and {len(thread_profiles)} others, merged)")
+    return result, main_profile, merged
 
 
-def print_thread_profiles(main_profile: Any, launcher_profile: Any, jobs: int, top: int) -> None:
+def print_thread_profiles(main_profile: Any, others: Any, jobs: int, top: int) -> None:
     import pstats
 
     for label, stats in (("scheduler thread", main_profile),
-                         ("launcher thread", launcher_profile)):
+                         ("all other threads, merged", others)):
         if stats is None:
-            print(f"--- {label}: not profiled (ProcessLauncher._loop not found) ---")
+            print(f"--- {label}: none was started ---")
             continue
         print(f"--- cProfile, {label}, {jobs} jobs: top {top} by own time (tottime) ---")
-        pstats.Stats(stats, stream=sys.stdout).sort_stats("tottime").print_stats(top)
+        if not isinstance(stats, pstats.Stats):
+            stats = pstats.Stats(stats)
+        stats.stream = sys.stdout
+        stats.sort_stats("tottime").print_stats(top)

@@ -1,12 +1,13 @@
 """Opening one authenticated SSH connection, and the one edge where paramiko's errors stop.
 
-:func:`connect` runs in a connection's own thread (it blocks for a handshake's worth of round
-trips) and gives back a ready :class:`paramiko.Transport` or raises a
-:class:`~lofarexec.errors.BackendError` subclass naming the host (a
-:class:`~lofarexec.errors.ConfigError` for a key file of ``[paramiko] key_files`` that cannot
-be used). :func:`translate` turns any exception met while talking to a host into that tree, so
-no paramiko or socket type reaches the scheduler (errors.py: foreign exceptions are translated
-where they occur).
+:func:`connect` waits in its caller's thread for a handshake's worth of round trips (the
+backend's connections wait on its hub instead, :mod:`.dial`, with the same pieces:
+:func:`ssh_transport`, :func:`authenticated`) and gives back a ready
+:class:`paramiko.Transport` or raises a :class:`~lofarexec.errors.BackendError` subclass
+naming the host (a :class:`~lofarexec.errors.ConfigError` for a key file of ``[paramiko]
+key_files`` that cannot be used). :func:`translate` turns any exception met while talking to a
+host into that tree, so no paramiko or socket type reaches the scheduler (errors.py: foreign
+exceptions are translated where they occur).
 """
 
 from __future__ import annotations
@@ -40,41 +41,58 @@ ALIVE_COUNT = 3
 def connect(target: Target, settings: ParamikoSettings, known_hosts: KnownHosts,
             keys: KeyCache, on_transport: Callable[[paramiko.Transport], None],
             on_heard: Callable[[], None] = lambda: None) -> paramiko.Transport:
-    """An authenticated transport to ``target``; ``on_transport`` gets it before the handshake
-    (so that another thread can abort a slow handshake by closing it); ``on_heard`` is called
-    (in paramiko's thread) whenever bytes arrive from the host."""
-    sock = open_socket(target, settings, on_heard)
-    try:
-        transport = paramiko.Transport(sock)
-    except BaseException:
-        sock.close()
-        raise
+    """An authenticated transport to ``target``, waited for in this thread (the backend's
+    connections wait on its hub instead: :mod:`.dial`); ``on_transport`` gets it before the
+    handshake (so that another thread can abort a slow handshake by closing it); ``on_heard``
+    is called (in paramiko's thread) whenever bytes arrive from the host."""
+    plain = socket.create_connection((target.hostname, target.port),
+                                     timeout=settings.connect_timeout)
+    transport = ssh_transport(plain, target, settings, known_hosts, on_heard)
     on_transport(transport)
     try:
-        transport.banner_timeout = settings.banner_timeout
-        transport.auth_timeout = settings.auth_timeout
-        transport.channel_timeout = settings.channel_timeout
-        _prefer_known_key_types(transport, known_hosts.key_types(target))
-        _prefer_ciphers(transport, settings.preferred_ciphers)
         transport.start_client(timeout=settings.connect_timeout)
-        if not transport.initial_kex_done:  # paramiko returns quietly when the timeout ends
-            raise TimeoutError  # (a host that accepts and never speaks: "timed out")
-        known_hosts.check(target, transport.get_remote_server_key())
-        authenticate(transport, target, keys)
-        transport.get_exception()  # clear what a refused key left: from now on, it means "lost"
+        authenticated(transport, target, known_hosts, keys)
     except BaseException:
         close_transport(transport)
         raise
     return transport
 
 
-def open_socket(target: Target, settings: ParamikoSettings,
-                on_heard: Callable[[], None] = lambda: None) -> socket.socket:
-    """A TCP connection to the target with Nagle off (≈40 ms per SSH exchange otherwise) and,
-    when ``alive_interval`` is set, kernel keepalives that notice a dead link (not a frozen
-    host: its kernel answers them; :func:`probe` does); ``on_heard`` hears every byte read."""
-    plain = socket.create_connection((target.hostname, target.port),
-                                     timeout=settings.connect_timeout)
+def ssh_transport(plain: socket.socket, target: Target, settings: ParamikoSettings,
+                  known_hosts: KnownHosts,
+                  on_heard: Callable[[], None] = lambda: None) -> paramiko.Transport:
+    """A client transport, not started yet, over ``plain`` (connected; owned by the transport
+    from now on, or closed here), with the settings' timeouts and preferences."""
+    sock = heard_socket(plain, settings, on_heard)
+    try:
+        transport = paramiko.Transport(sock)
+    except BaseException:
+        sock.close()
+        raise
+    transport.banner_timeout = settings.banner_timeout
+    transport.auth_timeout = settings.auth_timeout
+    transport.channel_timeout = settings.channel_timeout
+    _prefer_known_key_types(transport, known_hosts.key_types(target))
+    _prefer_ciphers(transport, settings.preferred_ciphers)
+    return transport
+
+
+def authenticated(transport: paramiko.Transport, target: Target, known_hosts: KnownHosts,
+                  keys: KeyCache) -> None:
+    """After the key exchange: check the host's key, then log in (the caller closes the
+    transport if this raises)."""
+    if not transport.initial_kex_done:  # paramiko returns quietly when the timeout ends
+        raise TimeoutError  # (a host that accepts and never speaks: "timed out")
+    known_hosts.check(target, transport.get_remote_server_key())
+    authenticate(transport, target, keys)
+    transport.get_exception()  # clear what a refused key left: from now on, it means "lost"
+
+
+def heard_socket(plain: socket.socket, settings: ParamikoSettings,
+                 on_heard: Callable[[], None] = lambda: None) -> HeardSocket:
+    """``plain`` (connected) with Nagle off (≈40 ms per SSH exchange otherwise) and, when
+    ``alive_interval`` is set, kernel keepalives that notice a dead link (not a frozen host:
+    its kernel answers them; :func:`probe` does); ``on_heard`` hears every byte read."""
     sock = HeardSocket(plain.family, plain.type, plain.proto, fileno=plain.detach())
     sock.on_heard = on_heard
     try:
@@ -246,8 +264,9 @@ class KeyCache:
 
 
 class StatusEvent(threading.Event):
-    """A channel's ``status_event`` that also calls ``notify`` when paramiko sets it (called in
-    paramiko's thread, under the channel's lock: ``notify`` must not block or take locks)."""
+    """An event that also calls ``notify`` when paramiko sets it: a channel's
+    ``status_event``, or a transport's negotiation end (called in paramiko's thread, perhaps
+    under the channel's lock: ``notify`` must not block or take locks)."""
 
     def __init__(self, notify: Callable[[], None]) -> None:
         super().__init__()
@@ -310,6 +329,18 @@ def close_transport(transport: paramiko.Transport) -> None:
     transport.sock.close()  # close() skips this when the transport died by itself first
     if transport.is_alive() and transport is not threading.current_thread():
         transport.join()
+    if not transport.is_alive():  # no handshake timer can be started any more: stop its own
+        _stop_handshake_timer(transport.packetizer)
+
+
+def _stop_handshake_timer(packetizer: paramiko.Packetizer) -> None:
+    """paramiko starts a (non-daemon) timer thread of ``handshake_timeout`` seconds once the
+    banner is read, and stops it only when the key exchange ends: a host that stalled in it
+    would leave the thread (and hold the interpreter's exit) for 15 s after its close."""
+    timer = getattr(packetizer, "_Packetizer__timer", None)  # no public handle on it
+    packetizer.complete_handshake()  # cancels it
+    if isinstance(timer, threading.Thread) and timer is not threading.current_thread():
+        timer.join()
 
 
 def translate(exc: BaseException, target: Target, doing: str) -> LofarexecError:

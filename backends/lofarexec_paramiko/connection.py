@@ -41,6 +41,7 @@ from lofarexec.transport import KILL_CONFIRM, Pinger, Slot, TimerHeap, out_of_de
 from .agent import AgentLink
 from .channels import closed_channel_outcome
 from .connect import CHANNEL_ERRORS, lost, lost_reason, probe, translate
+from .dial import Dial
 from .jobs import Job, State, one_line
 from .setup import ConnectionSetUp
 
@@ -75,6 +76,7 @@ class Connection(ConnectionSetUp):
         self._running: set[Job] = set()  # the hub's own
         self._opening = 0  # channel mode: channels a set-up thread is opening (the hub's)
         self._agent: AgentLink | None = None  # agent mode: the host agent's channel
+        self._dial: Dial | None = None  # how it connects, until the hub serves it
         self._timers: TimerHeap[Job] = TimerHeap()  # killed jobs awaiting their end
         self._dead = self._closing = self._established = False
         self._serving = False  # handed to the hub: its turns do something
@@ -115,9 +117,12 @@ class Connection(ConnectionSetUp):
         with self._lock:
             self._closing = True
             aborting = self._transport if not self._established else None
+            dial = self._dial
         self.hub.poke(self)
+        if dial is not None:
+            dial.abort()  # still connecting: it ends at once, and its set-up thread cleans up
         if aborting is not None:
-            aborting.close()  # the set-up thread's connect() fails at once and cleans up
+            aborting.close()  # a handshake or log-in in progress fails at once
         slot = self._slot
         if slot is not None and not slot.granted:  # still waiting for descriptors: stop
             slot.release()

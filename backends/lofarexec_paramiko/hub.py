@@ -8,10 +8,11 @@
     hub thread: each poked connection takes a turn (start jobs, send kills, move output into
       the jobs' tails, report ended jobs); the connections' next moments (kill confirmations,
       probes, agent pings) in one heap; in between it sleeps in poll() on one eventfd, the
-      only descriptor the backend holds besides each host's socket
+      only descriptor the backend holds besides each host's socket; and on the sockets still
+      connecting (.dial: a silent host holds no thread while it is waited for)
     set-up threads (at most SETUP_THREADS, gone when idle): what waits for round trips:
-      resolving a host, connecting, starting its agent, a job's channel (channel mode), the
-      end of a connection
+      resolving a host, authenticating, starting its agent, a job's channel (channel mode),
+      the end of a connection
 
 Issue 17: a thread per connection cost a thread per host under one interpreter lock, and a pipe
 per watched channel; here threads are paramiko's one per host plus a constant number, and no
@@ -24,6 +25,7 @@ import heapq
 import itertools
 import logging
 import select
+import socket
 import threading
 import time
 from collections import deque
@@ -116,6 +118,9 @@ class Hub:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._stopping = False
+        self._poller = select.poll()
+        self._to_watch: deque[tuple[socket.socket, Served]] = deque()
+        self._watched: dict[int, Served] = {}  # the hub's own: sockets polled for writing
 
     def submit(self, task: Callable[[], None]) -> None:
         """Run ``task`` in a set-up thread (it may block for round trips)."""
@@ -128,6 +133,17 @@ class Hub:
         if self._thread is None:
             self._start()
         self._waker.wake()
+
+    def watch(self, sock: socket.socket, served: Served) -> None:
+        """Give ``served`` a turn once ``sock`` (connecting) is writable or failed, from any
+        thread; :meth:`unwatch` it, in the hub's thread, before the socket is closed."""
+        self._to_watch.append((sock, served))
+        self.poke(served)
+
+    def unwatch(self, sock: socket.socket) -> None:
+        """Stop watching ``sock`` (the hub's thread only; before it is closed or handed on)."""
+        if self._watched.pop(sock.fileno(), None) is not None:
+            self._poller.unregister(sock.fileno())
 
     def close(self) -> None:
         """Stop the thread (once every connection has ended) and the set-up threads; safe
@@ -149,17 +165,33 @@ class Hub:
                 self._thread.start()
 
     def _main(self) -> None:
-        poller = select.poll()
-        poller.register(self._waker.fileno(), select.POLLIN)
+        self._poller.register(self._waker.fileno(), select.POLLIN)
         while True:
             self._waker.drain()
             if self._stopping:  # read after the drain: a close() that woke us just before
                 return          # it would otherwise leave us asleep until the next timer
+            self._register_watched()
             self._serve_poked()
             self._serve_due()
-            timeout = self._timeout()
             if not self._poked:
-                poller.poll(None if timeout is None else max(0, int(timeout * 1000 + 1)))
+                timeout = self._timeout()
+                self._poll(None if timeout is None else max(0, int(timeout * 1000 + 1)))
+            elif self._watched:  # more work already: a look at the sockets, without waiting
+                self._poll(0)
+
+    def _register_watched(self) -> None:
+        while self._to_watch:
+            sock, served = self._to_watch.popleft()
+            if sock.fileno() >= 0:  # not closed by a turn before it was registered
+                self._watched[sock.fileno()] = served
+                self._poller.register(sock.fileno(), select.POLLOUT)
+
+    def _poll(self, milliseconds: int | None) -> None:
+        for fd, _ in self._poller.poll(milliseconds):
+            served = self._watched.pop(fd, None)
+            if served is not None:  # connected or failed: its turn tells which
+                self._poller.unregister(fd)
+                self._poked.append(served)
 
     def _serve_poked(self) -> None:
         turns: dict[int, Served] = {}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import paramiko
@@ -22,7 +23,8 @@ from lofarexec.transport import Pinger, Slot, descriptor_budget
 
 from .agent import AgentLink, after_agent_link, open_agent
 from .channels import open_job_channel
-from .connect import close_transport, connect, lost, translate
+from .connect import authenticated, close_transport, lost, translate
+from .dial import Dial
 from .jobs import Job, State, one_line
 
 if TYPE_CHECKING:
@@ -59,6 +61,7 @@ class ConnectionSetUp:
     _started: bool
     _ended: threading.Event
     _slot: Slot | None
+    _dial: Dial | None
     _open_once: threading.Lock
     _open_submitted: bool
     _reclaimed: bool
@@ -100,11 +103,15 @@ class ConnectionSetUp:
 
     # -- a set-up thread -------------------------------------------------------------------
     def _open(self) -> None:
-        """Resolve the host, connect, start its agent; then the hub serves the connection.
-        Whatever goes wrong, the connection ends (its jobs are told why): none is left that
-        :meth:`join` would wait for in vain."""
+        """Resolve the host and begin connecting (:meth:`_set_up`); once connected (in the
+        hub), :meth:`_log_in`, then the hub serves the connection."""
+        self._guarded(self._set_up)
+
+    def _guarded(self, step: Callable[[], None]) -> None:
+        """Run ``step``; whatever goes wrong, the connection ends (its jobs are told why):
+        none is left that :meth:`join` would wait for in vain."""
         try:
-            self._set_up()
+            step()
         except Exception as exc:  # noqa: BLE001 - a bug: this host's jobs fail loudly
             _log.exception("%s: setting up a paramiko connection failed", self.pool.name)
             if not self._serving and not self._ended.is_set():
@@ -112,19 +119,34 @@ class ConnectionSetUp:
                           established=self._established)
 
     def _set_up(self) -> None:
-        with self._lock:
-            closing = self._closing
-        if closing:  # closed while this waited for a set-up thread: connect nowhere
-            self._end("the backend was closed", established=False)
-            return
         try:
             target = self.target  # the host's ssh config entry, resolved here once per host
         except LofarexecError as exc:
             self._end(one_line(str(exc)), established=False)
             return
+        dial = Dial(target, self.settings, self.hub, self.pool.known_hosts, self._alive.heard,
+                    self._adopt, self._dialed)
+        with self._lock:
+            closing = self._closing
+            self._dial = None if closing else dial
+        if closing:  # closed while this waited for a set-up thread: connect nowhere
+            self._end("the backend was closed", established=False)
+            return
+        dial.begin()  # the hub waits for the TCP connect and the key exchange (.dial)
+
+    def _dialed(self, result: paramiko.Transport | BaseException) -> None:
+        """The hub's thread: the key exchange is done (or failed); the rest waits for the
+        host's answers, so it runs in a set-up thread."""
+        self.hub.submit(lambda: self._guarded(lambda: self._log_in(result)))
+
+    def _log_in(self, result: paramiko.Transport | BaseException) -> None:
+        """Check the host key, authenticate, start the agent; then the hub serves the
+        connection. On failure the connection ends (:meth:`_finish` closes the transport)."""
+        target = self.target
         try:
-            transport = connect(target, self.settings, self.pool.known_hosts,
-                                self.pool.keys, self._adopt, self._alive.heard)
+            if isinstance(result, BaseException):
+                raise result
+            authenticated(result, target, self.pool.known_hosts, self.pool.keys)
         except Exception as exc:  # noqa: BLE001 - the edge: anything becomes our error
             error = translate(exc, target, "cannot connect to")
             _log.debug("%s", error)
@@ -135,7 +157,7 @@ class ConnectionSetUp:
         failure = None
         if self.settings.launch == "agent":
             try:
-                failure = self._start_agent(transport)
+                failure = self._start_agent(result)
             except Exception as exc:  # noqa: BLE001 - a bug: this host's jobs fail loudly
                 _log.exception("%s: starting the host agent failed", target.name)
                 failure = str(translate(exc, target, "cannot start the agent on"))

@@ -1,0 +1,99 @@
+"""Hosts that accept TCP and then say nothing (or only their SSH banner) among hosts that work:
+a silent host costs its own connect timeout and nothing else; the working hosts' jobs are not
+held up behind it (issue 17: they once waited for one of 16 set-up threads that the silent
+hosts held until their timeouts)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.backends.paramiko_helpers import request
+from tests.helpers import Reports
+
+#: More silent hosts than a fixed pool of set-up threads had (16), so that all of them at once
+#: would hold every such thread.
+SILENT_HOSTS = 20
+CONNECT_TIMEOUT = 5.0
+WORKING_HOSTS = ("node1", "node2")
+
+pytestmark = pytest.mark.slow
+
+
+class SilentServers:
+    """Two ports on 127.0.0.1: one accepts and never speaks (the kernel's backlog does the
+    accepting), one accepts, sends an SSH banner, then stalls in the key exchange."""
+
+    def __init__(self) -> None:
+        self.mute = socket.create_server(("127.0.0.1", 0), backlog=SILENT_HOSTS)
+        self.banner_only = socket.create_server(("127.0.0.1", 0), backlog=SILENT_HOSTS)
+        self._accepted: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._greet, name="banner-only", daemon=True)
+        self._thread.start()
+
+    def _greet(self) -> None:
+        while True:
+            try:
+                link, _ = self.banner_only.accept()
+            except OSError:  # closed: the test is over
+                return
+            link.sendall(b"SSH-2.0-OpenSSH_9.2p1 stalls-after-banner\r\n")
+            self._accepted.append(link)
+
+    def port(self, number: int) -> int:
+        return (self.mute if number % 2 else self.banner_only).getsockname()[1]
+
+    def close(self) -> None:
+        self.banner_only.shutdown(socket.SHUT_RDWR)
+        self.banner_only.close()
+        self._thread.join()
+        self.mute.close()
+        for link in self._accepted:
+            link.close()
+
+
+@pytest.fixture
+def silent_servers() -> Iterator[SilentServers]:
+    servers = SilentServers()
+    yield servers
+    servers.close()
+
+
+def silent_config(bed_config: Path, servers: SilentServers, path: Path) -> Path:
+    """The bed's ssh config plus ``s1..s<SILENT_HOSTS>`` on the silent ports."""
+    blocks = [f"Host s{number}\n    HostName 127.0.0.1\n    Port {servers.port(number)}\n"
+              for number in range(1, SILENT_HOSTS + 1)]
+    path.write_text(bed_config.read_text() + "\n" + "\n".join(blocks))
+    return path
+
+
+def test_silent_hosts_do_not_hold_up_the_working_ones(open_backends, ssh_testbed,
+                                                      silent_servers, tmp_path) -> None:
+    config = silent_config(ssh_testbed.ssh_config, silent_servers, tmp_path / "ssh_config")
+    backend = open_backends(config_file=str(config), connect_timeout=CONNECT_TIMEOUT)
+    ended: list[str] = []
+    reports = Reports()
+
+    def noted(number: int, host: str):
+        deliver = reports(number)
+        return lambda outcome: (ended.append(host), deliver(outcome))
+
+    silent = [f"s{number}" for number in range(1, SILENT_HOSTS + 1)]
+    hosts = silent + list(WORKING_HOSTS)  # the silent hosts ask first
+    for number, host in enumerate(hosts):
+        backend.start(request(number, host, "/bin/true"), noted(number, host))
+    outcomes = {host: reports.wait(number, timeout=60) for number, host in enumerate(hosts)}
+
+    for host in WORKING_HOSTS:
+        assert (outcomes[host].returncode, outcomes[host].transport_error) == (0, None), host
+    for host in silent:
+        port = silent_servers.port(int(host[1:]))
+        assert outcomes[host].transport_error == (
+            f"{host}: cannot connect to 127.0.0.1:{port}: timed out"), outcomes[host]
+    first_silent = min(ended.index(host) for host in silent)
+    assert max(ended.index(host) for host in WORKING_HOSTS) < first_silent, (
+        f"a working host's job ended after a silent host's connect timeout: {ended}")

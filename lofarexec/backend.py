@@ -84,7 +84,13 @@ Report = Callable[[Outcome], None]
 
 
 class JobHandle(Protocol):
-    """What :meth:`Backend.start` gives back: the one operation the scheduler needs on a job."""
+    """What :meth:`Backend.start` gives back: the one operation the scheduler needs on a job.
+
+    A handle whose job may not run yet when ``start`` returns (it waits for a connection or a
+    descriptor slot) has a true ``starts_later`` attribute, and its backend calls
+    :func:`report_running` when the job starts on its host: the job's time limit counts from
+    then. Without it, the time limit counts from ``start``'s return.
+    """
 
     def kill(self) -> None:
         """Make the job's whole process tree on its host go away (the backend still reports).
@@ -92,6 +98,18 @@ class JobHandle(Protocol):
         Never raises: calling it twice, or after the job has ended and been reported, does
         nothing more and causes no second report.
         """
+
+
+def report_running(report: Report) -> None:
+    """Tell the scheduler that the job of ``report`` now runs on its host (for a handle that
+    ``starts_later``); from any thread, before the job's outcome. Does nothing for a report
+    function that does not listen for it (a test's).
+
+    .. versionadded:: 0.1
+    """
+    running = getattr(report, "running", None)
+    if running is not None:
+        running()
 
 
 class NothingToKill:

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 
 import paramiko
 
-from lofarexec.backend import Outcome
+from lofarexec.backend import Outcome, report_running
 from lofarexec.transport import KILL_CONFIRM, Pinger, Slot, TimerHeap, out_of_descriptors
 
 from .agent import AgentLink
@@ -267,6 +267,7 @@ class Connection(ConnectionSetUp):
                 with self._lock:
                     job.channel = started
                     job.state = State.RUNNING
+                report_running(job.report)  # its time limit counts from now
                 self._running.add(job)
                 self._notified.append(job)  # whatever happened before it was watched
                 if job.kill_requested or self._closing:

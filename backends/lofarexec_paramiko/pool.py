@@ -31,6 +31,7 @@ class ChannelJobHandle:
     """What :meth:`ParamikoBackend.start` returns: ``kill()`` reaches the job's connection."""
 
     __slots__ = ("_job", "_pool")
+    starts_later = True  # it waits for a connection: report_running says when it runs
 
     def __init__(self, pool: HostPool, job: Job) -> None:
         self._pool = pool

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from lofarexec.backend import JobHandle, LaunchRequest, Outcome
 from lofarexec.errors import JobListError, LofarexecError
 from lofarexec.job import ComputeJob, JobResult, JobState
+from lofarexec.run.attempt import AttemptReport, time_left, verdict
 from lofarexec.run.hosthealth import HostHealth
 from lofarexec.run.placement import HostPool
 from lofarexec.run.retry import host_failed
@@ -59,6 +60,8 @@ class Batch:
         """When paused hosts are probed again (a heap, beside the jobs' deadlines)."""
         self.pool_jobs: set[int] = set()
         self.unprepared: set[int] = set()
+        self.attempts: dict[int, AttemptReport] = {}
+        """The report function of each running job's attempt (its deadline, its start)."""
         self.launching: dict[int, Callable[[Outcome], None]] = {}
         """Starts made outside the processing role whose handle has not come back: the
         attempt's report function tells its handle from an earlier attempt's."""
@@ -147,13 +150,8 @@ class Batch:
         self.health.started(host, index)
         self.running_on[host] = self.running_on.get(host, 0) + 1
         self.handles[index] = None  # counted as running before the backend may report
-        timeout = job.timeout if job.timeout is not None else scheduler.job_timeout
-        if timeout is not None:
-            deadline = time.monotonic() + timeout
-            self.deadline_moved |= not self.deadlines or deadline < self.deadlines[0][0]
-            heapq.heappush(self.deadlines, (deadline, index))
         self.notify("job_started", job)
-        report = scheduler._report_to(index)
+        report = self.attempts[index] = AttemptReport(scheduler.deliver, index)
         try:
             request = scheduler.prepare(job)
         except Exception as exc:  # one job's failure to prepare must not stop the run
@@ -168,6 +166,7 @@ class Batch:
         handle = self.launch(index, request, report)
         if index in self.handles:  # not already reported (a report is processed after us)
             self.handles[index] = handle
+            self.time_from_now(index)
 
     def launch(self, index: int, request: LaunchRequest,
                report: Callable[[Outcome], None]) -> JobHandle | None:
@@ -192,12 +191,34 @@ class Batch:
         self.handles[index] = handle
         if index in self.fates:
             handle.kill()
+        else:
+            self.time_from_now(index)
+
+    def time_from_now(self, index: int) -> None:
+        """The backend has the job started: its time limit, if it has one, counts from now
+        (a start that only queued it is checked again then: see
+        :func:`~lofarexec.run.attempt.time_left`)."""
+        timeout = self.timeout(index)
+        if timeout is not None:
+            self.arm(self.attempts[index], time.monotonic() + timeout)
+
+    def timeout(self, index: int) -> float | None:
+        """The job's time limit: its own, else ``[remote] job_timeout``."""
+        timeout = self.jobs[index].timeout
+        return timeout if timeout is not None else self.scheduler.job_timeout
+
+    def arm(self, attempt: AttemptReport, deadline: float) -> None:
+        """Check ``attempt`` at ``deadline`` (instead of any earlier moment it was given)."""
+        attempt.deadline = deadline
+        self.deadline_moved |= not self.deadlines or deadline < self.deadlines[0][0]
+        heapq.heappush(self.deadlines, (deadline, attempt.index))
 
     # -- ending ----------------------------------------------------------------------------------
     def on_report(self, index: int, outcome: Outcome) -> None:
         if index not in self.handles:
             return  # reported twice, or after we gave up waiting for it: keep the first verdict
         del self.handles[index]
+        del self.attempts[index]
         job = self.jobs[index]
         host = str(job.host)
         self.running_on[host] -= 1
@@ -319,14 +340,21 @@ class Batch:
                 self.pool.update(host)
                 self.place_open_jobs()
         while self.deadlines and self.deadlines[0][0] <= now:
-            _, index = heapq.heappop(self.deadlines)
-            if index not in self.handles or index in self.fates:
+            due, index = heapq.heappop(self.deadlines)
+            attempt = self.attempts.get(index)
+            if attempt is None or attempt.deadline != due:
+                continue  # it ended, or this is an earlier attempt's (or moment's)
+            attempt.deadline = None
+            if self.killed_reason is not None or index in self.fates:
+                self.abandon(index)  # a kill that the backend never confirmed
                 continue
-            if self.killed_reason is not None:  # a kill that the backend never confirmed
-                self.abandon(index)
+            later = time_left(self.handles[index], attempt, self.timeout(index), now)
+            if later is not None:
+                self.arm(attempt, later)
                 continue
             self.fates[index] = JobState.TIMED_OUT
             self.kill_one(index)
+            self.arm(attempt, now + KILL_REPORT_TIMEOUT)
 
     def on_kill(self, reason: str, external: bool = True) -> None:
         """Stop the batch; ``external`` (a signal, the kill switch) makes ``run`` raise."""
@@ -336,8 +364,10 @@ class Batch:
         self.quit = external
         self.scheduler.error.set()
         self.drop_waiting(reason)
-        self.deadlines = [(time.monotonic() + KILL_REPORT_TIMEOUT, i) for i in self.handles]
-        heapq.heapify(self.deadlines)
+        self.deadlines = []
+        deadline = time.monotonic() + KILL_REPORT_TIMEOUT
+        for index in self.handles:
+            self.arm(self.attempts[index], deadline)
         self.deadline_moved = True
         for index in list(self.handles):
             self.fates.setdefault(index, JobState.KILLED)
@@ -366,20 +396,3 @@ class Batch:
         job.results.stopped(f"run stopped ({reason}) before it started")
         self.notify("job_finished", job)
 
-
-def verdict(
-    outcome: Outcome, fate: JobState | None, killed_reason: str | None
-) -> tuple[JobState, str | None]:
-    """Decide a finished job's state and the reason shown to the user."""
-    if fate is JobState.TIMED_OUT:
-        return JobState.TIMED_OUT, "killed after exceeding its time limit"
-    if fate is JobState.KILLED:
-        return JobState.KILLED, f"run stopped ({killed_reason})"
-    if outcome.transport_error is not None:
-        return JobState.TRANSPORT_ERROR, outcome.transport_error
-    note = f"; {outcome.note}" if outcome.note else ""
-    if outcome.returncode == 0:
-        return JobState.SUCCEEDED, outcome.note
-    if outcome.returncode is not None and outcome.returncode < 0:
-        return JobState.FAILED, f"node script killed by signal {-outcome.returncode}{note}"
-    return JobState.FAILED, f"node script exited with status {outcome.returncode}{note}"

@@ -226,6 +226,3 @@ class Scheduler:
         if batch.finished or batch.deadline_moved:
             batch.deadline_moved = False
             self._wakeups.put((_WAKE, None))
-
-    def _report_to(self, index: int) -> Callable[[Outcome], None]:
-        return lambda outcome: self.deliver(index, outcome)

@@ -392,6 +392,7 @@ class AgentClient(AgentEnd):
 
 class _AgentJobHandle:
     __slots__ = ("_client", "_job")
+    starts_later = True  # queued for the agent: the P frame says when it runs (report_running)
 
     def __init__(self, client: AgentClient, job: AgentJob) -> None:
         self._client = client

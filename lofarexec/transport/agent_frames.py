@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Protocol, TypeVar
 
-from lofarexec.backend import LaunchRequest, Outcome
+from lofarexec.backend import LaunchRequest, Outcome, Report, report_running
 from lofarexec.errors import BackendError
 from lofarexec.transport.process import keep_tail
 from lofarexec.transport.wrapper import job_environment
@@ -106,6 +106,7 @@ class FrameJob(Protocol):
     output: bytearray
     errors: bytearray
     pid: int
+    report: Report
 
     def outcome(self, status: int | None, failure: str | None = None) -> Outcome: ...
 
@@ -123,6 +124,7 @@ def take_frame(job: FrameJob, kind: bytes, payload: bytes) -> Outcome | None:
         pid = _number(payload)
         if pid is not None and pid > 1:  # group 1 or below would be "every process" to kill
             job.pid = pid
+        report_running(job.report)  # its time limit counts from now
     elif kind == b"X":
         status = _number(payload)
         if status is None:

@@ -30,6 +30,7 @@ from lofarexec.errors import (
 from lofarexec.transport import out_of_descriptors
 
 from .hosts import KnownHosts, Target
+from .lean import LeanTransport
 from .settings import ParamikoSettings
 
 #: What paramiko raises when a channel cannot be opened or used (the connection may be gone).
@@ -65,7 +66,7 @@ def ssh_transport(plain: socket.socket, target: Target, settings: ParamikoSettin
     from now on, or closed here), with the settings' timeouts and preferences."""
     sock = heard_socket(plain, settings, on_heard)
     try:
-        transport = paramiko.Transport(sock)
+        transport = LeanTransport(sock)
     except BaseException:
         sock.close()
         raise
@@ -329,18 +330,6 @@ def close_transport(transport: paramiko.Transport) -> None:
     transport.sock.close()  # close() skips this when the transport died by itself first
     if transport.is_alive() and transport is not threading.current_thread():
         transport.join()
-    if not transport.is_alive():  # no handshake timer can be started any more: stop its own
-        _stop_handshake_timer(transport.packetizer)
-
-
-def _stop_handshake_timer(packetizer: paramiko.Packetizer) -> None:
-    """paramiko starts a (non-daemon) timer thread of ``handshake_timeout`` seconds once the
-    banner is read, and stops it only when the key exchange ends: a host that stalled in it
-    would leave the thread (and hold the interpreter's exit) for 15 s after its close."""
-    timer = getattr(packetizer, "_Packetizer__timer", None)  # no public handle on it
-    packetizer.complete_handshake()  # cancels it
-    if isinstance(timer, threading.Thread) and timer is not threading.current_thread():
-        timer.join()
 
 
 def translate(exc: BaseException, target: Target, doing: str) -> LofarexecError:

@@ -7,11 +7,13 @@ alias is the very same module object, so nothing is duplicated. Removed in 0.3.
 
 from __future__ import annotations
 
-import importlib
-import importlib.machinery
 import sys
 import warnings
 from types import ModuleType
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import importlib.machinery
 
 #: old path -> new path (modules that shipped recipes or the docs of 0.1 named)
 MOVED: dict[str, str] = {
@@ -46,6 +48,8 @@ class _AliasLoader:
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType:
         warnings.warn(f"{spec.name} moved to {self.new_name}; the old path goes in 0.3",
                       DeprecationWarning, stacklevel=4)
+        import importlib  # here, not above: every node imports this module (issue 17)
+
         module = importlib.import_module(self.new_name)
         sys.modules[spec.name] = module
         return module
@@ -63,6 +67,8 @@ class MovedModuleFinder:
         new_name = MOVED.get(fullname)
         if new_name is None:
             return None
+        import importlib.machinery  # only for an old path: every node imports this module
+
         return importlib.machinery.ModuleSpec(fullname, _AliasLoader(new_name))
 
 

@@ -25,9 +25,12 @@ import re
 import socket
 import struct
 from collections.abc import Iterator
-from typing import Any, BinaryIO
 
 from lofarexec.errors import ProtocolError
+
+TYPE_CHECKING = False  # not typing's: importing typing costs ~3 ms in every node (issue 17)
+if TYPE_CHECKING:
+    from typing import Any, BinaryIO
 
 PROTOCOL_VERSION = 1
 DEFAULT_MAX_FRAME_BYTES = 1 << 20

@@ -5,8 +5,9 @@ banner and key exchange are waited for on the hub (:mod:`.hub`).
 
     set-up thread: Dial.begin(): the host's addresses (a name lookup may wait) --> hub.poke
     hub thread, Dial.turn(): connect_ex (non-blocking) --> hub.watch(socket) --> writable:
-      connected --> ssh_transport(...).start_client(event): paramiko's own thread reads the
-      banner and does the key exchange, and sets the event --> hub.poke --> done(transport)
+      connected --> a set-up thread: ssh_transport(...).start_client(event) (returns at once):
+      paramiko's own thread reads the banner, exchanges keys, sets the event --> hub.poke -->
+      done(transport)
       failed, refused or past connect_timeout (one timer on the hub) --> done(exception)
 
 Why (issue 17): a connection used to wait for its handshake in one of the hub's 16 set-up
@@ -43,7 +44,8 @@ class Dial:
     """One connection's way to a key-exchanged transport, served by the hub (see the module
     docstring). ``done`` is called once, in the hub's thread, with the transport or what
     went wrong; ``on_transport`` gets the transport before its handshake (it may raise to
-    stop it). Only :meth:`begin` and :meth:`abort` are called from other threads."""
+    stop it). Only :meth:`begin`, :meth:`abort` and (in a set-up thread, while the hub waits for
+    it) :meth:`_start_ssh` run outside the hub's thread."""
 
     def __init__(self, target: Target, settings: ParamikoSettings, hub: Hub,
                  known_hosts: KnownHosts, on_heard: Callable[[], None],
@@ -60,6 +62,7 @@ class Dial:
         self._address: tuple[str, int] | None = None
         self._transport: paramiko.Transport | None = None
         self._deadline = 0.0
+        self._starting = False  # a set-up thread is in _start_ssh
         self._over = False
 
     def begin(self) -> None:
@@ -87,8 +90,8 @@ class Dial:
             result = self._step()
         except Exception as exc:  # noqa: BLE001 - the edge: the connection translates it
             result = exc
-        if result is None:
-            return self._deadline
+        if result is None:  # waiting: for the host until the deadline, or for the start task
+            return None if self._starting else self._deadline
         self._over = True
         self._drop_socket()
         self._done(result)
@@ -96,6 +99,8 @@ class Dial:
 
     def _step(self) -> paramiko.Transport | BaseException | None:
         """The transport once negotiated, what went wrong, or None: still waiting."""
+        if self._starting:  # a set-up thread is starting the transport: it pokes when done
+            return None
         if self._failure is not None:
             return self._failure
         if self._aborted:
@@ -108,7 +113,9 @@ class Dial:
         if not status:
             status = self._sock.connect_ex(self._address)
         if status in (0, errno.EISCONN):
-            self._start_ssh(self._sock)
+            self._hub.unwatch(self._sock)
+            plain, self._sock, self._starting = self._sock, None, True
+            self._hub.submit(lambda: self._start_ssh(plain))
             return None
         if status in _IN_PROGRESS:
             return TimeoutError() if time.monotonic() >= self._deadline else None
@@ -132,15 +139,25 @@ class Dial:
             failure = OSError(status, os.strerror(status))
         return failure or OSError(errno.EHOSTUNREACH, "no address to connect to")
 
+    # -- a set-up thread --------------------------------------------------------------------
     def _start_ssh(self, plain: socket.socket) -> None:
-        """Connected: paramiko's thread reads the banner and exchanges keys from now on."""
-        self._hub.unwatch(plain)
-        self._sock = None
-        transport = self._transport = ssh_transport(plain, self._target, self._settings,
-                                                    self._known_hosts, self._on_heard)
-        self._on_transport(transport)
-        self._deadline = time.monotonic() + self._settings.connect_timeout
-        transport.start_client(event=StatusEvent(lambda: self._hub.poke(self)))
+        """Connected: from now on paramiko's thread reads the banner and exchanges keys. In a
+        set-up thread, not the hub's: starting a thread waits until it runs, which on a busy
+        machine is milliseconds, and the hub would wait once per host, one after another."""
+        try:
+            transport = ssh_transport(plain, self._target, self._settings, self._known_hosts,
+                                      self._on_heard)
+            self._on_transport(transport)
+            transport.start_client(event=StatusEvent(lambda: self._hub.poke(self)))
+        except Exception as exc:  # noqa: BLE001 - the edge: the connection translates it
+            self._failure = exc
+        else:
+            self._deadline = time.monotonic() + self._settings.connect_timeout
+            self._transport = transport
+        self._starting = False
+        self._hub.poke(self)
+
+    # -- the hub's thread ------------------------------------------------------------------
 
     def _negotiated(self, transport: paramiko.Transport
                     ) -> paramiko.Transport | BaseException | None:

@@ -8,9 +8,10 @@ on the control node per job, and a host's jobs share its connection::
                                                         |  channel mode: the first one with
                                                         v  fewer than [paramiko] sessions jobs
                                        Connection (+ paramiko's transport thread)
-                                         a set-up thread: resolve the host's ssh config,
-                                           TCP (TCP_NODELAY) -> host key -> auth; agent mode:
-                                           one channel runs the host agent
+                                         set-up: resolve the host's ssh config; TCP
+                                           (TCP_NODELAY) and key exchange waited for on the
+                                           hub (.dial); a set-up thread: host key -> auth;
+                                           agent mode: one channel runs the host agent
                                          the backend's one hub thread (.hub), for all hosts:
                                            agent mode: per job a start frame, its output and
                                            end framed back; channel mode: per job a channel

@@ -7,8 +7,9 @@
     paramiko's thread: data, exit status, close --> notified ------------+
     a set-up thread: a job's channel opened --> opened ------------------+
                                                                           v
-    set-up thread (.setup): resolve the host, connect, start the host agent (agent mode), then
-    hand the connection to the hub; the hub thread: a turn per poke: start jobs (agent mode: a start
+    set-up (.setup): resolve the host; the hub waits for the TCP connect and the key exchange
+    (.dial); a set-up thread logs in and starts the host agent (agent mode), then hands the
+    connection to the hub; the hub thread: a turn per poke: start jobs (agent mode: a start
     frame each; channel mode: a set-up thread opens each job's channel, .channels), send
     kills, move the channels' output into the jobs' tails and report ended jobs; probe the
     host (and ping its agent) every alive_interval: silent for four, it is given up (a frozen

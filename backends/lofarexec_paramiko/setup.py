@@ -1,8 +1,10 @@
 """The half of a connection that runs outside the hub: its descriptor slot, its set-up (resolve
-the host, connect, start the host agent), a channel-mode job's channel, and its end.
+the host, then, once the hub has seen it connect and exchange keys (:mod:`.dial`), log in and
+start the host agent), a channel-mode job's channel, and its end.
 
 Each of these waits for round trips (or for a descriptor slot), so it runs in one of the hub's
-set-up threads (:class:`.hub.SetupThreads`), never in the hub's thread nor the scheduler's.
+set-up threads (:class:`.hub.SetupThreads`), never in the hub's thread nor the scheduler's; a
+host that does not answer at all holds none of them (the dial waits on the hub).
 :class:`ConnectionSetUp` is the base of :class:`.connection.Connection`, which holds the state
 both halves share and serves the connection in the hub's thread.
 """

@@ -25,7 +25,7 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import paramiko
 
@@ -55,11 +55,11 @@ class Dial:
         self._target, self._settings, self._hub = target, settings, hub
         self._known_hosts = known_hosts
         self._on_heard, self._on_transport, self._done = on_heard, on_transport, done
-        self._addresses: list[tuple[int, int, int, tuple[str, int]]] = []
+        self._addresses: list[tuple[int, int, int, tuple[Any, ...]]] = []  # IPv6: 4 items
         self._failure: BaseException | None = None  # set before the hub's first turn only
         self._aborted = False
         self._sock: socket.socket | None = None  # the plain socket while it connects
-        self._address: tuple[str, int] | None = None
+        self._address: tuple[Any, ...] | None = None
         self._transport: paramiko.Transport | None = None
         self._deadline = 0.0
         self._starting = False  # a set-up thread is in _start_ssh
@@ -71,7 +71,7 @@ class Dial:
         try:
             found = socket.getaddrinfo(self._target.hostname, self._target.port,
                                        type=socket.SOCK_STREAM)
-            self._addresses = [(family, kind, proto, address[:2])
+            self._addresses = [(family, kind, proto, address)
                                for family, kind, proto, _, address in found]
         except OSError as exc:
             self._failure = exc

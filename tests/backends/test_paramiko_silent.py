@@ -21,8 +21,6 @@ SILENT_HOSTS = 20
 CONNECT_TIMEOUT = 5.0
 WORKING_HOSTS = ("node1", "node2")
 
-pytestmark = pytest.mark.slow
-
 
 class SilentServers:
     """Two ports on 127.0.0.1: one accepts and never speaks (the kernel's backlog does the
@@ -71,6 +69,7 @@ def silent_config(bed_config: Path, servers: SilentServers, path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_silent_hosts_do_not_hold_up_the_working_ones(open_backends, ssh_testbed,
                                                       silent_servers, tmp_path) -> None:
     config = silent_config(ssh_testbed.ssh_config, silent_servers, tmp_path / "ssh_config")
@@ -97,3 +96,19 @@ def test_silent_hosts_do_not_hold_up_the_working_ones(open_backends, ssh_testbed
     first_silent = min(ended.index(host) for host in silent)
     assert max(ended.index(host) for host in WORKING_HOSTS) < first_silent, (
         f"a working host's job ended after a silent host's connect timeout: {ended}")
+
+
+def test_a_refused_port_and_an_unknown_name_are_one_line_each(open_backends, tmp_path) -> None:
+    """The dial's own failures (not a timeout): named by host, address and the system's words."""
+    with socket.create_server(("127.0.0.1", 0)) as closed:
+        port = closed.getsockname()[1]  # free again once closed: nothing listens there
+    config = tmp_path / "ssh_config"
+    config.write_text(f"Host refused\n    HostName 127.0.0.1\n    Port {port}\n\n"
+                      "Host nowhere\n    HostName nowhere.invalid\n")
+    backend = open_backends(config_file=str(config))
+    reports = Reports()
+    backend.start(request(1, "refused", "/bin/true"), reports(1))
+    backend.start(request(2, "nowhere", "/bin/true"), reports(2))
+    assert reports.wait(1).transport_error == (
+        f"refused: cannot connect to 127.0.0.1:{port}: Connection refused")
+    assert reports.wait(2).transport_error.startswith("nowhere: cannot resolve nowhere.invalid: ")

@@ -108,10 +108,11 @@ class Batch:
         pending = self.queues.get(host)
         limit = self.scheduler.limits.for_host(host)
         total = self.scheduler.limits.total
+        health = self.health
         while pending and (limit is None or self.running_on.get(host, 0) < limit):
             if self.killed_reason is not None or self.halted is not None:
                 return
-            if not self.health.accepts(host):
+            if (health.down or health.quarantined) and not health.accepts(host):
                 return
             if total is not None and self.running >= total:
                 if host not in self.waiting_for_total:
@@ -147,7 +148,8 @@ class Batch:
         scheduler = self.scheduler
         job = self.jobs[index]
         job.results.start(host, time.time())
-        self.health.started(host, index)
+        if self.health.down:  # a paused host's job is its probe
+            self.health.started(host, index)
         self.running_on[host] = self.running_on.get(host, 0) + 1
         self.handles[index] = None  # counted as running before the backend may report
         self.notify("job_started", job)
@@ -166,7 +168,8 @@ class Batch:
         handle = self.launch(index, request, report)
         if index in self.handles:  # not already reported (a report is processed after us)
             self.handles[index] = handle
-            self.time_from_now(index)
+            if job.timeout is not None or scheduler.job_timeout is not None:
+                self.time_from_now(index)
 
     def launch(self, index: int, request: LaunchRequest,
                report: Callable[[Outcome], None]) -> JobHandle | None:
@@ -225,11 +228,14 @@ class Batch:
         fate = self.fates.pop(index, None)
         if fate is not None or index in self.unprepared or self.killed_reason is not None:
             self.record(job, outcome, fate)
-        elif not self.judge(index, job, host, outcome):
+        elif ((outcome.transport_error is None and not self.health.down
+               and outcome.returncode not in self.retry.retry_exit_codes)  # judge's answer
+              or not self.judge(index, job, host, outcome)):
             self.record(job, outcome, None)
         if self.killed_reason is None and self.halted is None:
             self.fill(host)
-            self.fill_waiting_hosts()
+            if self.waiting_for_total:
+                self.fill_waiting_hosts()
             if self.open_jobs:
                 self.pool.update(host)
                 self.place_open_jobs()

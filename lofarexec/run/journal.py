@@ -56,6 +56,9 @@ _SUCCEEDED = JobState.SUCCEEDED.value
 _encode = json.JSONEncoder(ensure_ascii=False).encode  # built once: json.dumps(**kw) is not
 _string = json.encoder.encode_basestring  # what _encode uses for a str (the C one when built)
 _SUMMARY_PIECES = tuple((f', "{key}": ', key) for key in SUMMARY_KEYS)
+#: The keys a started line shares with its ended line (up to the start), and the others.
+_SHARED = SUMMARY_KEYS.index("start_time") + 1
+_STARTED_PIECES, _ENDED_PIECES = _SUMMARY_PIECES[:_SHARED], _SUMMARY_PIECES[_SHARED:]
 _EVENT = {event: f', "event": "{event}"' for event in (STARTED, ENDED)}
 _float_repr, _int_repr = float.__repr__, int.__repr__
 _log = logging.getLogger(__name__)
@@ -85,6 +88,9 @@ class JournalWriter:
         per flush: a run of short jobs would start ten a second)."""
         self._wake = threading.Condition(self._lock)
         self._failure: OSError | None = None
+        self._started: dict[int, tuple[Any, str, str]] = {}
+        """Per running job: its start time and the pieces of its started line an ended line
+        repeats (see :meth:`_line`)."""
 
     @hookimpl
     def lofarexec_run_started(self, run: RunContext) -> None:
@@ -106,6 +112,7 @@ class JournalWriter:
             self._last_write = -math.inf  # the first line is written at once
             self._failure = None
         self._head = '{"run": ' + _value(run.started) + ', "id": '
+        self._started.clear()
         self._recipe_key = ', "recipe": ' + _value(run.recipe_name) + ', "command": '
 
     @hookimpl
@@ -156,15 +163,25 @@ class JournalWriter:
     def _line(self, job: ComputeJob, event: str) -> str:
         """The JSON line, byte for byte what ``json.dumps(entry, ensure_ascii=False)`` of the
         entry dict gives, put together from pieces: twice per job, so the dict and the
-        encoder's generic walk are left out (about half the cost)."""
+        encoder's generic walk are left out (about half the cost). An ``ended`` line reuses
+        the pieces its attempt's ``started`` line had: who the job is, its host, backend,
+        attempt and start (kept per running job only)."""
         results = job.results
         get = results.get
-        parts = [self._head, _value(job.id), self._recipe_key, _string(job.command),
-                 _EVENT[event]]
-        for key, name in _SUMMARY_PIECES:
+        start = get("start_time")
+        known = self._started.pop(job.id, None)  # type: ignore[arg-type]
+        if known is not None and known[0] is start:  # this attempt's (start() set a new float)
+            _, who, where = known
+        else:
+            who = self._head + _value(job.id) + self._recipe_key + _string(job.command)
+            where = "".join([key + _value(get(name)) for key, name in _STARTED_PIECES])
+        parts = [who, _EVENT[event], where]
+        for key, name in _ENDED_PIECES:
             parts.append(key)
             parts.append(_value(get(name)))
-        if event == ENDED:  # what a resumed run needs to skip the job and give back its outputs
+        if event == STARTED:
+            self._started[job.id] = (start, who, where)  # type: ignore[index]
+        else:  # what a resumed run needs to skip the job and give back its outputs
             if job.identity is not None:
                 parts.append(', "identity": ')
                 parts.append(_value(job.identity))

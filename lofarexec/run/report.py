@@ -216,6 +216,21 @@ def attempt_of(run: Any, recipe: Any, job_id: Any, command: Any,
                    None if reason is None else str(reason), str(command or ""))
 
 
+def ended_attempt(run: str, recipe: str, job_id: int, command: str,
+                  results: Mapping[str, Any]) -> Attempt:
+    """:func:`attempt_of` for a job of this process that ended once: its results are as
+    lofarexec wrote them (times are floats, the state is final), so nothing is converted;
+    anything else (a job that never started) goes the long way."""
+    get = results.get
+    start, end, returncode = get("start_time"), get("end_time"), get("returncode")
+    if type(start) is not float or type(end) is not float or (
+            returncode is not None and type(returncode) is not int):
+        return attempt_of(run, recipe, job_id, command, results)
+    reason = get("reason")
+    return Attempt(run, recipe, job_id, results["host"], results["state"], start, end,
+                   returncode, None if reason is None else str(reason), command)
+
+
 def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 

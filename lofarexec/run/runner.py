@@ -164,12 +164,13 @@ class JobRunner:
                 if plan is None:
                     log_server.exchange.store_arguments(job.id, job.arguments)
                 argv = node_argv(argv_heads[job.command], job.id, plan, host, port_text)
-                key = (plan is None, job.cores)
+                cores = job.cores
+                key = (plan is None, cores)
                 variant = variants.get(key)
                 if variant is None:
-                    variant = variants[key] = job_variables(environment, plan, job.cores)
+                    variant = variants[key] = job_variables(environment, plan, cores)
                 return LaunchRequest(
-                    job_id=job.id, host=job.host, argv=argv, environment=variant, cores=job.cores,
+                    job_id=job.id, host=job.host, argv=argv, environment=variant, cores=cores,
                     token=log_server.register_job(job.id, job.host),
                     recipe_name=self.recipe_name,
                 )

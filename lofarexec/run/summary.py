@@ -30,10 +30,10 @@ from lofarexec.run.report import (
     AttemptKey,
     RunReport,
     assign_lanes,
-    attempt_of,
     attempts_from_lines,
     counts_text,
     duration_text,
+    ended_attempt,
     failure_line,
     tail_of,
     write_report,
@@ -113,7 +113,8 @@ class RunReporter:
             if job_id in earlier:
                 attempts += attempts_from_lines(self._job_lines(run, job, False))
             else:
-                attempts.append(attempt_of(started, recipe, job_id, job.command, job.results))
+                attempts.append(ended_attempt(started, recipe, job_id, job.command,
+                                              job.results))
         attempts += attempts_from_lines(line for job_id in self._running
                                         for line in self._job_lines(run, by_id[job_id], True))
         return attempts
@@ -158,16 +159,35 @@ def summary_lines(run: RunContext, jobs: Sequence[ComputeJob],
                   report_path: Path | None) -> list[str]:
     """The lines logged at the end of a run (short when every job succeeded)."""
     counts: dict[str, int] = {}
-    for job in jobs:
-        state = str(job.results.get("state"))
+    first_start: Any = None
+    last_end: Any = None
+    per_host: dict[str, list[float]] = {}  # host -> [total duration, jobs]
+    failed = []
+    for job in jobs:  # one pass: a run may have a million jobs
+        get = job.results.get
+        state = str(get("state"))
         counts[state] = counts.get(state, 0) + 1
-    starts = [job.results["start_time"] for job in jobs if job.results.get("start_time")]
-    ends = [job.results["end_time"] for job in jobs if job.results.get("end_time")]
-    wall = f" in {duration_text(max(ends) - min(starts))}" if starts and ends else ""
+        if state != _SUCCEEDED:
+            failed.append(job)
+        start, end, duration = get("start_time"), get("end_time"), get("job_duration")
+        if start and (first_start is None or start < first_start):
+            first_start = start
+        if end and (last_end is None or end > last_end):
+            last_end = end
+        if isinstance(duration, int | float):
+            host = get("host")
+            if host:
+                totals = per_host.get(str(host))
+                if totals is None:
+                    per_host[str(host)] = [float(duration), 1.0]
+                else:
+                    totals[0] += float(duration)
+                    totals[1] += 1.0
+    wall = (f" in {duration_text(last_end - first_start)}"
+            if first_start is not None and last_end is not None else "")
     lines = [f"run finished: {len(jobs)} jobs{wall}: "
              f"{counts_text(dict(sorted(counts.items(), key=lambda c: -c[1])))}"
-             + _slowest_hosts(jobs)]
-    failed = [job for job in jobs if job.results.get("state") != JobState.SUCCEEDED.value]
+             + _slowest_hosts(per_host)]
     for job in failed[:FAILURES_SHOWN]:
         lines.append("  " + failure_line(_attempt(run, job), with_run=False))
         lines += [f"    | {line}" for line in tail_of(_tail_text(job), TAIL_LINES)]
@@ -179,15 +199,12 @@ def summary_lines(run: RunContext, jobs: Sequence[ComputeJob],
     return lines
 
 
-def _slowest_hosts(jobs: Sequence[ComputeJob]) -> str:
-    durations: dict[str, list[float]] = {}
-    for job in jobs:
-        duration = job.results.get("job_duration")
-        if isinstance(duration, int | float) and job.results.get("host"):
-            durations.setdefault(str(job.results["host"]), []).append(float(duration))
-    if len(durations) < 2:
+def _slowest_hosts(per_host: dict[str, list[float]]) -> str:
+    """The hosts of the longest mean job duration, from ``host -> [total, jobs]``."""
+    if len(per_host) < 2:
         return ""
-    means = sorted(((sum(d) / len(d), host) for host, d in durations.items()), reverse=True)
+    means = sorted(((total / count, host) for host, (total, count) in per_host.items()),
+                   reverse=True)
     return "; slowest hosts (mean job): " + ", ".join(
         f"{host} {duration_text(mean)}" for mean, host in means[:SLOWEST_HOSTS])
 

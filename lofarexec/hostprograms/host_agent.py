@@ -36,18 +36,22 @@ reading its jobs' pipes (a job writing faster than the link blocks, as on a term
 stdin: a kill always lands.
 """
 
-import os
+import posix  # not ``os``: its import (collections.abc, stat, posixpath) is ~1 ms of each start
 import select
-import struct
 import sys
 import time
+
+try:  # the C module, without the ``struct`` module around it
+    from _struct import Struct
+except ImportError:  # pragma: no cover - not CPython
+    from struct import Struct
 
 try:  # the C module: ``signal`` itself imports enum, a few ms more of every agent's start
     import _signal as signal
 except ImportError:  # pragma: no cover - not CPython
     import signal
 
-_HEADER = struct.Struct("!cII")
+_HEADER = Struct("!cII")
 _CHUNK = 65536
 _OUTBOX_LIMIT = 4 << 20
 #: Seconds a job's pipes may stay open after it exited (something it left outside its process
@@ -99,7 +103,8 @@ _READ, _WRITE = select.POLLIN, select.POLLOUT
 
 def status_path(marker):
     """Where the agent keeps its jobs' statuses (the reader's shell command names the same)."""
-    return os.path.join(os.environ.get("TMPDIR") or "/tmp", "lofarexec-agent-" + marker)
+    folder = (posix.environ.get(b"TMPDIR") or b"/tmp").decode("utf-8", "surrogateescape")
+    return folder + "/lofarexec-agent-" + marker
 
 
 class Agent:
@@ -119,13 +124,13 @@ class Agent:
         self.clean_end = False
         self.status_file = status_path(marker) if marker else None
         self.statuses = self.open_statuses()
-        self.host_environment = dict(os.environb)  # what a job's environment is laid over
+        self.host_environment = dict(posix.environ)  # what a job's environment is laid over
         for fd in (0, 1):
-            os.set_blocking(fd, False)
-        self.wake_read, wake_write = os.pipe()
+            posix.set_blocking(fd, False)
+        self.wake_read, wake_write = posix.pipe()
         for fd in (self.wake_read, wake_write):
-            os.set_blocking(fd, False)
-            os.set_inheritable(fd, False)
+            posix.set_blocking(fd, False)
+            posix.set_inheritable(fd, False)
         signal.set_wakeup_fd(wake_write)
         signal.signal(signal.SIGCHLD, lambda *_: None)  # a handler, so the wake-up fd hears it
         for signum in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
@@ -146,30 +151,32 @@ class Agent:
         for entry in fields[2 + argc:]:
             name, _, value = entry.partition(b"=")
             environment[name] = value
-        out_read, out_write = os.pipe()  # not inheritable: only the dup2 copies reach the job
-        err_read, err_write = os.pipe()
+        out_read, out_write = posix.pipe()  # not inheritable: only the dup2 copies reach the job
+        err_read, err_write = posix.pipe()
         for fd in (out_read, err_read):
-            os.set_blocking(fd, False)
+            posix.set_blocking(fd, False)
         # posix_spawnp searches the caller's PATH, not the job's: make them the same.
-        path = environment.get(b"PATH", os.defpath.encode())
-        if os.environb.get(b"PATH") != path:
-            os.environb[b"PATH"] = path
+        path = environment.get(b"PATH", b"/bin:/usr/bin")
+        if posix.environ.get(b"PATH") != path:
+            posix.putenv(b"PATH", path)
+            posix.environ[b"PATH"] = path
         argv = argv or [b""]
         try:  # Python ignores SIGPIPE and SIGXFSZ; the job gets the defaults, as from a shell
-            pid = os.posix_spawnp(argv[0], argv, environment, setsid=True,
-                                  setsigdef=(signal.SIGPIPE, signal.SIGXFSZ), file_actions=[
-                                      (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                                      (os.POSIX_SPAWN_DUP2, out_write, 1),
-                                      (os.POSIX_SPAWN_DUP2, err_write, 2)])
+            pid = posix.posix_spawnp(
+                argv[0], argv, environment, setsid=True,
+                setsigdef=(signal.SIGPIPE, signal.SIGXFSZ), file_actions=[
+                    (posix.POSIX_SPAWN_OPEN, 0, "/dev/null", posix.O_RDONLY, 0),
+                    (posix.POSIX_SPAWN_DUP2, out_write, 1),
+                    (posix.POSIX_SPAWN_DUP2, err_write, 2)])
         except (OSError, ValueError) as exc:
             for fd in (out_read, out_write, err_read, err_write):
-                os.close(fd)
+                posix.close(fd)
             why = getattr(exc, "strerror", None) or str(exc)
             name = argv[0].decode("utf-8", "replace") if argv else "(empty argv)"
             self.send(b"F", number, ("cannot start %r: %s" % (name, why)).encode())
             return
-        os.close(out_write)
-        os.close(err_write)
+        posix.close(out_write)
+        posix.close(err_write)
         self.send(b"P", number, str(pid).encode("ascii"))
         job = _Job(number, pid, {out_read: b"O", err_read: b"E"}, grace)
         self.jobs[number] = job
@@ -213,15 +220,15 @@ class Agent:
                 self.send(b"N", 0, b"")
             if (self.silence_limit and not self.quitting
                     and time.monotonic() - self.heard > self.silence_limit):
-                os.write(2, ("lofarexec host agent: no word from the control node for %g s: "
-                             "killing every job\n" % self.silence_limit).encode())
+                posix.write(2, ("lofarexec host agent: no word from the control node for %g "
+                                "s: killing every job\n" % self.silence_limit).encode())
                 self.stop()
         self.last_words()
         self.close_statuses()
 
     def read_requests(self):
         try:
-            chunk = os.read(0, _CHUNK)
+            chunk = posix.read(0, _CHUNK)
         except BlockingIOError:
             return
         except OSError:
@@ -246,7 +253,7 @@ class Agent:
 
     def read_pipe(self, fd, job):
         try:
-            data = os.read(fd, _CHUNK)
+            data = posix.read(fd, _CHUNK)
         except BlockingIOError:
             return
         except OSError:
@@ -261,11 +268,11 @@ class Agent:
         del job.pipes[fd]
         if self.reading_pipes:
             self.selector.unregister(fd)
-        os.close(fd)
+        posix.close(fd)
 
     def reap(self):
         try:
-            while os.read(self.wake_read, 4096):
+            while posix.read(self.wake_read, 4096):
                 pass
         except BlockingIOError:
             pass
@@ -273,18 +280,20 @@ class Agent:
             try:
                 # Without reaping first, so the job's pid (its group id) cannot be reused while
                 # we kill what it left behind in its group.
-                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+                info = posix.waitid(posix.P_ALL, 0,
+                                    posix.WEXITED | posix.WNOHANG | posix.WNOWAIT)
             except ChildProcessError:
                 return
             if info is None or info.si_pid == 0:
                 return
             pid = info.si_pid
             _signal_group(pid, signal.SIGKILL)
-            _, raw = os.waitpid(pid, 0)
+            _, raw = posix.waitpid(pid, 0)
             job = self.by_pid.pop(pid, None)
             if job is None:
                 continue
-            job.status = -os.WTERMSIG(raw) if os.WIFSIGNALED(raw) else os.WEXITSTATUS(raw)
+            signalled = posix.WIFSIGNALED(raw)
+            job.status = -posix.WTERMSIG(raw) if signalled else posix.WEXITSTATUS(raw)
             job.exited_at = time.monotonic()
             self.finish_if_done(job)
 
@@ -327,32 +336,32 @@ class Agent:
     def open_statuses(self):
         """A new file for the statuses (never one someone else made), or None (said)."""
         try:
-            return self.status_file and os.open(self.status_file, os.O_WRONLY | os.O_CREAT
-                                                | os.O_EXCL | os.O_APPEND | os.O_NOFOLLOW
-                                                | os.O_CLOEXEC, 0o600)
+            flags = (posix.O_WRONLY | posix.O_CREAT | posix.O_EXCL | posix.O_APPEND
+                     | posix.O_NOFOLLOW | posix.O_CLOEXEC)
+            return self.status_file and posix.open(self.status_file, flags, 0o600)
         except OSError as exc:
             self.status_file = None  # not ours: never removed
-            os.write(2, ("lofarexec host agent: cannot keep the jobs' statuses (%s); they "
-                         "travel the link only\n" % exc).encode())
+            posix.write(2, ("lofarexec host agent: cannot keep the jobs' statuses (%s); they "
+                            "travel the link only\n" % exc).encode())
             return None
 
     def record_status(self, job):
         try:  # one short write with O_APPEND: a reader sees whole lines
             if self.statuses is not None:
-                os.write(self.statuses, b"%d %d\n" % (job.number, job.status))
+                posix.write(self.statuses, b"%d %d\n" % (job.number, job.status))
         except OSError as exc:  # a full disk? Said once; later statuses travel the link only
-            os.write(2, ("lofarexec host agent: cannot record jobs' statuses any more (%s)\n"
-                         % exc).encode())
-            os.close(self.statuses)
+            posix.write(2, ("lofarexec host agent: cannot record jobs' statuses any more "
+                            "(%s)\n" % exc).encode())
+            posix.close(self.statuses)
             self.statuses = None
 
     def close_statuses(self):
         """Remove the file after a clean end (every status was heard), else leave it."""
         if self.statuses is not None:
-            os.close(self.statuses)
+            posix.close(self.statuses)
         try:
             if self.status_file and self.clean_end:
-                os.unlink(self.status_file)
+                posix.unlink(self.status_file)
         except FileNotFoundError:  # read and removed already
             pass
 
@@ -371,7 +380,7 @@ class Agent:
     def flush(self):
         try:
             while self.outbox:
-                written = os.write(1, self.outbox[:_CHUNK * 4])
+                written = posix.write(1, self.outbox[:_CHUNK * 4])
                 del self.outbox[:written]
         except BlockingIOError:
             pass
@@ -410,7 +419,7 @@ class Agent:
 
 def _signal_group(pgid, signum):
     try:
-        os.killpg(pgid, signum)
+        posix.killpg(pgid, signum)
     except OSError:
         pass
 
@@ -425,4 +434,4 @@ def main():
 
 if __name__ == "__main__":
     main()
-    os._exit(0)
+    posix._exit(0)

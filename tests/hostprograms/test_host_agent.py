@@ -119,6 +119,19 @@ def test_a_program_that_cannot_start_is_said_so(agent) -> None:
     assert agent.wait_for(b"X", 2) == b"0"
 
 
+def test_a_bare_program_name_is_searched_in_the_jobs_own_path(agent, tmp_path) -> None:
+    for name, status in (("one", 4), ("two", 5)):  # each job's PATH, not the agent's
+        folder = tmp_path / name
+        folder.mkdir()
+        program = folder / "lofarexec-probe"
+        program.write_text(f"#!/bin/sh\nexit {status}\n")
+        program.chmod(0o755)
+    agent.start(1, "lofarexec-probe", PATH=str(tmp_path / "one"))
+    assert agent.wait_for(b"X", 1) == b"4", agent.frames
+    agent.start(2, "lofarexec-probe", PATH=str(tmp_path / "two"))
+    assert agent.wait_for(b"X", 2) == b"5", agent.frames
+
+
 def test_exit_by_signal_is_a_negative_status(agent) -> None:
     agent.start(1, "/bin/sh", "-c", "kill -9 $$")
     assert agent.wait_for(b"X", 1) == b"-9"

@@ -24,9 +24,11 @@ the standard library only (argparse, configparser and logging imported and used,
 socket, a token, the node started with ``subprocess`` in its environment, its records read to
 the end): what the ratio cannot go below without a different way of starting Python.
 
-``--compare DIR`` adds another contender, the same recipe run with another checkout of
-lofarexec (e.g. a ``git archive`` of an earlier commit) first on ``PYTHONPATH`` and as the
-node's ``engine_ppath``, interleaved with the other two: before and after in the same run.
+``--compare DIR`` adds two contenders, the same recipe and the same bare node run with another
+checkout of lofarexec (e.g. a ``git archive`` of an earlier commit) first on ``PYTHONPATH`` (and
+as the recipe's node's ``engine_ppath``), interleaved with the others: before and after in the
+same run, for the whole recipe and for the node alone (each recipe's ratio is to its own tree's
+bare node).
 
 ``--python PYTHON`` runs every contender with that interpreter instead (the checkouts still
 first on ``PYTHONPATH``; the install gives the entry points), e.g. the python of a virtual
@@ -232,10 +234,11 @@ def main(argv: list[str] | None = None) -> int:
         if options.compare is not None:
             other = options.compare.resolve()
             other_config = write_config(Path(name) / "compare.cfg", Path(name), other)
+            other_environment = {
+                **environment, "PYTHONPATH": os.pathsep.join([str(other), str(other / "backends")])}
             contenders["compared"] = (
-                [python, str(recipe), "-j", "startup", "-c", str(other_config)],
-                {**environment,
-                 "PYTHONPATH": os.pathsep.join([str(other), str(other / "backends")])})
+                [python, str(recipe), "-j", "startup", "-c", str(other_config)], other_environment)
+            contenders["bare compared"] = (contenders["bare"][0], other_environment)
         for argv, variables in contenders.values():  # warm the page and bytecode caches
             timed(argv, stamp, variables)
         figures: dict[str, list[tuple[float, float, float]]] = {what: [] for what in contenders}
@@ -259,11 +262,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'':13}  {'wall ms':>9}  {'first line ms':>13}  {'CPU ms':>8}")
     for what, (wall, first, cpu) in medians.items():
         print(f"{what:13}  {wall * 1000:9.1f}  {first * 1000:13.1f}  {cpu * 1000:8.1f}")
-    for what in [name for name in medians if name != "bare"]:
-        wall_ratio, first_ratio, cpu_ratio = (medians[what][column] / medians["bare"][column]
+    for what in [name for name in medians if not name.startswith("bare")]:
+        bare = "bare compared" if what == "compared" else "bare"  # each tree's own node
+        wall_ratio, first_ratio, cpu_ratio = (medians[what][column] / medians[bare][column]
                                               for column in range(3))
         verdict = "met" if max(wall_ratio, first_ratio) <= TARGET_RATIO else "NOT met"
-        print(f"{what + '/bare':13}  {wall_ratio:8.2f}x  {first_ratio:12.2f}x  {cpu_ratio:7.2f}x"
+        print(f"{what + '/' + bare:22}  {wall_ratio:6.2f}x  {first_ratio:6.2f}x  {cpu_ratio:6.2f}x"
               f"   target <= {TARGET_RATIO}x (wall, first line): {verdict}")
     return 0
 

@@ -147,6 +147,7 @@ class JournalWriter:
     def lofarexec_run_finished(self) -> None:
         with self._lock:
             self._due = self._flusher = None  # the flusher sees it is no longer wanted
+            self._started = {}  # none run now; a dict keeps its largest size (a run's peak)
             self._wake.notify()
             if self._fd is None:
                 return

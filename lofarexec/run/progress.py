@@ -110,6 +110,7 @@ class ProgressReporter:
         if self._timer is not None:
             self._timer.join()
             self._timer = None
+        self.running = dict(self.running)  # a dict keeps its largest size: the report's memory
         if self._live is not None:
             self._live.refresh()
             self._live.stop()

@@ -114,7 +114,8 @@ class JobRunner:
         (running ones are killed, queued ones not started), as processes that work together
         need.
         """
-        jobs = list(jobs)
+        if type(jobs) is not list:  # a recipe's list is used as it is (8 bytes a job)
+            jobs = list(jobs)
         for index, job in enumerate(jobs):
             job.id = index  # the ids the hooks and the report use (the scheduler's too)
         done_before = resume_batch(  # a dry run reads the journal too, to show what would run
@@ -188,6 +189,7 @@ class JobRunner:
                 with watch:
                     self._run(scheduler, backend, jobs, audit)
             finally:
+                plans.clear()  # no job starts any more: the report gets its memory
                 self._exchange_ready.clear()
                 log_server.exchange.close()
                 relay.drain_channels(LOG_STALL_SECONDS if self._kill_reason is None

@@ -21,7 +21,6 @@ ended as a transport error, else 2. Compare trees with ``PYTHONPATH=<tree>/backe
 from __future__ import annotations
 
 import argparse
-import socket
 import sys
 import tempfile
 import threading
@@ -35,50 +34,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as common  # noqa: E402
 from bench_hosts import alias_config  # noqa: E402
 
+from lofarexec.testing.silenthosts import SilentHosts  # noqa: E402
 from lofarexec.testing.sshbed import running_testbed  # noqa: E402
 
-BANNER = b"SSH-2.0-OpenSSH_9.2p1 silent-after-banner\r\n"
 
-
-class Silent:
-    """Two listeners on 127.0.0.1: one never speaks, one sends a banner and then stalls."""
-
-    def __init__(self, backlog: int) -> None:
-        self.mute = socket.create_server(("127.0.0.1", 0), backlog=backlog)
-        self.banner = socket.create_server(("127.0.0.1", 0), backlog=backlog)
-        self.links: list[socket.socket] = []
-        self.thread = threading.Thread(target=self._greet, daemon=True)
-        self.thread.start()
-
-    def _greet(self) -> None:
-        while True:
-            try:
-                link, _ = self.banner.accept()
-            except OSError:
-                return
-            link.sendall(BANNER)
-            self.links.append(link)
-
-    def port(self, number: int) -> int:
-        return (self.mute if number % 2 else self.banner).getsockname()[1]
-
-    def close(self) -> None:
-        self.banner.shutdown(socket.SHUT_RDWR)
-        self.banner.close()
-        self.thread.join()
-        self.mute.close()
-        for link in self.links:
-            link.close()
-
-
-def run(args: argparse.Namespace, bed, folder: Path, silent: Silent) -> bool:
+def run(args: argparse.Namespace, bed, folder: Path, silent: SilentHosts) -> bool:
     from lofarexec.job import ComputeJob
     from lofarexec.run.runner import JobRunner
 
     aliases = alias_config(bed.ssh_config, args.daemons, args.hosts, folder / "aliases")
-    aliases.write_text(aliases.read_text() + "\n" + "".join(
-        f"Host s{n}\n    HostName 127.0.0.1\n    Port {silent.port(n)}\n\n"
-        for n in range(1, args.silent + 1)))
+    aliases.write_text(aliases.read_text() + "\n" + silent.ssh_config(args.silent))
     path = common.write_pipeline_cfg(
         folder / "pipeline.cfg", folder, "paramiko", 4, "bench_silent_hosts",
         f"[paramiko]\nconfig_file = {aliases}\nconnect_timeout = {args.timeout}\n"
@@ -118,7 +83,7 @@ def main() -> int:
     print(f"load: {common.load_text()}")
     with tempfile.TemporaryDirectory(prefix="bench_silent_") as folder, \
             running_testbed(Path(folder) / "bed", hosts=args.daemons) as bed:
-        silent = Silent(args.silent)
+        silent = SilentHosts(backlog=args.silent)
         try:
             ok = run(args, bed, Path(folder), silent)
         finally:

@@ -6,12 +6,12 @@ hosts held until their timeouts)."""
 from __future__ import annotations
 
 import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from lofarexec.testing.silenthosts import SilentHosts
 from tests.backends.paramiko_helpers import request
 from tests.helpers import Reports
 
@@ -22,50 +22,16 @@ CONNECT_TIMEOUT = 5.0
 WORKING_HOSTS = ("node1", "node2")
 
 
-class SilentServers:
-    """Two ports on 127.0.0.1: one accepts and never speaks (the kernel's backlog does the
-    accepting), one accepts, sends an SSH banner, then stalls in the key exchange."""
-
-    def __init__(self) -> None:
-        self.mute = socket.create_server(("127.0.0.1", 0), backlog=SILENT_HOSTS)
-        self.banner_only = socket.create_server(("127.0.0.1", 0), backlog=SILENT_HOSTS)
-        self._accepted: list[socket.socket] = []
-        self._thread = threading.Thread(target=self._greet, name="banner-only", daemon=True)
-        self._thread.start()
-
-    def _greet(self) -> None:
-        while True:
-            try:
-                link, _ = self.banner_only.accept()
-            except OSError:  # closed: the test is over
-                return
-            link.sendall(b"SSH-2.0-OpenSSH_9.2p1 stalls-after-banner\r\n")
-            self._accepted.append(link)
-
-    def port(self, number: int) -> int:
-        return (self.mute if number % 2 else self.banner_only).getsockname()[1]
-
-    def close(self) -> None:
-        self.banner_only.shutdown(socket.SHUT_RDWR)
-        self.banner_only.close()
-        self._thread.join()
-        self.mute.close()
-        for link in self._accepted:
-            link.close()
-
-
 @pytest.fixture
-def silent_servers() -> Iterator[SilentServers]:
-    servers = SilentServers()
+def silent_servers() -> Iterator[SilentHosts]:
+    servers = SilentHosts(backlog=SILENT_HOSTS)
     yield servers
     servers.close()
 
 
-def silent_config(bed_config: Path, servers: SilentServers, path: Path) -> Path:
+def silent_config(bed_config: Path, servers: SilentHosts, path: Path) -> Path:
     """The bed's ssh config plus ``s1..s<SILENT_HOSTS>`` on the silent ports."""
-    blocks = [f"Host s{number}\n    HostName 127.0.0.1\n    Port {servers.port(number)}\n"
-              for number in range(1, SILENT_HOSTS + 1)]
-    path.write_text(bed_config.read_text() + "\n" + "\n".join(blocks))
+    path.write_text(bed_config.read_text() + "\n" + servers.ssh_config(SILENT_HOSTS))
     return path
 
 

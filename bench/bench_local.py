@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         __doc__.split("\n\n")[0], argv, quick_jobs=QUICK_JOBS, quick_rounds=QUICK_ROUNDS,
         default_jobs=DEFAULT_JOBS, default_rounds=DEFAULT_ROUNDS,
         profile_help="also print cProfile's top functions of one lofarexec run, for the "
-                     "scheduler thread and for the process launcher's thread")
+                     "scheduler thread and for every thread it starts, merged")
 
     if common.report_problems("bench_local", missing_tools()):
         return 1
@@ -277,7 +277,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def profile(jobs: int, top: int = 20) -> None:
-    """cProfile one lofarexec run: the calling (scheduler) thread and the launcher's thread."""
+    """cProfile one lofarexec run: the calling (scheduler) thread, and every
+    thread started during the run, merged."""
     folder = Path(tempfile.mkdtemp(prefix="bench_local-prof-"))
     try:
         config = load(write_config(folder))

@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         __doc__.split("\n\n")[0], argv, quick_jobs=QUICK_JOBS, quick_rounds=QUICK_ROUNDS,
         default_jobs=DEFAULT_JOBS, default_rounds=DEFAULT_ROUNDS,
         profile_help="also print cProfile's top functions of one lofarexec ssh run, for "
-                     "the scheduler thread and for the process launcher's thread (wall "
+                     "the scheduler thread and for every thread it starts, merged (wall "
                      "time), and of one paramiko run if installed (all threads, CPU time)")
 
     if common.report_problems("bench_ssh", missing_tools()):
@@ -394,7 +394,8 @@ def _bench(folder: Path, jobs: int, rounds: int, options: argparse.Namespace) ->
 
 
 def profile(config, jobs: int, top: int = 20) -> None:
-    """cProfile one lofarexec ssh run: the calling (scheduler) thread and the launcher's thread."""
+    """cProfile one lofarexec ssh run: the calling (scheduler) thread, and every
+    thread started during the run, merged."""
     (wall, _, _), main_profile, launcher_profile = common.profile_with_launcher(
         lambda: run_lofarexec(config, jobs, SSH))
     print(f"(profiled run: {wall:.3f} s wall under cProfile)")

@@ -169,6 +169,28 @@ def test_an_agent_is_one_plain_ssh_per_host_without_a_master(ssh_testbed, tmp_pa
     assert "lofarexec-ssh-" not in made  # no control folder: no master
 
 
+@pytest.mark.parametrize("launch", ["agent", "process"])
+def test_a_users_controlmaster_config_leaves_no_master_behind(ssh_testbed, tmp_path, launch):
+    """``ControlMaster auto`` with ``ControlPersist yes`` in the user's ssh config: the run's own
+    ssh processes never become such a master, which would outlive the run by hours (an agent;
+    a job's ssh when connections are not shared)."""
+    sockets = Path(tempfile.mkdtemp(prefix="cm", dir="/tmp"))  # short: a socket lives here
+    config = tmp_path / "ssh_config"
+    config.write_text(f"ControlMaster auto\nControlPath {sockets}/%C\nControlPersist yes\n"
+                      + Path(ssh_testbed.ssh_config).read_text())
+    text = ssh_config_text(ssh_testbed, f"launch = {launch}\nreuse_connections = no\n")
+    jobs = [ComputeJob("node2", "/bin/true") for _ in range(2)]
+    try:
+        run(tmp_path, text.replace(str(ssh_testbed.ssh_config), str(config)), jobs)
+        assert [job.results["state"] for job in jobs] == ["succeeded"] * 2
+        assert list(sockets.iterdir()) == []  # no master was started
+    finally:
+        for socket_path in sockets.iterdir():  # a master left by a failure: stop it
+            subprocess.run(["ssh", "-F", str(config), "-o", f"ControlPath={socket_path}",
+                            "-O", "exit", "node2"], capture_output=True, timeout=10)
+        shutil.rmtree(sockets, ignore_errors=True)
+
+
 def test_the_token_never_reaches_a_command_line(ssh_testbed):
     from lofarexec_ssh import SshBackend
 

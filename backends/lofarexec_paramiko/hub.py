@@ -10,9 +10,10 @@
       probes, agent pings) in one heap; in between it sleeps in poll() on one eventfd, the
       only descriptor the backend holds besides each host's socket; and on the sockets still
       connecting (.dial: a silent host holds no thread while it is waited for)
-    set-up threads (at most SETUP_THREADS, gone when idle): what waits for round trips:
-      resolving a host, authenticating, starting its agent, a job's channel (channel mode),
-      the end of a connection
+    set-up threads (at most SETUP_THREADS at work, plus those stalled longer than
+      STALL_SECONDS; gone when idle): what waits for round trips: resolving a host,
+      authenticating, starting its agent, a job's channel (channel mode), the end of a
+      connection
 
 Issue 17: a thread per connection cost a thread per host under one interpreter lock, and a pipe
 per watched channel; here threads are paramiko's one per host plus a constant number, and no
@@ -34,8 +35,15 @@ from typing import Protocol
 
 from lofarexec.transport import WakePipe
 
-#: Most threads doing set-up and teardown at once (connections beyond wait for one).
+#: Most set-up threads at work at once (connections beyond wait for one), stalled ones aside.
 SETUP_THREADS = 16
+#: Seconds after which a set-up task still at work counts as stalled (a host that answered the
+#: key exchange and then went quiet, e.g. its account lookup hangs in authentication): it no
+#: longer holds one of the SETUP_THREADS, so hosts queued behind it are not held up for its
+#: whole timeout.
+STALL_SECONDS = 1.0
+#: Most set-up threads in all, stalled ones included.
+MAX_SETUP_THREADS = 256
 #: Seconds a set-up thread waits for work before it ends.
 IDLE_SECONDS = 2.0
 _log = logging.getLogger("lofarexec.paramiko")
@@ -52,28 +60,38 @@ class Served(Protocol):
 
 
 class SetupThreads:
-    """Runs blocking tasks on at most ``limit`` threads, started when needed and ended when
-    idle, so that set-up of many hosts runs side by side without a thread per host."""
+    """Runs blocking tasks on at most ``limit`` threads at work, started when needed and ended
+    when idle, so that set-up of many hosts runs side by side without a thread per host.
 
-    def __init__(self, limit: int = SETUP_THREADS) -> None:
+    A task at work for STALL_SECONDS or more no longer counts against ``limit``: queued tasks
+    then get threads of their own (up to MAX_SETUP_THREADS in all). Who notices that moment:
+    the hub, at :attr:`check_at` (it calls :meth:`recheck`); ``on_check`` wakes it to look."""
+
+    def __init__(self, limit: int = SETUP_THREADS,
+                 on_check: Callable[[], None] = lambda: None) -> None:
         self._limit = limit
+        self._on_check = on_check
         self._tasks: deque[Callable[[], None]] = deque()
         self._ready = threading.Condition(threading.Lock())
         self._threads: set[threading.Thread] = set()
+        self._started: dict[threading.Thread, float] = {}  # a thread at work: its task's start
         self._waiting = 0
         self._closing = False
         self._numbers = itertools.count(1)
+        #: When queued tasks should next be looked at again (monotonic), or None; read
+        #: without the lock by the hub's thread.
+        self.check_at: float | None = None
 
     def submit(self, task: Callable[[], None]) -> None:
         with self._ready:
             self._tasks.append(task)
-            if len(self._tasks) > self._waiting and len(self._threads) < self._limit:
-                thread = threading.Thread(target=self._work, daemon=True,
-                                          name=f"paramiko-setup-{next(self._numbers)}")
-                self._threads.add(thread)
-                thread.start()
-            else:
-                self._ready.notify()
+            self._admit(time.monotonic())
+
+    def recheck(self) -> None:
+        """Give queued tasks the threads that stalled tasks no longer count for (the hub's
+        thread, at :attr:`check_at`)."""
+        with self._ready:
+            self._admit(time.monotonic())
 
     def close(self) -> None:
         """Let the queued tasks run, then end every thread and wait for them; safe twice."""
@@ -85,9 +103,33 @@ class SetupThreads:
             if thread is not threading.current_thread():
                 thread.join()
 
+    def _admit(self, now: float) -> None:
+        """Wake idle threads for the queued tasks and start more while fewer than ``limit``
+        are at work on tasks younger than STALL_SECONDS (under the lock)."""
+        queued = len(self._tasks)
+        if self._waiting:
+            self._ready.notify(min(queued, self._waiting))
+        young = [start for start in self._started.values() if now - start < STALL_SECONDS]
+        room = max(0, min(queued - self._waiting, self._limit - len(young) - self._waiting,
+                          MAX_SETUP_THREADS - len(self._threads)))
+        for _ in range(room):
+            thread = threading.Thread(target=self._work, daemon=True,
+                                      name=f"paramiko-setup-{next(self._numbers)}")
+            self._threads.add(thread)
+            self._started[thread] = now  # at work from now: it takes a task once it runs
+            thread.start()
+            young.append(now)
+        if queued > self._waiting + room and young and len(self._threads) < MAX_SETUP_THREADS:
+            self.check_at = min(young) + STALL_SECONDS
+            self._on_check()
+        else:
+            self.check_at = None
+
     def _work(self) -> None:
+        me = threading.current_thread()
         while True:
             with self._ready:
+                self._started.pop(me, None)
                 while not self._tasks and not self._closing:
                     self._waiting += 1
                     woken = self._ready.wait(IDLE_SECONDS)
@@ -95,9 +137,10 @@ class SetupThreads:
                     if not woken and not self._tasks:
                         break
                 if not self._tasks:
-                    self._threads.discard(threading.current_thread())
+                    self._threads.discard(me)
                     return
                 task = self._tasks.popleft()
+                self._started[me] = time.monotonic()
             try:
                 task()
             except Exception:  # noqa: BLE001 - a bug: logged; the thread serves other hosts
@@ -110,8 +153,8 @@ class Hub:
     :meth:`Served.turn`."""
 
     def __init__(self) -> None:
-        self.setup = SetupThreads()
         self._waker = WakePipe()
+        self.setup = SetupThreads(on_check=self._wake)
         self._poked: deque[Served] = deque()
         self._timers: list[tuple[float, int, Served]] = []
         self._order = itertools.count()
@@ -130,6 +173,12 @@ class Hub:
         """Give ``served`` a turn soon (from any thread; never blocks, takes no lock that
         paramiko's thread could be waiting for)."""
         self._poked.append(served)
+        if self._thread is None:
+            self._start()
+        self._waker.wake()
+
+    def _wake(self) -> None:
+        """Have the hub's thread look at the set-up threads' :attr:`SetupThreads.check_at`."""
         if self._thread is None:
             self._start()
         self._waker.wake()
@@ -173,6 +222,9 @@ class Hub:
             self._register_watched()
             self._serve_poked()
             self._serve_due()
+            check_at = self.setup.check_at
+            if check_at is not None and check_at <= time.monotonic():
+                self.setup.recheck()
             if not self._poked:
                 timeout = self._timeout()
                 self._poll(None if timeout is None else max(0, int(timeout * 1000 + 1)))
@@ -220,6 +272,9 @@ class Hub:
             heapq.heappush(self._timers, (due, next(self._order), served))
 
     def _timeout(self) -> float | None:
-        if not self._timers:
+        moments = [moment for moment in (self.setup.check_at,
+                                         self._timers[0][0] if self._timers else None)
+                   if moment is not None]
+        if not moments:
             return None
-        return max(0.0, self._timers[0][0] - time.monotonic())
+        return max(0.0, min(moments) - time.monotonic())

@@ -1,17 +1,23 @@
-"""Hosts that accept TCP and then say nothing (or only their SSH banner) among hosts that work:
-a silent host costs its own connect timeout and nothing else; the working hosts' jobs are not
-held up behind it (issue 17: they once waited for one of 16 set-up threads that the silent
-hosts held until their timeouts)."""
+"""Hosts that accept TCP and then say nothing (or only their SSH banner), or that stall in
+authentication, among hosts that work: a silent host costs its own connect timeout and nothing
+else, a stalled one its own auth timeout; the working hosts' jobs are not held up behind them
+(issue 17: they once waited for one of 16 set-up threads that such hosts held until their
+timeouts)."""
 
 from __future__ import annotations
 
+import shutil
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from lofarexec_paramiko.hub import SETUP_THREADS
 
+from lofarexec.testing.procs import cmdline, descendants
 from lofarexec.testing.silenthosts import SilentHosts
+from lofarexec.testing.sshbed import SshTestBed
 from tests.backends.paramiko_helpers import request
 from tests.helpers import Reports
 
@@ -19,6 +25,8 @@ from tests.helpers import Reports
 #: would hold every such thread.
 SILENT_HOSTS = 20
 CONNECT_TIMEOUT = 5.0
+#: Long enough for a working host's log-in on a loaded machine, short for the test's length.
+AUTH_TIMEOUT = 8.0
 WORKING_HOSTS = ("node1", "node2")
 
 
@@ -78,3 +86,75 @@ def test_a_refused_port_and_an_unknown_name_are_one_line_each(open_backends, tmp
     assert reports.wait(1).transport_error == (
         f"refused: cannot connect to 127.0.0.1:{port}: Connection refused")
     assert reports.wait(2).transport_error.startswith("nowhere: cannot resolve nowhere.invalid: ")
+
+
+class StallingAuthBed(SshTestBed):
+    """A real sshd that completes the key exchange and then hangs in authentication, as one
+    whose key lookup (an ``AuthorizedKeysCommand`` asking a directory server that is down)
+    never answers: its lookup is ``sleep``."""
+
+    def _sshd_config(self, host) -> str:
+        lines = [line for line in super()._sshd_config(host).splitlines()
+                 if not line.startswith("AuthorizedKeysFile")]
+        return "\n".join([*lines, "AuthorizedKeysFile none",
+                          f"AuthorizedKeysCommand {shutil.which('sleep')} 600",
+                          "AuthorizedKeysCommandUser nobody", "LoginGraceTime 60", ""])
+
+    def _wait_ready(self, host) -> None:
+        """Up once it says its banner (a log-in, the usual check, would hang)."""
+        with socket.create_connection((host.address, host.port), timeout=30) as connection:
+            assert connection.makefile("rb").readline().startswith(b"SSH-2.0-")
+
+
+@pytest.fixture
+def stalling_bed(tmp_path) -> Iterator[SshTestBed]:
+    bed = StallingAuthBed(tmp_path / "stalling", hosts=1)
+    bed.start()
+    yield bed
+    bed.stop()  # its sshd and the sleeping lookups under it
+
+
+def lookups_hang_for(bed: SshTestBed, count: int) -> None:
+    """Wait until ``count`` log-ins hang in the bed's key lookup (a ``sleep`` under its sshd)."""
+    deadline = time.monotonic() + 60  # a hang detector: they come within a second or two
+    while len([pid for pid, _ in descendants(bed.pid("node1"))
+               if "sleep" in cmdline(pid)]) < count:
+        assert time.monotonic() < deadline, f"fewer than {count} log-ins reached the lookup"
+        time.sleep(0.02)
+
+
+@pytest.mark.slow
+def test_hosts_stalled_in_authentication_do_not_hold_up_the_working_ones(
+        open_backends, ssh_testbed, stalling_bed, tmp_path) -> None:
+    """More hosts than set-up threads (16) stall in authentication on a real sshd; once they
+    hold every set-up thread, working hosts are asked: their jobs end long before the stalled
+    hosts' auth timeout (they waited for it: 8 s here, 15 s by default)."""
+    stalled = [f"a{number}" for number in range(1, SILENT_HOSTS + 1)]
+    stanza = stalling_bed.ssh_config.read_text().strip().splitlines()[1:]  # under Host node1
+    config = tmp_path / "ssh_config"
+    config.write_text(ssh_testbed.ssh_config.read_text() + "\n"
+                      + "\n".join([f"Host {' '.join(stalled)}", *stanza, ""]))
+    backend = open_backends(config_file=str(config), auth_timeout=AUTH_TIMEOUT)
+    ended: list[str] = []
+    reports = Reports()
+
+    def noted(number: int, host: str):
+        deliver = reports(number)
+        return lambda outcome: (ended.append(host), deliver(outcome))
+
+    hosts = stalled + list(WORKING_HOSTS)
+    for number, host in enumerate(stalled):
+        backend.start(request(number, host, "/bin/true"), noted(number, host))
+    lookups_hang_for(stalling_bed, SETUP_THREADS)  # every set-up thread is held by now
+    for number, host in enumerate(WORKING_HOSTS, start=len(stalled)):
+        backend.start(request(number, host, "/bin/true"), noted(number, host))
+    outcomes = {host: reports.wait(number, timeout=90) for number, host in enumerate(hosts)}
+
+    for host in WORKING_HOSTS:
+        assert (outcomes[host].returncode, outcomes[host].transport_error) == (0, None), host
+    for host in stalled:
+        assert outcomes[host].transport_error is not None, outcomes[host]
+        assert outcomes[host].transport_error.startswith(f"{host}: "), outcomes[host]
+    first_stalled = min(ended.index(host) for host in stalled)
+    assert max(ended.index(host) for host in WORKING_HOSTS) < first_stalled, (
+        f"a working host's job ended after a stalled host's auth timeout: {ended}")

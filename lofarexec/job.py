@@ -41,6 +41,11 @@ class JobState(str, enum.Enum):
         return self.value
 
 
+#: ``JobState.SUCCEEDED.value``, for the run layer's per-job checks of ``results['state']``
+#: (a plain string compares faster than the enum member's attribute each time).
+SUCCEEDED = JobState.SUCCEEDED.value
+
+
 #: The ``job.results`` keys lofarexec writes, in the order a journal line or report shows them;
 #: a node's ``outputs`` never replace them.
 RESULT_KEYS: tuple[str, ...] = (

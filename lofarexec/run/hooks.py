@@ -18,9 +18,9 @@ from typing import Any
 from lofarexec.channel.logserver import LogServer
 from lofarexec.channel.protocol import find_unreached
 from lofarexec.context import RunContext
+from lofarexec.job import SUCCEEDED as _SUCCEEDED
 from lofarexec.job import ComputeJob, JobState
 
-_SUCCEEDED = JobState.SUCCEEDED.value
 #: How many of a failed job's last stderr lines are repeated in the master's log.
 _STDERR_LINES = 10
 

@@ -41,7 +41,8 @@ from typing import Any
 
 from lofarexec.context import RunContext
 from lofarexec.errors import ConfigError, LofarexecError
-from lofarexec.job import RESULT_KEYS, SUMMARY_KEYS, ComputeJob, JobState
+from lofarexec.job import RESULT_KEYS, SUMMARY_KEYS, ComputeJob
+from lofarexec.job import SUCCEEDED as _SUCCEEDED
 from lofarexec.plugin.spec import hookimpl
 
 JOURNAL_NAME = "journal.jsonl"
@@ -52,7 +53,6 @@ FLUSH_LINES = 1000
 #: The ``event`` of a journal line: written when a job starts, and when it has its final state.
 STARTED, ENDED = "started", "ended"
 _RESERVED = frozenset(RESULT_KEYS)
-_SUCCEEDED = JobState.SUCCEEDED.value
 _encode = json.JSONEncoder(ensure_ascii=False).encode  # built once: json.dumps(**kw) is not
 _string = json.encoder.encode_basestring  # what _encode uses for a str (the C one when built)
 _SUMMARY_PIECES = tuple((f', "{key}": ', key) for key in SUMMARY_KEYS)

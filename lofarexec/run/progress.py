@@ -18,7 +18,8 @@ import time
 from typing import IO, Any
 
 from lofarexec.context import RunContext
-from lofarexec.job import ComputeJob, JobState
+from lofarexec.job import SUCCEEDED as _SUCCEEDED
+from lofarexec.job import ComputeJob
 from lofarexec.plugin.spec import hookimpl
 
 #: Seconds between two progress lines in the log when not on a terminal (``progress_interval``).
@@ -27,7 +28,6 @@ DEFAULT_INTERVAL = 60.0
 HOST_LINES = 8
 #: Redraws per second of the live display (on rich's refresh thread).
 REFRESH_PER_SECOND = 4
-_SUCCEEDED = JobState.SUCCEEDED.value
 
 
 def format_duration(seconds: float) -> str:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from lofarexec.errors import LofarexecError
+from lofarexec.job import SUCCEEDED as _SUCCEEDED
 from lofarexec.job import JobState
 from lofarexec.run.journal import JOURNAL_NAME, STARTED, read_journal
 
@@ -34,7 +35,6 @@ REPORT_NAME = "report.html"
 #: Where a failed job's stderr tail is when the report was not given it.
 TAIL_ELSEWHERE = ("not in the journal: the recipe's log <job_directory>/logs/<start time>/"
                   "pipeline.log repeats it, as 'job {id} stderr: ...' lines")
-_SUCCEEDED = JobState.SUCCEEDED.value
 _RUNNING = JobState.RUNNING.value
 #: The state the report gives an attempt that was followed by another attempt of its job.
 RETRIED = "retried"

@@ -18,6 +18,7 @@ import dataclasses
 import html
 from collections.abc import Iterable
 
+from lofarexec.job import SUCCEEDED as _SUCCEEDED
 from lofarexec.run.report import (
     TAIL_ELSEWHERE,
     Attempt,
@@ -41,7 +42,6 @@ COLOURS = {"succeeded": "#2e7d32", "failed": "#c62828", "timed_out": "#ef6c00",
            "running": "#9e9e9e",
            "not_started": "#cfd8dc"}
 _OTHER_COLOUR = "#37474f"
-_SUCCEEDED = "succeeded"
 _STYLE = """
 body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #212121; }
 h1 { font-size: 1.4em; } h2 { font-size: 1.15em; margin-top: 1.5em; }

@@ -17,12 +17,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from lofarexec.job import RESULT_KEYS, ComputeJob, JobResult, JobState
+from lofarexec.job import RESULT_KEYS, ComputeJob, JobResult
+from lofarexec.job import SUCCEEDED as _SUCCEEDED
 from lofarexec.run.journal import JOURNAL_NAME, read_journal
 
 __all__ = ["earlier_successes", "job_identities", "restore_results", "resume_batch"]
 
-_SUCCEEDED = JobState.SUCCEEDED.value
 
 
 def job_identities(jobs: Sequence[ComputeJob]) -> list[str]:

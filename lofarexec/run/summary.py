@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from lofarexec.context import RunContext
-from lofarexec.job import SUMMARY_KEYS, ComputeJob, JobState
+from lofarexec.job import SUCCEEDED as _SUCCEEDED
+from lofarexec.job import SUMMARY_KEYS, ComputeJob
 from lofarexec.plugin.spec import hookimpl
 from lofarexec.run.journal import ENDED, JOURNAL_NAME, STARTED
 from lofarexec.run.report import (
@@ -46,7 +47,6 @@ TAIL_LINES = 5
 #: Hosts named as the slowest.
 SLOWEST_HOSTS = 3
 _log = logging.getLogger(__name__)
-_SUCCEEDED = JobState.SUCCEEDED.value
 
 
 class RunReporter:

@@ -37,6 +37,23 @@ def silent_servers() -> Iterator[SilentHosts]:
     servers.close()
 
 
+class Ends:
+    """Each job's outcome by its number, and the order in which hosts' jobs ended."""
+
+    def __init__(self) -> None:
+        self.order: list[str] = []
+        self.reports = Reports()
+
+    def report(self, number: int, host: str):
+        deliver = self.reports(number)
+        return lambda outcome: (self.order.append(host), deliver(outcome))
+
+    def working_first(self, slow: list[str]) -> bool:
+        """Every working host's job ended before the first of ``slow``."""
+        return (max(self.order.index(host) for host in WORKING_HOSTS)
+                < min(self.order.index(host) for host in slow))
+
+
 def silent_config(bed_config: Path, servers: SilentHosts, path: Path) -> Path:
     """The bed's ssh config plus ``s1..s<SILENT_HOSTS>`` on the silent ports."""
     path.write_text(bed_config.read_text() + "\n" + servers.ssh_config(SILENT_HOSTS))
@@ -48,18 +65,12 @@ def test_silent_hosts_do_not_hold_up_the_working_ones(open_backends, ssh_testbed
                                                       silent_servers, tmp_path) -> None:
     config = silent_config(ssh_testbed.ssh_config, silent_servers, tmp_path / "ssh_config")
     backend = open_backends(config_file=str(config), connect_timeout=CONNECT_TIMEOUT)
-    ended: list[str] = []
-    reports = Reports()
-
-    def noted(number: int, host: str):
-        deliver = reports(number)
-        return lambda outcome: (ended.append(host), deliver(outcome))
-
+    ends = Ends()
     silent = [f"s{number}" for number in range(1, SILENT_HOSTS + 1)]
     hosts = silent + list(WORKING_HOSTS)  # the silent hosts ask first
     for number, host in enumerate(hosts):
-        backend.start(request(number, host, "/bin/true"), noted(number, host))
-    outcomes = {host: reports.wait(number, timeout=60) for number, host in enumerate(hosts)}
+        backend.start(request(number, host, "/bin/true"), ends.report(number, host))
+    outcomes = {host: ends.reports.wait(number, timeout=60) for number, host in enumerate(hosts)}
 
     for host in WORKING_HOSTS:
         assert (outcomes[host].returncode, outcomes[host].transport_error) == (0, None), host
@@ -67,9 +78,8 @@ def test_silent_hosts_do_not_hold_up_the_working_ones(open_backends, ssh_testbed
         port = silent_servers.port(int(host[1:]))
         assert outcomes[host].transport_error == (
             f"{host}: cannot connect to 127.0.0.1:{port}: timed out"), outcomes[host]
-    first_silent = min(ended.index(host) for host in silent)
-    assert max(ended.index(host) for host in WORKING_HOSTS) < first_silent, (
-        f"a working host's job ended after a silent host's connect timeout: {ended}")
+    assert ends.working_first(silent), (
+        f"a working host's job ended after a silent host's connect timeout: {ends.order}")
 
 
 def test_a_refused_port_and_an_unknown_name_are_one_line_each(open_backends, tmp_path) -> None:
@@ -135,26 +145,19 @@ def test_hosts_stalled_in_authentication_do_not_hold_up_the_working_ones(
     config.write_text(ssh_testbed.ssh_config.read_text() + "\n"
                       + "\n".join([f"Host {' '.join(stalled)}", *stanza, ""]))
     backend = open_backends(config_file=str(config), auth_timeout=AUTH_TIMEOUT)
-    ended: list[str] = []
-    reports = Reports()
-
-    def noted(number: int, host: str):
-        deliver = reports(number)
-        return lambda outcome: (ended.append(host), deliver(outcome))
-
+    ends = Ends()
     hosts = stalled + list(WORKING_HOSTS)
     for number, host in enumerate(stalled):
-        backend.start(request(number, host, "/bin/true"), noted(number, host))
+        backend.start(request(number, host, "/bin/true"), ends.report(number, host))
     lookups_hang_for(stalling_bed, SETUP_THREADS)  # every set-up thread is held by now
     for number, host in enumerate(WORKING_HOSTS, start=len(stalled)):
-        backend.start(request(number, host, "/bin/true"), noted(number, host))
-    outcomes = {host: reports.wait(number, timeout=90) for number, host in enumerate(hosts)}
+        backend.start(request(number, host, "/bin/true"), ends.report(number, host))
+    outcomes = {host: ends.reports.wait(number, timeout=90) for number, host in enumerate(hosts)}
 
     for host in WORKING_HOSTS:
         assert (outcomes[host].returncode, outcomes[host].transport_error) == (0, None), host
     for host in stalled:
         assert outcomes[host].transport_error is not None, outcomes[host]
         assert outcomes[host].transport_error.startswith(f"{host}: "), outcomes[host]
-    first_stalled = min(ended.index(host) for host in stalled)
-    assert max(ended.index(host) for host in WORKING_HOSTS) < first_stalled, (
-        f"a working host's job ended after a stalled host's auth timeout: {ended}")
+    assert ends.working_first(stalled), (
+        f"a working host's job ended after a stalled host's auth timeout: {ends.order}")

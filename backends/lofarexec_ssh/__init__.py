@@ -173,11 +173,11 @@ class SshBackend(Backend):
         if control_path:
             argv += ["-o", "ControlMaster=auto", "-o", f"ControlPath={control_path}",
                      "-o", "ControlPersist=60"]
-            return [*argv, *shlex.split(settings.options), "--", host]
-        # Never become a master of the user's own (``ControlMaster auto`` with ControlPersist
-        # in ~/.ssh/config would leave a background ssh per host after the run); a master the
-        # user already has is still used. After ``options``, which may say otherwise.
-        return [*argv, *shlex.split(settings.options), "-o", "ControlMaster=no", "--", host]
+        # Otherwise never become a master of the user's own (``ControlMaster auto`` with
+        # ControlPersist in ~/.ssh/config would leave a background ssh per host after the run);
+        # a master the user already has is still used. After ``options``, which may ask for one.
+        no_master = [] if control_path else ["-o", "ControlMaster=no"]
+        return [*argv, *shlex.split(settings.options), *no_master, "--", host]
 
     def start(self, request: LaunchRequest, report: Report) -> JobHandle:
         if self.settings.launch == "process":

@@ -18,8 +18,7 @@ from typing import Any
 from lofarexec.channel.logserver import LogServer
 from lofarexec.channel.protocol import find_unreached
 from lofarexec.context import RunContext
-from lofarexec.job import SUCCEEDED as _SUCCEEDED
-from lofarexec.job import ComputeJob, JobState
+from lofarexec.job import SUCCEEDED, ComputeJob, JobState
 
 #: How many of a failed job's last stderr lines are repeated in the master's log.
 _STDERR_LINES = 10
@@ -50,7 +49,7 @@ class HookRelay:
             outputs = self._log_server.exchange.take_outputs(job.id)
             if outputs:
                 _merge_outputs(self._logger, job, outputs)
-            if results["state"] != _SUCCEEDED:
+            if results["state"] != SUCCEEDED:
                 _log_failure(self._logger, job)
         for call in self._finished:
             call(job)

@@ -41,8 +41,7 @@ from typing import Any
 
 from lofarexec.context import RunContext
 from lofarexec.errors import ConfigError, LofarexecError
-from lofarexec.job import RESULT_KEYS, SUMMARY_KEYS, ComputeJob
-from lofarexec.job import SUCCEEDED as _SUCCEEDED
+from lofarexec.job import RESULT_KEYS, SUCCEEDED, SUMMARY_KEYS, ComputeJob
 from lofarexec.plugin.spec import hookimpl
 
 JOURNAL_NAME = "journal.jsonl"
@@ -131,7 +130,7 @@ class JournalWriter:
                 return
             self._waiting.append(line)
             now = time.monotonic()
-            if (job.results.get("state") != _SUCCEEDED or len(self._waiting) >= self.flush_lines
+            if (job.results.get("state") != SUCCEEDED or len(self._waiting) >= self.flush_lines
                     or now - self._last_write >= self.flush_interval):
                 self._write_waiting(now)
             elif self._due is None:

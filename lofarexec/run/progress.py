@@ -18,8 +18,7 @@ import time
 from typing import IO, Any
 
 from lofarexec.context import RunContext
-from lofarexec.job import SUCCEEDED as _SUCCEEDED
-from lofarexec.job import ComputeJob
+from lofarexec.job import SUCCEEDED, ComputeJob
 from lofarexec.plugin.spec import hookimpl
 
 #: Seconds between two progress lines in the log when not on a terminal (``progress_interval``).
@@ -92,7 +91,7 @@ class ProgressReporter:
     @hookimpl
     def lofarexec_job_finished(self, job: ComputeJob) -> None:
         host = self.running.pop(job.id, False)
-        ok = job.results.get("state") == _SUCCEEDED
+        ok = job.results.get("state") == SUCCEEDED
         if ok:
             self.succeeded += 1
         else:

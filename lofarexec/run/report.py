@@ -26,8 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from lofarexec.errors import LofarexecError
-from lofarexec.job import SUCCEEDED as _SUCCEEDED
-from lofarexec.job import JobState
+from lofarexec.job import SUCCEEDED, JobState
 from lofarexec.run.journal import JOURNAL_NAME, STARTED, read_journal
 
 #: The report written into the job directory at the end of each run.
@@ -72,7 +71,7 @@ class Attempt:
     @property
     def failed(self) -> bool:
         """Not succeeded (a retried attempt is not listed: its job's last attempt is)."""
-        return self.state not in (_SUCCEEDED, RETRIED)
+        return self.state not in (SUCCEEDED, RETRIED)
 
 
 @dataclasses.dataclass(frozen=True)

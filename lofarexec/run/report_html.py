@@ -18,7 +18,7 @@ import dataclasses
 import html
 from collections.abc import Iterable
 
-from lofarexec.job import SUCCEEDED as _SUCCEEDED
+from lofarexec.job import SUCCEEDED
 from lofarexec.run.report import (
     TAIL_ELSEWHERE,
     Attempt,
@@ -146,13 +146,13 @@ def _bars(attempts: list[Attempt], scale: float,
     for lane in lanes.values():
         group: list[Attempt] = []
         for attempt in sorted(lane, key=lambda a: a.start or 0.0):
-            joins = (group and attempt.state == _SUCCEEDED and attempt.end is not None
+            joins = (group and attempt.state == SUCCEEDED and attempt.end is not None
                      and ((attempt.start or 0.0) - (group[-1].end or 0.0)) * scale < 1.0)
             if joins:
                 group.append(attempt)
                 continue
             yield from _group(group)
-            group = [attempt] if attempt.state == _SUCCEEDED and attempt.end is not None else []
+            group = [attempt] if attempt.state == SUCCEEDED and attempt.end is not None else []
             if not group:
                 yield attempt, 1
         yield from _group(group)

@@ -17,12 +17,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from lofarexec.job import RESULT_KEYS, ComputeJob, JobResult
-from lofarexec.job import SUCCEEDED as _SUCCEEDED
+from lofarexec.job import RESULT_KEYS, SUCCEEDED, ComputeJob, JobResult
 from lofarexec.run.journal import JOURNAL_NAME, read_journal
 
 __all__ = ["earlier_successes", "job_identities", "restore_results", "resume_batch"]
-
 
 
 def job_identities(jobs: Sequence[ComputeJob]) -> list[str]:
@@ -64,7 +62,7 @@ def earlier_successes(job_directory: str | Path, identities: Sequence[str],
             last[identity] = entry
         # A started line without an end (the run died) names no identity: the job runs again.
     return {index: last[identity] for index, identity in enumerate(identities)
-            if last.get(identity, {}).get("state") == _SUCCEEDED}
+            if last.get(identity, {}).get("state") == SUCCEEDED}
 
 
 def restore_results(entry: dict[str, Any]) -> JobResult:

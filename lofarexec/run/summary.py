@@ -21,8 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from lofarexec.context import RunContext
-from lofarexec.job import SUCCEEDED as _SUCCEEDED
-from lofarexec.job import SUMMARY_KEYS, ComputeJob
+from lofarexec.job import SUCCEEDED, SUMMARY_KEYS, ComputeJob
 from lofarexec.plugin.spec import hookimpl
 from lofarexec.run.journal import ENDED, JOURNAL_NAME, STARTED
 from lofarexec.run.report import (
@@ -85,7 +84,7 @@ class RunReporter:
     def lofarexec_job_finished(self, run: RunContext, job: ComputeJob) -> None:
         self._running.pop(job.id, None)  # type: ignore[arg-type]
         self._ended.append(job.id)  # type: ignore[arg-type]
-        if job.results.get("state") != _SUCCEEDED and job.id is not None:
+        if job.results.get("state") != SUCCEEDED and job.id is not None:
             self._tails[(run.started, job.id)] = _tail_text(job)
 
     @hookimpl(trylast=True)
@@ -167,7 +166,7 @@ def summary_lines(run: RunContext, jobs: Sequence[ComputeJob],
         get = job.results.get
         state = str(get("state"))
         counts[state] = counts.get(state, 0) + 1
-        if state != _SUCCEEDED:
+        if state != SUCCEEDED:
             failed.append(job)
         start, end, duration = get("start_time"), get("end_time"), get("job_duration")
         if start and (first_start is None or start < first_start):
